@@ -1,0 +1,35 @@
+//! Keys and values of the kernel's armed-inode map.
+//!
+//! An inode is "armed" while a size-extending, sync-flavoured direct write
+//! to it is in flight: only armed inodes' events leave the kernel.
+
+/// (device, inode number): how writes, size updates and syncs are matched.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct InodeKey {
+    pub dev: u32,
+    pub _pad: u32,
+    pub ino: u64,
+}
+const _: () = assert!(core::mem::size_of::<InodeKey>() == 16);
+
+/// What the kernel remembers of an armed write.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ArmedWrite {
+    /// End of the write (pos + len): the size a sync must find journaled.
+    pub end: i64,
+    /// Records for this inode the ring buffer could not take.
+    pub lost: u32,
+    /// `ARM_*` bits.
+    pub state: u32,
+}
+const _: () = assert!(core::mem::size_of::<ArmedWrite>() == 16);
+
+/// A size update covering `end` was seen.
+pub const ARM_SIZE_SEEN: u32 = 1 << 0;
+/// The completion finished (`iomap_dio_complete` returned).
+pub const ARM_COMPLETED: u32 = 1 << 1;
+
+/// Default capacity of the armed map (LRU: the oldest entry makes room).
+pub const ARM_MAP_ENTRIES: u32 = 16384;

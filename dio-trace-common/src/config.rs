@@ -1,0 +1,113 @@
+//! What the loader writes into the kernel programs before they load.
+//!
+//! Rust eBPF gets no CO-RE relocations, so every struct field offset the
+//! programs need is read from the running kernel's BTF in user space and
+//! handed over here. Nothing in the kernel programs hard-codes an offset.
+
+/// Byte offsets of the kernel struct fields the programs read.
+///
+/// Nested members are flattened: `file_f_path_dentry` is
+/// `offsetof(struct file, f_path) + offsetof(struct path, dentry)`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Offsets {
+    pub kiocb_ki_filp: u32,
+    pub kiocb_ki_pos: u32,
+    pub kiocb_ki_flags: u32,
+    pub iov_iter_count: u32,
+    pub file_f_inode: u32,
+    pub file_f_path_dentry: u32,
+    pub inode_i_sb: u32,
+    pub inode_i_ino: u32,
+    pub inode_i_size: u32,
+    pub super_block_s_dev: u32,
+    pub super_block_s_type: u32,
+    pub ext4_inode_info_vfs_inode: u32,
+    pub ext4_inode_info_i_disksize: u32,
+    pub dentry_d_parent: u32,
+    pub dentry_d_name_name: u32,
+    pub task_struct_pid: u32,
+}
+const _: () = assert!(core::mem::size_of::<Offsets>() == 64);
+
+/// Bit values of `kiocb.ki_flags` on the running kernel. They moved in 5.19
+/// (aligned with `RWF_*`), so they are resolved at start-up, not assumed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IocbBits {
+    pub direct: u32,
+    pub write: u32,
+    pub dsync: u32,
+    pub sync: u32,
+}
+const _: () = assert!(core::mem::size_of::<IocbBits>() == 16);
+
+/// Kernel-side filters: a write that fails one is counted, never sent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// 1: only tasks whose process id is in the `FOLLOW` map (and their
+    /// children, added on fork).
+    pub follow: u32,
+    /// Kernel `dev_t` to keep, 0 for any.
+    pub dev: u32,
+    /// Bytes of `comm` to compare, 0 for any.
+    pub comm_len: u32,
+    pub _pad: u32,
+    pub comm: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<Filter>() == 32);
+
+/// Everything the loader sets, in one global (`DIO_CONFIG`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    pub offsets: Offsets,
+    pub iocb: IocbBits,
+    pub filter: Filter,
+    /// Address of `ext4_fs_type` (from kallsyms): only inodes whose
+    /// superblock has this `s_type` are ext4 and have an `i_disksize`.
+    pub ext4_fs_type: u64,
+}
+const _: () = assert!(core::mem::size_of::<Config>() == 120);
+
+/// Name of the global the loader overrides.
+pub const CONFIG_GLOBAL: &str = "DIO_CONFIG";
+
+impl Config {
+    /// All zero: what the object file carries until the loader overrides it.
+    pub const ZERO: Config = Config {
+        offsets: Offsets {
+            kiocb_ki_filp: 0,
+            kiocb_ki_pos: 0,
+            kiocb_ki_flags: 0,
+            iov_iter_count: 0,
+            file_f_inode: 0,
+            file_f_path_dentry: 0,
+            inode_i_sb: 0,
+            inode_i_ino: 0,
+            inode_i_size: 0,
+            super_block_s_dev: 0,
+            super_block_s_type: 0,
+            ext4_inode_info_vfs_inode: 0,
+            ext4_inode_info_i_disksize: 0,
+            dentry_d_parent: 0,
+            dentry_d_name_name: 0,
+            task_struct_pid: 0,
+        },
+        iocb: IocbBits {
+            direct: 0,
+            write: 0,
+            dsync: 0,
+            sync: 0,
+        },
+        filter: Filter {
+            follow: 0,
+            dev: 0,
+            comm_len: 0,
+            _pad: 0,
+            comm: [0; 16],
+        },
+        ext4_fs_type: 0,
+    };
+}

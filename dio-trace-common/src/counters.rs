@@ -1,0 +1,64 @@
+//! Indices into the kernel's per-CPU counter array.
+//!
+//! Everything the kernel side decides not to send is counted here, so a
+//! report can say what it did not see and why.
+
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Direct writes seen that passed the pid/comm/dev filters.
+    DirectWrites = 0,
+    /// Direct writes that the filters kept out.
+    Filtered = 1,
+    /// Direct writes without SYNC/DSYNC semantics.
+    NotSync = 2,
+    /// Sync-flavoured direct writes that did not extend the file.
+    NotExtending = 3,
+    /// Writes armed: size-extending, sync-flavoured, direct.
+    Armed = 4,
+    /// Ring-buffer reservations that failed (records lost).
+    RingbufFull = 5,
+    /// Kernel memory reads that failed (records sent without that fact).
+    ReadFailed = 6,
+    /// Arm-map inserts that failed.
+    ArmFailed = 7,
+    /// Records sent.
+    Sent = 8,
+    /// Direct writes to a filesystem other than ext4 (not judged).
+    OtherFs = 9,
+}
+
+/// Length of the counter array.
+pub const COUNTER_SLOTS: u32 = 16;
+
+impl Counter {
+    /// Every counter, in index order.
+    pub const ALL: [Counter; 10] = [
+        Counter::DirectWrites,
+        Counter::Filtered,
+        Counter::NotSync,
+        Counter::NotExtending,
+        Counter::Armed,
+        Counter::RingbufFull,
+        Counter::ReadFailed,
+        Counter::ArmFailed,
+        Counter::Sent,
+        Counter::OtherFs,
+    ];
+
+    /// Short stable name used in reports and NDJSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Counter::DirectWrites => "direct_writes",
+            Counter::Filtered => "filtered",
+            Counter::NotSync => "not_sync",
+            Counter::NotExtending => "not_extending",
+            Counter::Armed => "armed",
+            Counter::RingbufFull => "ringbuf_full",
+            Counter::ReadFailed => "read_failed",
+            Counter::ArmFailed => "arm_failed",
+            Counter::Sent => "sent",
+            Counter::OtherFs => "other_fs",
+        }
+    }
+}

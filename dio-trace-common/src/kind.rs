@@ -1,0 +1,77 @@
+//! Record kinds, numbered in ranges per family with holes left for growth.
+//!
+//! Retired numbers stay reserved: never reuse one, trace files outlive code.
+
+/// What a record says happened.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RecordKind {
+    // 1..=9: the write itself.
+    /// A direct write that is size-extending and sync-flavoured started
+    /// (`iomap:iomap_dio_rw_begin`, or entry of the iomap/ext4 write path).
+    WriteBegin = 1,
+    /// The path of the inode a [`RecordKind::WriteBegin`] targets.
+    WritePath = 2,
+
+    // 10..=19: size updates.
+    /// `__ext4_mark_inode_dirty` ran for an armed inode (tracepoint
+    /// `ext4:ext4_mark_inode_dirty`): the on-disk inode, with `i_disksize`,
+    /// was put into the running journal transaction.
+    MarkDirty = 10,
+    /// `ext4_handle_inode_extension` entered (fentry/kprobe only).
+    InodeExtension = 11,
+
+    // 20..=29: syncs.
+    /// The sync that `generic_write_sync` reaches started
+    /// (`ext4:ext4_sync_file_enter`, `vfs_fsync_range`, `ext4_sync_file`).
+    SyncEnter = 20,
+    /// That sync returned.
+    SyncExit = 21,
+
+    // 30..=39: completion.
+    /// `iomap_dio_complete` entered (fentry/kprobe only).
+    CompleteEnter = 30,
+    /// `iomap_dio_complete` finished (tracepoint `iomap:iomap_dio_complete`
+    /// or fexit/kretprobe).
+    CompleteExit = 31,
+}
+
+impl RecordKind {
+    /// Every kind, for decoders and tests.
+    pub const ALL: [RecordKind; 8] = [
+        RecordKind::WriteBegin,
+        RecordKind::WritePath,
+        RecordKind::MarkDirty,
+        RecordKind::InodeExtension,
+        RecordKind::SyncEnter,
+        RecordKind::SyncExit,
+        RecordKind::CompleteEnter,
+        RecordKind::CompleteExit,
+    ];
+
+    /// The kind with this number, if any.
+    pub fn from_u32(n: u32) -> Option<Self> {
+        let mut i = 0;
+        while i < Self::ALL.len() {
+            if Self::ALL[i] as u32 == n {
+                return Some(Self::ALL[i]);
+            }
+            i += 1;
+        }
+        None
+    }
+
+    /// Short stable name used in reports and NDJSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            RecordKind::WriteBegin => "write_begin",
+            RecordKind::WritePath => "write_path",
+            RecordKind::MarkDirty => "mark_inode_dirty",
+            RecordKind::InodeExtension => "handle_inode_extension",
+            RecordKind::SyncEnter => "sync_enter",
+            RecordKind::SyncExit => "sync_exit",
+            RecordKind::CompleteEnter => "dio_complete_enter",
+            RecordKind::CompleteExit => "dio_complete_exit",
+        }
+    }
+}

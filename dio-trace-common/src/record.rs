@@ -1,0 +1,84 @@
+//! The records that travel through the ring buffer (and into trace files).
+
+/// First in every record: what it is, where and when it happened.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecordHeader {
+    /// A [`crate::kind::RecordKind`] number.
+    pub kind: u32,
+    /// A [`crate::probe::Mechanism`] number: which mechanism emitted it.
+    pub mechanism: u32,
+    /// `bpf_ktime_get_ns()`: monotonic, comparable across CPUs.
+    pub ts_ns: u64,
+    /// Thread id of the task the kernel ran this in.
+    pub pid: u32,
+    /// Process id (thread-group id) of that task.
+    pub tgid: u32,
+    /// Which CPU ran it.
+    pub cpu: u32,
+    /// Ring-buffer reservations that failed for this inode before this
+    /// record (kept in the armed-inode map): non-zero means this write's
+    /// timeline has holes.
+    pub lost: u32,
+}
+const _: () = assert!(core::mem::size_of::<RecordHeader>() == 32);
+
+/// Every kind but [`crate::kind::RecordKind::WritePath`]: one inode fact.
+///
+/// Field use by kind:
+/// - `WriteBegin`: `pos`/`len` of the write, `arg` = raw `kiocb.ki_flags`,
+///   `flags` = [`EVENT_SYNC`]/[`EVENT_DSYNC`].
+/// - `MarkDirty`: `arg` = caller's return address (symbolize with kallsyms).
+/// - `SyncEnter`: `arg` = datasync; `pos`/`len` = the range when known.
+/// - `CompleteExit`/`SyncExit`: `arg` = return value.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InodeEvent {
+    pub header: RecordHeader,
+    /// Kernel `dev_t` (major << 20 | minor) of the inode's superblock.
+    pub dev: u32,
+    /// `EVENT_*` bits.
+    pub flags: u32,
+    pub ino: u64,
+    /// `inode.i_size` (in memory) when the record was made.
+    pub i_size: i64,
+    /// `EXT4_I(inode)->i_disksize` (what the on-disk inode says) then.
+    pub i_disksize: i64,
+    pub pos: i64,
+    pub len: u64,
+    pub arg: u64,
+    pub comm: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<InodeEvent>() == 104);
+const _: () = assert!(core::mem::align_of::<InodeEvent>() == 8);
+
+/// The write asked for `O_SYNC`/`RWF_SYNC` semantics.
+pub const EVENT_SYNC: u32 = 1 << 0;
+/// The write asked for `O_DSYNC`/`RWF_DSYNC` semantics (also set with SYNC).
+pub const EVENT_DSYNC: u32 = 1 << 1;
+/// `i_disksize` could not be read (not ext4, or the read failed).
+pub const EVENT_NO_DISKSIZE: u32 = 1 << 2;
+
+/// How many path components a [`PathRecord`] carries.
+pub const PATH_DEPTH: usize = 8;
+/// Bytes kept of each component (NUL-terminated when shorter).
+pub const PATH_NAME_LEN: usize = 48;
+
+/// Dentry names of a write's file, leaf first, up to the filesystem root.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PathRecord {
+    pub header: RecordHeader,
+    pub dev: u32,
+    /// How many entries of `names` are filled.
+    pub depth: u32,
+    pub ino: u64,
+    /// 1 when the walk reached the filesystem root, 0 when it was cut.
+    pub complete: u32,
+    pub _pad: u32,
+    pub names: [[u8; PATH_NAME_LEN]; PATH_DEPTH],
+}
+const _: () = assert!(core::mem::size_of::<PathRecord>() == 32 + 24 + PATH_DEPTH * PATH_NAME_LEN);
+
+/// The largest record, for buffers that must hold any of them.
+pub const MAX_RECORD_SIZE: usize = core::mem::size_of::<PathRecord>();

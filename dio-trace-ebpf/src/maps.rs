@@ -1,0 +1,42 @@
+//! Every map and global the programs share, declared here and only here.
+
+use aya_ebpf::{
+    Global,
+    macros::map,
+    maps::{LruHashMap, PerCpuArray, RingBuf},
+};
+use dio_trace_common::{
+    arm::{ARM_MAP_ENTRIES, ArmedWrite, InodeKey},
+    config::Config,
+    counters::{COUNTER_SLOTS, Counter},
+};
+
+/// Written by the loader (offsets from BTF, ki_flags bits, filters).
+#[unsafe(no_mangle)]
+pub static DIO_CONFIG: Global<Config> = Global::new(Config::ZERO);
+
+/// Records for user space. The loader resizes it (`--ringbuf-size`).
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+
+/// What the kernel side saw but did not send, and what it lost.
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+
+/// Inodes with a size-extending sync-flavoured direct write in flight.
+#[map]
+pub static ARMED: LruHashMap<InodeKey, ArmedWrite> =
+    LruHashMap::with_max_entries(ARM_MAP_ENTRIES, 0);
+
+/// Process ids to trace when `Filter::follow` is set; children join on fork.
+#[map]
+pub static FOLLOW: LruHashMap<u32, u8> = LruHashMap::with_max_entries(8192, 0);
+
+/// Add one to a counter. Never fails: a missing slot is a build bug.
+#[inline(always)]
+pub fn count(counter: Counter) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: per-CPU slot, only this CPU writes it while we run.
+        unsafe { *slot += 1 };
+    }
+}

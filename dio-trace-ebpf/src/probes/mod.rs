@@ -1,0 +1,47 @@
+//! One file per probe family. Each has a `try_*` body that takes the raw
+//! kernel pointers, and thin entry points per mechanism that only unpack
+//! their context and call it.
+
+pub mod complete;
+pub mod follow;
+pub mod size;
+pub mod sync;
+pub mod write;
+
+use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid};
+use dio_trace_common::{
+    arm::{ArmedWrite, InodeKey},
+    config::Config,
+};
+
+use crate::maps::{ARMED, FOLLOW};
+
+/// Does the current task pass the pid/comm filters?
+#[inline(always)]
+pub fn task_passes(cfg: &Config) -> bool {
+    if cfg.filter.follow != 0 {
+        let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        // SAFETY: read-only lookup of a plain u8 value.
+        if unsafe { FOLLOW.get(&tgid) }.is_none() {
+            return false;
+        }
+    }
+    let n = cfg.filter.comm_len as usize;
+    if n > 0 {
+        let comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        let mut i = 0;
+        while i < 16 {
+            if i < n && comm[i] != cfg.filter.comm[i] {
+                return false;
+            }
+            i += 1;
+        }
+    }
+    true
+}
+
+/// The armed entry of an inode, if a counted write to it is in flight.
+#[inline(always)]
+pub fn armed(key: &InodeKey) -> Option<*mut ArmedWrite> {
+    ARMED.get_ptr_mut(key)
+}

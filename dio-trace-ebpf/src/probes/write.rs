@@ -1,0 +1,120 @@
+//! The start of a direct write: decide whether it is counted and arm it.
+//!
+//! Tracepoint `iomap:iomap_dio_rw_begin(struct kiocb *, struct iov_iter *,
+//! unsigned int dio_flags, size_t done_before)`, Linux 6.4+.
+
+use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
+use dio_trace_common::{
+    arm::ArmedWrite,
+    counters::Counter,
+    kind::RecordKind,
+    probe::Mechanism,
+    record::{EVENT_DSYNC, EVENT_SYNC},
+};
+
+use crate::{
+    emit::{Fact, inode_event, path_record},
+    facts::{file_inode, inode_id, iocb_file, read, sizes},
+    maps::{ARMED, DIO_CONFIG, count},
+    probes::{armed, task_passes},
+};
+
+#[btf_tracepoint(function = "iomap_dio_rw_begin")]
+pub fn tp_iomap_dio_rw_begin(ctx: BtfTracePointContext) -> i32 {
+    let iocb: *const u8 = ctx.arg(0);
+    let iter: *const u8 = ctx.arg(1);
+    try_write_begin(iocb, iter, Mechanism::Tracepoint);
+    0
+}
+
+/// A write is counted when it is direct, sync-flavoured (`IOCB_DSYNC`,
+/// which the kernel also sets for `O_SYNC` and `IS_SYNC` inodes) and ends
+/// past the smaller of `i_size` and `i_disksize` (ext4's own test for an
+/// extending write, `ext4_extending_io`).
+#[inline(always)]
+pub fn try_write_begin(iocb: *const u8, iter: *const u8, mechanism: Mechanism) {
+    let cfg = DIO_CONFIG.load();
+    let Ok(ki_flags) = read::<u32>(iocb, cfg.offsets.kiocb_ki_flags) else {
+        count(Counter::ReadFailed);
+        return;
+    };
+    if ki_flags & cfg.iocb.direct == 0 || ki_flags & cfg.iocb.write == 0 {
+        return;
+    }
+    if !task_passes(&cfg) {
+        count(Counter::Filtered);
+        return;
+    }
+    let Ok(file) = iocb_file(&cfg, iocb) else {
+        count(Counter::ReadFailed);
+        return;
+    };
+    let Ok(inode) = file_inode(&cfg, file) else {
+        count(Counter::ReadFailed);
+        return;
+    };
+    let Ok(id) = inode_id(&cfg, inode) else {
+        count(Counter::ReadFailed);
+        return;
+    };
+    if cfg.filter.dev != 0 && id.key.dev != cfg.filter.dev {
+        count(Counter::Filtered);
+        return;
+    }
+    if !id.ext4 {
+        count(Counter::OtherFs);
+        return;
+    }
+    count(Counter::DirectWrites);
+    if ki_flags & cfg.iocb.dsync == 0 {
+        count(Counter::NotSync);
+        // A later write supersedes whatever this inode was armed for.
+        let _ = ARMED.remove(&id.key);
+        return;
+    }
+    let pos: i64 = read(iocb, cfg.offsets.kiocb_ki_pos).unwrap_or(-1);
+    let len: u64 = read(iter, cfg.offsets.iov_iter_count).unwrap_or(0);
+    let sz = sizes(&cfg, inode, id.ext4);
+    let end = pos.wrapping_add(len as i64);
+    let on_disk = if sz.i_disksize < sz.i_size {
+        sz.i_disksize
+    } else {
+        sz.i_size
+    };
+    if pos < 0 || end <= on_disk {
+        count(Counter::NotExtending);
+        let _ = ARMED.remove(&id.key);
+        return;
+    }
+    let arm = ArmedWrite {
+        end,
+        lost: 0,
+        state: 0,
+    };
+    if ARMED.insert(&id.key, &arm, 0).is_err() {
+        count(Counter::ArmFailed);
+        return;
+    }
+    count(Counter::Armed);
+    let mut flags = EVENT_DSYNC;
+    if ki_flags & cfg.iocb.sync != 0 {
+        flags |= EVENT_SYNC;
+    }
+    let entry = armed(&id.key);
+    inode_event(
+        &id.key,
+        &sz,
+        Fact {
+            kind: RecordKind::WriteBegin,
+            mechanism,
+            pos,
+            len,
+            arg: ki_flags as u64,
+            flags,
+        },
+        entry,
+    );
+    if let Ok(dentry) = read::<*const u8>(file, cfg.offsets.file_f_path_dentry) {
+        path_record(&cfg, &id.key, dentry, mechanism, entry);
+    }
+}

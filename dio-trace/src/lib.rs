@@ -1,0 +1,1 @@
+//! dio-trace: user space.
