@@ -1,0 +1,278 @@
+//! Groups events into writes and closes each write with a verdict.
+//!
+//! A write opens at its `WriteBegin` and collects every later event of its
+//! inode. It closes when it has nothing more to say (completed, and the
+//! size update seen), when the next write to that inode begins, when it has
+//! lingered past its completion, or at the end of the trace.
+
+use std::collections::{HashMap, VecDeque};
+
+use dio_trace_common::{
+    kind::RecordKind,
+    record::{EVENT_DSYNC, EVENT_SYNC},
+};
+
+use super::{
+    event::{Event, Input},
+    judge::{Coverage, Verdict, judge},
+};
+
+/// Tunables and facts the engine is built with (no I/O behind any of them).
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub coverage: Coverage,
+    /// Keep only writes whose path is this file or lies under this directory.
+    pub path_prefix: Option<String>,
+    /// How long after its completion a write waits for a late size update
+    /// (the buggy order updates the size after `iomap_dio_complete`).
+    pub linger_ns: u64,
+    /// A write with no completion after this long is closed inconclusive.
+    pub stall_ns: u64,
+    /// Writes kept open at most; the oldest is closed inconclusive beyond.
+    pub max_open: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            coverage: Coverage::ALL,
+            path_prefix: None,
+            linger_ns: 200_000_000,
+            stall_ns: 30_000_000_000,
+            max_open: 65_536,
+        }
+    }
+}
+
+/// A closed write: what it was, what happened, and the verdict.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteReport {
+    pub begin: Event,
+    pub path: Option<String>,
+    pub verdict: Verdict,
+    /// Every event of this write after its begin, in kernel order.
+    pub events: Vec<Event>,
+}
+
+struct OpenWrite {
+    begin: Event,
+    path: Option<String>,
+    excluded: bool,
+    events: Vec<Event>,
+    lost: bool,
+    completed_at: Option<u64>,
+    size_seen: bool,
+}
+
+/// What the engine tallied.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub ordered: u64,
+    pub violations: u64,
+    pub inconclusive: u64,
+    pub failed: u64,
+    /// Armed writes outside `--path`.
+    pub filtered: u64,
+    /// Records the kernel reported lost.
+    pub lost_records: u64,
+    /// Events of writes whose begin never arrived, carrying a loss mark.
+    pub orphaned_lost: u64,
+    /// Writes closed early because `max_open` was reached.
+    pub evicted: u64,
+    /// Begins that were not sync-flavoured size-extending writes (a backend
+    /// may report more than the kernel-side filter lets through).
+    pub not_counted: u64,
+}
+
+impl Tally {
+    /// Writes judged (failed writes extended nothing and are not counted).
+    pub fn counted(&self) -> u64 {
+        self.ordered + self.violations + self.inconclusive
+    }
+}
+
+pub struct Engine {
+    cfg: EngineConfig,
+    open: HashMap<(u32, u64), OpenWrite>,
+    /// Open keys in begin order, for eviction.
+    order: VecDeque<(u32, u64)>,
+    tally: Tally,
+    last_ts: u64,
+}
+
+impl Engine {
+    pub fn new(cfg: EngineConfig) -> Self {
+        Self {
+            cfg,
+            open: HashMap::new(),
+            order: VecDeque::new(),
+            tally: Tally::default(),
+            last_ts: 0,
+        }
+    }
+
+    pub fn tally(&self) -> &Tally {
+        &self.tally
+    }
+
+    pub fn coverage(&self) -> Coverage {
+        self.cfg.coverage
+    }
+
+    /// Writes in flight now.
+    pub fn open_writes(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Feed one input; returns the writes it closed.
+    pub fn push(&mut self, input: Input) -> Vec<WriteReport> {
+        let mut out = Vec::new();
+        match input {
+            Input::Event(ev) => {
+                self.last_ts = self.last_ts.max(ev.ts_ns);
+                self.event(ev, &mut out);
+            }
+            Input::Path { dev, ino, path } => {
+                if let Some(w) = self.open.get_mut(&(dev, ino)) {
+                    if let (Some(prefix), Some(p)) = (&self.cfg.path_prefix, &path) {
+                        w.excluded = !under(p, prefix);
+                    }
+                    w.path = path;
+                }
+            }
+            Input::Lost { records, ts_ns } => {
+                self.tally.lost_records += records;
+                self.last_ts = self.last_ts.max(ts_ns);
+                for w in self.open.values_mut() {
+                    w.lost = true;
+                }
+            }
+        }
+        out
+    }
+
+    /// Close what has lingered or stalled, as of `now_ns` (kernel monotonic
+    /// clock; replays pass the last event's time).
+    pub fn tick(&mut self, now_ns: u64) -> Vec<WriteReport> {
+        let (linger, stall) = (self.cfg.linger_ns, self.cfg.stall_ns);
+        let due: Vec<_> = self
+            .open
+            .iter()
+            .filter(|(_, w)| match w.completed_at {
+                Some(t) => now_ns.saturating_sub(t) > linger,
+                None => now_ns.saturating_sub(w.begin.ts_ns) > stall,
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        let mut out = Vec::new();
+        for k in due {
+            self.close(k, &mut out);
+        }
+        out
+    }
+
+    /// Close everything (end of trace).
+    pub fn finish(&mut self) -> Vec<WriteReport> {
+        let mut out = Vec::new();
+        let keys: Vec<_> = self.order.iter().copied().collect();
+        for k in keys {
+            self.close(k, &mut out);
+        }
+        out
+    }
+
+    /// The newest kernel timestamp seen.
+    pub fn last_ts(&self) -> u64 {
+        self.last_ts
+    }
+
+    fn event(&mut self, ev: Event, out: &mut Vec<WriteReport>) {
+        let key = ev.key();
+        if ev.kind == RecordKind::WriteBegin {
+            self.close(key, out);
+            if !counts(&ev) {
+                self.tally.not_counted += 1;
+                return;
+            }
+            if self.open.len() >= self.cfg.max_open {
+                if let Some(oldest) = self.order.front().copied() {
+                    self.tally.evicted += 1;
+                    self.close(oldest, out);
+                }
+            }
+            self.order.push_back(key);
+            self.open.insert(
+                key,
+                OpenWrite {
+                    lost: ev.lost > 0,
+                    begin: ev,
+                    path: None,
+                    excluded: false,
+                    events: Vec::new(),
+                    completed_at: None,
+                    size_seen: false,
+                },
+            );
+            return;
+        }
+        let Some(w) = self.open.get_mut(&key) else {
+            if ev.lost > 0 {
+                self.tally.orphaned_lost += 1;
+            }
+            return;
+        };
+        let end = w.begin.end();
+        match ev.kind {
+            RecordKind::MarkDirty if ev.disksize().is_some_and(|d| d >= end) => w.size_seen = true,
+            RecordKind::CompleteExit => w.completed_at = Some(ev.ts_ns),
+            _ => {}
+        }
+        w.events.push(ev);
+        if w.completed_at.is_some() && w.size_seen {
+            self.close(key, out);
+        }
+    }
+
+    fn close(&mut self, key: (u32, u64), out: &mut Vec<WriteReport>) {
+        let Some(w) = self.open.remove(&key) else { return };
+        self.order.retain(|k| *k != key);
+        if w.excluded {
+            self.tally.filtered += 1;
+            return;
+        }
+        let verdict = judge(&w.begin, &w.events, w.lost, self.cfg.coverage);
+        match &verdict {
+            Verdict::Ordered => self.tally.ordered += 1,
+            Verdict::Violation(_) => self.tally.violations += 1,
+            Verdict::Inconclusive(_) => self.tally.inconclusive += 1,
+            Verdict::Failed(_) => self.tally.failed += 1,
+        }
+        out.push(WriteReport {
+            begin: w.begin,
+            path: w.path,
+            verdict,
+            events: w.events,
+        });
+    }
+}
+
+/// The rule for a counted write, checked again here so that every backend
+/// is held to it: sync-flavoured (DSYNC is set for SYNC too) and ending past
+/// the smaller of `i_size` and `i_disksize` when it began.
+fn counts(begin: &Event) -> bool {
+    let sync = begin.flags & (EVENT_DSYNC | EVENT_SYNC) != 0;
+    let on_disk = match begin.disksize() {
+        Some(d) => d.min(begin.i_size),
+        None => begin.i_size,
+    };
+    sync && begin.pos >= 0 && begin.end() > on_disk
+}
+
+/// `path` is `prefix` or lies below it.
+fn under(path: &str, prefix: &str) -> bool {
+    let prefix = prefix.trim_end_matches('/');
+    path == prefix || path.strip_prefix(prefix).is_some_and(|r| r.starts_with('/')) || prefix.is_empty()
+}
+
+#[cfg(test)]
+mod tests;

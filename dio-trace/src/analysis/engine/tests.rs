@@ -1,0 +1,284 @@
+//! Engine tests over hand-built sequences: the orders of NOTES §1 and the
+//! ways a trace can be incomplete.
+
+use dio_trace_common::{
+    kind::RecordKind::{self, *},
+    probe::Mechanism,
+    record::{EVENT_DSYNC, EVENT_SYNC},
+};
+
+use super::*;
+use crate::analysis::judge::ViolationKind;
+
+const DEV: u32 = 7 << 20;
+
+fn ev(kind: RecordKind, ino: u64, ts: u64) -> Event {
+    Event {
+        kind,
+        mechanism: Mechanism::Tracepoint,
+        ts_ns: ts,
+        pid: 100,
+        tgid: 100,
+        cpu: 0,
+        lost: 0,
+        dev: DEV,
+        ino,
+        flags: 0,
+        i_size: 4096,
+        i_disksize: 4096,
+        pos: 0,
+        len: 0,
+        arg: 0,
+        comm: "writer".into(),
+        caller: None,
+    }
+}
+
+/// A 4 KiB O_SYNC append at 4096 to a 4096-byte file.
+fn begin(ino: u64, ts: u64, flags: u32) -> Event {
+    Event {
+        pos: 4096,
+        len: 4096,
+        flags,
+        ..ev(WriteBegin, ino, ts)
+    }
+}
+
+fn dirty(ino: u64, ts: u64, disksize: i64) -> Event {
+    Event {
+        i_size: 8192,
+        i_disksize: disksize,
+        ..ev(MarkDirty, ino, ts)
+    }
+}
+
+fn sync(ino: u64, ts: u64, disksize: i64) -> Event {
+    Event {
+        i_size: 8192,
+        i_disksize: disksize,
+        ..ev(SyncEnter, ino, ts)
+    }
+}
+
+fn complete(ino: u64, ts: u64) -> Event {
+    Event {
+        arg: 4096,
+        ..ev(CompleteExit, ino, ts)
+    }
+}
+
+fn run(inputs: Vec<Input>) -> (Vec<WriteReport>, Tally) {
+    let mut e = Engine::new(EngineConfig::default());
+    let mut out = Vec::new();
+    for i in inputs {
+        out.extend(e.push(i));
+    }
+    out.extend(e.finish());
+    (out, e.tally().clone())
+}
+
+fn events(evs: Vec<Event>) -> Vec<Input> {
+    evs.into_iter().map(Input::Event).collect()
+}
+
+#[test]
+fn fixed_order_is_ordered() {
+    // end_io journals the size, then the sync, then the completion ends.
+    let (out, t) = run(events(vec![
+        begin(1, 0, EVENT_SYNC | EVENT_DSYNC),
+        dirty(1, 5, 4096), // block allocation: old size
+        dirty(1, 10, 8192),
+        sync(1, 20, 8192),
+        complete(1, 30),
+    ]));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].verdict, Verdict::Ordered);
+    assert_eq!(out[0].events.len(), 4);
+    assert_eq!((t.ordered, t.violations, t.counted()), (1, 0, 1));
+}
+
+#[test]
+fn buggy_order_is_a_violation_with_the_late_update_in_its_timeline() {
+    let (out, t) = run(events(vec![
+        begin(1, 0, EVENT_DSYNC),
+        sync(1, 20, 4096),
+        complete(1, 30),
+        dirty(1, 40, 8192),
+    ]));
+    assert_eq!(out[0].verdict, Verdict::Violation(ViolationKind::SyncBeforeSizeUpdate));
+    assert_eq!(out[0].events.last().unwrap().kind, MarkDirty);
+    assert_eq!(t.violations, 1);
+}
+
+#[test]
+fn completion_without_any_sync_is_a_violation() {
+    let (out, _) = run(events(vec![begin(1, 0, EVENT_DSYNC), dirty(1, 10, 8192), complete(1, 30)]));
+    assert_eq!(out[0].verdict, Verdict::Violation(ViolationKind::SyncMissing));
+}
+
+#[test]
+fn non_extending_writes_are_not_counted() {
+    let overwrite = Event {
+        pos: 0,
+        ..begin(1, 0, EVENT_SYNC | EVENT_DSYNC)
+    };
+    let (out, t) = run(events(vec![overwrite, sync(1, 10, 4096), complete(1, 20)]));
+    assert!(out.is_empty());
+    assert_eq!((t.not_counted, t.counted()), (1, 0));
+}
+
+#[test]
+fn writes_without_sync_semantics_are_not_counted() {
+    let (out, t) = run(events(vec![begin(1, 0, 0), dirty(1, 10, 8192), complete(1, 20)]));
+    assert!(out.is_empty());
+    assert_eq!((t.not_counted, t.counted()), (1, 0));
+}
+
+#[test]
+fn extending_past_disksize_alone_counts() {
+    // i_size already covers the write (delalloc), i_disksize does not.
+    let b = Event {
+        pos: 0,
+        i_size: 8192,
+        i_disksize: 0,
+        ..begin(1, 0, EVENT_DSYNC)
+    };
+    let (out, _) = run(events(vec![b, sync(1, 10, 0), complete(1, 20)]));
+    assert_eq!(out[0].verdict, Verdict::Violation(ViolationKind::SyncBeforeSizeUpdate));
+}
+
+#[test]
+fn two_inodes_interleaved_are_judged_apart() {
+    let (out, t) = run(events(vec![
+        begin(1, 0, EVENT_DSYNC),
+        begin(2, 1, EVENT_DSYNC),
+        sync(2, 2, 4096), // inode 2: sync first
+        dirty(1, 3, 8192),
+        sync(1, 4, 8192),
+        complete(1, 5),
+        complete(2, 6),
+        dirty(2, 7, 8192),
+    ]));
+    let verdict = |ino| out.iter().find(|w| w.begin.ino == ino).unwrap().verdict.clone();
+    assert_eq!(verdict(1), Verdict::Ordered);
+    assert_eq!(verdict(2), Verdict::Violation(ViolationKind::SyncBeforeSizeUpdate));
+    assert_eq!((t.ordered, t.violations), (1, 1));
+}
+
+#[test]
+fn a_lost_event_marker_makes_writes_in_flight_inconclusive() {
+    let mut inputs = events(vec![begin(1, 0, EVENT_DSYNC)]);
+    inputs.push(Input::Lost { records: 3, ts_ns: 5 });
+    inputs.extend(events(vec![sync(1, 20, 4096), complete(1, 30)]));
+    let (out, t) = run(inputs);
+    assert!(matches!(out[0].verdict, Verdict::Inconclusive(_)), "{:?}", out[0].verdict);
+    assert_eq!((t.inconclusive, t.violations, t.lost_records), (1, 0, 3));
+}
+
+#[test]
+fn a_per_inode_loss_count_makes_that_write_inconclusive() {
+    let lost_sync = Event {
+        lost: 1,
+        ..sync(1, 20, 8192)
+    };
+    let (out, _) = run(events(vec![begin(1, 0, EVENT_DSYNC), dirty(1, 10, 8192), lost_sync, complete(1, 30)]));
+    assert!(matches!(out[0].verdict, Verdict::Inconclusive(_)));
+}
+
+#[test]
+fn a_completion_that_never_arrives_is_inconclusive() {
+    let (out, t) = run(events(vec![begin(1, 0, EVENT_DSYNC), dirty(1, 10, 8192)]));
+    assert_eq!(out[0].verdict, Verdict::Inconclusive("the write's completion was not observed".into()));
+    assert_eq!(t.inconclusive, 1);
+}
+
+#[test]
+fn a_stalled_write_is_closed_by_tick() {
+    let mut e = Engine::new(EngineConfig::default());
+    assert!(e.push(Input::Event(begin(1, 0, EVENT_DSYNC))).is_empty());
+    assert!(e.tick(1_000_000_000).is_empty());
+    let out = e.tick(31_000_000_000);
+    assert!(matches!(out[0].verdict, Verdict::Inconclusive(_)));
+    assert_eq!(e.open_writes(), 0);
+}
+
+#[test]
+fn a_violation_closes_after_lingering_for_the_late_update() {
+    let mut e = Engine::new(EngineConfig::default());
+    for ev in [begin(1, 0, EVENT_DSYNC), sync(1, 10, 4096), complete(1, 20)] {
+        assert!(e.push(Input::Event(ev)).is_empty());
+    }
+    let out = e.tick(20 + 300_000_000);
+    assert_eq!(out[0].verdict, Verdict::Violation(ViolationKind::SyncBeforeSizeUpdate));
+}
+
+#[test]
+fn a_missing_size_probe_is_inconclusive_not_a_violation() {
+    let mut e = Engine::new(EngineConfig {
+        coverage: Coverage {
+            size_update: false,
+            ..Coverage::ALL
+        },
+        ..EngineConfig::default()
+    });
+    for ev in [begin(1, 0, EVENT_DSYNC), sync(1, 10, 4096), complete(1, 20)] {
+        e.push(Input::Event(ev));
+    }
+    let out = e.finish();
+    assert!(matches!(out[0].verdict, Verdict::Inconclusive(_)));
+}
+
+#[test]
+fn a_failed_write_is_not_judged() {
+    let failed = Event {
+        arg: (-28i64) as u64,
+        ..complete(1, 20)
+    };
+    let (out, t) = run(events(vec![begin(1, 0, EVENT_DSYNC), failed]));
+    assert_eq!(out[0].verdict, Verdict::Failed(-28));
+    assert_eq!((t.failed, t.counted()), (1, 0));
+}
+
+#[test]
+fn path_filter_keeps_only_the_tree() {
+    let mut e = Engine::new(EngineConfig {
+        path_prefix: Some("/mnt/a".into()),
+        ..EngineConfig::default()
+    });
+    e.push(Input::Event(begin(1, 0, EVENT_DSYNC)));
+    e.push(Input::Path {
+        dev: DEV,
+        ino: 1,
+        path: Some("/mnt/ab/f".into()),
+    });
+    e.push(Input::Event(begin(2, 0, EVENT_DSYNC)));
+    e.push(Input::Path {
+        dev: DEV,
+        ino: 2,
+        path: Some("/mnt/a/f".into()),
+    });
+    for ino in [1, 2] {
+        e.push(Input::Event(dirty(ino, 1, 8192)));
+        e.push(Input::Event(sync(ino, 2, 8192)));
+        e.push(Input::Event(complete(ino, 3)));
+    }
+    let out = e.finish();
+    assert!(out.is_empty(), "closed on completion already");
+    assert_eq!((e.tally().filtered, e.tally().ordered), (1, 1));
+}
+
+#[test]
+fn bounded_open_writes_evict_the_oldest() {
+    let mut e = Engine::new(EngineConfig {
+        max_open: 2,
+        ..EngineConfig::default()
+    });
+    let mut out = Vec::new();
+    for ino in 1..=3 {
+        out.extend(e.push(Input::Event(begin(ino, ino, EVENT_DSYNC))));
+    }
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].begin.ino, 1);
+    assert_eq!(e.open_writes(), 2);
+    assert_eq!(e.tally().evicted, 1);
+}

@@ -1,0 +1,66 @@
+//! Decoded records, independent of the wire layout and of the mechanism
+//! that produced them.
+
+use dio_trace_common::{
+    kind::RecordKind,
+    probe::Mechanism,
+    record::{EVENT_NO_DISKSIZE, EVENT_SYNC},
+};
+
+/// One inode fact, as any backend reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub kind: RecordKind,
+    pub mechanism: Mechanism,
+    pub ts_ns: u64,
+    pub pid: u32,
+    pub tgid: u32,
+    pub cpu: u32,
+    /// Records of this inode the kernel could not send before this one.
+    pub lost: u32,
+    pub dev: u32,
+    pub ino: u64,
+    pub flags: u32,
+    pub i_size: i64,
+    pub i_disksize: i64,
+    pub pos: i64,
+    pub len: u64,
+    pub arg: u64,
+    pub comm: String,
+    /// Symbolized `arg` for size updates (`ext4_dio_write_end_io+0x..`).
+    pub caller: Option<String>,
+}
+
+impl Event {
+    /// Where the write this event belongs to ends (`WriteBegin` only).
+    pub fn end(&self) -> i64 {
+        self.pos.saturating_add(self.len as i64)
+    }
+
+    /// `i_disksize`, if the kernel could read it.
+    pub fn disksize(&self) -> Option<i64> {
+        (self.flags & EVENT_NO_DISKSIZE == 0).then_some(self.i_disksize)
+    }
+
+    /// "sync" for O_SYNC/RWF_SYNC, "dsync" for O_DSYNC/RWF_DSYNC.
+    pub fn sync_flavour(&self) -> &'static str {
+        if self.flags & EVENT_SYNC != 0 { "sync" } else { "dsync" }
+    }
+
+    /// Key the engine matches events by.
+    pub fn key(&self) -> (u32, u64) {
+        (self.dev, self.ino)
+    }
+}
+
+/// What the engine consumes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    Event(Event),
+    /// The path of an armed write's file; `None` when it could not be
+    /// resolved.
+    Path { dev: u32, ino: u64, path: Option<String> },
+    /// The kernel lost `records` records (ring buffer full) up to `ts_ns`:
+    /// every write in flight may miss some of its events.
+    Lost { records: u64, ts_ns: u64 },
+}

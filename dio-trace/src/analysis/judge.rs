@@ -1,0 +1,106 @@
+//! The rule itself: one write's events in, one verdict out.
+
+use dio_trace_common::kind::RecordKind;
+
+use super::event::Event;
+
+/// Which facts the attached probes can deliver. A verdict that needs a
+/// missing fact is inconclusive, never "ordered".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Coverage {
+    pub size_update: bool,
+    pub sync: bool,
+    pub complete: bool,
+}
+
+impl Coverage {
+    pub const ALL: Coverage = Coverage {
+        size_update: true,
+        sync: true,
+        complete: true,
+    };
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ViolationKind {
+    /// The sync ran while the on-disk size still lacked the write (the
+    /// ext4 bug of 5.5..6.6, fixed by 91562895f803).
+    SyncBeforeSizeUpdate,
+    /// The completion finished without any sync (the class of 6.15's
+    /// d279c80e0bac on FUA devices).
+    SyncMissing,
+}
+
+impl ViolationKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ViolationKind::SyncBeforeSizeUpdate => "sync_before_size_update",
+            ViolationKind::SyncMissing => "sync_missing",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Ordered,
+    Violation(ViolationKind),
+    Inconclusive(String),
+    /// The write returned an error: it extended nothing, so it is not judged.
+    Failed(i64),
+}
+
+impl Verdict {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Verdict::Ordered => "ordered",
+            Verdict::Violation(_) => "violation",
+            Verdict::Inconclusive(_) => "inconclusive",
+            Verdict::Failed(_) => "failed",
+        }
+    }
+}
+
+/// Judge one write from its `WriteBegin` and the events of its inode that
+/// followed, in kernel order. `lost` says records of it may be missing.
+///
+/// Ordered: the first sync is preceded by a size update (`mark_inode_dirty`)
+/// whose `i_disksize` covers the write's end. Violation: that sync comes
+/// first, or the completion ends with no sync at all.
+pub fn judge(begin: &Event, events: &[Event], lost: bool, cov: Coverage) -> Verdict {
+    let end = begin.end();
+    let complete = events.iter().find(|e| e.kind == RecordKind::CompleteExit);
+    if let Some(c) = complete {
+        let ret = c.arg as i64;
+        if ret < 0 {
+            return Verdict::Failed(ret);
+        }
+    }
+    if lost || events.iter().any(|e| e.lost > begin.lost) {
+        return Verdict::Inconclusive(
+            "some of this write's records were lost (ring buffer full); raise --ringbuf-size".into(),
+        );
+    }
+    let covers = |e: &&Event| e.kind == RecordKind::MarkDirty && e.disksize().is_some_and(|d| d >= end);
+    let size_at = events.iter().position(|e| covers(&e));
+    let sync_at = events.iter().position(|e| e.kind == RecordKind::SyncEnter);
+    match (sync_at, size_at) {
+        (Some(s), Some(u)) if u < s => Verdict::Ordered,
+        (Some(s), _) => {
+            if !cov.size_update {
+                return Verdict::Inconclusive("the size-update probe (ext4_mark_inode_dirty) is not attached".into());
+            }
+            match events[s].disksize() {
+                Some(d) if d >= end => Verdict::Inconclusive(
+                    "i_disksize covered the write when the sync began, but no size update was seen before it".into(),
+                ),
+                _ => Verdict::Violation(ViolationKind::SyncBeforeSizeUpdate),
+            }
+        }
+        (None, _) if !cov.sync => Verdict::Inconclusive("the sync probe (ext4_sync_file) is not attached".into()),
+        (None, _) if complete.is_some() => Verdict::Violation(ViolationKind::SyncMissing),
+        (None, _) if !cov.complete => {
+            Verdict::Inconclusive("no sync seen and the completion probe (iomap_dio_complete) is not attached".into())
+        }
+        (None, _) => Verdict::Inconclusive("the write's completion was not observed".into()),
+    }
+}

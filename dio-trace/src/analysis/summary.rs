@@ -1,0 +1,115 @@
+//! The run's overall answer, and the reasons when it cannot give one.
+
+use super::engine::Tally;
+
+/// Overall verdict of a run (or of a replayed trace).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Overall {
+    /// At least one counted write, all ordered, nothing lost.
+    Ordered,
+    /// At least one violation.
+    Violation,
+    /// No trustworthy answer; `Summary::reasons` says why.
+    Inconclusive,
+}
+
+impl Overall {
+    pub fn name(self) -> &'static str {
+        match self {
+            Overall::Ordered => "ordered",
+            Overall::Violation => "violation",
+            Overall::Inconclusive => "inconclusive",
+        }
+    }
+}
+
+/// Everything a report's last line says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Summary {
+    pub tally: Tally,
+    /// Direct writes the kernel saw that passed the kernel-side filters.
+    pub direct_writes: u64,
+    /// Records the kernel could not send (ring buffer full), all CPUs.
+    pub lost_records: u64,
+    /// Why the answer is weaker than it looks (missing probes, losses, ...).
+    pub reasons: Vec<String>,
+    pub overall: Overall,
+}
+
+/// Decide the overall verdict. `problems` are facts found outside the
+/// engine (a needed probe that did not attach, an unsupported kernel):
+/// any of them keeps the answer from being "ordered".
+pub fn summarize(tally: &Tally, direct_writes: u64, lost_records: u64, problems: Vec<String>) -> Summary {
+    let mut reasons = problems;
+    let lost = lost_records.max(tally.lost_records);
+    if lost > 0 {
+        reasons.push(format!(
+            "{lost} records were lost (ring buffer full): writes may be missing; raise --ringbuf-size"
+        ));
+    }
+    if tally.orphaned_lost > 0 {
+        reasons.push(format!("{} events belonged to writes whose start was lost", tally.orphaned_lost));
+    }
+    if tally.evicted > 0 {
+        reasons.push(format!("{} writes were closed early: too many in flight", tally.evicted));
+    }
+    if tally.inconclusive > 0 {
+        reasons.push(format!("{} writes could not be judged", tally.inconclusive));
+    }
+    if tally.counted() == 0 {
+        reasons.push("no size-extending sync direct write was seen".into());
+    }
+    let overall = if tally.violations > 0 {
+        Overall::Violation
+    } else if reasons.is_empty() {
+        Overall::Ordered
+    } else {
+        Overall::Inconclusive
+    };
+    Summary {
+        tally: tally.clone(),
+        direct_writes,
+        lost_records: lost,
+        reasons,
+        overall,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tally(ordered: u64, violations: u64, inconclusive: u64) -> Tally {
+        Tally {
+            ordered,
+            violations,
+            inconclusive,
+            ..Tally::default()
+        }
+    }
+
+    #[test]
+    fn all_ordered_is_ordered() {
+        let s = summarize(&tally(3, 0, 0), 3, 0, vec![]);
+        assert_eq!(s.overall, Overall::Ordered);
+        assert!(s.reasons.is_empty());
+    }
+
+    #[test]
+    fn nothing_counted_is_never_clean() {
+        assert_eq!(summarize(&tally(0, 0, 0), 10, 0, vec![]).overall, Overall::Inconclusive);
+    }
+
+    #[test]
+    fn losses_and_missing_probes_are_never_clean() {
+        assert_eq!(summarize(&tally(3, 0, 0), 3, 1, vec![]).overall, Overall::Inconclusive);
+        let s = summarize(&tally(3, 0, 0), 3, 0, vec!["probe x did not attach".into()]);
+        assert_eq!(s.overall, Overall::Inconclusive);
+        assert_eq!(s.reasons[0], "probe x did not attach");
+    }
+
+    #[test]
+    fn a_violation_wins() {
+        assert_eq!(summarize(&tally(3, 1, 2), 6, 5, vec![]).overall, Overall::Violation);
+    }
+}
