@@ -27,16 +27,25 @@ pub struct Offsets {
     pub dentry_d_parent: u32,
     pub dentry_d_name_name: u32,
     pub task_struct_pid: u32,
+    pub file_system_type_name: u32,
+    /// Byte of `struct iov_iter` that holds the direction: `data_source`
+    /// (5.14+), or the low byte of `type` before that.
+    pub iov_iter_dir: u32,
 }
-const _: () = assert!(core::mem::size_of::<Offsets>() == 64);
+const _: () = assert!(core::mem::size_of::<Offsets>() == 72);
 
 /// Bit values of `kiocb.ki_flags` on the running kernel. They moved in 5.19
 /// (aligned with `RWF_*`), so they are resolved at start-up, not assumed.
+///
+/// The direction is not among them: `IOCB_WRITE` is not set on every write
+/// path (plain `pwrite` on 6.18 lacks it), so writes are told from reads by
+/// the `iov_iter` (`Offsets::iov_iter_dir`, `dir_mask`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IocbBits {
     pub direct: u32,
-    pub write: u32,
+    /// Mask for the `iov_iter` direction byte: 1 means "data source" (write).
+    pub dir_mask: u32,
     pub dsync: u32,
     pub sync: u32,
 }
@@ -65,9 +74,6 @@ pub struct Config {
     pub offsets: Offsets,
     pub iocb: IocbBits,
     pub filter: Filter,
-    /// Address of `ext4_fs_type` (from kallsyms): only inodes whose
-    /// superblock has this `s_type` are ext4 and have an `i_disksize`.
-    pub ext4_fs_type: u64,
 }
 const _: () = assert!(core::mem::size_of::<Config>() == 120);
 
@@ -94,10 +100,12 @@ impl Config {
             dentry_d_parent: 0,
             dentry_d_name_name: 0,
             task_struct_pid: 0,
+            file_system_type_name: 0,
+            iov_iter_dir: 0,
         },
         iocb: IocbBits {
             direct: 0,
-            write: 0,
+            dir_mask: 0,
             dsync: 0,
             sync: 0,
         },
@@ -108,6 +116,5 @@ impl Config {
             _pad: 0,
             comm: [0; 16],
         },
-        ext4_fs_type: 0,
     };
 }

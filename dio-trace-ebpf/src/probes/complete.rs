@@ -13,7 +13,7 @@ use dio_trace_common::{
 
 use crate::{
     emit::{Fact, inode_event},
-    facts::{file_inode, inode_id, iocb_file, sizes},
+    facts::{file_inode, inode_key, iocb_file, sizes},
     maps::{ARMED, DIO_CONFIG},
     probes::armed,
 };
@@ -37,13 +37,13 @@ pub fn try_complete(iocb: *const u8, error: i32, ret: i64, kind: RecordKind, mec
     let Ok(inode) = file_inode(&cfg, file) else {
         return;
     };
-    let Ok(id) = inode_id(&cfg, inode) else {
+    let Ok(key) = inode_key(&cfg, inode) else {
         return;
     };
-    let Some(entry) = armed(&id.key) else {
+    let Some(entry) = armed(&key) else {
         return;
     };
-    let sz = sizes(&cfg, inode, id.ext4);
+    let sz = sizes(&cfg, inode);
     let done = kind == RecordKind::CompleteExit;
     // SAFETY: map value pointer, valid while the program runs.
     let state = unsafe {
@@ -53,7 +53,7 @@ pub fn try_complete(iocb: *const u8, error: i32, ret: i64, kind: RecordKind, mec
         (*entry).state
     };
     inode_event(
-        &id.key,
+        &key,
         &sz,
         Fact {
             kind,
@@ -66,6 +66,6 @@ pub fn try_complete(iocb: *const u8, error: i32, ret: i64, kind: RecordKind, mec
         Some(entry),
     );
     if done && state & ARM_SIZE_SEEN != 0 {
-        let _ = ARMED.remove(&id.key);
+        let _ = ARMED.remove(&key);
     }
 }

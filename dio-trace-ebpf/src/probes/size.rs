@@ -13,7 +13,7 @@ use dio_trace_common::{
 
 use crate::{
     emit::{Fact, inode_event},
-    facts::{inode_id, sizes},
+    facts::{inode_key, sizes},
     maps::{ARMED, DIO_CONFIG},
     probes::armed,
 };
@@ -29,13 +29,13 @@ pub fn tp_ext4_mark_inode_dirty(ctx: BtfTracePointContext) -> i32 {
 #[inline(always)]
 pub fn try_size_update(inode: *const u8, ip: u64, kind: RecordKind, mechanism: Mechanism) {
     let cfg = DIO_CONFIG.load();
-    let Ok(id) = inode_id(&cfg, inode) else {
+    let Ok(key) = inode_key(&cfg, inode) else {
         return;
     };
-    let Some(entry) = armed(&id.key) else {
+    let Some(entry) = armed(&key) else {
         return;
     };
-    let sz = sizes(&cfg, inode, id.ext4);
+    let sz = sizes(&cfg, inode);
     // SAFETY: map value pointer, valid while the program runs.
     let state = unsafe {
         if sz.i_disksize >= (*entry).end {
@@ -44,7 +44,7 @@ pub fn try_size_update(inode: *const u8, ip: u64, kind: RecordKind, mechanism: M
         (*entry).state
     };
     inode_event(
-        &id.key,
+        &key,
         &sz,
         Fact {
             kind,
@@ -58,6 +58,6 @@ pub fn try_size_update(inode: *const u8, ip: u64, kind: RecordKind, mechanism: M
     );
     // Completed and size seen: this write has nothing more to tell.
     if state & ARM_COMPLETED != 0 && state & ARM_SIZE_SEEN != 0 {
-        let _ = ARMED.remove(&id.key);
+        let _ = ARMED.remove(&key);
     }
 }

@@ -9,7 +9,7 @@ use dio_trace_common::{kind::RecordKind, probe::Mechanism};
 
 use crate::{
     emit::{Fact, inode_event},
-    facts::{file_inode, inode_id, sizes},
+    facts::{file_inode, inode_key, sizes},
     maps::DIO_CONFIG,
     probes::armed,
 };
@@ -37,15 +37,15 @@ pub fn tp_ext4_sync_file_exit(ctx: BtfTracePointContext) -> i32 {
 #[inline(always)]
 pub fn try_sync(inode: *const u8, kind: RecordKind, arg: u64, mechanism: Mechanism) {
     let cfg = DIO_CONFIG.load();
-    let Ok(id) = inode_id(&cfg, inode) else {
+    let Ok(key) = inode_key(&cfg, inode) else {
         return;
     };
-    let Some(entry) = armed(&id.key) else {
+    let Some(entry) = armed(&key) else {
         return;
     };
-    let sz = sizes(&cfg, inode, id.ext4);
+    let sz = sizes(&cfg, inode);
     inode_event(
-        &id.key,
+        &key,
         &sz,
         Fact {
             kind,

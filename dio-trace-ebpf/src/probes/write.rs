@@ -14,7 +14,7 @@ use dio_trace_common::{
 
 use crate::{
     emit::{Fact, inode_event, path_record},
-    facts::{file_inode, inode_id, iocb_file, read, sizes},
+    facts::{file_inode, inode_key, iocb_file, is_ext4, read, sizes},
     maps::{ARMED, DIO_CONFIG, count},
     probes::{armed, task_passes},
 };
@@ -38,8 +38,15 @@ pub fn try_write_begin(iocb: *const u8, iter: *const u8, mechanism: Mechanism) {
         count(Counter::ReadFailed);
         return;
     };
-    if ki_flags & cfg.iocb.direct == 0 || ki_flags & cfg.iocb.write == 0 {
+    if ki_flags & cfg.iocb.direct == 0 {
         return;
+    }
+    let Ok(dir) = read::<u8>(iter, cfg.offsets.iov_iter_dir) else {
+        count(Counter::ReadFailed);
+        return;
+    };
+    if u32::from(dir) & cfg.iocb.dir_mask == 0 {
+        return; // a direct read
     }
     if !task_passes(&cfg) {
         count(Counter::Filtered);
@@ -53,28 +60,35 @@ pub fn try_write_begin(iocb: *const u8, iter: *const u8, mechanism: Mechanism) {
         count(Counter::ReadFailed);
         return;
     };
-    let Ok(id) = inode_id(&cfg, inode) else {
+    let Ok(key) = inode_key(&cfg, inode) else {
         count(Counter::ReadFailed);
         return;
     };
-    if cfg.filter.dev != 0 && id.key.dev != cfg.filter.dev {
+    if cfg.filter.dev != 0 && key.dev != cfg.filter.dev {
         count(Counter::Filtered);
         return;
     }
-    if !id.ext4 {
-        count(Counter::OtherFs);
-        return;
+    match is_ext4(&cfg, inode) {
+        Ok(true) => {}
+        Ok(false) => {
+            count(Counter::OtherFs);
+            return;
+        }
+        Err(_) => {
+            count(Counter::ReadFailed);
+            return;
+        }
     }
     count(Counter::DirectWrites);
     if ki_flags & cfg.iocb.dsync == 0 {
         count(Counter::NotSync);
         // A later write supersedes whatever this inode was armed for.
-        let _ = ARMED.remove(&id.key);
+        let _ = ARMED.remove(&key);
         return;
     }
     let pos: i64 = read(iocb, cfg.offsets.kiocb_ki_pos).unwrap_or(-1);
     let len: u64 = read(iter, cfg.offsets.iov_iter_count).unwrap_or(0);
-    let sz = sizes(&cfg, inode, id.ext4);
+    let sz = sizes(&cfg, inode);
     let end = pos.wrapping_add(len as i64);
     let on_disk = if sz.i_disksize < sz.i_size {
         sz.i_disksize
@@ -83,7 +97,7 @@ pub fn try_write_begin(iocb: *const u8, iter: *const u8, mechanism: Mechanism) {
     };
     if pos < 0 || end <= on_disk {
         count(Counter::NotExtending);
-        let _ = ARMED.remove(&id.key);
+        let _ = ARMED.remove(&key);
         return;
     }
     let arm = ArmedWrite {
@@ -91,7 +105,7 @@ pub fn try_write_begin(iocb: *const u8, iter: *const u8, mechanism: Mechanism) {
         lost: 0,
         state: 0,
     };
-    if ARMED.insert(&id.key, &arm, 0).is_err() {
+    if ARMED.insert(&key, &arm, 0).is_err() {
         count(Counter::ArmFailed);
         return;
     }
@@ -100,9 +114,9 @@ pub fn try_write_begin(iocb: *const u8, iter: *const u8, mechanism: Mechanism) {
     if ki_flags & cfg.iocb.sync != 0 {
         flags |= EVENT_SYNC;
     }
-    let entry = armed(&id.key);
+    let entry = armed(&key);
     inode_event(
-        &id.key,
+        &key,
         &sz,
         Fact {
             kind: RecordKind::WriteBegin,
@@ -115,6 +129,6 @@ pub fn try_write_begin(iocb: *const u8, iter: *const u8, mechanism: Mechanism) {
         entry,
     );
     if let Ok(dentry) = read::<*const u8>(file, cfg.offsets.file_f_path_dentry) {
-        path_record(&cfg, &id.key, dentry, mechanism, entry);
+        path_record(&cfg, &key, dentry, mechanism, entry);
     }
 }

@@ -78,6 +78,10 @@ impl KernelBtf {
             dentry_d_parent: self.offset("dentry", "d_parent")?,
             dentry_d_name_name: self.offset("dentry", "d_name.name")?,
             task_struct_pid: self.offset("task_struct", "pid")?,
+            file_system_type_name: self.offset("file_system_type", "name")?,
+            iov_iter_dir: self
+                .offset("iov_iter", "data_source")
+                .or_else(|_| self.offset("iov_iter", "type"))?,
         })
     }
 

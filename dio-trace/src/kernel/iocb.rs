@@ -17,7 +17,7 @@ pub enum Source {
 /// Bits since 5.19 ("fs: align IOCB_* flags with RWF_* flags", ce71bfea207b).
 pub const ALIGNED: IocbBits = IocbBits {
     direct: 1 << 17,
-    write: 1 << 18,
+    dir_mask: 1,
     dsync: 0x2,
     sync: 0x4,
 };
@@ -25,7 +25,7 @@ pub const ALIGNED: IocbBits = IocbBits {
 /// Bits from 5.5 (first kernel with the bug) to 5.18.
 pub const PRE_5_19: IocbBits = IocbBits {
     direct: 1 << 2,
-    write: 1 << 6,
+    dir_mask: 1,
     dsync: 1 << 4,
     sync: 1 << 5,
 };
@@ -49,17 +49,19 @@ pub fn resolve(format: Option<&str>, version: Option<(u32, u32, u32)>) -> Result
 
 /// Parse `{ value, "NAME" }` pairs out of a tracepoint `print fmt`.
 pub fn from_print_fmt(fmt: &str) -> Option<IocbBits> {
-    let mut bits = IocbBits::default();
+    let mut bits = IocbBits {
+        dir_mask: 1,
+        ..IocbBits::default()
+    };
     for (value, name) in flag_pairs(fmt) {
         match name {
             "DIRECT" => bits.direct = value,
-            "WRITE" => bits.write = value,
             "DSYNC" => bits.dsync = value,
             "SYNC" => bits.sync = value,
             _ => {}
         }
     }
-    (bits.direct != 0 && bits.write != 0 && bits.dsync != 0 && bits.sync != 0).then_some(bits)
+    (bits.direct != 0 && bits.dsync != 0 && bits.sync != 0).then_some(bits)
 }
 
 /// Every `{ expr, "NAME" }` whose expr is a hex literal or `1 << n`.

@@ -1,5 +1,4 @@
-//! `/proc/kallsyms`: the address of `ext4_fs_type` (how the programs tell an
-//! ext4 inode from any other) and names for the caller addresses that
+//! `/proc/kallsyms`: names for the caller addresses that
 //! `ext4:ext4_mark_inode_dirty` reports.
 
 use anyhow::{Context as _, Result, bail};
@@ -8,7 +7,6 @@ use anyhow::{Context as _, Result, bail};
 #[derive(Default)]
 pub struct Kallsyms {
     text: Vec<(u64, String)>,
-    ext4_fs_type: u64,
 }
 
 impl Kallsyms {
@@ -25,7 +23,6 @@ impl Kallsyms {
 
     pub fn parse(raw: &str) -> Self {
         let mut text = Vec::new();
-        let mut ext4_fs_type = 0;
         for line in raw.lines() {
             let mut it = line.split_ascii_whitespace();
             let (Some(addr), Some(kind), Some(name)) = (it.next(), it.next(), it.next()) else {
@@ -35,20 +32,12 @@ impl Kallsyms {
             if addr == 0 {
                 continue;
             }
-            if name == "ext4_fs_type" {
-                ext4_fs_type = addr;
-            }
             if matches!(kind, "t" | "T") {
                 text.push((addr, name.to_owned()));
             }
         }
         text.sort_unstable_by_key(|(a, _)| *a);
-        Self { text, ext4_fs_type }
-    }
-
-    /// Address of `struct file_system_type ext4_fs_type`, 0 if unknown.
-    pub fn ext4_fs_type(&self) -> u64 {
-        self.ext4_fs_type
+        Self { text }
     }
 
     /// `name+0xoff` for a kernel text address.
@@ -64,11 +53,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn symbolizes_and_finds_ext4() {
+    fn symbolizes() {
         let k = Kallsyms::parse(
             "ffffffff81000000 T _stext\nffffffff81200000 t ext4_dio_write_iter\nffffffff81200400 T ext4_file_write_iter\nffffffff82000000 d ext4_fs_type\n",
         );
-        assert_eq!(k.ext4_fs_type(), 0xffffffff82000000);
         assert_eq!(k.symbolize(0xffffffff81200123).unwrap(), "ext4_dio_write_iter+0x123");
         assert_eq!(k.symbolize(0x10), None);
     }

@@ -38,6 +38,11 @@ impl MountTable {
         self.mounts.iter().find(|m| m.dev == dev).map(|m| m.fstype.as_str())
     }
 
+    /// Every ext4 mount.
+    pub fn ext4_mounts(&self) -> impl Iterator<Item = &Mount> {
+        self.mounts.iter().filter(|m| m.fstype == "ext4")
+    }
+
     /// Full path of a file given its path from the filesystem root
     /// (`/dir/file`), through the mount that exposes it (shortest mount point
     /// whose root contains it, so bind mounts of subdirectories work too).

@@ -1,0 +1,206 @@
+//! Command-line types, raw. `plan.rs` validates them against the system.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::{probes::select::Backend, report::Show, workload::Pattern};
+
+const EXAMPLES: &str = "\
+Examples:
+  dio-trace run -- ./my-db-bench            trace a command and its children
+  dio-trace run --json -- fio job.fio       NDJSON for scripts (the command's stdout goes to stderr)
+  dio-trace watch --path /srv/db            the whole host, writes under /srv/db only, until Ctrl-C
+  dio-trace watch --duration 60s --comm postgres
+  dio-trace verify                          drive known write patterns on a scratch ext4 image
+  dio-trace info                            what this kernel offers each probe
+
+Exit status: 0 all counted writes ordered, 1 violation, 2 usage error,
+3 inconclusive (stderr says why), 4 cannot trace here (stderr says the fix).";
+
+/// Watch how the kernel completes direct-I/O writes and flag any sync that
+/// runs before the file-size update of a size-extending write (the ext4
+/// O_DIRECT|O_SYNC ordering bug of Linux 5.5..6.6).
+#[derive(Debug, Parser)]
+#[command(name = "dio-trace", version, after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Trace a command and its children, then judge their writes.
+    Run(RunArgs),
+    /// Trace the whole host until Ctrl-C, SIGTERM or --duration.
+    Watch(WatchArgs),
+    /// Trace known write patterns one by one and say PASS or FAIL for each.
+    Verify(VerifyArgs),
+    /// Show this kernel's facts and which mechanism would serve each probe.
+    Info(InfoArgs),
+    /// Drive one known write pattern (what `verify`, the demo and tests trace).
+    Write(WriteArgs),
+}
+
+/// Options every tracing command shares.
+#[derive(Debug, Args)]
+pub struct TraceOpts {
+    /// Only this process and the children it forks from now on (repeatable).
+    #[arg(long, value_name = "PID")]
+    pub pid: Vec<u32>,
+    /// Only tasks with this command name (as in /proc/PID/comm, max 15 bytes).
+    #[arg(long, value_name = "NAME")]
+    pub comm: Option<String>,
+    /// Only this device: "major:minor" or a block device path like /dev/loop0.
+    #[arg(long, value_name = "DEV")]
+    pub dev: Option<String>,
+    /// Only writes to this file or to files under this directory (must be on ext4).
+    #[arg(long, value_name = "PATH")]
+    pub path: Option<PathBuf>,
+    /// Force one mechanism for every probe instead of the best available.
+    #[arg(long, value_enum, default_value_t = Backend::Auto)]
+    pub backend: Backend,
+    /// Ring buffer size (power of two, e.g. 4M, 256K). Raise it if records are lost.
+    #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = parse_size)]
+    pub ringbuf_size: u64,
+    /// Print NDJSON (one object per line) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Which writes the text view prints [default: all for run/verify, problems for watch].
+    #[arg(long, value_enum)]
+    pub show: Option<Show>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub opts: TraceOpts,
+    /// The command to run and trace (put it after --).
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub opts: TraceOpts,
+    /// Stop after this long (e.g. 30s, 5m, 1h; plain numbers are seconds).
+    #[arg(long, value_name = "TIME", value_parser = parse_duration)]
+    pub duration: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Directory to write in (must be on ext4). Default: a scratch ext4 image
+    /// on a loop device, made and removed by dio-trace.
+    #[arg(long, value_name = "PATH")]
+    pub dir: Option<PathBuf>,
+    /// Writes per pattern.
+    #[arg(long, default_value_t = 8)]
+    pub count: u32,
+    #[arg(long, value_enum, default_value_t = Backend::Auto)]
+    pub backend: Backend,
+    /// Print NDJSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    #[arg(long, value_enum, default_value_t = Backend::Auto)]
+    pub backend: Backend,
+}
+
+#[derive(Debug, Args)]
+pub struct WriteArgs {
+    /// Which write pattern.
+    #[arg(long, value_enum)]
+    pub pattern: Pattern,
+    /// How many writes.
+    #[arg(long, default_value_t = 8)]
+    pub count: u32,
+    /// Bytes per write (a multiple of 4096 for direct I/O).
+    #[arg(long, default_value = "4K", value_parser = parse_size)]
+    pub size: u64,
+    /// File to create (truncated if it exists).
+    pub file: PathBuf,
+}
+
+/// "4096", "4K", "1M", "2G" (binary units).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                _ => return Err(format!("unknown unit {c:?} in {s:?}: use K, M or G")),
+            };
+            (&s[..i], m)
+        }
+        _ => (s, 1),
+    };
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size like 4096, 256K or 4M"))?;
+    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// "30s", "5m", "1h", "250ms", or plain seconds.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 30s, 5m or 1h"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("unknown unit {unit:?} in {s:?}: use ms, s, m or h")),
+    };
+    if !(secs > 0.0 && secs.is_finite()) {
+        return Err(format!("{s:?} must be a positive duration"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("4K"), Ok(4096));
+        assert_eq!(parse_size("4m"), Ok(4 << 20));
+        assert!(parse_size("4X").is_err());
+        assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s").unwrap().as_secs(), 30);
+        assert_eq!(parse_duration("2").unwrap().as_secs(), 2);
+        assert_eq!(parse_duration("5m").unwrap().as_secs(), 300);
+        assert_eq!(parse_duration("250ms").unwrap().as_millis(), 250);
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn run_takes_the_command_after_dashes() {
+        let cli = Cli::try_parse_from(["dio-trace", "run", "--json", "--", "sh", "-c", "true"]).unwrap();
+        let Command::Run(r) = cli.command else { panic!() };
+        assert!(r.opts.json);
+        assert_eq!(r.command, ["sh", "-c", "true"]);
+        assert!(Cli::try_parse_from(["dio-trace", "run"]).is_err());
+    }
+}

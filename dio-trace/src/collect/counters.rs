@@ -1,0 +1,34 @@
+//! The kernel's per-CPU counters, summed.
+
+use aya::maps::{MapData, PerCpuArray};
+use dio_trace_common::counters::Counter;
+
+pub struct Counters {
+    map: PerCpuArray<MapData, u64>,
+}
+
+/// One reading of every counter.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reading(pub [u64; Counter::ALL.len()]);
+
+impl Reading {
+    pub fn get(&self, c: Counter) -> u64 {
+        self.0[c as usize]
+    }
+}
+
+impl Counters {
+    pub fn new(map: PerCpuArray<MapData, u64>) -> Self {
+        Self { map }
+    }
+
+    pub fn read(&self) -> Reading {
+        let mut r = Reading::default();
+        for c in Counter::ALL {
+            if let Ok(values) = self.map.get(&(c as u32), 0) {
+                r.0[c as usize] = values.iter().sum();
+            }
+        }
+        r
+    }
+}

@@ -1,0 +1,7 @@
+//! From the kernel's ring buffer and counters to engine inputs.
+
+pub mod counters;
+pub mod decode;
+pub mod feed;
+pub mod paths;
+pub mod ringbuf;

@@ -1,0 +1,46 @@
+//! Dentry names to a full path: the mount table first, and where the
+//! kernel's walk was cut short, the writer's open file descriptors.
+
+use std::os::unix::fs::MetadataExt as _;
+
+use crate::kernel::{kernel_dev_from_st, mounts::MountTable};
+
+pub struct PathResolver {
+    mounts: MountTable,
+}
+
+impl PathResolver {
+    pub fn new(mounts: MountTable) -> Self {
+        Self { mounts }
+    }
+
+    pub fn resolve(&mut self, dev: u32, ino: u64, tgid: u32, names: &[String], complete: bool) -> Option<String> {
+        if complete {
+            let fs_path: String = names.iter().rev().map(|n| format!("/{n}")).collect();
+            let fs_path = if fs_path.is_empty() { "/".to_owned() } else { fs_path };
+            if let Some(p) = self.mounts.resolve(dev, &fs_path) {
+                return Some(p);
+            }
+            // A mount we have not seen yet: read the table again, once.
+            if let Ok(t) = MountTable::load() {
+                self.mounts = t;
+                if let Some(p) = self.mounts.resolve(dev, &fs_path) {
+                    return Some(p);
+                }
+            }
+        }
+        from_fds(dev, ino, tgid)
+    }
+}
+
+/// Find the file among the process's open descriptors.
+fn from_fds(dev: u32, ino: u64, tgid: u32) -> Option<String> {
+    let dir = std::fs::read_dir(format!("/proc/{tgid}/fd")).ok()?;
+    for entry in dir.flatten() {
+        let Ok(meta) = std::fs::metadata(entry.path()) else { continue };
+        if meta.ino() == ino && kernel_dev_from_st(meta.dev()) == dev {
+            return std::fs::read_link(entry.path()).ok().map(|p| p.display().to_string());
+        }
+    }
+    None
+}

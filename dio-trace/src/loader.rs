@@ -1,0 +1,26 @@
+//! The embedded object, loaded with this kernel's facts. No attaching here.
+
+use aya::{Ebpf, EbpfLoader};
+use dio_trace_common::config::{CONFIG_GLOBAL, Config};
+
+use crate::error::LoadError;
+
+/// The kernel programs, built by build.rs and carried inside the binary.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dio-trace"));
+
+/// Map names (declared in dio-trace-ebpf/src/maps.rs).
+pub const EVENTS_MAP: &str = "EVENTS";
+pub const COUNTERS_MAP: &str = "COUNTERS";
+pub const FOLLOW_MAP: &str = "FOLLOW";
+
+/// Create the maps and parse the programs with `config` baked in.
+pub fn load(config: &Config, ringbuf_bytes: u32) -> Result<Ebpf, LoadError> {
+    EbpfLoader::new()
+        .override_global(CONFIG_GLOBAL, config, true)
+        .map_max_entries(EVENTS_MAP, ringbuf_bytes)
+        .load(OBJECT)
+        .map_err(|source| LoadError::Object {
+            release: crate::kernel::release(),
+            source,
+        })
+}

@@ -1,0 +1,167 @@
+//! Raw options to a validated plan, checked against the system: a bad
+//! value is a usage error (exit 2), a path on an unsupported filesystem
+//! cannot be traced (exit 4).
+
+use std::{
+    os::unix::fs::{FileTypeExt as _, MetadataExt as _},
+    path::{Path, PathBuf},
+};
+
+use dio_trace_common::config::Filter;
+
+use crate::{
+    cli::TraceOpts,
+    error::{EnvError, UsageError},
+    kernel::{kernel_dev, kernel_dev_from_st, mounts},
+    probes::select::Backend,
+    report::Show,
+};
+
+/// Filesystems whose size updates dio-trace can see.
+pub const SUPPORTED_FS: &[&str] = &["ext4"];
+
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub filter: Filter,
+    pub follow_pids: Vec<u32>,
+    pub path_prefix: Option<String>,
+    pub backend: Backend,
+    pub ringbuf_bytes: u32,
+    pub json: bool,
+    pub show: Show,
+}
+
+impl Plan {
+    /// `spawns`: the run starts a command, whose pid is followed.
+    pub fn new(opts: &TraceOpts, default_show: Show, spawns: bool) -> anyhow::Result<Self> {
+        let mut filter = Filter::default();
+        for &pid in &opts.pid {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                return Err(UsageError(format!("--pid {pid}: no such process")).into());
+            }
+        }
+        filter.follow = u32::from(spawns || !opts.pid.is_empty());
+        if let Some(comm) = &opts.comm {
+            let b = comm.as_bytes();
+            if b.is_empty() || b.len() > 15 {
+                return Err(UsageError(format!("--comm {comm:?}: a command name has 1 to 15 bytes")).into());
+            }
+            filter.comm[..b.len()].copy_from_slice(b);
+            filter.comm_len = b.len() as u32 + 1; // compare the NUL too: exact match
+        }
+        if let Some(dev) = &opts.dev {
+            filter.dev = parse_dev(dev)?;
+        }
+        let path_prefix = match &opts.path {
+            Some(p) => {
+                let (abs, dev) = check_path(p)?;
+                if filter.dev != 0 && filter.dev != dev {
+                    return Err(UsageError(format!("--path {} is not on --dev {}", p.display(), opts.dev.as_deref().unwrap_or(""))).into());
+                }
+                filter.dev = dev;
+                Some(abs)
+            }
+            None => None,
+        };
+        Ok(Self {
+            filter,
+            follow_pids: opts.pid.clone(),
+            path_prefix,
+            backend: opts.backend,
+            ringbuf_bytes: ringbuf_bytes(opts.ringbuf_size)?,
+            json: opts.json,
+            show: opts.show.unwrap_or(default_show),
+        })
+    }
+
+    pub fn follows(&self) -> bool {
+        self.filter.follow != 0
+    }
+}
+
+/// "7:0" or a block device node.
+pub fn parse_dev(s: &str) -> Result<u32, UsageError> {
+    if let Some((a, b)) = s.split_once(':') {
+        if let (Ok(major), Ok(minor)) = (a.parse::<u32>(), b.parse::<u32>()) {
+            return Ok(kernel_dev(major, minor));
+        }
+    }
+    match std::fs::metadata(s) {
+        Ok(m) if m.file_type().is_block_device() => Ok(kernel_dev_from_st(m.rdev())),
+        Ok(_) => Err(UsageError(format!("--dev {s}: not a block device; give major:minor (see lsblk) or /dev/NAME"))),
+        Err(e) => Err(UsageError(format!("--dev {s}: {e}; give major:minor (see lsblk) or /dev/NAME"))),
+    }
+}
+
+/// Absolute form of `p` (which may not exist yet) and the device under it;
+/// refuses filesystems dio-trace cannot judge.
+pub fn check_path(p: &Path) -> anyhow::Result<(String, u32)> {
+    let abs = absolute(p)?;
+    let table = mounts::MountTable::load()?;
+    let (dev, fstype) = mounts::device_of(&abs, &table)
+        .map_err(|e| UsageError(format!("--path {}: {e:#}", p.display())))?;
+    if !SUPPORTED_FS.contains(&fstype.as_str()) {
+        return Err(EnvError(format!(
+            "{} is on {fstype}, not a supported filesystem (supported: {}); trace a path on ext4",
+            p.display(),
+            SUPPORTED_FS.join(", ")
+        ))
+        .into());
+    }
+    Ok((abs.display().to_string(), dev))
+}
+
+/// Canonical path of `p`, or of its parent joined with its name when `p`
+/// does not exist yet.
+fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
+    if let Ok(c) = p.canonicalize() {
+        return Ok(c);
+    }
+    let parent = match p.parent() {
+        Some(x) if !x.as_os_str().is_empty() => x.to_path_buf(),
+        _ => std::env::current_dir()?,
+    };
+    let name = p
+        .file_name()
+        .ok_or_else(|| UsageError(format!("--path {}: not a file or directory name", p.display())))?;
+    let parent = parent
+        .canonicalize()
+        .map_err(|e| UsageError(format!("--path {}: {e}", p.display())))?;
+    Ok(parent.join(name))
+}
+
+fn ringbuf_bytes(n: u64) -> Result<u32, UsageError> {
+    if !n.is_power_of_two() || !(4096..=(1 << 30)).contains(&n) {
+        return Err(UsageError(format!(
+            "--ringbuf-size {n}: must be a power of two from 4K to 1G (e.g. 4M)"
+        )));
+    }
+    Ok(n as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_parse() {
+        assert_eq!(parse_dev("7:0").unwrap(), 7 << 20);
+        assert!(parse_dev("/etc/passwd").is_err());
+        assert!(parse_dev("seven").is_err());
+    }
+
+    #[test]
+    fn ringbuf_sizes_are_checked() {
+        assert_eq!(ringbuf_bytes(4 << 20).unwrap(), 4 << 20);
+        assert!(ringbuf_bytes(3000).is_err());
+        assert!(ringbuf_bytes(1024).is_err());
+    }
+
+    #[test]
+    fn paths_on_unsupported_filesystems_are_refused() {
+        // /proc is never ext4.
+        let err = check_path(Path::new("/proc/self/status")).unwrap_err();
+        assert!(err.downcast_ref::<EnvError>().is_some(), "{err:#}");
+        assert!(format!("{err:#}").contains("not a supported filesystem"));
+    }
+}

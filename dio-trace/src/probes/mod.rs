@@ -1,0 +1,4 @@
+//! Which kernel hook serves each fact, and how each was chosen.
+
+pub mod catalog;
+pub mod select;

@@ -1,0 +1,159 @@
+//! Apply the catalog: for each probe, the first mechanism the kernel
+//! accepts (within the forced backend, if any), with the reason for every
+//! one it skipped. A probe the verdict needs that attaches nowhere is named
+//! in the summary and keeps the answer from being "ordered".
+
+use std::fmt;
+
+use dio_trace_common::probe::Mechanism;
+
+use super::catalog::{CATALOG, Need, ProbeSpec};
+use crate::analysis::Coverage;
+
+/// `--backend`: restrict every probe to one mechanism family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// The best each probe can get: fentry/fexit, then kprobes, then tracepoints.
+    Auto,
+    Fentry,
+    Kprobe,
+    Tracepoint,
+}
+
+impl Backend {
+    pub fn allows(self, m: Mechanism) -> bool {
+        match self {
+            Backend::Auto => true,
+            Backend::Fentry => matches!(m, Mechanism::Fentry | Mechanism::Fexit),
+            Backend::Kprobe => matches!(m, Mechanism::Kprobe | Mechanism::Kretprobe),
+            Backend::Tracepoint => m == Mechanism::Tracepoint,
+        }
+    }
+}
+
+/// How one probe ended up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeStatus {
+    pub name: &'static str,
+    pub need: Need,
+    /// The mechanism and target that serve it, if any did.
+    pub served: Option<(Mechanism, &'static str)>,
+    /// Why each candidate was passed over.
+    pub skipped: Vec<String>,
+}
+
+impl fmt::Display for ProbeStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.served {
+            Some((m, target)) => write!(f, "{}={}:{}", self.name, m.name(), target),
+            None => write!(f, "{}=unavailable", self.name),
+        }
+    }
+}
+
+/// The outcome of selection for a whole run.
+#[derive(Clone, Debug, Default)]
+pub struct Selection {
+    pub probes: Vec<ProbeStatus>,
+}
+
+impl Selection {
+    pub fn served(&self, name: &str) -> bool {
+        self.probes.iter().any(|p| p.name == name && p.served.is_some())
+    }
+
+    pub fn coverage(&self) -> Coverage {
+        use super::catalog::{COMPLETE, SIZE_UPDATE, SYNC_ENTER};
+        Coverage {
+            size_update: self.served(SIZE_UPDATE),
+            sync: self.served(SYNC_ENTER),
+            complete: self.served(COMPLETE),
+        }
+    }
+
+    /// Problems that keep a run from being "ordered".
+    pub fn problems(&self) -> Vec<String> {
+        self.probes
+            .iter()
+            .filter(|p| p.served.is_none() && matches!(p.need, Need::Required | Need::Verdict | Need::Follow))
+            .map(|p| format!("probe {} could not attach: {}", p.name, p.skipped.join("; ")))
+            .collect()
+    }
+
+    /// Mechanisms in use, for the `backend` field of reports.
+    pub fn backend_name(&self) -> String {
+        let mut names: Vec<&str> = self.probes.iter().filter_map(|p| p.served.map(|(m, _)| m.name())).collect();
+        names.sort_unstable();
+        names.dedup();
+        names.join("+")
+    }
+}
+
+/// Walk the catalog. `try_attach` loads and attaches one hook, returning
+/// why not on failure; it is the only thing that touches the kernel.
+pub fn select(
+    backend: Backend,
+    follow: bool,
+    mut try_attach: impl FnMut(&ProbeSpec, &super::catalog::Hook) -> Result<(), String>,
+) -> Selection {
+    let mut probes = Vec::new();
+    for spec in CATALOG {
+        if spec.need == Need::Follow && !follow {
+            continue;
+        }
+        let mut status = ProbeStatus {
+            name: spec.name,
+            need: spec.need,
+            served: None,
+            skipped: Vec::new(),
+        };
+        for hook in spec.hooks {
+            if !backend.allows(hook.mechanism) {
+                continue;
+            }
+            match try_attach(spec, hook) {
+                Ok(()) => {
+                    status.served = Some((hook.mechanism, hook.target));
+                    break;
+                }
+                Err(why) => status.skipped.push(format!("{} {}: {why}", hook.mechanism.name(), hook.target)),
+            }
+        }
+        if status.served.is_none() && status.skipped.is_empty() {
+            status.skipped.push(format!("no {backend:?} hook exists for it in this version"));
+        }
+        probes.push(status);
+    }
+    Selection { probes }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probes::catalog::{SIZE_UPDATE, WRITE_BEGIN};
+
+    #[test]
+    fn a_probe_that_attaches_nowhere_is_a_problem() {
+        let sel = select(Backend::Auto, false, |spec, _| {
+            if spec.name == SIZE_UPDATE { Err("no such tracepoint".into()) } else { Ok(()) }
+        });
+        assert!(sel.served(WRITE_BEGIN));
+        assert!(!sel.coverage().size_update);
+        let problems = sel.problems();
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].contains("no such tracepoint"), "{problems:?}");
+    }
+
+    #[test]
+    fn a_forced_backend_without_hooks_says_so() {
+        let sel = select(Backend::Fentry, false, |_, _| Ok(()));
+        assert!(sel.probes.iter().all(|p| p.served.is_none()));
+        assert!(sel.problems()[0].contains("no Fentry hook"));
+    }
+
+    #[test]
+    fn fork_following_only_when_asked() {
+        let names = |f| select(Backend::Auto, f, |_, _| Ok(())).probes.len();
+        assert_eq!(names(true), names(false) + 1);
+    }
+}

@@ -1,0 +1,106 @@
+//! The view for people: one line per write, a compact timeline under each
+//! violation (retsnoop-style arrows), and a summary.
+
+use std::io::Write;
+
+use dio_trace_common::kind::RecordKind;
+
+use super::{Reporter, RunInfo, Show, backend_of};
+use crate::{
+    analysis::{Event, Overall, Summary, Verdict, engine::WriteReport},
+    kernel::dev_string,
+};
+
+pub struct Human<W: Write> {
+    out: W,
+    show: Show,
+}
+
+impl<W: Write> Human<W> {
+    pub fn new(out: W, show: Show) -> Self {
+        Self { out, show }
+    }
+}
+
+/// `write_begin +0us disk=4096 -> sync_enter +21us disk=4096 -> ...`
+pub fn timeline(w: &WriteReport) -> String {
+    let t0 = w.begin.ts_ns;
+    std::iter::once(&w.begin)
+        .chain(&w.events)
+        .map(|e| step(e, t0))
+        .collect::<Vec<_>>()
+        .join(" -> ")
+}
+
+fn step(e: &Event, t0: u64) -> String {
+    let us = e.ts_ns.saturating_sub(t0) as f64 / 1000.0;
+    let disk = e.disksize().map(|d| format!(" disk={d}")).unwrap_or_default();
+    let extra = match e.kind {
+        RecordKind::MarkDirty => e.caller.as_ref().map(|c| format!(" ({c})")).unwrap_or_default(),
+        RecordKind::SyncEnter => format!(" datasync={}", e.arg),
+        _ => String::new(),
+    };
+    format!("{} +{us:.0}us{disk}{extra}", e.kind.name())
+}
+
+impl<W: Write> Reporter for Human<W> {
+    fn start(&mut self, info: &RunInfo) -> std::io::Result<()> {
+        let probes: Vec<String> = info.probes.iter().map(|p| p.to_string()).collect();
+        writeln!(self.out, "tracing on {} ({})", info.kernel, probes.join(" "))?;
+        self.out.flush()
+    }
+
+    fn write(&mut self, w: &WriteReport) -> std::io::Result<()> {
+        let b = &w.begin;
+        let (label, detail) = match &w.verdict {
+            Verdict::Ordered => ("ORDERED", String::new()),
+            Verdict::Violation(k) => ("VIOLATION", format!(" {}", k.name())),
+            Verdict::Inconclusive(why) => ("INCONCLUSIVE", format!(" ({why})")),
+            Verdict::Failed(ret) => ("FAILED", format!(" (ret={ret})")),
+        };
+        if self.show == Show::Problems && matches!(w.verdict, Verdict::Ordered | Verdict::Failed(_)) {
+            return Ok(());
+        }
+        writeln!(
+            self.out,
+            "{label:<12} pid {} ({}) dev {} ino {} {} off={} len={} O_{}{detail} [{}]",
+            b.tgid,
+            b.comm,
+            dev_string(b.dev),
+            b.ino,
+            w.path.as_deref().unwrap_or("<path unknown>"),
+            b.pos,
+            b.len,
+            b.sync_flavour().to_uppercase(),
+            backend_of(w),
+        )?;
+        if !matches!(w.verdict, Verdict::Ordered) {
+            writeln!(self.out, "    {}", timeline(w))?;
+        }
+        self.out.flush()
+    }
+
+    fn finish(&mut self, s: &Summary, info: &RunInfo) -> std::io::Result<()> {
+        let t = &s.tally;
+        writeln!(
+            self.out,
+            "summary: {} counted writes: {} ordered, {} violations, {} inconclusive; {} direct writes seen, {} not counted, {} lost records",
+            t.counted(),
+            t.ordered,
+            t.violations,
+            t.inconclusive,
+            s.direct_writes,
+            t.not_counted + t.failed,
+            s.lost_records,
+        )?;
+        let probes: Vec<String> = info.probes.iter().map(|p| p.to_string()).collect();
+        writeln!(self.out, "probes: {}", probes.join(" "))?;
+        let verdict = match s.overall {
+            Overall::Ordered => "ORDERED: every size-extending sync write journaled its size before its sync",
+            Overall::Violation => "VIOLATION: a sync ran before the size update of a size-extending write",
+            Overall::Inconclusive => "INCONCLUSIVE",
+        };
+        writeln!(self.out, "verdict: {verdict}")?;
+        self.out.flush()
+    }
+}

@@ -1,0 +1,143 @@
+//! NDJSON, one object per line, for pipes and CI.
+//!
+//! Schema (every line has `type`):
+//! - `start`: `kernel`, `probes` (probe -> "mechanism:target" or null).
+//! - `write`: one per counted (or failed) write: `verdict` ("ordered" |
+//!   "violation" | "inconclusive" | "failed"), `kind` (violation kind or
+//!   null), `reason` (why inconclusive, or null), `pid`, `tid`, `comm`,
+//!   `dev` ("major:minor"), `ino`, `path` (null when unresolved), `offset`,
+//!   `len`, `sync` ("sync" | "dsync"), `backend`, `events`.
+//! - `violation`: the same fields, for each violating write, after its
+//!   `write` line.
+//! - `summary`, last: `kernel`, `writes` (direct writes the kernel saw that
+//!   passed the filters), `counted`, `ordered`, `violations`,
+//!   `inconclusive`, `failed`, `not_counted`, `filtered`, `lost_events`,
+//!   `verdict` ("ordered" | "violation" | "inconclusive"), `reasons`,
+//!   `probes`, `counters` (raw kernel counters).
+//!
+//! `events` entries: `t_ns` (from the write's start), `event`, `mechanism`,
+//! `pid`, `cpu`, `i_size`, `i_disksize` (null when unreadable), and per
+//! event `caller` (size updates), `datasync` (sync_enter), `ret`
+//! (completions and sync exits), `error` (completions).
+
+use std::io::Write;
+
+use dio_trace_common::{counters::Counter, kind::RecordKind};
+use serde_json::{Value, json};
+
+use super::{Reporter, RunInfo, backend_of};
+use crate::{
+    analysis::{Event, Summary, Verdict, engine::WriteReport},
+    kernel::dev_string,
+};
+
+pub struct Ndjson<W: Write> {
+    out: W,
+}
+
+impl<W: Write> Ndjson<W> {
+    pub fn new(out: W) -> Self {
+        Self { out }
+    }
+
+    fn line(&mut self, v: &Value) -> std::io::Result<()> {
+        serde_json::to_writer(&mut self.out, v)?;
+        self.out.write_all(b"\n")?;
+        self.out.flush()
+    }
+}
+
+/// One event relative to its write's start.
+pub fn event_json(e: &Event, t0: u64) -> Value {
+    let mut v = json!({
+        "t_ns": e.ts_ns.saturating_sub(t0),
+        "event": e.kind.name(),
+        "mechanism": e.mechanism.name(),
+        "pid": e.pid,
+        "cpu": e.cpu,
+        "i_size": e.i_size,
+        "i_disksize": e.disksize(),
+    });
+    let extra = match e.kind {
+        RecordKind::MarkDirty => json!({ "caller": e.caller.clone().unwrap_or_else(|| format!("{:#x}", e.arg)) }),
+        RecordKind::SyncEnter => json!({ "datasync": e.arg }),
+        RecordKind::SyncExit => json!({ "ret": e.arg as i64 }),
+        RecordKind::CompleteExit | RecordKind::CompleteEnter => json!({ "ret": e.arg as i64, "error": e.pos }),
+        _ => json!({}),
+    };
+    if let (Value::Object(m), Value::Object(x)) = (&mut v, extra) {
+        m.extend(x);
+    }
+    v
+}
+
+/// The fields of a `write` or `violation` line.
+pub fn write_json(kind: &str, w: &WriteReport) -> Value {
+    let b = &w.begin;
+    let (violation, reason) = match &w.verdict {
+        Verdict::Violation(k) => (Some(k.name()), None),
+        Verdict::Inconclusive(r) => (None, Some(r.clone())),
+        _ => (None, None),
+    };
+    let events: Vec<Value> = std::iter::once(b).chain(&w.events).map(|e| event_json(e, b.ts_ns)).collect();
+    json!({
+        "type": kind,
+        "verdict": w.verdict.name(),
+        "kind": violation,
+        "reason": reason,
+        "pid": b.tgid,
+        "tid": b.pid,
+        "comm": b.comm,
+        "dev": dev_string(b.dev),
+        "ino": b.ino,
+        "path": w.path,
+        "offset": b.pos,
+        "len": b.len,
+        "sync": b.sync_flavour(),
+        "backend": backend_of(w),
+        "events": events,
+    })
+}
+
+pub fn summary_json(s: &Summary, info: &RunInfo) -> Value {
+    let t = &s.tally;
+    let counters: serde_json::Map<String, Value> = Counter::ALL
+        .iter()
+        .map(|c| (c.name().to_owned(), json!(info.counters.get(*c))))
+        .collect();
+    json!({
+        "type": "summary",
+        "kernel": info.kernel,
+        "writes": s.direct_writes,
+        "counted": t.counted(),
+        "ordered": t.ordered,
+        "violations": t.violations,
+        "inconclusive": t.inconclusive,
+        "failed": t.failed,
+        "not_counted": t.not_counted,
+        "filtered": t.filtered,
+        "lost_events": s.lost_records,
+        "verdict": s.overall.name(),
+        "reasons": s.reasons,
+        "probes": info.probe_map(),
+        "counters": counters,
+    })
+}
+
+impl<W: Write> Reporter for Ndjson<W> {
+    fn start(&mut self, info: &RunInfo) -> std::io::Result<()> {
+        self.line(&json!({ "type": "start", "kernel": info.kernel, "probes": info.probe_map() }))
+    }
+
+    fn write(&mut self, w: &WriteReport) -> std::io::Result<()> {
+        self.line(&write_json("write", w))?;
+        if matches!(w.verdict, Verdict::Violation(_)) {
+            self.line(&write_json("violation", w))?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, s: &Summary, info: &RunInfo) -> std::io::Result<()> {
+        self.line(&summary_json(s, info))
+    }
+}

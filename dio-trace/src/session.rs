@@ -1,0 +1,160 @@
+//! A live tracing session: gather kernel facts, load, attach, collect until
+//! the command exits (run), or until a signal or the deadline (watch), then
+//! summarize. The [`Tracer`] is dropped on every path out, detaching all.
+
+use std::time::Duration;
+
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::{
+    analysis::{Engine, EngineConfig, Summary, summary::summarize},
+    attach::Tracer,
+    collect::{
+        counters::Counters,
+        feed::{Feed, monotonic_ns},
+        paths::PathResolver,
+        ringbuf::RingReader,
+    },
+    error::{EnvError, LoadError, chain},
+    kernel::facts::KernelFacts,
+    loader::{self, COUNTERS_MAP, EVENTS_MAP, FOLLOW_MAP},
+    plan::Plan,
+    probes::catalog::WRITE_BEGIN,
+    report::{Reporter, RunInfo},
+    spawn::spawn_gated,
+};
+use dio_trace_common::counters::Counter;
+
+/// What to trace.
+pub enum Target {
+    /// Run this command; stop when it exits.
+    Command(Vec<String>),
+    /// The whole host; stop on a signal or after the duration.
+    Watch(Option<Duration>),
+}
+
+pub struct Outcome {
+    pub summary: Summary,
+    pub info: RunInfo,
+    /// How the traced command ended (run only).
+    pub child: Option<std::process::ExitStatus>,
+}
+
+/// How often counters are read and lingering writes closed.
+const TICK: Duration = Duration::from_millis(100);
+
+pub async fn trace(plan: &Plan, target: Target, reporter: &mut dyn Reporter) -> anyhow::Result<Outcome> {
+    let facts = KernelFacts::gather()?;
+    let config = facts.config(plan.filter);
+    let ebpf = loader::load(&config, plan.ringbuf_bytes).map_err(|e| EnvError(chain(&e)))?;
+    let btf = aya::Btf::from_sys_fs().map_err(|e| EnvError(format!("reading kernel BTF for tp_btf: {}", chain(&e))))?;
+    let mut tracer = Tracer::attach(ebpf, &btf, plan.backend, plan.follows());
+    let mut info = RunInfo {
+        kernel: facts.release.clone(),
+        probes: tracer.selection.probes.clone(),
+        ..RunInfo::default()
+    };
+    let mut problems = tracer.selection.problems();
+    let engine = Engine::new(EngineConfig {
+        coverage: tracer.selection.coverage(),
+        path_prefix: plan.path_prefix.clone(),
+        ..EngineConfig::default()
+    });
+    if !tracer.selection.served(WRITE_BEGIN) {
+        // Nothing could ever be counted: say so now instead of waiting.
+        reporter.start(&info)?;
+        let summary = summarize(engine.tally(), 0, 0, problems);
+        reporter.finish(&summary, &info)?;
+        return Ok(Outcome { summary, info, child: None });
+    }
+
+    let ring = RingBuf::try_from(take(&mut tracer, EVENTS_MAP)?).map_err(|source| LoadError::Map { name: EVENTS_MAP, source })?;
+    let counters = Counters::new(
+        PerCpuArray::try_from(take(&mut tracer, COUNTERS_MAP)?).map_err(|source| LoadError::Map { name: COUNTERS_MAP, source })?,
+    );
+    let mut follow: Option<BpfHashMap<MapData, u32, u8>> = if plan.follows() {
+        let map = BpfHashMap::try_from(take(&mut tracer, FOLLOW_MAP)?).map_err(|source| LoadError::Map { name: FOLLOW_MAP, source })?;
+        Some(map)
+    } else {
+        None
+    };
+    if let Some(map) = follow.as_mut() {
+        for pid in crate::procs::with_descendants(&plan.follow_pids) {
+            map.insert(pid, 1, 0)?;
+        }
+    }
+
+    reporter.start(&info)?;
+    let (mut child, deadline) = match target {
+        Target::Command(argv) => {
+            let mut c = spawn_gated(&argv, plan.json)?;
+            if let Some(map) = follow.as_mut() {
+                map.insert(c.pid(), 1, 0)?;
+            }
+            c.release()?;
+            let c = std::sync::Arc::new(c);
+            (Some(tokio::task::spawn_blocking(move || c.wait_blocking())), None)
+        }
+        Target::Watch(d) => (None, d.map(|d| tokio::time::Instant::now() + d)),
+    };
+
+    let mut feed = Feed::new(engine, PathResolver::new(facts.mounts.clone()), facts.kallsyms);
+    let mut ring = RingReader::new(ring)?;
+    let mut tick = tokio::time::interval(TICK);
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut child_status = None;
+    loop {
+        tokio::select! {
+            r = ring.ready() => {
+                r?;
+                ring.drain(|b| feed.record(b));
+            }
+            _ = tick.tick() => {
+                ring.drain(|b| feed.record(b));
+                feed.counters(&counters.read(), monotonic_ns());
+                feed.tick(monotonic_ns());
+            }
+            status = async { child.as_mut().expect("guarded").await }, if child.is_some() => {
+                child_status = Some(status??);
+                break;
+            }
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => break,
+        }
+        for w in feed.ready.drain(..) {
+            reporter.write(&w)?;
+        }
+    }
+    ring.drain(|b| feed.record(b));
+    let reading = counters.read();
+    feed.counters(&reading, monotonic_ns());
+    feed.finish();
+    for w in feed.ready.drain(..) {
+        reporter.write(&w)?;
+    }
+    drop(tracer);
+
+    if feed.undecodable > 0 {
+        problems.push(format!("{} records could not be decoded (dio-trace build mismatch?)", feed.undecodable));
+    }
+    info.counters = reading;
+    let summary = summarize(
+        feed.engine.tally(),
+        reading.get(Counter::DirectWrites),
+        reading.get(Counter::RingbufFull),
+        problems,
+    );
+    reporter.finish(&summary, &info)?;
+    Ok(Outcome {
+        summary,
+        info,
+        child: child_status,
+    })
+}
+
+fn take(tracer: &mut Tracer, name: &'static str) -> Result<aya::maps::Map, LoadError> {
+    tracer.ebpf.take_map(name).ok_or(LoadError::MissingMap(name))
+}

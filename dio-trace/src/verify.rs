@@ -1,0 +1,203 @@
+//! `dio-trace verify`: every known write pattern traced on its own, one
+//! verdict per pattern. Sync-flavoured appends must be ORDERED; the
+//! patterns that must not count must show NOT-APPLICABLE.
+
+use std::{io::Write as _, path::PathBuf};
+
+use serde_json::json;
+
+use crate::{
+    analysis::{Overall, Summary, engine::WriteReport},
+    cli::VerifyArgs,
+    cli::TraceOpts,
+    exit::Exit,
+    plan::{Plan, check_path},
+    report::{Reporter, RunInfo, Show, human::Human, ndjson::Ndjson},
+    scratch::Scratch,
+    session::{self, Target},
+    workload::Pattern,
+};
+
+/// One pattern's result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PatternVerdict {
+    Ordered,
+    Violation,
+    Inconclusive(String),
+    NotApplicable,
+}
+
+impl PatternVerdict {
+    pub fn label(&self) -> &'static str {
+        match self {
+            PatternVerdict::Ordered => "ORDERED",
+            PatternVerdict::Violation => "VIOLATION",
+            PatternVerdict::Inconclusive(_) => "INCONCLUSIVE",
+            PatternVerdict::NotApplicable => "NOT-APPLICABLE",
+        }
+    }
+}
+
+/// Judge a pattern's run against what the pattern promises.
+pub fn judge_pattern(pattern: Pattern, count: u32, s: &Summary) -> PatternVerdict {
+    let t = &s.tally;
+    if t.violations > 0 {
+        return PatternVerdict::Violation;
+    }
+    let other: Vec<&String> = s
+        .reasons
+        .iter()
+        .filter(|r| !r.starts_with("no size-extending sync direct write"))
+        .collect();
+    if !other.is_empty() {
+        return PatternVerdict::Inconclusive(other.iter().map(|r| r.as_str()).collect::<Vec<_>>().join("; "));
+    }
+    // A negative only passes when the tracer demonstrably saw the writes
+    // it declined to count: "nothing counted" from a blind probe is no pass.
+    let seen = s.direct_writes;
+    if pattern.direct() && seen < u64::from(count) {
+        return PatternVerdict::Inconclusive(format!("only {seen} of {count} direct writes were seen by the kernel probe"));
+    }
+    if !pattern.counted() {
+        return if t.counted() == 0 {
+            PatternVerdict::NotApplicable
+        } else {
+            PatternVerdict::Inconclusive(format!("{} writes counted; this pattern's writes must not count", t.counted()))
+        };
+    }
+    if s.overall == Overall::Ordered && t.ordered == u64::from(count) {
+        PatternVerdict::Ordered
+    } else {
+        PatternVerdict::Inconclusive(format!("{} of {count} writes judged ordered", t.ordered))
+    }
+}
+
+/// Forwards only the per-write lines of a reporter (no per-pattern headers).
+struct WritesOnly<'a>(&'a mut dyn Reporter);
+
+impl Reporter for WritesOnly<'_> {
+    fn start(&mut self, _: &RunInfo) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn write(&mut self, w: &WriteReport) -> std::io::Result<()> {
+        self.0.write(w)
+    }
+    fn finish(&mut self, _: &Summary, _: &RunInfo) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+pub fn verify(a: VerifyArgs) -> anyhow::Result<Exit> {
+    let scratch;
+    let dir: PathBuf = match &a.dir {
+        Some(d) => {
+            check_path(d)?;
+            d.clone()
+        }
+        None => {
+            eprintln!("dio-trace verify: making a scratch ext4 image on a loop device");
+            scratch = Scratch::create(256)?;
+            eprintln!("dio-trace verify: {} on {}", scratch.dir().display(), scratch.device());
+            scratch.dir().to_path_buf()
+        }
+    };
+    let exe = std::env::current_exe()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut out = std::io::stdout().lock();
+    let mut rows = Vec::new();
+    let mut kernel = String::new();
+    for (i, pattern) in Pattern::ALL.into_iter().enumerate() {
+        let file = dir.join(format!("dio-trace-verify-{}", pattern.name()));
+        if !a.json {
+            eprintln!("[{}/{}] {} ...", i + 1, Pattern::ALL.len(), pattern.name());
+        }
+        let opts = TraceOpts {
+            pid: vec![],
+            comm: None,
+            dev: None,
+            path: Some(file.clone()),
+            backend: a.backend,
+            ringbuf_size: 4 << 20,
+            json: a.json,
+            show: Some(Show::All),
+        };
+        let plan = Plan::new(&opts, Show::All, true)?;
+        let argv = vec![
+            exe.display().to_string(),
+            "write".into(),
+            "--pattern".into(),
+            pattern.name(),
+            "--count".into(),
+            a.count.to_string(),
+            file.display().to_string(),
+        ];
+        let outcome = if a.json {
+            let mut inner = Ndjson::new(std::io::sink());
+            rt.block_on(session::trace(&plan, Target::Command(argv), &mut WritesOnly(&mut inner)))?
+        } else {
+            let mut inner = Human::new(std::io::stdout(), Show::All);
+            rt.block_on(session::trace(&plan, Target::Command(argv), &mut WritesOnly(&mut inner)))?
+        };
+        let _ = std::fs::remove_file(&file);
+        kernel = outcome.info.kernel.clone();
+        let verdict = judge_pattern(pattern, a.count, &outcome.summary);
+        if a.json {
+            let reason = match &verdict {
+                PatternVerdict::Inconclusive(r) => Some(r.clone()),
+                _ => None,
+            };
+            serde_json::to_writer(
+                &mut out,
+                &json!({
+                    "type": "pattern",
+                    "pattern": pattern.name(),
+                    "expect": if pattern.counted() { "ordered" } else { "not-applicable" },
+                    "writes": a.count,
+                    "counted": outcome.summary.tally.counted(),
+                    "verdict": verdict.label(),
+                    "reason": reason,
+                    "backend": outcome.info.probe_map(),
+                }),
+            )?;
+            writeln!(out)?;
+        }
+        rows.push((pattern, outcome.summary.tally.counted(), verdict));
+    }
+    let exit = overall(&rows);
+    if a.json {
+        serde_json::to_writer(&mut out, &json!({"type": "verify_summary", "kernel": kernel, "verdict": exit_name(exit)}))?;
+        writeln!(out)?;
+    } else {
+        writeln!(out, "\n{:<22} {:>7} {:>8}  {:<15} result", "pattern", "writes", "counted", "verdict")?;
+        for (p, counted, v) in &rows {
+            let pass = match v {
+                PatternVerdict::Ordered | PatternVerdict::NotApplicable => "PASS",
+                _ => "FAIL",
+            };
+            writeln!(out, "{:<22} {:>7} {:>8}  {:<15} {pass}", p.name(), a.count, counted, v.label())?;
+            if let PatternVerdict::Inconclusive(r) = v {
+                writeln!(out, "{:<22}   because {r}", "")?;
+            }
+        }
+        writeln!(out, "kernel {kernel}: {}", exit_name(exit))?;
+    }
+    Ok(exit)
+}
+
+fn overall(rows: &[(Pattern, u64, PatternVerdict)]) -> Exit {
+    if rows.iter().any(|(_, _, v)| *v == PatternVerdict::Violation) {
+        Exit::Violation
+    } else if rows.iter().any(|(_, _, v)| matches!(v, PatternVerdict::Inconclusive(_))) {
+        Exit::Inconclusive
+    } else {
+        Exit::Ordered
+    }
+}
+
+fn exit_name(e: Exit) -> &'static str {
+    match e {
+        Exit::Ordered => "ordered",
+        Exit::Violation => "violation",
+        _ => "inconclusive",
+    }
+}
