@@ -1,0 +1,284 @@
+//! Live tests on this host: the real programs load into the running kernel
+//! and trace real writes on a scratch ext4 loop device.
+//!
+//! They need root and kernel BTF. Without them they print SKIPPED loudly;
+//! under CI (`CI` set) a missing privilege fails instead, so the CI path
+//! never skips them.
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    path::Path,
+    process::{Command, Output, Stdio},
+    time::Duration,
+};
+
+use dio_trace::scratch::Scratch;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_dio-trace");
+
+/// Live tests share one kernel: run them one at a time, so that counts of
+/// loaded programs and host-wide counters belong to one test.
+static KERNEL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A live test's hold on the kernel and its scratch ext4.
+struct Live {
+    scratch: Scratch,
+    _kernel: std::sync::MutexGuard<'static, ()>,
+}
+
+impl Live {
+    fn dir(&self) -> &Path {
+        self.scratch.dir()
+    }
+}
+
+/// A scratch ext4, or None (after saying SKIPPED) where live tests cannot run.
+fn live(test: &str) -> Option<Live> {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let btf = Path::new("/sys/kernel/btf/vmlinux").exists();
+    if !(root && btf) {
+        let why = if root { "no kernel BTF" } else { "not root" };
+        if std::env::var_os("CI").is_some() {
+            panic!("{test}: live host tests must run in CI, but: {why}");
+        }
+        eprintln!("SKIPPED {test}: {why} (run the README's test command as root)");
+        return None;
+    }
+    let kernel = KERNEL.lock().unwrap_or_else(|p| p.into_inner());
+    Some(Live {
+        scratch: Scratch::create(128).expect("scratch ext4"),
+        _kernel: kernel,
+    })
+}
+
+fn lines(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not NDJSON: {l:?}: {e}")))
+        .collect()
+}
+
+fn of_type<'a>(ls: &'a [Value], t: &str) -> Vec<&'a Value> {
+    ls.iter().filter(|l| l["type"] == t).collect()
+}
+
+fn summary(ls: &[Value]) -> &Value {
+    let last = ls.last().expect("no output");
+    assert_eq!(last["type"], "summary", "summary must be the last line");
+    last
+}
+
+/// `dio-trace run --json [extra] -- dio-trace write --pattern P --count N FILE`
+fn run_write(extra: &[&str], pattern: &str, count: u32, file: &Path) -> (i32, Vec<Value>, String) {
+    let out = Command::new(BIN)
+        .arg("run")
+        .arg("--json")
+        .args(extra)
+        .args(["--", BIN, "write", "--pattern", pattern, "--count", &count.to_string()])
+        .arg(file)
+        .output()
+        .expect("run dio-trace");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code().unwrap_or(-1), lines(&out), stderr)
+}
+
+fn assert_all_ordered(pattern: &str, sync: &str) {
+    let Some(s) = live(pattern) else { return };
+    let file = s.dir().join(format!("{pattern}.dat"));
+    let (code, ls, stderr) = run_write(&[], pattern, 6, &file);
+    let sum = summary(&ls);
+    assert_eq!(code, 0, "exit status; stderr: {stderr}\nsummary: {sum}");
+    assert_eq!(sum["verdict"], "ordered");
+    assert_eq!(sum["counted"], 6, "every write the writer made is counted: {sum}");
+    assert_eq!(sum["ordered"], 6);
+    assert_eq!(sum["lost_events"], 0);
+    let writes = of_type(&ls, "write");
+    assert_eq!(writes.len(), 6);
+    for (i, w) in writes.iter().enumerate() {
+        assert_eq!(w["verdict"], "ordered", "{w}");
+        assert_eq!(w["sync"], sync);
+        assert_eq!(w["offset"], i as u64 * 4096);
+        assert_eq!(w["len"], 4096);
+        assert_eq!(w["path"], file.display().to_string());
+        assert_eq!(w["backend"], "tracepoint");
+        let events: Vec<&str> = w["events"].as_array().unwrap().iter().map(|e| e["event"].as_str().unwrap()).collect();
+        let size = events.iter().position(|e| *e == "mark_inode_dirty").expect("a size update");
+        let sync_at = events.iter().position(|e| *e == "sync_enter").expect("a sync");
+        assert!(size < sync_at, "{events:?}");
+    }
+    assert!(of_type(&ls, "violation").is_empty());
+}
+
+#[test]
+fn o_direct_o_sync_appends_are_all_counted_and_ordered() {
+    assert_all_ordered("o-sync-append", "sync");
+}
+
+#[test]
+fn o_direct_o_dsync_appends_are_all_counted_and_ordered() {
+    assert_all_ordered("o-dsync-append", "dsync");
+}
+
+#[test]
+fn rwf_dsync_appends_are_counted_too() {
+    assert_all_ordered("rwf-dsync-append", "dsync");
+}
+
+#[test]
+fn non_sync_direct_appends_are_seen_but_not_counted() {
+    let Some(s) = live("direct-append") else { return };
+    let (code, ls, _) = run_write(&[], "direct-append", 5, &s.dir().join("d.dat"));
+    let sum = summary(&ls);
+    assert_eq!(sum["writes"], 5, "the kernel saw the direct writes: {sum}");
+    assert_eq!(sum["counted"], 0);
+    assert_eq!(sum["verdict"], "inconclusive", "nothing counted is never 'ordered'");
+    assert_eq!(code, 3);
+}
+
+#[test]
+fn buffered_o_sync_appends_are_not_counted() {
+    let Some(s) = live("buffered-sync-append") else { return };
+    let (code, ls, stderr) = run_write(&[], "buffered-sync-append", 5, &s.dir().join("b.dat"));
+    let sum = summary(&ls);
+    assert_eq!((sum["writes"].as_u64(), sum["counted"].as_u64()), (Some(0), Some(0)), "{sum}");
+    assert_eq!(code, 3);
+    assert!(stderr.contains("inconclusive: no size-extending sync direct write"), "{stderr}");
+}
+
+#[test]
+fn a_path_on_an_unsupported_filesystem_is_refused() {
+    if live("unsupported-path").is_none() {
+        return;
+    }
+    let out = Command::new(BIN).args(["watch", "--path", "/proc/self", "--duration", "1"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a supported filesystem"), "{err}");
+}
+
+/// A writer that waits for a line on stdin, then execs `dio-trace write`
+/// (same pid), so a watcher can be attached before it writes.
+fn held_writer(file: &Path, count: u32) -> std::process::Child {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "read go; exec {BIN} write --pattern o-sync-append --count {count} '{}'",
+            file.display()
+        ))
+        .stdin(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// `dio-trace watch --json ARGS`, returned once it has attached (its
+/// `start` line is out), with a reader for the rest of its output.
+fn attached_watcher(args: &[String]) -> (std::process::Child, std::thread::JoinHandle<Vec<Value>>) {
+    let mut w = Command::new(BIN)
+        .args(["watch", "--json"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(w.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    let start: Value = serde_json::from_str(&first).expect("start line");
+    assert_eq!(start["type"], "start");
+    let rest = std::thread::spawn(move || out.lines().map(|l| serde_json::from_str(&l.unwrap()).unwrap()).collect());
+    (w, rest)
+}
+
+fn release_and_wait(mut writers: Vec<std::process::Child>) {
+    for w in &mut writers {
+        w.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    }
+    for mut w in writers {
+        assert!(w.wait().unwrap().success());
+    }
+}
+
+fn interrupt(w: &std::process::Child) {
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(w.id() as i32, libc::SIGINT) };
+}
+
+#[test]
+fn pid_filter_keeps_other_writers_out() {
+    let Some(s) = live("pid-filter") else { return };
+    let (mine, other) = (s.dir().join("mine"), s.dir().join("other"));
+    let (a, b) = (held_writer(&mine, 4), held_writer(&other, 7));
+    let (mut w, rest) = attached_watcher(&["--pid".into(), a.id().to_string()]);
+    release_and_wait(vec![a, b]);
+    interrupt(&w);
+    let status = w.wait().unwrap();
+    let ls = rest.join().unwrap();
+    let sum = summary(&ls);
+    assert_eq!(sum["counted"], 4, "{sum}");
+    for l in of_type(&ls, "write") {
+        assert_eq!(l["path"], mine.display().to_string());
+    }
+    assert_eq!(status.code(), Some(0), "SIGINT prints the summary and exits with the verdict");
+}
+
+#[test]
+fn path_filter_keeps_other_trees_out() {
+    let Some(s) = live("path-filter") else { return };
+    let (da, db) = (s.dir().join("a"), s.dir().join("b"));
+    std::fs::create_dir_all(&da).unwrap();
+    std::fs::create_dir_all(&db).unwrap();
+    let (a, b) = (held_writer(&da.join("f"), 3), held_writer(&db.join("f"), 5));
+    let (mut w, rest) = attached_watcher(&["--path".into(), da.display().to_string()]);
+    release_and_wait(vec![a, b]);
+    interrupt(&w);
+    w.wait().unwrap();
+    let ls = rest.join().unwrap();
+    let sum = summary(&ls);
+    assert_eq!(sum["counted"], 3, "{sum}");
+    assert_eq!(sum["filtered"], 5, "the other tree's writes were seen and filtered: {sum}");
+    for l in of_type(&ls, "write") {
+        assert_eq!(l["path"], da.join("f").display().to_string());
+    }
+}
+
+#[test]
+fn nothing_stays_attached_after_a_run() {
+    let Some(s) = live("detach") else { return };
+    let before = bpf_prog_count();
+    let (code, _, _) = run_write(&[], "o-sync-append", 1, &s.dir().join("x"));
+    assert_eq!(code, 0);
+    assert_eq!(settled_prog_count(before), before, "programs left loaded after exit");
+    // And while one runs, they are there: the count above can fail.
+    let (mut w, rest) = attached_watcher(&[]);
+    assert!(bpf_prog_count() >= before + 5, "watch attached fewer than 5 programs");
+    interrupt(&w);
+    w.wait().unwrap();
+    rest.join().unwrap();
+    assert_eq!(settled_prog_count(before), before, "programs left loaded after SIGINT");
+}
+
+/// The kernel frees a program asynchronously after its last fd closes:
+/// wait up to 5 s for the count to come back to `want`.
+fn settled_prog_count(want: usize) -> usize {
+    let mut n = bpf_prog_count();
+    for _ in 0..50 {
+        if n == want {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        n = bpf_prog_count();
+    }
+    n
+}
+
+/// dio-trace's programs loaded in the kernel now (the kernel keeps the
+/// first 15 bytes of a program's name; ours all start with "tp_").
+fn bpf_prog_count() -> usize {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| p.name_as_str().is_some_and(|n| n.starts_with("tp_")))
+        .count()
+}
