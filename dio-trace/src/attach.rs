@@ -35,7 +35,11 @@ fn attach_hook(ebpf: &mut Ebpf, btf: &Btf, hook: &Hook) -> Result<(), String> {
         Mechanism::Tracepoint => {
             let p: &mut BtfTracePoint = prog.try_into().map_err(|e| chain(&e))?;
             p.load(hook.target, btf).map_err(|e| {
-                format!("load failed (kernel older than {}, or without this tracepoint): {}", hook.since, chain(&e))
+                format!(
+                    "load failed (kernel older than {}, or without this tracepoint): {}",
+                    hook.since,
+                    chain(&e)
+                )
             })?;
             p.attach().map_err(|e| format!("attach failed: {}", chain(&e)))?;
             Ok(())

@@ -76,7 +76,12 @@ pub struct RunArgs {
     #[command(flatten)]
     pub opts: TraceOpts,
     /// The command to run and trace (put it after --).
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
     pub command: Vec<String>,
 }
 
@@ -141,7 +146,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         }
         _ => (s, 1),
     };
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size like 4096, 256K or 4M"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 4096, 256K or 4M"))?;
     n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
 }
 

@@ -22,7 +22,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
 }
 
 /// The reporter a plan asks for, on stdout.
@@ -48,11 +50,15 @@ pub fn explain(outcome: &Outcome) -> Exit {
 fn run(a: RunArgs) -> anyhow::Result<Exit> {
     let plan = Plan::new(&a.opts, Show::All, true)?;
     let mut rep = reporter(&plan);
-    let outcome = runtime()?.block_on(session::trace(&plan, Target::Command(a.command.clone()), rep.as_mut()))?;
-    if let Some(status) = outcome.child {
-        if !status.success() {
-            eprintln!("dio-trace: note: {} exited with {status}", a.command[0]);
-        }
+    let outcome = runtime()?.block_on(session::trace(
+        &plan,
+        Target::Command(a.command.clone()),
+        rep.as_mut(),
+    ))?;
+    if let Some(status) = outcome.child
+        && !status.success()
+    {
+        eprintln!("dio-trace: note: {} exited with {status}", a.command[0]);
     }
     Ok(explain(&outcome))
 }

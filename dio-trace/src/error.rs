@@ -20,7 +20,7 @@ pub enum LoadError {
     Object {
         release: String,
         #[source]
-        source: aya::EbpfError,
+        source: Box<aya::EbpfError>,
     },
     #[error("the BPF object has no map {0} (build mismatch)")]
     MissingMap(&'static str),
@@ -28,7 +28,7 @@ pub enum LoadError {
     Map {
         name: &'static str,
         #[source]
-        source: aya::maps::MapError,
+        source: Box<aya::maps::MapError>,
     },
 }
 

@@ -25,7 +25,14 @@ pub fn print(backend: Backend) -> anyhow::Result<Exit> {
         .ext4_mounts()
         .map(|m| format!("{} ({})", m.mount_point, dev_string(m.dev)))
         .collect();
-    println!("ext4 mounts:   {}", if ext4.is_empty() { "none".into() } else { ext4.join(", ") });
+    println!(
+        "ext4 mounts:   {}",
+        if ext4.is_empty() {
+            "none".into()
+        } else {
+            ext4.join(", ")
+        }
+    );
 
     let config = facts.config(Default::default());
     let ebpf = loader::load(&config, 1 << 16).map_err(|e| EnvError(chain(&e)))?;
@@ -33,7 +40,11 @@ pub fn print(backend: Backend) -> anyhow::Result<Exit> {
     let tracer = Tracer::attach(ebpf, &btf, backend, true);
     println!("probes (--backend {backend:?}):");
     for p in &tracer.selection.probes {
-        let about = CATALOG.iter().find(|s| s.name == p.name).map(|s| s.about).unwrap_or("");
+        let about = CATALOG
+            .iter()
+            .find(|s| s.name == p.name)
+            .map(|s| s.about)
+            .unwrap_or("");
         match p.served {
             Some((m, target)) => println!("  {:<13} {:<10} {target:<24} {about}", p.name, m.name()),
             None => println!("  {:<13} {:<10} {:<24} {about}", p.name, "-", "unavailable"),

@@ -21,6 +21,6 @@ pub fn load(config: &Config, ringbuf_bytes: u32) -> Result<Ebpf, LoadError> {
         .load(OBJECT)
         .map_err(|source| LoadError::Object {
             release: crate::kernel::release(),
-            source,
+            source: Box::new(source),
         })
 }

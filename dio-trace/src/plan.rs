@@ -56,7 +56,12 @@ impl Plan {
             Some(p) => {
                 let (abs, dev) = check_path(p)?;
                 if filter.dev != 0 && filter.dev != dev {
-                    return Err(UsageError(format!("--path {} is not on --dev {}", p.display(), opts.dev.as_deref().unwrap_or(""))).into());
+                    return Err(UsageError(format!(
+                        "--path {} is not on --dev {}",
+                        p.display(),
+                        opts.dev.as_deref().unwrap_or("")
+                    ))
+                    .into());
                 }
                 filter.dev = dev;
                 Some(abs)
@@ -81,15 +86,19 @@ impl Plan {
 
 /// "7:0" or a block device node.
 pub fn parse_dev(s: &str) -> Result<u32, UsageError> {
-    if let Some((a, b)) = s.split_once(':') {
-        if let (Ok(major), Ok(minor)) = (a.parse::<u32>(), b.parse::<u32>()) {
-            return Ok(kernel_dev(major, minor));
-        }
+    if let Some((a, b)) = s.split_once(':')
+        && let (Ok(major), Ok(minor)) = (a.parse::<u32>(), b.parse::<u32>())
+    {
+        return Ok(kernel_dev(major, minor));
     }
     match std::fs::metadata(s) {
         Ok(m) if m.file_type().is_block_device() => Ok(kernel_dev_from_st(m.rdev())),
-        Ok(_) => Err(UsageError(format!("--dev {s}: not a block device; give major:minor (see lsblk) or /dev/NAME"))),
-        Err(e) => Err(UsageError(format!("--dev {s}: {e}; give major:minor (see lsblk) or /dev/NAME"))),
+        Ok(_) => Err(UsageError(format!(
+            "--dev {s}: not a block device; give major:minor (see lsblk) or /dev/NAME"
+        ))),
+        Err(e) => Err(UsageError(format!(
+            "--dev {s}: {e}; give major:minor (see lsblk) or /dev/NAME"
+        ))),
     }
 }
 
@@ -98,8 +107,8 @@ pub fn parse_dev(s: &str) -> Result<u32, UsageError> {
 pub fn check_path(p: &Path) -> anyhow::Result<(String, u32)> {
     let abs = absolute(p)?;
     let table = mounts::MountTable::load()?;
-    let (dev, fstype) = mounts::device_of(&abs, &table)
-        .map_err(|e| UsageError(format!("--path {}: {e:#}", p.display())))?;
+    let (dev, fstype) =
+        mounts::device_of(&abs, &table).map_err(|e| UsageError(format!("--path {}: {e:#}", p.display())))?;
     if !SUPPORTED_FS.contains(&fstype.as_str()) {
         return Err(EnvError(format!(
             "{} is on {fstype}, not a supported filesystem (supported: {}); trace a path on ext4",

@@ -58,10 +58,15 @@ impl Scratch {
         )?;
         s.loopdev = Some(dev.clone());
         run(
-            Command::new("mkfs.ext4").args(["-q", "-F", "-E", "nodiscard"]).arg(&dev),
+            Command::new("mkfs.ext4")
+                .args(["-q", "-F", "-E", "nodiscard"])
+                .arg(&dev),
             "making ext4",
         )?;
-        run(Command::new("mount").arg(&dev).arg(&s.mount), "mounting the scratch ext4")?;
+        run(
+            Command::new("mount").arg(&dev).arg(&s.mount),
+            "mounting the scratch ext4",
+        )?;
         s.mounted = true;
         Ok(s)
     }

@@ -48,7 +48,8 @@ pub async fn trace(plan: &Plan, target: Target, reporter: &mut dyn Reporter) -> 
     let facts = KernelFacts::gather()?;
     let config = facts.config(plan.filter);
     let ebpf = loader::load(&config, plan.ringbuf_bytes).map_err(|e| EnvError(chain(&e)))?;
-    let btf = aya::Btf::from_sys_fs().map_err(|e| EnvError(format!("reading kernel BTF for tp_btf: {}", chain(&e))))?;
+    let btf = aya::Btf::from_sys_fs()
+        .map_err(|e| EnvError(format!("reading kernel BTF for tp_btf: {}", chain(&e))))?;
     let mut tracer = Tracer::attach(ebpf, &btf, plan.backend, plan.follows());
     let mut info = RunInfo {
         kernel: facts.release.clone(),
@@ -66,16 +67,20 @@ pub async fn trace(plan: &Plan, target: Target, reporter: &mut dyn Reporter) -> 
         reporter.start(&info)?;
         let summary = summarize(engine.tally(), 0, 0, problems);
         reporter.finish(&summary, &info)?;
-        return Ok(Outcome { summary, info, child: None });
+        return Ok(Outcome {
+            summary,
+            info,
+            child: None,
+        });
     }
 
-    let ring = RingBuf::try_from(take(&mut tracer, EVENTS_MAP)?).map_err(|source| LoadError::Map { name: EVENTS_MAP, source })?;
+    let ring = RingBuf::try_from(take(&mut tracer, EVENTS_MAP)?).map_err(|e| map_error(EVENTS_MAP, e))?;
     let counters = Counters::new(
-        PerCpuArray::try_from(take(&mut tracer, COUNTERS_MAP)?).map_err(|source| LoadError::Map { name: COUNTERS_MAP, source })?,
+        PerCpuArray::try_from(take(&mut tracer, COUNTERS_MAP)?).map_err(|e| map_error(COUNTERS_MAP, e))?,
     );
     let mut follow: Option<BpfHashMap<MapData, u32, u8>> = if plan.follows() {
-        let map = BpfHashMap::try_from(take(&mut tracer, FOLLOW_MAP)?).map_err(|source| LoadError::Map { name: FOLLOW_MAP, source })?;
-        Some(map)
+        let map = take(&mut tracer, FOLLOW_MAP)?;
+        Some(BpfHashMap::try_from(map).map_err(|e| map_error(FOLLOW_MAP, e))?)
     } else {
         None
     };
@@ -138,7 +143,10 @@ pub async fn trace(plan: &Plan, target: Target, reporter: &mut dyn Reporter) -> 
     drop(tracer);
 
     if feed.undecodable > 0 {
-        problems.push(format!("{} records could not be decoded (dio-trace build mismatch?)", feed.undecodable));
+        problems.push(format!(
+            "{} records could not be decoded (dio-trace build mismatch?)",
+            feed.undecodable
+        ));
     }
     info.counters = reading;
     let summary = summarize(
@@ -153,6 +161,13 @@ pub async fn trace(plan: &Plan, target: Target, reporter: &mut dyn Reporter) -> 
         info,
         child: child_status,
     })
+}
+
+fn map_error(name: &'static str, e: aya::maps::MapError) -> LoadError {
+    LoadError::Map {
+        name,
+        source: Box::new(e),
+    }
 }
 
 fn take(tracer: &mut Tracer, name: &'static str) -> Result<aya::maps::Map, LoadError> {

@@ -36,7 +36,10 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 /// `stdout_to_stderr`, the command's stdout goes to our stderr (keeps NDJSON
 /// on stdout parseable).
 pub fn spawn_gated(argv: &[String], stdout_to_stderr: bool) -> anyhow::Result<GatedChild> {
-    let prog = argv.first().ok_or_else(|| UsageError("no command given".into()))?.clone();
+    let prog = argv
+        .first()
+        .ok_or_else(|| UsageError("no command given".into()))?
+        .clone();
     let cargs: Vec<CString> = argv
         .iter()
         .map(|a| CString::new(a.as_bytes()))

@@ -8,8 +8,8 @@ use serde_json::json;
 
 use crate::{
     analysis::{Overall, Summary, engine::WriteReport},
-    cli::VerifyArgs,
     cli::TraceOpts,
+    cli::VerifyArgs,
     exit::Exit,
     plan::{Plan, check_path},
     report::{Reporter, RunInfo, Show, human::Human, ndjson::Ndjson},
@@ -56,13 +56,18 @@ pub fn judge_pattern(pattern: Pattern, count: u32, s: &Summary) -> PatternVerdic
     // it declined to count: "nothing counted" from a blind probe is no pass.
     let seen = s.direct_writes;
     if pattern.direct() && seen < u64::from(count) {
-        return PatternVerdict::Inconclusive(format!("only {seen} of {count} direct writes were seen by the kernel probe"));
+        return PatternVerdict::Inconclusive(format!(
+            "only {seen} of {count} direct writes were seen by the kernel probe"
+        ));
     }
     if !pattern.counted() {
         return if t.counted() == 0 {
             PatternVerdict::NotApplicable
         } else {
-            PatternVerdict::Inconclusive(format!("{} writes counted; this pattern's writes must not count", t.counted()))
+            PatternVerdict::Inconclusive(format!(
+                "{} writes counted; this pattern's writes must not count",
+                t.counted()
+            ))
         };
     }
     if s.overall == Overall::Ordered && t.ordered == u64::from(count) {
@@ -97,12 +102,18 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<Exit> {
         None => {
             eprintln!("dio-trace verify: making a scratch ext4 image on a loop device");
             scratch = Scratch::create(256)?;
-            eprintln!("dio-trace verify: {} on {}", scratch.dir().display(), scratch.device());
+            eprintln!(
+                "dio-trace verify: {} on {}",
+                scratch.dir().display(),
+                scratch.device()
+            );
             scratch.dir().to_path_buf()
         }
     };
     let exe = std::env::current_exe()?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let mut out = std::io::stdout().lock();
     let mut rows = Vec::new();
     let mut kernel = String::new();
@@ -133,10 +144,18 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<Exit> {
         ];
         let outcome = if a.json {
             let mut inner = Ndjson::new(std::io::sink());
-            rt.block_on(session::trace(&plan, Target::Command(argv), &mut WritesOnly(&mut inner)))?
+            rt.block_on(session::trace(
+                &plan,
+                Target::Command(argv),
+                &mut WritesOnly(&mut inner),
+            ))?
         } else {
             let mut inner = Human::new(std::io::stdout(), Show::All);
-            rt.block_on(session::trace(&plan, Target::Command(argv), &mut WritesOnly(&mut inner)))?
+            rt.block_on(session::trace(
+                &plan,
+                Target::Command(argv),
+                &mut WritesOnly(&mut inner),
+            ))?
         };
         let _ = std::fs::remove_file(&file);
         kernel = outcome.info.kernel.clone();
@@ -165,16 +184,30 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<Exit> {
     }
     let exit = overall(&rows);
     if a.json {
-        serde_json::to_writer(&mut out, &json!({"type": "verify_summary", "kernel": kernel, "verdict": exit_name(exit)}))?;
+        serde_json::to_writer(
+            &mut out,
+            &json!({"type": "verify_summary", "kernel": kernel, "verdict": exit_name(exit)}),
+        )?;
         writeln!(out)?;
     } else {
-        writeln!(out, "\n{:<22} {:>7} {:>8}  {:<15} result", "pattern", "writes", "counted", "verdict")?;
+        writeln!(
+            out,
+            "\n{:<22} {:>7} {:>8}  {:<15} result",
+            "pattern", "writes", "counted", "verdict"
+        )?;
         for (p, counted, v) in &rows {
             let pass = match v {
                 PatternVerdict::Ordered | PatternVerdict::NotApplicable => "PASS",
                 _ => "FAIL",
             };
-            writeln!(out, "{:<22} {:>7} {:>8}  {:<15} {pass}", p.name(), a.count, counted, v.label())?;
+            writeln!(
+                out,
+                "{:<22} {:>7} {:>8}  {:<15} {pass}",
+                p.name(),
+                a.count,
+                counted,
+                v.label()
+            )?;
             if let PatternVerdict::Inconclusive(r) = v {
                 writeln!(out, "{:<22}   because {r}", "")?;
             }
@@ -187,7 +220,10 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<Exit> {
 fn overall(rows: &[(Pattern, u64, PatternVerdict)]) -> Exit {
     if rows.iter().any(|(_, _, v)| *v == PatternVerdict::Violation) {
         Exit::Violation
-    } else if rows.iter().any(|(_, _, v)| matches!(v, PatternVerdict::Inconclusive(_))) {
+    } else if rows
+        .iter()
+        .any(|(_, _, v)| matches!(v, PatternVerdict::Inconclusive(_)))
+    {
         Exit::Inconclusive
     } else {
         Exit::Ordered

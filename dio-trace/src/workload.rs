@@ -75,9 +75,10 @@ impl Pattern {
         base | match self {
             Pattern::OSyncAppend | Pattern::OSyncOverwrite => libc::O_DIRECT | libc::O_SYNC,
             Pattern::ODsyncAppend => libc::O_DIRECT | libc::O_DSYNC,
-            Pattern::RwfSyncAppend | Pattern::RwfDsyncAppend | Pattern::DirectAppend | Pattern::DirectAppendFsync => {
-                libc::O_DIRECT
-            }
+            Pattern::RwfSyncAppend
+            | Pattern::RwfDsyncAppend
+            | Pattern::DirectAppend
+            | Pattern::DirectAppendFsync => libc::O_DIRECT,
             Pattern::BufferedSyncAppend => libc::O_SYNC,
         }
     }
@@ -134,7 +135,7 @@ fn os_err(what: &str, file: &Path) -> anyhow::Error {
 
 /// Run `pattern` against `file`. Returns the file's final size.
 pub fn run(pattern: Pattern, file: &Path, count: u32, size: u64) -> Result<u64> {
-    if size == 0 || size % ALIGN as u64 != 0 {
+    if size == 0 || !size.is_multiple_of(ALIGN as u64) {
         bail!("--size must be a positive multiple of {ALIGN} for direct I/O, got {size}");
     }
     let size = usize::try_from(size).context("--size too large")?;
@@ -143,7 +144,12 @@ pub fn run(pattern: Pattern, file: &Path, count: u32, size: u64) -> Result<u64> 
     if pattern == Pattern::OSyncOverwrite {
         preallocate(&cpath, file, count as usize * size, &buf, size)?;
     }
-    let flags = pattern.open_flags() & if pattern == Pattern::OSyncOverwrite { !libc::O_TRUNC } else { !0 };
+    let flags = pattern.open_flags()
+        & if pattern == Pattern::OSyncOverwrite {
+            !libc::O_TRUNC
+        } else {
+            !0
+        };
     // SAFETY: valid C string; flags are plain open(2) flags.
     let fd = unsafe { libc::open(cpath.as_ptr(), flags, 0o644) };
     if fd < 0 {
@@ -170,14 +176,22 @@ pub fn run(pattern: Pattern, file: &Path, count: u32, size: u64) -> Result<u64> 
             return Err(os_err("fsync failed on", file));
         }
     }
-    let len = std::fs::metadata(file).with_context(|| format!("stat {}", file.display()))?.len();
+    let len = std::fs::metadata(file)
+        .with_context(|| format!("stat {}", file.display()))?
+        .len();
     Ok(len)
 }
 
 /// Write the file's blocks once and sync them, so overwrites do not extend.
 fn preallocate(cpath: &CString, file: &Path, total: usize, buf: &AlignedBuf, size: usize) -> Result<()> {
     // SAFETY: valid C string.
-    let fd = unsafe { libc::open(cpath.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC, 0o644) };
+    let fd = unsafe {
+        libc::open(
+            cpath.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
+            0o644,
+        )
+    };
     if fd < 0 {
         return Err(os_err("cannot create", file));
     }

@@ -76,7 +76,15 @@ fn run_write(extra: &[&str], pattern: &str, count: u32, file: &Path) -> (i32, Ve
         .arg("run")
         .arg("--json")
         .args(extra)
-        .args(["--", BIN, "write", "--pattern", pattern, "--count", &count.to_string()])
+        .args([
+            "--",
+            BIN,
+            "write",
+            "--pattern",
+            pattern,
+            "--count",
+            &count.to_string(),
+        ])
         .arg(file)
         .output()
         .expect("run dio-trace");
@@ -103,8 +111,16 @@ fn assert_all_ordered(pattern: &str, sync: &str) {
         assert_eq!(w["len"], 4096);
         assert_eq!(w["path"], file.display().to_string());
         assert_eq!(w["backend"], "tracepoint");
-        let events: Vec<&str> = w["events"].as_array().unwrap().iter().map(|e| e["event"].as_str().unwrap()).collect();
-        let size = events.iter().position(|e| *e == "mark_inode_dirty").expect("a size update");
+        let events: Vec<&str> = w["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["event"].as_str().unwrap())
+            .collect();
+        let size = events
+            .iter()
+            .position(|e| *e == "mark_inode_dirty")
+            .expect("a size update");
         let sync_at = events.iter().position(|e| *e == "sync_enter").expect("a sync");
         assert!(size < sync_at, "{events:?}");
     }
@@ -133,18 +149,30 @@ fn non_sync_direct_appends_are_seen_but_not_counted() {
     let sum = summary(&ls);
     assert_eq!(sum["writes"], 5, "the kernel saw the direct writes: {sum}");
     assert_eq!(sum["counted"], 0);
-    assert_eq!(sum["verdict"], "inconclusive", "nothing counted is never 'ordered'");
+    assert_eq!(
+        sum["verdict"], "inconclusive",
+        "nothing counted is never 'ordered'"
+    );
     assert_eq!(code, 3);
 }
 
 #[test]
 fn buffered_o_sync_appends_are_not_counted() {
-    let Some(s) = live("buffered-sync-append") else { return };
+    let Some(s) = live("buffered-sync-append") else {
+        return;
+    };
     let (code, ls, stderr) = run_write(&[], "buffered-sync-append", 5, &s.dir().join("b.dat"));
     let sum = summary(&ls);
-    assert_eq!((sum["writes"].as_u64(), sum["counted"].as_u64()), (Some(0), Some(0)), "{sum}");
+    assert_eq!(
+        (sum["writes"].as_u64(), sum["counted"].as_u64()),
+        (Some(0), Some(0)),
+        "{sum}"
+    );
     assert_eq!(code, 3);
-    assert!(stderr.contains("inconclusive: no size-extending sync direct write"), "{stderr}");
+    assert!(
+        stderr.contains("inconclusive: no size-extending sync direct write"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -152,7 +180,10 @@ fn a_path_on_an_unsupported_filesystem_is_refused() {
     if live("unsupported-path").is_none() {
         return;
     }
-    let out = Command::new(BIN).args(["watch", "--path", "/proc/self", "--duration", "1"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["watch", "--path", "/proc/self", "--duration", "1"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(4));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not a supported filesystem"), "{err}");
@@ -187,7 +218,11 @@ fn attached_watcher(args: &[String]) -> (std::process::Child, std::thread::JoinH
     out.read_line(&mut first).unwrap();
     let start: Value = serde_json::from_str(&first).expect("start line");
     assert_eq!(start["type"], "start");
-    let rest = std::thread::spawn(move || out.lines().map(|l| serde_json::from_str(&l.unwrap()).unwrap()).collect());
+    let rest = std::thread::spawn(move || {
+        out.lines()
+            .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+            .collect()
+    });
     (w, rest)
 }
 
@@ -221,7 +256,11 @@ fn pid_filter_keeps_other_writers_out() {
     for l in of_type(&ls, "write") {
         assert_eq!(l["path"], mine.display().to_string());
     }
-    assert_eq!(status.code(), Some(0), "SIGINT prints the summary and exits with the verdict");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "SIGINT prints the summary and exits with the verdict"
+    );
 }
 
 #[test]
@@ -238,7 +277,10 @@ fn path_filter_keeps_other_trees_out() {
     let ls = rest.join().unwrap();
     let sum = summary(&ls);
     assert_eq!(sum["counted"], 3, "{sum}");
-    assert_eq!(sum["filtered"], 5, "the other tree's writes were seen and filtered: {sum}");
+    assert_eq!(
+        sum["filtered"], 5,
+        "the other tree's writes were seen and filtered: {sum}"
+    );
     for l in of_type(&ls, "write") {
         assert_eq!(l["path"], da.join("f").display().to_string());
     }
@@ -250,14 +292,25 @@ fn nothing_stays_attached_after_a_run() {
     let before = bpf_prog_count();
     let (code, _, _) = run_write(&[], "o-sync-append", 1, &s.dir().join("x"));
     assert_eq!(code, 0);
-    assert_eq!(settled_prog_count(before), before, "programs left loaded after exit");
+    assert_eq!(
+        settled_prog_count(before),
+        before,
+        "programs left loaded after exit"
+    );
     // And while one runs, they are there: the count above can fail.
     let (mut w, rest) = attached_watcher(&[]);
-    assert!(bpf_prog_count() >= before + 5, "watch attached fewer than 5 programs");
+    assert!(
+        bpf_prog_count() >= before + 5,
+        "watch attached fewer than 5 programs"
+    );
     interrupt(&w);
     w.wait().unwrap();
     rest.join().unwrap();
-    assert_eq!(settled_prog_count(before), before, "programs left loaded after SIGINT");
+    assert_eq!(
+        settled_prog_count(before),
+        before,
+        "programs left loaded after SIGINT"
+    );
 }
 
 /// The kernel frees a program asynchronously after its last fd closes:

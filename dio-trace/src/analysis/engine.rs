@@ -194,11 +194,11 @@ impl Engine {
                 self.tally.not_counted += 1;
                 return;
             }
-            if self.open.len() >= self.cfg.max_open {
-                if let Some(oldest) = self.order.front().copied() {
-                    self.tally.evicted += 1;
-                    self.close(oldest, out);
-                }
+            if self.open.len() >= self.cfg.max_open
+                && let Some(oldest) = self.order.front().copied()
+            {
+                self.tally.evicted += 1;
+                self.close(oldest, out);
             }
             self.order.push_back(key);
             self.open.insert(

@@ -44,7 +44,11 @@ impl Event {
 
     /// "sync" for O_SYNC/RWF_SYNC, "dsync" for O_DSYNC/RWF_DSYNC.
     pub fn sync_flavour(&self) -> &'static str {
-        if self.flags & EVENT_SYNC != 0 { "sync" } else { "dsync" }
+        if self.flags & EVENT_SYNC != 0 {
+            "sync"
+        } else {
+            "dsync"
+        }
     }
 
     /// Key the engine matches events by.
@@ -59,8 +63,15 @@ pub enum Input {
     Event(Event),
     /// The path of an armed write's file; `None` when it could not be
     /// resolved.
-    Path { dev: u32, ino: u64, path: Option<String> },
+    Path {
+        dev: u32,
+        ino: u64,
+        path: Option<String>,
+    },
     /// The kernel lost `records` records (ring buffer full) up to `ts_ns`:
     /// every write in flight may miss some of its events.
-    Lost { records: u64, ts_ns: u64 },
+    Lost {
+        records: u64,
+        ts_ns: u64,
+    },
 }

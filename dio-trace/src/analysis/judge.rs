@@ -87,20 +87,25 @@ pub fn judge(begin: &Event, events: &[Event], lost: bool, cov: Coverage) -> Verd
         (Some(s), Some(u)) if u < s => Verdict::Ordered,
         (Some(s), _) => {
             if !cov.size_update {
-                return Verdict::Inconclusive("the size-update probe (ext4_mark_inode_dirty) is not attached".into());
+                return Verdict::Inconclusive(
+                    "the size-update probe (ext4_mark_inode_dirty) is not attached".into(),
+                );
             }
             match events[s].disksize() {
                 Some(d) if d >= end => Verdict::Inconclusive(
-                    "i_disksize covered the write when the sync began, but no size update was seen before it".into(),
+                    "i_disksize covered the write when the sync began, but no size update was seen before it"
+                        .into(),
                 ),
                 _ => Verdict::Violation(ViolationKind::SyncBeforeSizeUpdate),
             }
         }
-        (None, _) if !cov.sync => Verdict::Inconclusive("the sync probe (ext4_sync_file) is not attached".into()),
-        (None, _) if complete.is_some() => Verdict::Violation(ViolationKind::SyncMissing),
-        (None, _) if !cov.complete => {
-            Verdict::Inconclusive("no sync seen and the completion probe (iomap_dio_complete) is not attached".into())
+        (None, _) if !cov.sync => {
+            Verdict::Inconclusive("the sync probe (ext4_sync_file) is not attached".into())
         }
+        (None, _) if complete.is_some() => Verdict::Violation(ViolationKind::SyncMissing),
+        (None, _) if !cov.complete => Verdict::Inconclusive(
+            "no sync seen and the completion probe (iomap_dio_complete) is not attached".into(),
+        ),
         (None, _) => Verdict::Inconclusive("the write's completion was not observed".into()),
     }
 }

@@ -48,10 +48,16 @@ pub fn summarize(tally: &Tally, direct_writes: u64, lost_records: u64, problems:
         ));
     }
     if tally.orphaned_lost > 0 {
-        reasons.push(format!("{} events belonged to writes whose start was lost", tally.orphaned_lost));
+        reasons.push(format!(
+            "{} events belonged to writes whose start was lost",
+            tally.orphaned_lost
+        ));
     }
     if tally.evicted > 0 {
-        reasons.push(format!("{} writes were closed early: too many in flight", tally.evicted));
+        reasons.push(format!(
+            "{} writes were closed early: too many in flight",
+            tally.evicted
+        ));
     }
     if tally.inconclusive > 0 {
         reasons.push(format!("{} writes could not be judged", tally.inconclusive));
@@ -97,12 +103,18 @@ mod tests {
 
     #[test]
     fn nothing_counted_is_never_clean() {
-        assert_eq!(summarize(&tally(0, 0, 0), 10, 0, vec![]).overall, Overall::Inconclusive);
+        assert_eq!(
+            summarize(&tally(0, 0, 0), 10, 0, vec![]).overall,
+            Overall::Inconclusive
+        );
     }
 
     #[test]
     fn losses_and_missing_probes_are_never_clean() {
-        assert_eq!(summarize(&tally(3, 0, 0), 3, 1, vec![]).overall, Overall::Inconclusive);
+        assert_eq!(
+            summarize(&tally(3, 0, 0), 3, 1, vec![]).overall,
+            Overall::Inconclusive
+        );
         let s = summarize(&tally(3, 0, 0), 3, 0, vec!["probe x did not attach".into()]);
         assert_eq!(s.overall, Overall::Inconclusive);
         assert_eq!(s.reasons[0], "probe x did not attach");
@@ -110,6 +122,9 @@ mod tests {
 
     #[test]
     fn a_violation_wins() {
-        assert_eq!(summarize(&tally(3, 1, 2), 6, 5, vec![]).overall, Overall::Violation);
+        assert_eq!(
+            summarize(&tally(3, 1, 2), 6, 5, vec![]).overall,
+            Overall::Violation
+        );
     }
 }

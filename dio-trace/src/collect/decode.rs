@@ -19,7 +19,11 @@ pub enum DecodeError {
     #[error("unknown mechanism {0}")]
     Mechanism(u32),
     #[error("{kind} record of {len} bytes, expected {want}")]
-    Size { kind: &'static str, len: usize, want: usize },
+    Size {
+        kind: &'static str,
+        len: usize,
+        want: usize,
+    },
 }
 
 /// A decoded record.
@@ -39,7 +43,11 @@ pub enum Decoded {
 fn pod<T: Copy>(bytes: &[u8], kind: &'static str) -> Result<T, DecodeError> {
     let want = std::mem::size_of::<T>();
     if bytes.len() < want {
-        return Err(DecodeError::Size { kind, len: bytes.len(), want });
+        return Err(DecodeError::Size {
+            kind,
+            len: bytes.len(),
+            want,
+        });
     }
     // SAFETY: length checked; T is a #[repr(C)] record of integers and byte
     // arrays, for which every bit pattern is valid; read_unaligned copes
@@ -130,7 +138,10 @@ mod tests {
         let Decoded::Event(e) = decode(&as_bytes(&event(RecordKind::SyncEnter))).unwrap() else {
             panic!("not an event")
         };
-        assert_eq!((e.kind, e.ino, e.comm.as_str(), e.ts_ns), (RecordKind::SyncEnter, 12, "writer", 42));
+        assert_eq!(
+            (e.kind, e.ino, e.comm.as_str(), e.ts_ns),
+            (RecordKind::SyncEnter, 12, "writer", 42)
+        );
     }
 
     #[test]

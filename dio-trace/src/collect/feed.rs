@@ -72,7 +72,10 @@ impl Feed {
         if lost > self.lost_seen {
             let records = lost - self.lost_seen;
             self.lost_seen = lost;
-            let closed = self.engine.push(Input::Lost { records, ts_ns: now_ns });
+            let closed = self.engine.push(Input::Lost {
+                records,
+                ts_ns: now_ns,
+            });
             self.ready.extend(closed);
         }
     }
@@ -90,7 +93,10 @@ impl Feed {
 
 /// CLOCK_MONOTONIC in ns: the clock `bpf_ktime_get_ns` reads.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid out-pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64

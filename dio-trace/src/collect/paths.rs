@@ -14,10 +14,21 @@ impl PathResolver {
         Self { mounts }
     }
 
-    pub fn resolve(&mut self, dev: u32, ino: u64, tgid: u32, names: &[String], complete: bool) -> Option<String> {
+    pub fn resolve(
+        &mut self,
+        dev: u32,
+        ino: u64,
+        tgid: u32,
+        names: &[String],
+        complete: bool,
+    ) -> Option<String> {
         if complete {
             let fs_path: String = names.iter().rev().map(|n| format!("/{n}")).collect();
-            let fs_path = if fs_path.is_empty() { "/".to_owned() } else { fs_path };
+            let fs_path = if fs_path.is_empty() {
+                "/".to_owned()
+            } else {
+                fs_path
+            };
             if let Some(p) = self.mounts.resolve(dev, &fs_path) {
                 return Some(p);
             }
@@ -37,9 +48,13 @@ impl PathResolver {
 fn from_fds(dev: u32, ino: u64, tgid: u32) -> Option<String> {
     let dir = std::fs::read_dir(format!("/proc/{tgid}/fd")).ok()?;
     for entry in dir.flatten() {
-        let Ok(meta) = std::fs::metadata(entry.path()) else { continue };
+        let Ok(meta) = std::fs::metadata(entry.path()) else {
+            continue;
+        };
         if meta.ino() == ino && kernel_dev_from_st(meta.dev()) == dev {
-            return std::fs::read_link(entry.path()).ok().map(|p| p.display().to_string());
+            return std::fs::read_link(entry.path())
+                .ok()
+                .map(|p| p.display().to_string());
         }
     }
     None

@@ -99,7 +99,11 @@ impl KernelBtf {
         for _ in 0..16 {
             match &ty {
                 Type::Struct(_) | Type::Union(_) => return Ok(ty),
-                Type::Typedef(_) | Type::Const(_) | Type::Volatile(_) | Type::Restrict(_) | Type::TypeTag(_) => {
+                Type::Typedef(_)
+                | Type::Const(_)
+                | Type::Volatile(_)
+                | Type::Restrict(_)
+                | Type::TypeTag(_) => {
                     let inner = ty.as_btf_type().ok_or_else(|| anyhow!("bad BTF chain"))?;
                     ty = self.btf.resolve_chained_type(inner)?;
                 }

@@ -32,10 +32,8 @@ pub const PRE_5_19: IocbBits = IocbBits {
 
 /// Resolve the bits: the tracepoint format when we have it, else the table.
 pub fn resolve(format: Option<&str>, version: Option<(u32, u32, u32)>) -> Result<(IocbBits, Source)> {
-    if let Some(fmt) = format {
-        if let Some(bits) = from_print_fmt(fmt) {
-            return Ok((bits, Source::TracepointFormat));
-        }
+    if let Some(bits) = format.and_then(from_print_fmt) {
+        return Ok((bits, Source::TracepointFormat));
     }
     match version {
         Some(v) if v >= (5, 19, 0) => Ok((ALIGNED, Source::VersionTable("5.19+"))),
@@ -43,7 +41,9 @@ pub fn resolve(format: Option<&str>, version: Option<(u32, u32, u32)>) -> Result
         Some((a, b, c)) => Err(anyhow!(
             "kernel {a}.{b}.{c} is older than 5.5: ext4 did not use iomap for direct I/O then, so there is nothing to trace"
         )),
-        None => Err(anyhow!("cannot tell the kernel version to resolve kiocb flag bits")),
+        None => Err(anyhow!(
+            "cannot tell the kernel version to resolve kiocb flag bits"
+        )),
     }
 }
 
@@ -76,12 +76,20 @@ fn flag_pairs(fmt: &str) -> impl Iterator<Item = (u32, &str)> {
 
 fn eval(expr: &str) -> Option<u32> {
     if let Some(i) = expr.rfind("0x") {
-        let hex: String = expr[i + 2..].chars().take_while(|c| c.is_ascii_hexdigit()).collect();
+        let hex: String = expr[i + 2..]
+            .chars()
+            .take_while(|c| c.is_ascii_hexdigit())
+            .collect();
         return u32::from_str_radix(&hex, 16).ok();
     }
     let (_, rhs) = expr.split_once("<<")?;
     let n: String = rhs.trim().chars().take_while(|c| c.is_ascii_digit()).collect();
-    let lhs: String = expr.split("<<").next()?.chars().filter(|c| c.is_ascii_digit()).collect();
+    let lhs: String = expr
+        .split("<<")
+        .next()?
+        .chars()
+        .filter(|c| c.is_ascii_digit())
+        .collect();
     let base: u32 = lhs.parse().ok()?;
     base.checked_shl(n.parse().ok()?)
 }
@@ -109,6 +117,9 @@ mod tests {
         assert_eq!(resolve(None, Some((6, 1, 0))).unwrap().0, ALIGNED);
         assert_eq!(resolve(None, Some((5, 10, 200))).unwrap().0, PRE_5_19);
         assert!(resolve(None, Some((4, 19, 0))).is_err());
-        assert_eq!(resolve(Some(FMT_6_18), Some((5, 10, 0))).unwrap().1, Source::TracepointFormat);
+        assert_eq!(
+            resolve(Some(FMT_6_18), Some((5, 10, 0))).unwrap().1,
+            Source::TracepointFormat
+        );
     }
 }

@@ -28,7 +28,9 @@ impl Kallsyms {
             let (Some(addr), Some(kind), Some(name)) = (it.next(), it.next(), it.next()) else {
                 continue;
             };
-            let Ok(addr) = u64::from_str_radix(addr, 16) else { continue };
+            let Ok(addr) = u64::from_str_radix(addr, 16) else {
+                continue;
+            };
             if addr == 0 {
                 continue;
             }
@@ -57,7 +59,10 @@ mod tests {
         let k = Kallsyms::parse(
             "ffffffff81000000 T _stext\nffffffff81200000 t ext4_dio_write_iter\nffffffff81200400 T ext4_file_write_iter\nffffffff82000000 d ext4_fs_type\n",
         );
-        assert_eq!(k.symbolize(0xffffffff81200123).unwrap(), "ext4_dio_write_iter+0x123");
+        assert_eq!(
+            k.symbolize(0xffffffff81200123).unwrap(),
+            "ext4_dio_write_iter+0x123"
+        );
         assert_eq!(k.symbolize(0x10), None);
     }
 }

@@ -35,7 +35,10 @@ impl MountTable {
 
     /// The filesystem type on a device, if mounted.
     pub fn fstype(&self, dev: u32) -> Option<&str> {
-        self.mounts.iter().find(|m| m.dev == dev).map(|m| m.fstype.as_str())
+        self.mounts
+            .iter()
+            .find(|m| m.dev == dev)
+            .map(|m| m.fstype.as_str())
     }
 
     /// Every ext4 mount.
@@ -54,7 +57,9 @@ impl MountTable {
                 let rest = if m.root == "/" {
                     fs_path
                 } else {
-                    fs_path.strip_prefix(m.root.as_str()).filter(|r| r.is_empty() || r.starts_with('/'))?
+                    fs_path
+                        .strip_prefix(m.root.as_str())
+                        .filter(|r| r.is_empty() || r.starts_with('/'))?
                 };
                 let mp = m.mount_point.trim_end_matches('/');
                 Some(format!("{mp}{rest}"))
@@ -82,12 +87,13 @@ fn unescape(s: &str) -> String {
     let b = s.as_bytes();
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
-                out.push(v as char);
-                i += 4;
-                continue;
-            }
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8)
+        {
+            out.push(v as char);
+            i += 4;
+            continue;
         }
         out.push(b[i] as char);
         i += 1;
@@ -131,7 +137,10 @@ mod tests {
         let loop0 = crate::kernel::kernel_dev(7, 0);
         assert_eq!(t.fstype(loop0), Some("ext4"));
         assert_eq!(t.resolve(loop0, "/a/b").unwrap(), "/mnt/scratch/a/b");
-        assert_eq!(t.resolve(crate::kernel::kernel_dev(254, 0), "/etc/x").unwrap(), "/etc/x");
+        assert_eq!(
+            t.resolve(crate::kernel::kernel_dev(254, 0), "/etc/x").unwrap(),
+            "/etc/x"
+        );
         assert_eq!(t.resolve(42, "/x"), None);
         assert_eq!(t.mounts[3].mount_point, "/mnt/with space");
     }

@@ -82,7 +82,11 @@ impl Selection {
 
     /// Mechanisms in use, for the `backend` field of reports.
     pub fn backend_name(&self) -> String {
-        let mut names: Vec<&str> = self.probes.iter().filter_map(|p| p.served.map(|(m, _)| m.name())).collect();
+        let mut names: Vec<&str> = self
+            .probes
+            .iter()
+            .filter_map(|p| p.served.map(|(m, _)| m.name()))
+            .collect();
         names.sort_unstable();
         names.dedup();
         names.join("+")
@@ -116,11 +120,15 @@ pub fn select(
                     status.served = Some((hook.mechanism, hook.target));
                     break;
                 }
-                Err(why) => status.skipped.push(format!("{} {}: {why}", hook.mechanism.name(), hook.target)),
+                Err(why) => status
+                    .skipped
+                    .push(format!("{} {}: {why}", hook.mechanism.name(), hook.target)),
             }
         }
         if status.served.is_none() && status.skipped.is_empty() {
-            status.skipped.push(format!("no {backend:?} hook exists for it in this version"));
+            status
+                .skipped
+                .push(format!("no {backend:?} hook exists for it in this version"));
         }
         probes.push(status);
     }
@@ -135,7 +143,11 @@ mod tests {
     #[test]
     fn a_probe_that_attaches_nowhere_is_a_problem() {
         let sel = select(Backend::Auto, false, |spec, _| {
-            if spec.name == SIZE_UPDATE { Err("no such tracepoint".into()) } else { Ok(()) }
+            if spec.name == SIZE_UPDATE {
+                Err("no such tracepoint".into())
+            } else {
+                Ok(())
+            }
         });
         assert!(sel.served(WRITE_BEGIN));
         assert!(!sel.coverage().size_update);

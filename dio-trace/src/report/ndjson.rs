@@ -59,10 +59,14 @@ pub fn event_json(e: &Event, t0: u64) -> Value {
         "i_disksize": e.disksize(),
     });
     let extra = match e.kind {
-        RecordKind::MarkDirty => json!({ "caller": e.caller.clone().unwrap_or_else(|| format!("{:#x}", e.arg)) }),
+        RecordKind::MarkDirty => {
+            json!({ "caller": e.caller.clone().unwrap_or_else(|| format!("{:#x}", e.arg)) })
+        }
         RecordKind::SyncEnter => json!({ "datasync": e.arg }),
         RecordKind::SyncExit => json!({ "ret": e.arg as i64 }),
-        RecordKind::CompleteExit | RecordKind::CompleteEnter => json!({ "ret": e.arg as i64, "error": e.pos }),
+        RecordKind::CompleteExit | RecordKind::CompleteEnter => {
+            json!({ "ret": e.arg as i64, "error": e.pos })
+        }
         _ => json!({}),
     };
     if let (Value::Object(m), Value::Object(x)) = (&mut v, extra) {
@@ -79,7 +83,10 @@ pub fn write_json(kind: &str, w: &WriteReport) -> Value {
         Verdict::Inconclusive(r) => (None, Some(r.clone())),
         _ => (None, None),
     };
-    let events: Vec<Value> = std::iter::once(b).chain(&w.events).map(|e| event_json(e, b.ts_ns)).collect();
+    let events: Vec<Value> = std::iter::once(b)
+        .chain(&w.events)
+        .map(|e| event_json(e, b.ts_ns))
+        .collect();
     json!({
         "type": kind,
         "verdict": w.verdict.name(),

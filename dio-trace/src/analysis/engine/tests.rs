@@ -105,14 +105,21 @@ fn buggy_order_is_a_violation_with_the_late_update_in_its_timeline() {
         complete(1, 30),
         dirty(1, 40, 8192),
     ]));
-    assert_eq!(out[0].verdict, Verdict::Violation(ViolationKind::SyncBeforeSizeUpdate));
+    assert_eq!(
+        out[0].verdict,
+        Verdict::Violation(ViolationKind::SyncBeforeSizeUpdate)
+    );
     assert_eq!(out[0].events.last().unwrap().kind, MarkDirty);
     assert_eq!(t.violations, 1);
 }
 
 #[test]
 fn completion_without_any_sync_is_a_violation() {
-    let (out, _) = run(events(vec![begin(1, 0, EVENT_DSYNC), dirty(1, 10, 8192), complete(1, 30)]));
+    let (out, _) = run(events(vec![
+        begin(1, 0, EVENT_DSYNC),
+        dirty(1, 10, 8192),
+        complete(1, 30),
+    ]));
     assert_eq!(out[0].verdict, Verdict::Violation(ViolationKind::SyncMissing));
 }
 
@@ -144,7 +151,10 @@ fn extending_past_disksize_alone_counts() {
         ..begin(1, 0, EVENT_DSYNC)
     };
     let (out, _) = run(events(vec![b, sync(1, 10, 0), complete(1, 20)]));
-    assert_eq!(out[0].verdict, Verdict::Violation(ViolationKind::SyncBeforeSizeUpdate));
+    assert_eq!(
+        out[0].verdict,
+        Verdict::Violation(ViolationKind::SyncBeforeSizeUpdate)
+    );
 }
 
 #[test]
@@ -161,7 +171,10 @@ fn two_inodes_interleaved_are_judged_apart() {
     ]));
     let verdict = |ino| out.iter().find(|w| w.begin.ino == ino).unwrap().verdict.clone();
     assert_eq!(verdict(1), Verdict::Ordered);
-    assert_eq!(verdict(2), Verdict::Violation(ViolationKind::SyncBeforeSizeUpdate));
+    assert_eq!(
+        verdict(2),
+        Verdict::Violation(ViolationKind::SyncBeforeSizeUpdate)
+    );
     assert_eq!((t.ordered, t.violations), (1, 1));
 }
 
@@ -171,7 +184,11 @@ fn a_lost_event_marker_makes_writes_in_flight_inconclusive() {
     inputs.push(Input::Lost { records: 3, ts_ns: 5 });
     inputs.extend(events(vec![sync(1, 20, 4096), complete(1, 30)]));
     let (out, t) = run(inputs);
-    assert!(matches!(out[0].verdict, Verdict::Inconclusive(_)), "{:?}", out[0].verdict);
+    assert!(
+        matches!(out[0].verdict, Verdict::Inconclusive(_)),
+        "{:?}",
+        out[0].verdict
+    );
     assert_eq!((t.inconclusive, t.violations, t.lost_records), (1, 0, 3));
 }
 
@@ -181,14 +198,22 @@ fn a_per_inode_loss_count_makes_that_write_inconclusive() {
         lost: 1,
         ..sync(1, 20, 8192)
     };
-    let (out, _) = run(events(vec![begin(1, 0, EVENT_DSYNC), dirty(1, 10, 8192), lost_sync, complete(1, 30)]));
+    let (out, _) = run(events(vec![
+        begin(1, 0, EVENT_DSYNC),
+        dirty(1, 10, 8192),
+        lost_sync,
+        complete(1, 30),
+    ]));
     assert!(matches!(out[0].verdict, Verdict::Inconclusive(_)));
 }
 
 #[test]
 fn a_completion_that_never_arrives_is_inconclusive() {
     let (out, t) = run(events(vec![begin(1, 0, EVENT_DSYNC), dirty(1, 10, 8192)]));
-    assert_eq!(out[0].verdict, Verdict::Inconclusive("the write's completion was not observed".into()));
+    assert_eq!(
+        out[0].verdict,
+        Verdict::Inconclusive("the write's completion was not observed".into())
+    );
     assert_eq!(t.inconclusive, 1);
 }
 
@@ -209,7 +234,10 @@ fn a_violation_closes_after_lingering_for_the_late_update() {
         assert!(e.push(Input::Event(ev)).is_empty());
     }
     let out = e.tick(20 + 300_000_000);
-    assert_eq!(out[0].verdict, Verdict::Violation(ViolationKind::SyncBeforeSizeUpdate));
+    assert_eq!(
+        out[0].verdict,
+        Verdict::Violation(ViolationKind::SyncBeforeSizeUpdate)
+    );
 }
 
 #[test]
