@@ -3,6 +3,7 @@
 use which::which;
 
 fn main() {
-    let bpf_linker = which("bpf-linker").expect("bpf-linker not found: cargo install bpf-linker --version 0.10.4 --locked");
+    let bpf_linker = which("bpf-linker")
+        .expect("bpf-linker not found: cargo install bpf-linker --version 0.10.4 --locked");
     println!("cargo:rerun-if-changed={}", bpf_linker.to_str().unwrap());
 }

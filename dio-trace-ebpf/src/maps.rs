@@ -25,8 +25,7 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SL
 
 /// Inodes with a size-extending sync-flavoured direct write in flight.
 #[map]
-pub static ARMED: LruHashMap<InodeKey, ArmedWrite> =
-    LruHashMap::with_max_entries(ARM_MAP_ENTRIES, 0);
+pub static ARMED: LruHashMap<InodeKey, ArmedWrite> = LruHashMap::with_max_entries(ARM_MAP_ENTRIES, 0);
 
 /// Process ids to trace when `Filter::follow` is set; children join on fork.
 #[map]

@@ -20,7 +20,12 @@ pub fn tp_ext4_sync_file_enter(ctx: BtfTracePointContext) -> i32 {
     let datasync: i32 = ctx.arg(1);
     let cfg = DIO_CONFIG.load();
     if let Ok(inode) = file_inode(&cfg, file) {
-        try_sync(inode, RecordKind::SyncEnter, datasync as u64, Mechanism::Tracepoint);
+        try_sync(
+            inode,
+            RecordKind::SyncEnter,
+            datasync as u64,
+            Mechanism::Tracepoint,
+        );
     }
     0
 }
@@ -29,7 +34,12 @@ pub fn tp_ext4_sync_file_enter(ctx: BtfTracePointContext) -> i32 {
 pub fn tp_ext4_sync_file_exit(ctx: BtfTracePointContext) -> i32 {
     let inode: *const u8 = ctx.arg(0);
     let ret: i32 = ctx.arg(1);
-    try_sync(inode, RecordKind::SyncExit, ret as i64 as u64, Mechanism::Tracepoint);
+    try_sync(
+        inode,
+        RecordKind::SyncExit,
+        ret as i64 as u64,
+        Mechanism::Tracepoint,
+    );
     0
 }
 
