@@ -31,8 +31,11 @@ pub struct Offsets {
     /// Byte of `struct iov_iter` that holds the direction: `data_source`
     /// (5.14+), or the low byte of `type` before that.
     pub iov_iter_dir: u32,
+    /// `struct iomap_dio.iocb`, for fentry/kprobe on `iomap_dio_complete`.
+    pub iomap_dio_iocb: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<Offsets>() == 72);
+const _: () = assert!(core::mem::size_of::<Offsets>() == 80);
 
 /// Bit values of `kiocb.ki_flags` on the running kernel. They moved in 5.19
 /// (aligned with `RWF_*`), so they are resolved at start-up, not assumed.
@@ -75,7 +78,7 @@ pub struct Config {
     pub iocb: IocbBits,
     pub filter: Filter,
 }
-const _: () = assert!(core::mem::size_of::<Config>() == 120);
+const _: () = assert!(core::mem::size_of::<Config>() == 128);
 
 /// Name of the global the loader overrides.
 pub const CONFIG_GLOBAL: &str = "DIO_CONFIG";
@@ -102,6 +105,8 @@ impl Config {
             task_struct_pid: 0,
             file_system_type_name: 0,
             iov_iter_dir: 0,
+            iomap_dio_iocb: 0,
+            _pad: 0,
         },
         iocb: IocbBits {
             direct: 0,

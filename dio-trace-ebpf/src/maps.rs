@@ -31,6 +31,20 @@ pub static ARMED: LruHashMap<InodeKey, ArmedWrite> = LruHashMap::with_max_entrie
 #[map]
 pub static FOLLOW: LruHashMap<u32, u8> = LruHashMap::with_max_entries(8192, 0);
 
+/// What an entry probe leaves for its exit probe, by task (`pid_tgid`):
+/// exit probes cannot always read their arguments (`iomap_dio_complete`
+/// frees its `dio` before it returns).
+#[map]
+pub static IN_CALL: LruHashMap<u64, InCall> = LruHashMap::with_max_entries(4096, 0);
+
+/// The inode an entry probe saw.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct InCall {
+    pub key: InodeKey,
+    pub inode: u64,
+}
+
 /// Add one to a counter. Never fails: a missing slot is a build bug.
 #[inline(always)]
 pub fn count(counter: Counter) {

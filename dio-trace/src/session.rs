@@ -64,6 +64,12 @@ pub async fn trace(plan: &Plan, target: Target, reporter: &mut dyn Reporter) -> 
     });
     if !tracer.selection.served(WRITE_BEGIN) {
         // Nothing could ever be counted: say so now instead of waiting.
+        if let Target::Command(argv) = &target {
+            eprintln!(
+                "dio-trace: not running {}: without the write_begin probe no write can be judged",
+                argv.join(" ")
+            );
+        }
         reporter.start(&info)?;
         let summary = summarize(engine.tally(), 0, 0, problems);
         reporter.finish(&summary, &info)?;

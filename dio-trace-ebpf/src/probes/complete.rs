@@ -1,20 +1,27 @@
-//! The end of `iomap_dio_complete`: on a correct kernel the size update and
-//! the sync both happened before it.
+//! The completion: `iomap_dio_complete` runs `->end_io` (where fixed
+//! kernels update the size) and `generic_write_sync`, then returns.
 //!
-//! Tracepoint `iomap:iomap_dio_complete(struct kiocb *, int error,
-//! ssize_t ret)`, Linux 6.4+; it fires after the sync.
+//! - tracepoint `iomap:iomap_dio_complete(struct kiocb *, int error,
+//!   ssize_t ret)`, 6.4+: fires at the very end, after the sync.
+//! - fentry/fexit and kprobe/kretprobe on `iomap_dio_complete(struct
+//!   iomap_dio *dio)`: the entry stashes the inode for the exit, because the
+//!   function frees `dio` before it returns.
 
-use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid,
+    macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe},
+    programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext},
+};
 use dio_trace_common::{
-    arm::{ARM_COMPLETED, ARM_SIZE_SEEN},
+    arm::{ARM_COMPLETED, ARM_SIZE_SEEN, InodeKey},
     kind::RecordKind,
     probe::Mechanism,
 };
 
 use crate::{
     emit::{Fact, inode_event},
-    facts::{file_inode, inode_key, iocb_file, sizes},
-    maps::{ARMED, DIO_CONFIG},
+    facts::{file_inode, inode_key, iocb_file, read, sizes},
+    maps::{ARMED, DIO_CONFIG, IN_CALL, InCall},
     probes::armed,
 };
 
@@ -23,24 +30,102 @@ pub fn tp_iomap_dio_complete(ctx: BtfTracePointContext) -> i32 {
     let iocb: *const u8 = ctx.arg(0);
     let error: i32 = ctx.arg(1);
     let ret: i64 = ctx.arg(2);
-    try_complete(iocb, error, ret, RecordKind::CompleteExit, Mechanism::Tracepoint);
+    if let Some((key, inode)) = iocb_inode(iocb) {
+        emit(
+            &key,
+            inode,
+            error,
+            ret,
+            RecordKind::CompleteExit,
+            Mechanism::Tracepoint,
+        );
+    }
     0
+}
+
+#[fentry(function = "iomap_dio_complete")]
+pub fn fentry_iomap_dio_complete(ctx: FEntryContext) -> i32 {
+    enter(ctx.arg(0), Mechanism::Fentry);
+    0
+}
+
+#[fexit(function = "iomap_dio_complete")]
+pub fn fexit_iomap_dio_complete(ctx: FExitContext) -> i32 {
+    // fexit's context holds the arguments, then the return value.
+    let ret: i64 = ctx.arg(1);
+    exit(ret, Mechanism::Fexit);
+    0
+}
+
+#[kprobe]
+pub fn kprobe_iomap_dio_complete(ctx: ProbeContext) -> u32 {
+    if let Some(dio) = ctx.arg::<*const u8>(0) {
+        enter(dio, Mechanism::Kprobe);
+    }
+    0
+}
+
+#[kretprobe]
+pub fn kretprobe_iomap_dio_complete(ctx: RetProbeContext) -> u32 {
+    let ret: i64 = ctx.ret();
+    exit(ret, Mechanism::Kretprobe);
+    0
+}
+
+/// Entry: note the inode for the exit probe and report the entry.
+#[inline(always)]
+fn enter(dio: *const u8, mechanism: Mechanism) {
+    let cfg = DIO_CONFIG.load();
+    let Ok(iocb) = read::<*const u8>(dio, cfg.offsets.iomap_dio_iocb) else {
+        return;
+    };
+    let Some((key, inode)) = iocb_inode(iocb) else {
+        return;
+    };
+    if armed(&key).is_none() {
+        return;
+    }
+    let call = InCall {
+        key,
+        inode: inode as u64,
+    };
+    let _ = IN_CALL.insert(&bpf_get_current_pid_tgid(), &call, 0);
+    emit(&key, inode, 0, 0, RecordKind::CompleteEnter, mechanism);
+}
+
+/// Exit: the inode comes from the entry's stash.
+#[inline(always)]
+fn exit(ret: i64, mechanism: Mechanism) {
+    let id = bpf_get_current_pid_tgid();
+    // SAFETY: read-only copy of a plain value.
+    let Some(call) = (unsafe { IN_CALL.get(&id) }).copied() else {
+        return;
+    };
+    let _ = IN_CALL.remove(&id);
+    emit(
+        &call.key,
+        call.inode as *const u8,
+        0,
+        ret,
+        RecordKind::CompleteExit,
+        mechanism,
+    );
+}
+
+#[inline(always)]
+fn iocb_inode(iocb: *const u8) -> Option<(InodeKey, *const u8)> {
+    let cfg = DIO_CONFIG.load();
+    let file = iocb_file(&cfg, iocb).ok()?;
+    let inode = file_inode(&cfg, file).ok()?;
+    let key = inode_key(&cfg, inode).ok()?;
+    Some((key, inode))
 }
 
 /// `pos` carries the completion's error, `arg` its return value.
 #[inline(always)]
-pub fn try_complete(iocb: *const u8, error: i32, ret: i64, kind: RecordKind, mechanism: Mechanism) {
+fn emit(key: &InodeKey, inode: *const u8, error: i32, ret: i64, kind: RecordKind, mechanism: Mechanism) {
     let cfg = DIO_CONFIG.load();
-    let Ok(file) = iocb_file(&cfg, iocb) else {
-        return;
-    };
-    let Ok(inode) = file_inode(&cfg, file) else {
-        return;
-    };
-    let Ok(key) = inode_key(&cfg, inode) else {
-        return;
-    };
-    let Some(entry) = armed(&key) else {
+    let Some(entry) = armed(key) else {
         return;
     };
     let sz = sizes(&cfg, inode);
@@ -53,7 +138,7 @@ pub fn try_complete(iocb: *const u8, error: i32, ret: i64, kind: RecordKind, mec
         (*entry).state
     };
     inode_event(
-        &key,
+        key,
         &sz,
         Fact {
             kind,
@@ -66,6 +151,6 @@ pub fn try_complete(iocb: *const u8, error: i32, ret: i64, kind: RecordKind, mec
         Some(entry),
     );
     if done && state & ARM_SIZE_SEEN != 0 {
-        let _ = ARMED.remove(&key);
+        let _ = ARMED.remove(key);
     }
 }

@@ -4,7 +4,10 @@
 //!
 //! Tracepoint `ext4:ext4_mark_inode_dirty(struct inode *, unsigned long IP)`.
 
-use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
+use aya_ebpf::{
+    macros::{btf_tracepoint, fentry, kprobe},
+    programs::{BtfTracePointContext, FEntryContext, ProbeContext},
+};
 use dio_trace_common::{
     arm::{ARM_COMPLETED, ARM_SIZE_SEEN},
     kind::RecordKind,
@@ -13,17 +16,73 @@ use dio_trace_common::{
 
 use crate::{
     emit::{Fact, inode_event},
-    facts::{inode_key, sizes},
+    facts::{inode_key, read, sizes},
     maps::{ARMED, DIO_CONFIG},
     probes::armed,
 };
 
 #[btf_tracepoint(function = "ext4_mark_inode_dirty")]
 pub fn tp_ext4_mark_inode_dirty(ctx: BtfTracePointContext) -> i32 {
-    let inode: *const u8 = ctx.arg(0);
-    let ip: u64 = ctx.arg(1);
-    try_size_update(inode, ip, RecordKind::MarkDirty, Mechanism::Tracepoint);
+    try_size_update(
+        ctx.arg(0),
+        ctx.arg(1),
+        RecordKind::MarkDirty,
+        Mechanism::Tracepoint,
+    );
     0
+}
+
+/// `__ext4_mark_inode_dirty(handle_t *, struct inode *, const char *func,
+/// unsigned int line)` (5.8+; `ext4_mark_inode_dirty` is a macro for it).
+/// fentry cannot see its caller's address: timelines show none.
+#[fentry(function = "__ext4_mark_inode_dirty")]
+pub fn fentry___ext4_mark_inode_dirty(ctx: FEntryContext) -> i32 {
+    try_size_update(ctx.arg(1), 0, RecordKind::MarkDirty, Mechanism::Fentry);
+    0
+}
+
+#[kprobe]
+pub fn kprobe___ext4_mark_inode_dirty(ctx: ProbeContext) -> u32 {
+    if let Some(inode) = ctx.arg(1) {
+        try_size_update(
+            inode,
+            return_address(&ctx),
+            RecordKind::MarkDirty,
+            Mechanism::Kprobe,
+        );
+    }
+    0
+}
+
+/// `ext4_handle_inode_extension(struct inode *, ...)`: static, maybe
+/// inlined, and its arguments after the inode differ between releases, so
+/// only the inode is read and the probe is optional (timelines only).
+#[fentry(function = "ext4_handle_inode_extension")]
+pub fn fentry_ext4_handle_inode_extension(ctx: FEntryContext) -> i32 {
+    try_size_update(ctx.arg(0), 0, RecordKind::InodeExtension, Mechanism::Fentry);
+    0
+}
+
+#[kprobe]
+pub fn kprobe_ext4_handle_inode_extension(ctx: ProbeContext) -> u32 {
+    if let Some(inode) = ctx.arg(0) {
+        try_size_update(
+            inode,
+            return_address(&ctx),
+            RecordKind::InodeExtension,
+            Mechanism::Kprobe,
+        );
+    }
+    0
+}
+
+/// At a kprobe on a function's first instruction (x86-64), the stack
+/// pointer points at the caller's return address.
+#[inline(always)]
+fn return_address(ctx: &ProbeContext) -> u64 {
+    // SAFETY: `regs` is the kprobe's pt_regs, valid while the program runs.
+    let sp = unsafe { (*ctx.regs).rsp } as *const u8;
+    read::<u64>(sp, 0).unwrap_or(0)
 }
 
 #[inline(always)]
@@ -38,7 +97,7 @@ pub fn try_size_update(inode: *const u8, ip: u64, kind: RecordKind, mechanism: M
     let sz = sizes(&cfg, inode);
     // SAFETY: map value pointer, valid while the program runs.
     let state = unsafe {
-        if sz.i_disksize >= (*entry).end {
+        if kind == RecordKind::MarkDirty && sz.i_disksize >= (*entry).end {
             (*entry).state |= ARM_SIZE_SEEN;
         }
         (*entry).state

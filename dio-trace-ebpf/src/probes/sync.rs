@@ -2,9 +2,13 @@
 //! `vfs_fsync_range` -> `ext4_sync_file`).
 //!
 //! Tracepoints `ext4:ext4_sync_file_enter(struct file *, int datasync)` and
-//! `ext4:ext4_sync_file_exit(struct inode *, int ret)`.
+//! `ext4:ext4_sync_file_exit(struct inode *, int ret)`; fentry/fexit and
+//! kprobe on `vfs_fsync_range`, the function `generic_write_sync` calls.
 
-use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
+use aya_ebpf::{
+    macros::{btf_tracepoint, fentry, fexit, kprobe},
+    programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext},
+};
 use dio_trace_common::{kind::RecordKind, probe::Mechanism};
 
 use crate::{
@@ -16,17 +20,13 @@ use crate::{
 
 #[btf_tracepoint(function = "ext4_sync_file_enter")]
 pub fn tp_ext4_sync_file_enter(ctx: BtfTracePointContext) -> i32 {
-    let file: *const u8 = ctx.arg(0);
     let datasync: i32 = ctx.arg(1);
-    let cfg = DIO_CONFIG.load();
-    if let Ok(inode) = file_inode(&cfg, file) {
-        try_sync(
-            inode,
-            RecordKind::SyncEnter,
-            datasync as u64,
-            Mechanism::Tracepoint,
-        );
-    }
+    file_sync(
+        ctx.arg(0),
+        RecordKind::SyncEnter,
+        datasync as u64,
+        Mechanism::Tracepoint,
+    );
     0
 }
 
@@ -41,6 +41,49 @@ pub fn tp_ext4_sync_file_exit(ctx: BtfTracePointContext) -> i32 {
         Mechanism::Tracepoint,
     );
     0
+}
+
+/// `vfs_fsync_range(struct file *, loff_t start, loff_t end, int datasync)`:
+/// what `generic_write_sync` (inline, no symbol) calls.
+#[fentry(function = "vfs_fsync_range")]
+pub fn fentry_vfs_fsync_range(ctx: FEntryContext) -> i32 {
+    let datasync: i32 = ctx.arg(3);
+    file_sync(
+        ctx.arg(0),
+        RecordKind::SyncEnter,
+        datasync as u64,
+        Mechanism::Fentry,
+    );
+    0
+}
+
+/// fexit's context: the four arguments, then the return value.
+#[fexit(function = "vfs_fsync_range")]
+pub fn fexit_vfs_fsync_range(ctx: FExitContext) -> i32 {
+    let ret: i32 = ctx.arg(4);
+    file_sync(
+        ctx.arg(0),
+        RecordKind::SyncExit,
+        ret as i64 as u64,
+        Mechanism::Fexit,
+    );
+    0
+}
+
+#[kprobe]
+pub fn kprobe_vfs_fsync_range(ctx: ProbeContext) -> u32 {
+    if let (Some(file), Some(datasync)) = (ctx.arg::<*const u8>(0), ctx.arg::<i32>(3)) {
+        file_sync(file, RecordKind::SyncEnter, datasync as u64, Mechanism::Kprobe);
+    }
+    0
+}
+
+#[inline(always)]
+fn file_sync(file: *const u8, kind: RecordKind, arg: u64, mechanism: Mechanism) {
+    let cfg = DIO_CONFIG.load();
+    if let Ok(inode) = file_inode(&cfg, file) {
+        try_sync(inode, kind, arg, mechanism);
+    }
 }
 
 /// `arg` is datasync for `SyncEnter`, the return value for `SyncExit`.

@@ -1,9 +1,13 @@
 //! The start of a direct write: decide whether it is counted and arm it.
 //!
 //! Tracepoint `iomap:iomap_dio_rw_begin(struct kiocb *, struct iov_iter *,
-//! unsigned int dio_flags, size_t done_before)`, Linux 6.4+.
+//! unsigned int dio_flags, size_t done_before)`, Linux 6.4+; before that,
+//! the entry of `iomap_dio_rw` with the same two first arguments.
 
-use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
+use aya_ebpf::{
+    macros::{btf_tracepoint, fentry, kprobe},
+    programs::{BtfTracePointContext, FEntryContext, ProbeContext},
+};
 use dio_trace_common::{
     arm::ArmedWrite,
     counters::Counter,
@@ -21,9 +25,23 @@ use crate::{
 
 #[btf_tracepoint(function = "iomap_dio_rw_begin")]
 pub fn tp_iomap_dio_rw_begin(ctx: BtfTracePointContext) -> i32 {
-    let iocb: *const u8 = ctx.arg(0);
-    let iter: *const u8 = ctx.arg(1);
-    try_write_begin(iocb, iter, Mechanism::Tracepoint);
+    try_write_begin(ctx.arg(0), ctx.arg(1), Mechanism::Tracepoint);
+    0
+}
+
+/// `iomap_dio_rw(struct kiocb *, struct iov_iter *, ...)`: every kernel
+/// with iomap direct I/O (5.5+), also those without the tracepoint.
+#[fentry(function = "iomap_dio_rw")]
+pub fn fentry_iomap_dio_rw(ctx: FEntryContext) -> i32 {
+    try_write_begin(ctx.arg(0), ctx.arg(1), Mechanism::Fentry);
+    0
+}
+
+#[kprobe]
+pub fn kprobe_iomap_dio_rw(ctx: ProbeContext) -> u32 {
+    if let (Some(iocb), Some(iter)) = (ctx.arg(0), ctx.arg(1)) {
+        try_write_begin(iocb, iter, Mechanism::Kprobe);
+    }
     0
 }
 

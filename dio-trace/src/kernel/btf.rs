@@ -82,6 +82,10 @@ impl KernelBtf {
             iov_iter_dir: self
                 .offset("iov_iter", "data_source")
                 .or_else(|_| self.offset("iov_iter", "type"))?,
+            // Private to fs/iomap/direct-io.c but in vmlinux BTF when iomap is
+            // built in (always, when ext4 is). Only fentry/kprobe need it.
+            iomap_dio_iocb: self.offset("iomap_dio", "iocb").unwrap_or(0),
+            _pad: 0,
         })
     }
 

@@ -17,16 +17,18 @@ pub enum Need {
     Follow,
 }
 
-/// One way to attach a probe.
+/// One way to attach a probe: one program, or an entry/exit pair that
+/// only works together (the exit reads what the entry stashed).
 #[derive(Clone, Copy, Debug)]
 pub struct Hook {
+    /// The mechanism reported for the probe.
     pub mechanism: Mechanism,
-    /// Program name in the object file.
-    pub program: &'static str,
     /// Tracepoint name (tp_btf) or kernel function.
     pub target: &'static str,
     /// First kernel that has the target, for messages.
     pub since: &'static str,
+    /// Programs to load and attach, in order: (how, name in the object).
+    pub programs: &'static [(Mechanism, &'static str)],
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -40,55 +42,175 @@ pub struct ProbeSpec {
 
 pub const WRITE_BEGIN: &str = "write_begin";
 pub const SIZE_UPDATE: &str = "size_update";
+pub const INODE_EXTENSION: &str = "inode_extension";
 pub const SYNC_ENTER: &str = "sync_enter";
 pub const SYNC_EXIT: &str = "sync_exit";
 pub const COMPLETE: &str = "dio_complete";
 pub const FOLLOW_FORK: &str = "follow_fork";
 
-const fn tp(program: &'static str, target: &'static str, since: &'static str) -> Hook {
+use Mechanism::{Fentry, Fexit, Kprobe, Kretprobe, Tracepoint};
+
+const fn hook(
+    mechanism: Mechanism,
+    target: &'static str,
+    since: &'static str,
+    programs: &'static [(Mechanism, &'static str)],
+) -> Hook {
     Hook {
-        mechanism: Mechanism::Tracepoint,
-        program,
+        mechanism,
         target,
         since,
+        programs,
     }
 }
 
+/// Preference within each row: fentry/fexit (cheapest, typed), then
+/// kprobes, then tracepoints (the only kind on hosts with kprobes off and
+/// fentry refused, like this project's CI machines).
 pub static CATALOG: &[ProbeSpec] = &[
     ProbeSpec {
         name: WRITE_BEGIN,
         need: Need::Required,
         about: "a direct write starts: offset, length, ki_flags, i_size, i_disksize",
-        hooks: &[tp("tp_iomap_dio_rw_begin", "iomap_dio_rw_begin", "6.4")],
+        hooks: &[
+            hook(Fentry, "iomap_dio_rw", "5.5", &[(Fentry, "fentry_iomap_dio_rw")]),
+            hook(Kprobe, "iomap_dio_rw", "5.5", &[(Kprobe, "kprobe_iomap_dio_rw")]),
+            hook(
+                Tracepoint,
+                "iomap_dio_rw_begin",
+                "6.4",
+                &[(Tracepoint, "tp_iomap_dio_rw_begin")],
+            ),
+        ],
     },
     ProbeSpec {
         name: SIZE_UPDATE,
         need: Need::Verdict,
         about: "__ext4_mark_inode_dirty: the size is journaled (i_disksize)",
-        hooks: &[tp("tp_ext4_mark_inode_dirty", "ext4_mark_inode_dirty", "2.6.32")],
+        hooks: &[
+            hook(
+                Fentry,
+                "__ext4_mark_inode_dirty",
+                "5.8",
+                &[(Fentry, "fentry___ext4_mark_inode_dirty")],
+            ),
+            hook(
+                Kprobe,
+                "__ext4_mark_inode_dirty",
+                "5.8",
+                &[(Kprobe, "kprobe___ext4_mark_inode_dirty")],
+            ),
+            hook(
+                Tracepoint,
+                "ext4_mark_inode_dirty",
+                "2.6.32",
+                &[(Tracepoint, "tp_ext4_mark_inode_dirty")],
+            ),
+        ],
+    },
+    ProbeSpec {
+        name: INODE_EXTENSION,
+        need: Need::Optional,
+        about: "ext4_handle_inode_extension starts (static; absent where inlined)",
+        hooks: &[
+            hook(
+                Fentry,
+                "ext4_handle_inode_extension",
+                "5.5",
+                &[(Fentry, "fentry_ext4_handle_inode_extension")],
+            ),
+            hook(
+                Kprobe,
+                "ext4_handle_inode_extension",
+                "5.5",
+                &[(Kprobe, "kprobe_ext4_handle_inode_extension")],
+            ),
+        ],
     },
     ProbeSpec {
         name: SYNC_ENTER,
         need: Need::Verdict,
         about: "generic_write_sync -> vfs_fsync_range -> ext4_sync_file starts",
-        hooks: &[tp("tp_ext4_sync_file_enter", "ext4_sync_file_enter", "2.6.32")],
+        hooks: &[
+            hook(
+                Fentry,
+                "vfs_fsync_range",
+                "2.6.32",
+                &[(Fentry, "fentry_vfs_fsync_range")],
+            ),
+            hook(
+                Kprobe,
+                "vfs_fsync_range",
+                "2.6.32",
+                &[(Kprobe, "kprobe_vfs_fsync_range")],
+            ),
+            hook(
+                Tracepoint,
+                "ext4_sync_file_enter",
+                "2.6.32",
+                &[(Tracepoint, "tp_ext4_sync_file_enter")],
+            ),
+        ],
     },
     ProbeSpec {
         name: SYNC_EXIT,
         need: Need::Optional,
-        about: "ext4_sync_file returns",
-        hooks: &[tp("tp_ext4_sync_file_exit", "ext4_sync_file_exit", "2.6.32")],
+        about: "that sync returns",
+        hooks: &[
+            hook(
+                Fexit,
+                "vfs_fsync_range",
+                "2.6.32",
+                &[(Fexit, "fexit_vfs_fsync_range")],
+            ),
+            hook(
+                Tracepoint,
+                "ext4_sync_file_exit",
+                "2.6.32",
+                &[(Tracepoint, "tp_ext4_sync_file_exit")],
+            ),
+        ],
     },
     ProbeSpec {
         name: COMPLETE,
         need: Need::Verdict,
-        about: "iomap_dio_complete finishes (after the sync on every kernel)",
-        hooks: &[tp("tp_iomap_dio_complete", "iomap_dio_complete", "6.4")],
+        about: "iomap_dio_complete: runs end_io and the sync, then finishes",
+        hooks: &[
+            hook(
+                Fexit,
+                "iomap_dio_complete",
+                "5.5",
+                &[
+                    (Fentry, "fentry_iomap_dio_complete"),
+                    (Fexit, "fexit_iomap_dio_complete"),
+                ],
+            ),
+            hook(
+                Kretprobe,
+                "iomap_dio_complete",
+                "5.5",
+                &[
+                    (Kprobe, "kprobe_iomap_dio_complete"),
+                    (Kretprobe, "kretprobe_iomap_dio_complete"),
+                ],
+            ),
+            hook(
+                Tracepoint,
+                "iomap_dio_complete",
+                "6.4",
+                &[(Tracepoint, "tp_iomap_dio_complete")],
+            ),
+        ],
     },
     ProbeSpec {
         name: FOLLOW_FORK,
         need: Need::Follow,
         about: "a followed process forks: its child is followed too",
-        hooks: &[tp("tp_sched_process_fork", "sched_process_fork", "2.6.32")],
+        hooks: &[hook(
+            Tracepoint,
+            "sched_process_fork",
+            "2.6.32",
+            &[(Tracepoint, "tp_sched_process_fork")],
+        )],
     },
 ];

@@ -112,7 +112,8 @@ pub fn select(
             skipped: Vec::new(),
         };
         for hook in spec.hooks {
-            if !backend.allows(hook.mechanism) {
+            // Following processes is plumbing, not a fact: any backend may use it.
+            if spec.need != Need::Follow && !backend.allows(hook.mechanism) {
                 continue;
             }
             match try_attach(spec, hook) {
@@ -157,10 +158,37 @@ mod tests {
     }
 
     #[test]
-    fn a_forced_backend_without_hooks_says_so() {
-        let sel = select(Backend::Fentry, false, |_, _| Ok(()));
-        assert!(sel.probes.iter().all(|p| p.served.is_none()));
-        assert!(sel.problems()[0].contains("no Fentry hook"));
+    fn a_forced_backend_uses_only_its_mechanisms() {
+        let mut tried = Vec::new();
+        let sel = select(Backend::Kprobe, true, |_, hook| {
+            tried.push(hook.mechanism);
+            Ok(())
+        });
+        assert!(tried.iter().all(|m| matches!(
+            m,
+            Mechanism::Kprobe | Mechanism::Kretprobe | Mechanism::Tracepoint
+        )));
+        // sync_exit has no kprobe hook: named as unavailable, not dropped.
+        let exit = sel.probes.iter().find(|p| p.name == "sync_exit").unwrap();
+        assert!(exit.served.is_none() && exit.skipped[0].contains("no Kprobe hook"));
+        // Following forks is not a fact probe: it keeps its tracepoint.
+        assert!(sel.served("follow_fork"));
+    }
+
+    #[test]
+    fn auto_falls_back_in_catalog_order() {
+        let sel = select(Backend::Auto, false, |_, hook| match hook.mechanism {
+            Mechanism::Tracepoint => Ok(()),
+            _ => Err("EPERM".into()),
+        });
+        let begin = sel.probes.iter().find(|p| p.name == WRITE_BEGIN).unwrap();
+        assert_eq!(begin.served.unwrap().0, Mechanism::Tracepoint);
+        assert_eq!(
+            begin.skipped.len(),
+            2,
+            "fentry then kprobe were tried first: {:?}",
+            begin.skipped
+        );
     }
 
     #[test]
