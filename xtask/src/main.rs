@@ -1,6 +1,12 @@
 //! Project tasks: `cargo xtask <command>`. Subcommands only; each lives in
 //! its own module.
 
+mod build;
+mod demo;
+mod initramfs;
+mod kernel;
+mod setup;
+mod test;
 mod vm;
 
 use clap::{Parser, Subcommand};
@@ -14,12 +20,25 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Install what dio-trace needs (Debian packages, nightly + rust-src,
+    /// bpf-linker), build it, and verify this host on a scratch ext4 image.
+    Demo,
+    /// Install what dio-trace needs, then run every test CI runs.
+    Test,
+    /// Only install what dio-trace needs, saying what it does.
+    Setup,
     /// Boot kernels in QEMU and run dio-trace inside them.
     Vm(vm::VmArgs),
+    /// Resolve a kernel spec (download or build it) and print its paths.
+    Kernel(kernel::KernelArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Demo => std::process::exit(demo::run()?),
+        Command::Test => test::run(),
+        Command::Setup => setup::run(),
         Command::Vm(args) => vm::run(args),
+        Command::Kernel(args) => kernel::run(args),
     }
 }

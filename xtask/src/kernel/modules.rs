@@ -1,0 +1,192 @@
+//! Kernel modules a Debian kernel needs from the initramfs.
+//!
+//! Debian's cloud kernels build virtio as modules. There is no `depmod`
+//! output in the package, so the load order comes from each module's own
+//! `depends=` entry in its `.modinfo` section (what `modinfo` prints).
+//! Modules listed in `modules.builtin` are part of the kernel and skipped
+//! (on 6.12 the virtio core is built in). 6.12 ships `.ko.xz` files: they
+//! are decompressed on the host, since busybox `insmod` cannot.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context as _, Result, bail};
+use object::{Object as _, ObjectSection as _};
+
+use super::host;
+
+/// Modules needed to see the scratch disk as `/dev/vda`.
+pub const VIRTIO_BLK: &[&str] = &["virtio_pci", "virtio_blk"];
+
+/// One module to load: its name and uncompressed bytes.
+pub struct Module {
+    pub name: String,
+    pub bytes: Vec<u8>,
+}
+
+/// Modules of `dir` (`lib/modules/<release>`) that `wanted` needs, each
+/// after the modules it depends on.
+pub fn load_order(dir: &Path, wanted: &[&str]) -> Result<Vec<Module>> {
+    let index = Index::read(dir)?;
+    let mut order = Vec::new();
+    let mut visiting = BTreeSet::new();
+    for name in wanted {
+        index.visit(&normalize(name), &mut visiting, &mut order)?;
+    }
+    Ok(order)
+}
+
+/// Module names use `_`; file names may use `-` (`virtio-rng.ko`).
+fn normalize(name: &str) -> String {
+    name.replace('-', "_")
+}
+
+/// Module name of a file name: `virtio_blk.ko.xz` -> `virtio_blk`.
+fn module_name(file: &str) -> Option<String> {
+    let stem = [".ko", ".ko.xz", ".ko.zst", ".ko.gz"]
+        .iter()
+        .find_map(|ext| file.strip_suffix(ext))?;
+    Some(normalize(stem))
+}
+
+/// The module files and built-in names of one `lib/modules/<release>`.
+struct Index {
+    files: BTreeMap<String, PathBuf>,
+    builtin: BTreeSet<String>,
+}
+
+impl Index {
+    fn read(dir: &Path) -> Result<Self> {
+        let mut files = BTreeMap::new();
+        walk(&dir.join("kernel"), &mut |path| {
+            if let Some(name) = path.file_name().and_then(|n| module_name(&n.to_string_lossy())) {
+                files.insert(name, path.to_owned());
+            }
+        })?;
+        let builtin = std::fs::read_to_string(dir.join("modules.builtin"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.rsplit('/').next().and_then(module_name))
+            .collect();
+        Ok(Self { files, builtin })
+    }
+
+    /// Depth-first: dependencies land in `order` before their users.
+    fn visit(&self, name: &str, visiting: &mut BTreeSet<String>, order: &mut Vec<Module>) -> Result<()> {
+        if self.builtin.contains(name) || order.iter().any(|m| m.name == name) {
+            return Ok(());
+        }
+        if !visiting.insert(name.to_owned()) {
+            bail!("module dependency cycle through {name}");
+        }
+        let path = self.files.get(name).with_context(|| {
+            format!("module {name} is neither a file under kernel/ nor in modules.builtin")
+        })?;
+        let bytes = read_module(path)?;
+        for dep in depends(&bytes).with_context(|| format!("reading .modinfo of {}", path.display()))? {
+            self.visit(&dep, visiting, order)
+                .with_context(|| format!("{name} depends on {dep}"))?;
+        }
+        order.push(Module {
+            name: name.to_owned(),
+            bytes,
+        });
+        Ok(())
+    }
+}
+
+fn walk(dir: &Path, f: &mut dyn FnMut(&Path)) -> Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_dir() {
+            walk(&path, f)?;
+        } else {
+            f(&path);
+        }
+    }
+    Ok(())
+}
+
+/// A module file's bytes, decompressed if it is `.ko.xz`.
+fn read_module(path: &Path) -> Result<Vec<u8>> {
+    if path.extension().is_some_and(|e| e == "xz") {
+        host::ensure_packages(&["xz-utils"])?;
+        let out = Command::new("xz")
+            .arg("-dc")
+            .arg(path)
+            .output()
+            .with_context(|| format!("running xz -dc {}", path.display()))?;
+        if !out.status.success() {
+            bail!(
+                "xz -dc {} failed: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        return Ok(out.stdout);
+    }
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// The `depends=` list of a module's `.modinfo` section.
+fn depends(module: &[u8]) -> Result<Vec<String>> {
+    let elf = object::File::parse(module).context("not an ELF file")?;
+    let Some(section) = elf.section_by_name(".modinfo") else {
+        bail!("no .modinfo section");
+    };
+    let data = section.data().context("unreadable .modinfo section")?;
+    Ok(parse_depends(data))
+}
+
+/// `.modinfo` is NUL-separated `key=value` strings.
+fn parse_depends(modinfo: &[u8]) -> Vec<String> {
+    modinfo
+        .split(|b| *b == 0)
+        .filter_map(|kv| kv.strip_prefix(b"depends="))
+        .flat_map(|v| {
+            String::from_utf8_lossy(v)
+                .split(',')
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .filter(|d| !d.is_empty())
+        .map(|d| normalize(&d))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depends_are_split() {
+        let info = b"license=GPL\0depends=virtio,virtio_ring\0intree=Y\0";
+        assert_eq!(parse_depends(info), ["virtio", "virtio_ring"]);
+        assert!(parse_depends(b"depends=\0name=virtio_ring\0").is_empty());
+    }
+
+    #[test]
+    fn names_come_from_files() {
+        assert_eq!(module_name("virtio_blk.ko.xz").as_deref(), Some("virtio_blk"));
+        assert_eq!(module_name("virtio-rng.ko").as_deref(), Some("virtio_rng"));
+        assert_eq!(module_name("modules.order"), None);
+    }
+
+    #[test]
+    fn missing_module_is_an_error() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        std::fs::create_dir_all(dir.path().join("kernel"))?;
+        std::fs::write(
+            dir.path().join("modules.builtin"),
+            "kernel/drivers/virtio/virtio_pci.ko\n",
+        )?;
+        // Built in: nothing to load.
+        assert!(load_order(dir.path(), &["virtio_pci"])?.is_empty());
+        let err = load_order(dir.path(), &["virtio_blk"])
+            .err()
+            .context("expected an error")?;
+        assert!(format!("{err:#}").contains("virtio_blk"), "{err:#}");
+        Ok(())
+    }
+}
