@@ -36,6 +36,11 @@ pub enum Command {
     Watch(WatchArgs),
     /// Trace known write patterns one by one and say PASS or FAIL for each.
     Verify(VerifyArgs),
+    /// Trace like `run` (with a command) or `watch` (without), and write a
+    /// trace file for `check`.
+    Record(RecordArgs),
+    /// Replay a trace file through the same analysis; exit status as for run.
+    Check(CheckArgs),
     /// Show this kernel's facts and which mechanism would serve each probe.
     Info(InfoArgs),
     /// Drive one known write pattern (what `verify`, the demo and tests trace).
@@ -92,6 +97,53 @@ pub struct WatchArgs {
     /// Stop after this long (e.g. 30s, 5m, 1h; plain numbers are seconds).
     #[arg(long, value_name = "TIME", value_parser = parse_duration)]
     pub duration: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    #[command(flatten)]
+    pub opts: TraceOpts,
+    /// Trace file to write (format: dio-trace/src/trace/mod.rs).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Without a command: stop after this long (else Ctrl-C or SIGTERM).
+    #[arg(long, value_name = "TIME", value_parser = parse_duration)]
+    pub duration: Option<std::time::Duration>,
+    /// The command to run and trace (after --); none traces the whole host.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// What `check` passes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExpectArg {
+    /// Every counted write ordered (the default contract).
+    Ordered,
+    /// The trace shows the bug (regression suites of buggy kernels).
+    Violation,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// A trace file written by `dio-trace record`.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Exit 0 when the trace shows this; 1 when it shows the other; 3 when
+    /// it cannot tell.
+    #[arg(long, value_enum)]
+    pub expect: Option<ExpectArg>,
+    /// Only writes to this file or under this directory.
+    #[arg(long, value_name = "PATH")]
+    pub path: Option<String>,
+    /// Print NDJSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write a JUnit XML report: one test case per counted write.
+    #[arg(long, value_name = "OUT.xml")]
+    pub junit: Option<PathBuf>,
+    /// Which writes the text view prints.
+    #[arg(long, value_enum, default_value_t = Show::All)]
+    pub show: Show,
 }
 
 #[derive(Debug, Args)]

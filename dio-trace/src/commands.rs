@@ -3,11 +3,20 @@
 use std::io::{self, IsTerminal as _};
 
 use crate::{
-    cli::{Cli, Command, InfoArgs, RunArgs, WatchArgs, WriteArgs},
+    analysis::Overall,
+    cli::{CheckArgs, Cli, Command, ExpectArg, InfoArgs, RecordArgs, RunArgs, WatchArgs, WriteArgs},
+    error::EnvError,
     exit::Exit,
     plan::Plan,
-    report::{Reporter, Show, human::Human, ndjson::Ndjson},
+    replay,
+    report::{
+        Reporter, Show, Tee,
+        human::Human,
+        junit::{Expect, Junit},
+        ndjson::Ndjson,
+    },
     session::{self, Outcome, Target},
+    trace::reader,
     workload,
 };
 
@@ -16,6 +25,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
         Command::Run(a) => run(a),
         Command::Watch(a) => watch(a),
         Command::Verify(a) => crate::verify::verify(a),
+        Command::Record(a) => record(a),
+        Command::Check(a) => check(a),
         Command::Info(a) => info(a),
         Command::Write(a) => write(a),
     }
@@ -54,6 +65,7 @@ fn run(a: RunArgs) -> anyhow::Result<Exit> {
         &plan,
         Target::Command(a.command.clone()),
         rep.as_mut(),
+        None,
     ))?;
     if let Some(status) = outcome.child
         && !status.success()
@@ -69,8 +81,73 @@ fn watch(a: WatchArgs) -> anyhow::Result<Exit> {
         eprintln!("dio-trace: watching; Ctrl-C to stop and print the summary");
     }
     let mut rep = reporter(&plan);
-    let outcome = runtime()?.block_on(session::trace(&plan, Target::Watch(a.duration), rep.as_mut()))?;
+    let outcome = runtime()?.block_on(session::trace(
+        &plan,
+        Target::Watch(a.duration),
+        rep.as_mut(),
+        None,
+    ))?;
     Ok(explain(&outcome))
+}
+
+fn record(a: RecordArgs) -> anyhow::Result<Exit> {
+    let spawns = !a.command.is_empty();
+    let plan = Plan::new(&a.opts, if spawns { Show::All } else { Show::Problems }, spawns)?;
+    let target = if spawns {
+        Target::Command(a.command.clone())
+    } else {
+        Target::Watch(a.duration)
+    };
+    let mut rep = reporter(&plan);
+    let outcome = runtime()?.block_on(session::trace(&plan, target, rep.as_mut(), Some(&a.output)))?;
+    eprintln!("dio-trace: trace written to {}", a.output.display());
+    Ok(explain(&outcome))
+}
+
+fn check(a: CheckArgs) -> anyhow::Result<Exit> {
+    let data = std::fs::read(&a.file)
+        .map_err(|e| EnvError(format!("cannot read trace {}: {e}", a.file.display())))?;
+    let trace = reader::parse(&data).map_err(|e| EnvError(format!("{}: {e}", a.file.display())))?;
+    let expect = match a.expect {
+        Some(ExpectArg::Violation) => Expect::Violation,
+        _ => Expect::Ordered,
+    };
+    let mut main: Box<dyn Reporter> = if a.json {
+        Box::new(Ndjson::new(io::stdout().lock()))
+    } else {
+        Box::new(Human::new(io::stdout().lock(), a.show))
+    };
+    let mut junit = a.junit.as_ref().map(|out| {
+        Junit::new(
+            out.clone(),
+            format!(
+                "dio-trace check {} (kernel {})",
+                a.file.display(),
+                trace.header.kernel
+            ),
+            expect,
+        )
+    });
+    let mut tee = Tee(vec![main.as_mut()]);
+    if let Some(j) = junit.as_mut() {
+        tee.0.push(j);
+    }
+    let (summary, _) = replay::replay(&trace, a.path.clone(), &mut tee)?;
+    let exit = match (summary.overall, a.expect) {
+        (Overall::Inconclusive, _) => Exit::Inconclusive,
+        (Overall::Violation, Some(ExpectArg::Violation)) => Exit::Ordered,
+        (Overall::Ordered, Some(ExpectArg::Violation)) => Exit::Violation,
+        (o, _) => Exit::from(o),
+    };
+    if exit == Exit::Inconclusive {
+        for r in &summary.reasons {
+            eprintln!("dio-trace: inconclusive: {r}");
+        }
+    }
+    if a.expect == Some(ExpectArg::Violation) && exit == Exit::Violation {
+        eprintln!("dio-trace: expected a violation; every counted write was ordered");
+    }
+    Ok(exit)
 }
 
 fn info(a: InfoArgs) -> anyhow::Result<Exit> {

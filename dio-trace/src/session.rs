@@ -2,7 +2,7 @@
 //! the command exits (run), or until a signal or the deadline (watch), then
 //! summarize. The [`Tracer`] is dropped on every path out, detaching all.
 
-use std::time::Duration;
+use std::{path::Path, time::Duration};
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use tokio::signal::unix::{SignalKind, signal};
@@ -13,16 +13,17 @@ use crate::{
     collect::{
         counters::Counters,
         feed::{Feed, monotonic_ns},
-        paths::PathResolver,
+        paths::LiveAnnotator,
         ringbuf::RingReader,
     },
-    error::{EnvError, LoadError, chain},
+    error::{EnvError, LoadError, UsageError, chain},
     kernel::facts::KernelFacts,
     loader::{self, COUNTERS_MAP, EVENTS_MAP, FOLLOW_MAP},
     plan::Plan,
     probes::catalog::WRITE_BEGIN,
     report::{Reporter, RunInfo},
     spawn::spawn_gated,
+    trace::{Header, Trailer, writer::TraceWriter},
 };
 use dio_trace_common::counters::Counter;
 
@@ -32,6 +33,23 @@ pub enum Target {
     Command(Vec<String>),
     /// The whole host; stop on a signal or after the duration.
     Watch(Option<Duration>),
+}
+
+impl Target {
+    /// For trace headers.
+    fn describe(&self) -> String {
+        match self {
+            Target::Command(argv) => argv.join(" "),
+            Target::Watch(_) => "watch".into(),
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 pub struct Outcome {
@@ -44,18 +62,20 @@ pub struct Outcome {
 /// How often counters are read and lingering writes closed.
 const TICK: Duration = Duration::from_millis(100);
 
-pub async fn trace(plan: &Plan, target: Target, reporter: &mut dyn Reporter) -> anyhow::Result<Outcome> {
+/// Trace `target`; with `record`, also write a trace file there.
+pub async fn trace(
+    plan: &Plan,
+    target: Target,
+    reporter: &mut dyn Reporter,
+    record: Option<&Path>,
+) -> anyhow::Result<Outcome> {
     let facts = KernelFacts::gather()?;
     let config = facts.config(plan.filter);
     let ebpf = loader::load(&config, plan.ringbuf_bytes).map_err(|e| EnvError(chain(&e)))?;
     let btf = aya::Btf::from_sys_fs()
         .map_err(|e| EnvError(format!("reading kernel BTF for tp_btf: {}", chain(&e))))?;
     let mut tracer = Tracer::attach(ebpf, &btf, plan.backend, plan.follows());
-    let mut info = RunInfo {
-        kernel: facts.release.clone(),
-        probes: tracer.selection.probes.clone(),
-        ..RunInfo::default()
-    };
+    let mut info = RunInfo::new(facts.release.clone(), &tracer.selection.probes);
     let mut problems = tracer.selection.problems();
     let engine = Engine::new(EngineConfig {
         coverage: tracer.selection.coverage(),
@@ -96,6 +116,18 @@ pub async fn trace(plan: &Plan, target: Target, reporter: &mut dyn Reporter) -> 
         }
     }
 
+    let mut feed = Feed::new(engine, LiveAnnotator::new(facts.mounts.clone(), facts.kallsyms));
+    if let Some(path) = record {
+        let header = Header {
+            format_version: dio_trace_common::FORMAT_VERSION,
+            dio_trace_version: env!("CARGO_PKG_VERSION").into(),
+            kernel: info.kernel.clone(),
+            started_at: unix_now(),
+            probes: info.probes.clone(),
+            target: target.describe(),
+        };
+        feed.record_to(TraceWriter::create(path, &header).map_err(|e| UsageError(format!("{e:#}")))?);
+    }
     reporter.start(&info)?;
     let (mut child, deadline) = match target {
         Target::Command(argv) => {
@@ -110,7 +142,6 @@ pub async fn trace(plan: &Plan, target: Target, reporter: &mut dyn Reporter) -> 
         Target::Watch(d) => (None, d.map(|d| tokio::time::Instant::now() + d)),
     };
 
-    let mut feed = Feed::new(engine, PathResolver::new(facts.mounts.clone()), facts.kallsyms);
     let mut ring = RingReader::new(ring)?;
     let mut tick = tokio::time::interval(TICK);
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -120,11 +151,11 @@ pub async fn trace(plan: &Plan, target: Target, reporter: &mut dyn Reporter) -> 
         tokio::select! {
             r = ring.ready() => {
                 r?;
-                ring.drain(|b| feed.record(b));
+                ring.drain(|b| feed.record(b))?;
             }
             _ = tick.tick() => {
-                ring.drain(|b| feed.record(b));
-                feed.counters(&counters.read(), monotonic_ns());
+                ring.drain(|b| feed.record(b))?;
+                feed.counters(&counters.read(), monotonic_ns())?;
                 feed.tick(monotonic_ns());
             }
             status = async { child.as_mut().expect("guarded").await }, if child.is_some() => {
@@ -139,9 +170,9 @@ pub async fn trace(plan: &Plan, target: Target, reporter: &mut dyn Reporter) -> 
             reporter.write(&w)?;
         }
     }
-    ring.drain(|b| feed.record(b));
+    ring.drain(|b| feed.record(b))?;
     let reading = counters.read();
-    feed.counters(&reading, monotonic_ns());
+    feed.counters(&reading, monotonic_ns())?;
     feed.finish();
     for w in feed.ready.drain(..) {
         reporter.write(&w)?;
@@ -155,6 +186,13 @@ pub async fn trace(plan: &Plan, target: Target, reporter: &mut dyn Reporter) -> 
         ));
     }
     info.counters = reading;
+    if let Some(w) = feed.take_recorder() {
+        w.finish(&Trailer {
+            counters: reading.named(),
+            problems: problems.clone(),
+            ended_at: unix_now(),
+        })?;
+    }
     let summary = summarize(
         feed.engine.tally(),
         reading.get(Counter::DirectWrites),

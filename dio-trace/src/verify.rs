@@ -148,6 +148,7 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<Exit> {
                 &plan,
                 Target::Command(argv),
                 &mut WritesOnly(&mut inner),
+                None,
             ))?
         } else {
             let mut inner = Human::new(std::io::stdout(), Show::All);
@@ -155,6 +156,7 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<Exit> {
                 &plan,
                 Target::Command(argv),
                 &mut WritesOnly(&mut inner),
+                None,
             ))?
         };
         let _ = std::fs::remove_file(&file);
@@ -175,7 +177,7 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<Exit> {
                     "counted": outcome.summary.tally.counted(),
                     "verdict": verdict.label(),
                     "reason": reason,
-                    "backend": outcome.info.probe_map(),
+                    "backend": outcome.info.probes,
                 }),
             )?;
             writeln!(out)?;

@@ -15,6 +15,23 @@ impl Reading {
     pub fn get(&self, c: Counter) -> u64 {
         self.0[c as usize]
     }
+
+    /// name -> value, as trace files store them.
+    pub fn named(&self) -> std::collections::BTreeMap<String, u64> {
+        Counter::ALL
+            .iter()
+            .map(|c| (c.name().to_owned(), self.get(*c)))
+            .collect()
+    }
+
+    /// Back from `named` (unknown names ignored, missing ones zero).
+    pub fn from_named(m: &std::collections::BTreeMap<String, u64>) -> Self {
+        let mut r = Reading::default();
+        for c in Counter::ALL {
+            r.0[c as usize] = m.get(c.name()).copied().unwrap_or(0);
+        }
+        r
+    }
 }
 
 impl Counters {

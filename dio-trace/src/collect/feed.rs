@@ -1,23 +1,31 @@
-//! Decoded records into the engine: symbolize callers, resolve paths, turn
-//! kernel loss counts into gap markers. Closed writes wait in `ready` for
-//! the reporter.
+//! Decoded records into the engine: name callers, resolve paths, turn
+//! kernel loss counts into gap markers. Live tracing and replay both go
+//! through here; only the [`Annotator`] differs. Closed writes wait in
+//! `ready` for the reporter.
 
 use dio_trace_common::{counters::Counter, kind::RecordKind};
 
 use super::{
     counters::Reading,
     decode::{Decoded, decode},
-    paths::PathResolver,
 };
 use crate::{
     analysis::{Engine, Input, engine::WriteReport},
-    kernel::kallsyms::Kallsyms,
+    trace::writer::TraceWriter,
 };
 
-pub struct Feed {
+/// What a raw record does not carry: names for kernel addresses, full
+/// paths for dentry names. Live: kallsyms and mountinfo. Replay: what the
+/// recording wrote down.
+pub trait Annotator {
+    fn caller(&mut self, addr: u64) -> Option<String>;
+    fn path(&mut self, dev: u32, ino: u64, tgid: u32, names: &[String], complete: bool) -> Option<String>;
+}
+
+pub struct Feed<A> {
     pub engine: Engine,
-    resolver: PathResolver,
-    kallsyms: Kallsyms,
+    annotator: A,
+    recorder: Option<TraceWriter>,
     /// Ring-buffer losses already turned into gap markers.
     lost_seen: u64,
     /// Records that would not decode (a build mismatch): never silent.
@@ -25,24 +33,40 @@ pub struct Feed {
     pub ready: Vec<WriteReport>,
 }
 
-impl Feed {
-    pub fn new(engine: Engine, resolver: PathResolver, kallsyms: Kallsyms) -> Self {
+impl<A: Annotator> Feed<A> {
+    pub fn new(engine: Engine, annotator: A) -> Self {
         Self {
             engine,
-            resolver,
-            kallsyms,
+            annotator,
+            recorder: None,
             lost_seen: 0,
             undecodable: 0,
             ready: Vec::new(),
         }
     }
 
-    /// One raw record from the ring buffer.
-    pub fn record(&mut self, bytes: &[u8]) {
+    /// Also write every record and annotation to a trace file.
+    pub fn record_to(&mut self, w: TraceWriter) {
+        self.recorder = Some(w);
+    }
+
+    pub fn take_recorder(&mut self) -> Option<TraceWriter> {
+        self.recorder.take()
+    }
+
+    pub fn annotator_mut(&mut self) -> &mut A {
+        &mut self.annotator
+    }
+
+    /// One raw record from the ring buffer (or a trace file).
+    pub fn record(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         let input = match decode(bytes) {
             Ok(Decoded::Event(mut e)) => {
-                if e.kind == RecordKind::MarkDirty {
-                    e.caller = self.kallsyms.symbolize(e.arg);
+                if e.kind == RecordKind::MarkDirty || e.kind == RecordKind::InodeExtension {
+                    e.caller = self.annotator.caller(e.arg);
+                    if let (Some(w), Some(name)) = (self.recorder.as_mut(), &e.caller) {
+                        w.symbol(e.arg, name)?;
+                    }
                 }
                 Input::Event(e)
             }
@@ -52,32 +76,48 @@ impl Feed {
                 tgid,
                 names,
                 complete,
-            }) => Input::Path {
-                dev,
-                ino,
-                path: self.resolver.resolve(dev, ino, tgid, &names, complete),
-            },
+            }) => {
+                let path = self.annotator.path(dev, ino, tgid, &names, complete);
+                if let Some(w) = self.recorder.as_mut() {
+                    w.path(dev, ino, path.as_deref())?;
+                }
+                Input::Path { dev, ino, path }
+            }
             Err(_) => {
                 self.undecodable += 1;
-                return;
+                if let Some(w) = self.recorder.as_mut() {
+                    w.record(bytes)?;
+                }
+                return Ok(());
             }
         };
+        if let Some(w) = self.recorder.as_mut() {
+            w.record(bytes)?;
+        }
         let closed = self.engine.push(input);
         self.ready.extend(closed);
+        Ok(())
     }
 
     /// A fresh counter reading: new ring-buffer losses become a gap marker.
-    pub fn counters(&mut self, reading: &Reading, now_ns: u64) {
+    pub fn counters(&mut self, reading: &Reading, now_ns: u64) -> std::io::Result<()> {
         let lost = reading.get(Counter::RingbufFull);
         if lost > self.lost_seen {
             let records = lost - self.lost_seen;
             self.lost_seen = lost;
-            let closed = self.engine.push(Input::Lost {
-                records,
-                ts_ns: now_ns,
-            });
-            self.ready.extend(closed);
+            self.lost(records, now_ns)?;
         }
+        Ok(())
+    }
+
+    /// A gap of `records` lost records at `ts_ns`.
+    pub fn lost(&mut self, records: u64, ts_ns: u64) -> std::io::Result<()> {
+        if let Some(w) = self.recorder.as_mut() {
+            w.lost(records, ts_ns)?;
+        }
+        let closed = self.engine.push(Input::Lost { records, ts_ns });
+        self.ready.extend(closed);
+        Ok(())
     }
 
     pub fn tick(&mut self, now_ns: u64) {

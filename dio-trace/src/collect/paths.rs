@@ -1,27 +1,29 @@
-//! Dentry names to a full path: the mount table first, and where the
-//! kernel's walk was cut short, the writer's open file descriptors.
+//! The live annotator: kallsyms names callers; the mount table, and where
+//! the kernel's dentry walk was cut short the writer's open descriptors,
+//! turn dentry names into full paths.
 
 use std::os::unix::fs::MetadataExt as _;
 
-use crate::kernel::{kernel_dev_from_st, mounts::MountTable};
+use super::feed::Annotator;
+use crate::kernel::{kallsyms::Kallsyms, kernel_dev_from_st, mounts::MountTable};
 
-pub struct PathResolver {
+pub struct LiveAnnotator {
     mounts: MountTable,
+    kallsyms: Kallsyms,
 }
 
-impl PathResolver {
-    pub fn new(mounts: MountTable) -> Self {
-        Self { mounts }
+impl LiveAnnotator {
+    pub fn new(mounts: MountTable, kallsyms: Kallsyms) -> Self {
+        Self { mounts, kallsyms }
+    }
+}
+
+impl Annotator for LiveAnnotator {
+    fn caller(&mut self, addr: u64) -> Option<String> {
+        self.kallsyms.symbolize(addr)
     }
 
-    pub fn resolve(
-        &mut self,
-        dev: u32,
-        ino: u64,
-        tgid: u32,
-        names: &[String],
-        complete: bool,
-    ) -> Option<String> {
+    fn path(&mut self, dev: u32, ino: u64, tgid: u32, names: &[String], complete: bool) -> Option<String> {
         if complete {
             let fs_path: String = names.iter().rev().map(|n| format!("/{n}")).collect();
             let fs_path = if fs_path.is_empty() {

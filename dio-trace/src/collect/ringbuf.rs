@@ -28,14 +28,12 @@ impl RingReader {
         Ok(())
     }
 
-    /// Hand every waiting record to `f`; returns how many there were.
-    pub fn drain(&mut self, mut f: impl FnMut(&[u8])) -> usize {
+    /// Hand every waiting record to `f`; stops at its first error.
+    pub fn drain(&mut self, mut f: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
         let ring = self.fd.get_mut();
-        let mut n = 0;
         while let Some(item) = ring.next() {
-            f(&item);
-            n += 1;
+            f(&item)?;
         }
-        n
+        Ok(())
     }
 }

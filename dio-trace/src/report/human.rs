@@ -45,8 +45,7 @@ fn step(e: &Event, t0: u64) -> String {
 
 impl<W: Write> Reporter for Human<W> {
     fn start(&mut self, info: &RunInfo) -> std::io::Result<()> {
-        let probes: Vec<String> = info.probes.iter().map(|p| p.to_string()).collect();
-        writeln!(self.out, "tracing on {} ({})", info.kernel, probes.join(" "))?;
+        writeln!(self.out, "tracing on {} ({})", info.kernel, info.probe_line())?;
         self.out.flush()
     }
 
@@ -93,8 +92,7 @@ impl<W: Write> Reporter for Human<W> {
             t.not_counted + t.failed,
             s.lost_records,
         )?;
-        let probes: Vec<String> = info.probes.iter().map(|p| p.to_string()).collect();
-        writeln!(self.out, "probes: {}", probes.join(" "))?;
+        writeln!(self.out, "probes: {}", info.probe_line())?;
         let verdict = match s.overall {
             Overall::Ordered => "ORDERED: every size-extending sync write journaled its size before its sync",
             Overall::Violation => "VIOLATION: a sync ran before the size update of a size-extending write",

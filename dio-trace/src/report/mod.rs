@@ -2,6 +2,7 @@
 //! reporter never judges.
 
 pub mod human;
+pub mod junit;
 pub mod ndjson;
 
 use std::collections::BTreeMap;
@@ -17,18 +18,51 @@ use crate::{
 pub struct RunInfo {
     /// Kernel release the events came from.
     pub kernel: String,
-    pub probes: Vec<ProbeStatus>,
-    /// Kernel counters at the end (zero for replays without them).
+    /// Probe name -> "mechanism:target", or None when it did not attach.
+    pub probes: BTreeMap<String, Option<String>>,
+    /// Kernel counters at the end.
     pub counters: Reading,
 }
 
 impl RunInfo {
-    /// probe name -> "mechanism:target", or None when unavailable.
-    pub fn probe_map(&self) -> BTreeMap<&'static str, Option<String>> {
+    pub fn new(kernel: String, probes: &[ProbeStatus]) -> Self {
+        Self {
+            kernel,
+            probes: probes
+                .iter()
+                .map(|p| {
+                    (
+                        p.name.to_owned(),
+                        p.served.map(|(m, t)| format!("{}:{t}", m.name())),
+                    )
+                })
+                .collect(),
+            counters: Reading::default(),
+        }
+    }
+
+    /// `name=mechanism:target ...` for one-line displays.
+    pub fn probe_line(&self) -> String {
         self.probes
             .iter()
-            .map(|p| (p.name, p.served.map(|(m, t)| format!("{}:{t}", m.name()))))
-            .collect()
+            .map(|(n, s)| format!("{n}={}", s.as_deref().unwrap_or("unavailable")))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// Several reporters fed the same stream (`check --json --junit F`).
+pub struct Tee<'a>(pub Vec<&'a mut dyn Reporter>);
+
+impl Reporter for Tee<'_> {
+    fn start(&mut self, info: &RunInfo) -> std::io::Result<()> {
+        self.0.iter_mut().try_for_each(|r| r.start(info))
+    }
+    fn write(&mut self, w: &WriteReport) -> std::io::Result<()> {
+        self.0.iter_mut().try_for_each(|r| r.write(w))
+    }
+    fn finish(&mut self, s: &Summary, info: &RunInfo) -> std::io::Result<()> {
+        self.0.iter_mut().try_for_each(|r| r.finish(s, info))
     }
 }
 

@@ -126,14 +126,14 @@ pub fn summary_json(s: &Summary, info: &RunInfo) -> Value {
         "lost_events": s.lost_records,
         "verdict": s.overall.name(),
         "reasons": s.reasons,
-        "probes": info.probe_map(),
+        "probes": info.probes,
         "counters": counters,
     })
 }
 
 impl<W: Write> Reporter for Ndjson<W> {
     fn start(&mut self, info: &RunInfo) -> std::io::Result<()> {
-        self.line(&json!({ "type": "start", "kernel": info.kernel, "probes": info.probe_map() }))
+        self.line(&json!({ "type": "start", "kernel": info.kernel, "probes": info.probes }))
     }
 
     fn write(&mut self, w: &WriteReport) -> std::io::Result<()> {

@@ -1,0 +1,66 @@
+//! Trace files: what `dio-trace record` writes and `dio-trace check` reads.
+//!
+//! # Format (version [`dio_trace_common::FORMAT_VERSION`])
+//!
+//! ```text
+//! magic    8 bytes  "DIOTRACE"
+//! version  u32 LE   format version; readers refuse others
+//! frames   ...      until the end frame
+//! ```
+//!
+//! Each frame is `type: u8`, `len: u32 LE`, then `len` bytes:
+//!
+//! | type | payload |
+//! |---|---|
+//! | 1 `HEADER` (first) | JSON [`Header`]: kernel release, dio-trace version, probes and the mechanism that served each, start time |
+//! | 2 `RECORD` | one ring-buffer record, byte for byte as the kernel wrote it (layouts in `dio-trace-common`) |
+//! | 3 `SYMBOL` | u64 LE address, then the UTF-8 name live tracing gave it |
+//! | 4 `PATH` | u32 LE dev, u64 LE ino, then the UTF-8 path (empty: unresolved) |
+//! | 5 `LOST` | u64 LE records lost, u64 LE kernel time (ns) |
+//! | 6 `END` (last) | JSON [`Trailer`]: final kernel counters, problems seen live |
+//!
+//! Annotation frames (SYMBOL, PATH) come before the RECORD they annotate,
+//! so a reader replays in one pass. A file without an END frame was cut
+//! short and is refused: its writes may be incomplete.
+
+pub mod reader;
+pub mod writer;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub const MAGIC: &[u8; 8] = b"DIOTRACE";
+
+pub const HEADER: u8 = 1;
+pub const RECORD: u8 = 2;
+pub const SYMBOL: u8 = 3;
+pub const PATH: u8 = 4;
+pub const LOST: u8 = 5;
+pub const END: u8 = 6;
+
+/// Largest frame a reader accepts (a header with many probes is < 64 KiB).
+pub const MAX_FRAME: u32 = 1 << 20;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    pub format_version: u32,
+    pub dio_trace_version: String,
+    /// `uname -r` of the traced kernel.
+    pub kernel: String,
+    /// Seconds since the epoch when recording started.
+    pub started_at: u64,
+    /// Probe name -> "mechanism:target", or null when it did not attach.
+    pub probes: BTreeMap<String, Option<String>>,
+    /// What was traced (the command, or "watch").
+    pub target: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trailer {
+    /// Kernel counters at the end (`Counter::name` -> value).
+    pub counters: BTreeMap<String, u64>,
+    /// Problems live tracing found (probes that did not attach, ...).
+    pub problems: Vec<String>,
+    pub ended_at: u64,
+}
