@@ -89,7 +89,17 @@ fn explain(step: &str, raw: &str, mechanism: Mechanism, hook: &Hook) -> String {
         "this kernel has no kprobe support (CONFIG_KPROBES off)".to_owned()
     } else if raw.contains("Operation not permitted") {
         format!("the kernel refused {} programs here (EPERM)", mechanism.name())
-    } else if raw.contains("not found") || raw.contains("No such file") || raw.contains("ENOENT") {
+    } else if raw.contains("os error 524") {
+        format!(
+            "the kernel cannot attach {} to {} (ENOTSUPP: e.g. more arguments than BPF trampolines take)",
+            mechanism.name(),
+            hook.target
+        )
+    } else if raw.contains("unknown BTF type")
+        || raw.contains("not found")
+        || raw.contains("No such file")
+        || raw.contains("ENOENT")
+    {
         format!(
             "{} does not exist in this kernel (added in {}; or inlined)",
             hook.target, hook.since

@@ -37,6 +37,16 @@ pub fn fentry_iomap_dio_rw(ctx: FEntryContext) -> i32 {
     0
 }
 
+/// `ext4_file_write_iter(struct kiocb *, struct iov_iter *)`: for fentry
+/// where `iomap_dio_rw` cannot be traced (7 arguments: BPF trampolines
+/// took at most 6 before 6.x). Buffered writes pass here too and leave at
+/// the `IOCB_DIRECT` test.
+#[fentry(function = "ext4_file_write_iter")]
+pub fn fentry_ext4_file_write_iter(ctx: FEntryContext) -> i32 {
+    try_write_begin(ctx.arg(0), ctx.arg(1), Mechanism::Fentry);
+    0
+}
+
 #[kprobe]
 pub fn kprobe_iomap_dio_rw(ctx: ProbeContext) -> u32 {
     if let (Some(iocb), Some(iter)) = (ctx.arg(0), ctx.arg(1)) {

@@ -74,6 +74,12 @@ pub static CATALOG: &[ProbeSpec] = &[
         about: "a direct write starts: offset, length, ki_flags, i_size, i_disksize",
         hooks: &[
             hook(Fentry, "iomap_dio_rw", "5.5", &[(Fentry, "fentry_iomap_dio_rw")]),
+            hook(
+                Fentry,
+                "ext4_file_write_iter",
+                "5.5",
+                &[(Fentry, "fentry_ext4_file_write_iter")],
+            ),
             hook(Kprobe, "iomap_dio_rw", "5.5", &[(Kprobe, "kprobe_iomap_dio_rw")]),
             hook(
                 Tracepoint,

@@ -185,8 +185,8 @@ mod tests {
         assert_eq!(begin.served.unwrap().0, Mechanism::Tracepoint);
         assert_eq!(
             begin.skipped.len(),
-            2,
-            "fentry then kprobe were tried first: {:?}",
+            3,
+            "both fentry hooks, then kprobe, were tried first: {:?}",
             begin.skipped
         );
     }
