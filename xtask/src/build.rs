@@ -46,3 +46,26 @@ pub fn cargo_step(what: &str, args: &[&str]) -> Result<()> {
     }
     Ok(())
 }
+
+/// Target triple of the static guest binary (no musl target here: glibc
+/// with `+crt-static`, NOTES §3).
+const STATIC_TARGET: &str = "x86_64-unknown-linux-gnu";
+
+/// Build dio-trace as a static binary for QEMU guests and return its path.
+/// With an explicit `--target`, RUSTFLAGS reach only the target crates, so
+/// this does not disturb the host build.
+pub fn static_binary() -> Result<PathBuf> {
+    println!("xtask: building a static dio-trace for the guest");
+    let status = cargo()
+        .args(["build", "--release", "-p", "dio-trace", "--target", STATIC_TARGET])
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .status()
+        .context("running cargo build (static)")?;
+    if !status.success() {
+        bail!("building the static dio-trace failed");
+    }
+    Ok(workspace()
+        .join("target")
+        .join(STATIC_TARGET)
+        .join("release/dio-trace"))
+}

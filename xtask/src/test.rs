@@ -1,8 +1,12 @@
-//! The README's test command: everything CI runs, in order, stopping at
-//! the first failure. Unit tests, live host tests (real BPF in this kernel),
-//! formatting and lints.
+//! The README's test command: everything CI runs, in order. Formatting,
+//! lints, unit tests, live host tests (real BPF in this kernel), then the
+//! kernel matrix and the crash checks in QEMU guests. The last line is
+//! `vm: N passed, M failed` over the guest cases.
 
-use anyhow::Result;
+use anyhow::{Result, bail};
+
+use crate::kernel::KernelSpec;
+use crate::vm::{crash, matrix, traced};
 
 pub fn run() -> Result<()> {
     crate::setup::run()?;
@@ -25,8 +29,35 @@ pub fn run() -> Result<()> {
     )?;
     crate::build::cargo_step(
         "unit and live host tests",
-        &["test", "-p", "dio-trace", "-p", "dio-trace-common"],
+        &["test", "-p", "dio-trace", "-p", "dio-trace-common", "-p", "xtask"],
     )?;
-    println!("test: all passed");
+
+    println!("test: kernel matrix in QEMU (kernels are downloaded or built once, then cached)");
+    let opts = matrix::quiet_options();
+    let mut score = matrix::run(&matrix::KERNELS, &opts)?;
+
+    println!("test: crash ground truth in QEMU");
+    let cache = crate::kernel::Cache::from_env()?;
+    let dio = traced::dio_trace_file()?;
+    for spec in [KernelSpec::Buggy61, KernelSpec::Debian61] {
+        let kernel = crate::kernel::resolve(&spec, &cache)?;
+        for r in crash::run(&kernel, &dio, &opts)? {
+            let line = format!(
+                "{spec} {}: verdict {} with {} bytes after the crash",
+                r.pattern, r.verdict, r.size
+            );
+            if r.agrees() {
+                score.passed += 1;
+                println!("PASS crash {line}");
+            } else {
+                score.failed += 1;
+                println!("FAIL crash {line}: the verdict and the crash disagree");
+            }
+        }
+    }
+    println!("vm: {} passed, {} failed", score.passed, score.failed);
+    if score.failed > 0 {
+        bail!("{} guest cases failed", score.failed);
+    }
     Ok(())
 }

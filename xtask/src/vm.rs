@@ -7,14 +7,17 @@
 //! runs out. An optional ext4 scratch disk can outlive one boot, which is
 //! what crash tests need.
 //!
-//! CLI: `cargo xtask vm run` and `cargo xtask vm crash-probe`. Other xtask
-//! code calls [`boot`] or [`run_script`].
+//! CLI: `cargo xtask vm {run,verify,matrix,crash,crash-probe,shell}`. Other
+//! xtask code calls [`boot`] or [`run_script`].
 
 mod cli;
 mod console;
+pub mod crash;
 mod crash_probe;
 mod disk;
+pub mod matrix;
 mod qemu;
+pub mod traced;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 
 use super::crash_probe::verdict;
-use super::{ConsoleMode, Disk, Guest, VmOptions, boot, crash_probe};
+use super::{ConsoleMode, Disk, Guest, VmOptions, boot, crash, crash_probe, matrix, traced};
 use crate::initramfs::GuestFile;
 use crate::kernel::{self, Cache, KernelSpec};
 
@@ -19,9 +19,20 @@ pub struct VmArgs {
 
 #[derive(Subcommand)]
 enum VmCommand {
+    /// Boot a kernel and run dio-trace in it (static build, scratch ext4 on
+    /// /mnt as the working directory); exits with dio-trace's status.
+    /// Example: cargo xtask vm run --kernel buggy-6.1 -- verify
+    Run(DioArgs),
+    /// Boot a kernel and run `dio-trace verify --dir /mnt` in it.
+    Verify(VerifyArgs),
+    /// The kernel matrix: every kernel x backend x sync flavour, asserted.
+    Matrix(MatrixArgs),
+    /// dio-trace's verdict against what survives a crash, per sync flavour;
+    /// the last line is `verdict=.. crash=..`; exits 0 when they agree.
+    Crash(CrashArgs),
     /// Boot a kernel and run a shell command in the guest; exits with the
     /// command's status.
-    Run(RunArgs),
+    Shell(RunArgs),
     /// Append 4 KiB twice with O_DIRECT|O_SYNC, crash, reboot on the same
     /// disk and print the surviving size (fixed: 8192, buggy: 4096).
     CrashProbe(CrashProbeArgs),
@@ -75,6 +86,40 @@ struct RunArgs {
 }
 
 #[derive(Args)]
+struct DioArgs {
+    #[command(flatten)]
+    boot: BootArgs,
+    /// dio-trace's arguments (after `--`).
+    #[arg(last = true, required = true, value_name = "DIO_TRACE_ARGS")]
+    args: Vec<String>,
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    #[command(flatten)]
+    boot: BootArgs,
+    /// Writes per pattern.
+    #[arg(long, default_value_t = 4)]
+    count: u32,
+    /// Also run the crash check.
+    #[arg(long)]
+    crash: bool,
+}
+
+#[derive(Args)]
+struct MatrixArgs {
+    /// Kernels to run (default: debian-6.1, debian-6.12, buggy-6.1).
+    #[arg(long = "kernel")]
+    kernels: Vec<KernelSpec>,
+}
+
+#[derive(Args)]
+struct CrashArgs {
+    #[command(flatten)]
+    boot: BootArgs,
+}
+
+#[derive(Args)]
 struct CrashProbeArgs {
     #[command(flatten)]
     boot: BootArgs,
@@ -86,8 +131,82 @@ struct CrashProbeArgs {
 /// Entry point of `cargo xtask vm`.
 pub fn run(args: VmArgs) -> Result<()> {
     match args.command {
-        VmCommand::Run(a) => vm_run(a),
+        VmCommand::Run(a) => vm_dio(a),
+        VmCommand::Verify(a) => vm_verify(a),
+        VmCommand::Matrix(a) => vm_matrix(a),
+        VmCommand::Crash(a) => vm_crash(a),
+        VmCommand::Shell(a) => vm_run(a),
         VmCommand::CrashProbe(a) => vm_crash_probe(a),
+    }
+}
+
+/// dio-trace's status, or the guest's failure.
+fn dio_in_guest(boot_args: &BootArgs, args: &[String]) -> Result<i32> {
+    let dio = traced::dio_trace_file()?;
+    let cache = Cache::from_env()?;
+    let kernel = kernel::resolve(&boot_args.kernel, &cache)?;
+    let outcome = traced::run_dio_trace(&kernel, &dio, args, &boot_args.options())?;
+    let code = outcome.exit_code()?;
+    if boot_args.quiet {
+        println!("{}", outcome.script_output());
+    }
+    Ok(code)
+}
+
+fn vm_dio(args: DioArgs) -> Result<()> {
+    std::process::exit(dio_in_guest(&args.boot, &args.args)?)
+}
+
+fn vm_verify(args: VerifyArgs) -> Result<()> {
+    let verify = [
+        "verify".to_owned(),
+        "--dir".into(),
+        "/mnt".into(),
+        "--count".into(),
+        args.count.to_string(),
+    ];
+    let code = dio_in_guest(&args.boot, &verify)?;
+    if args.crash {
+        vm_crash(CrashArgs { boot: args.boot })?;
+    }
+    std::process::exit(code)
+}
+
+fn vm_matrix(args: MatrixArgs) -> Result<()> {
+    let kernels = if args.kernels.is_empty() {
+        matrix::KERNELS.to_vec()
+    } else {
+        args.kernels
+    };
+    let score = matrix::run(&kernels, &matrix::quiet_options())?;
+    println!("matrix: {} passed, {} failed", score.passed, score.failed);
+    if score.failed > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn vm_crash(args: CrashArgs) -> Result<()> {
+    let dio = traced::dio_trace_file()?;
+    let cache = Cache::from_env()?;
+    let kernel = kernel::resolve(&args.boot.kernel, &cache)?;
+    let results = crash::run(&kernel, &dio, &args.boot.options())?;
+    for r in &results {
+        println!(
+            "{} {}: dio-trace said {}, {} of {} bytes survived the crash ({})",
+            args.boot.kernel,
+            r.pattern,
+            r.verdict,
+            r.size,
+            8192,
+            r.crash()
+        );
+    }
+    println!("{}", crash::final_line(&results));
+    if results.iter().all(crash::CrashResult::agrees) {
+        Ok(())
+    } else {
+        std::process::exit(1)
     }
 }
 

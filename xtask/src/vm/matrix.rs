@@ -1,0 +1,222 @@
+//! The kernel matrix: {Debian 6.1, Debian 6.12, buggy 6.1} x {fentry,
+//! kprobe, tracepoint} x {O_SYNC append, O_DSYNC append}, each case a real
+//! `dio-trace run --backend B` inside the guest. One boot per kernel runs
+//! all of its cases.
+//!
+//! What each case must show is fixed here, from what the kernels are:
+//! fixed kernels say ORDERED for every counted write, the buggy one says
+//! `sync_before_size_update` for every counted write, and a backend a
+//! kernel cannot serve (tracepoints before 6.4) must be reported as such
+//! (exit 3, the missing probe named), not skipped.
+
+use anyhow::{Context as _, Result};
+use serde_json::Value;
+
+use super::{ConsoleMode, Guest, VmOptions, boot, traced};
+use crate::initramfs::GuestFile;
+use crate::kernel::{self, Cache, KernelSpec};
+
+pub const KERNELS: [KernelSpec; 3] = [KernelSpec::Debian61, KernelSpec::Debian612, KernelSpec::Buggy61];
+const BACKENDS: [&str; 3] = ["fentry", "kprobe", "tracepoint"];
+const PATTERNS: [&str; 2] = ["o-sync-append", "o-dsync-append"];
+/// Writes per case.
+const WRITES: u64 = 3;
+
+/// What a case must show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Want {
+    Ordered,
+    Violation,
+    /// The backend cannot serve this probe on this kernel.
+    Unservable(&'static str),
+}
+
+pub fn want(kernel: &KernelSpec, backend: &str) -> Want {
+    let bug = matches!(kernel, KernelSpec::Buggy61);
+    let has_iomap_tracepoints = matches!(kernel, KernelSpec::Debian612);
+    match backend {
+        "tracepoint" if !has_iomap_tracepoints => Want::Unservable("write_begin"),
+        _ if bug => Want::Violation,
+        _ => Want::Ordered,
+    }
+}
+
+/// One case's outcome as the guest reported it.
+#[derive(Debug, Default)]
+struct Seen {
+    exit: Option<i32>,
+    summary: Option<Value>,
+    sbsu: Option<u64>,
+}
+
+fn script() -> String {
+    let mut s = String::from("set +e\n");
+    for b in BACKENDS {
+        for p in PATTERNS {
+            s += &format!(
+                "dio-trace run --backend {b} --json -- dio-trace write --pattern {p} --count {WRITES} /mnt/{b}-{p} >/tmp/out 2>/tmp/err\n\
+                 echo \"@@CASE {b} {p} $?\"\n\
+                 grep '\"type\":\"summary\"' /tmp/out | sed 's/^/@@SUMMARY /'\n\
+                 echo \"@@SBSU $(grep '\"type\":\"violation\"' /tmp/out | grep -c '\"kind\":\"sync_before_size_update\"')\"\n\
+                 sed 's/^/@@ERR /' /tmp/err | head -5\n"
+            );
+        }
+    }
+    s + "exit 0\n"
+}
+
+/// Parse the guest's `@@` lines into (backend, pattern) -> Seen.
+fn parse(console: &str) -> Vec<((String, String), Seen)> {
+    let mut out: Vec<((String, String), Seen)> = Vec::new();
+    for line in console.lines() {
+        let Some(at) = line.find("@@") else { continue };
+        let rest = &line[at + 2..];
+        if let Some(c) = rest.strip_prefix("CASE ") {
+            let f: Vec<&str> = c.split_whitespace().collect();
+            if let [b, p, code] = f[..] {
+                out.push((
+                    (b.into(), p.into()),
+                    Seen {
+                        exit: code.parse().ok(),
+                        ..Seen::default()
+                    },
+                ));
+            }
+        } else if let Some(j) = rest.strip_prefix("SUMMARY ") {
+            if let Some((_, s)) = out.last_mut() {
+                s.summary = serde_json::from_str(j).ok();
+            }
+        } else if let Some(n) = rest.strip_prefix("SBSU ")
+            && let Some((_, s)) = out.last_mut()
+        {
+            s.sbsu = n.trim().parse().ok();
+        }
+    }
+    out
+}
+
+/// Why a case fails, or None when it shows what it must.
+fn judge(want: Want, backend: &str, seen: &Seen) -> Option<String> {
+    let Some(sum) = &seen.summary else {
+        return Some(format!("no summary line (exit {:?})", seen.exit));
+    };
+    let num = |k: &str| sum[k].as_u64().unwrap_or(u64::MAX);
+    let got = format!(
+        "exit {:?}, counted {}, ordered {}, violations {}, sync_before_size_update {:?}, reasons {}",
+        seen.exit, sum["counted"], sum["ordered"], sum["violations"], seen.sbsu, sum["reasons"]
+    );
+    let mech = sum["probes"]["write_begin"].as_str().unwrap_or("");
+    let forced = mech.starts_with(backend);
+    let ok = match want {
+        Want::Ordered => {
+            seen.exit == Some(0) && num("counted") == WRITES && num("ordered") == WRITES && forced
+        }
+        Want::Violation => {
+            seen.exit == Some(1)
+                && num("counted") == WRITES
+                && num("violations") == WRITES
+                && seen.sbsu == Some(WRITES)
+                && forced
+        }
+        Want::Unservable(probe) => {
+            seen.exit == Some(3)
+                && sum["probes"][probe].is_null()
+                && sum["reasons"]
+                    .to_string()
+                    .contains(&format!("probe {probe} could not attach"))
+        }
+    };
+    (!ok).then(|| format!("want {want:?}, got {got} (write_begin served by {mech:?})"))
+}
+
+/// Counts of a matrix run.
+#[derive(Default)]
+pub struct Score {
+    pub passed: usize,
+    pub failed: usize,
+}
+
+/// Run the matrix on `kernels`; prints a PASS/FAIL line per case.
+pub fn run(kernels: &[KernelSpec], opts: &VmOptions) -> Result<Score> {
+    let cache = Cache::from_env()?;
+    let dio: GuestFile = traced::dio_trace_file()?;
+    let mut score = Score::default();
+    for spec in kernels {
+        let kernel = kernel::resolve(spec, &cache)?;
+        let disk = super::Disk::ext4(256)?;
+        let outcome = boot(
+            &Guest {
+                kernel: &kernel,
+                files: std::slice::from_ref(&dio),
+                script: &script(),
+                disk: Some(&disk),
+            },
+            opts,
+        )
+        .with_context(|| format!("booting {spec}"))?;
+        let seen = parse(&outcome.console);
+        for b in BACKENDS {
+            for p in PATTERNS {
+                let case = seen
+                    .iter()
+                    .find(|((sb, sp), _)| sb == b && sp == p)
+                    .map(|(_, s)| s);
+                let why = match case {
+                    Some(s) => judge(want(spec, b), b, s),
+                    None => Some(format!(
+                        "the guest did not report this case: {}",
+                        outcome.failure()
+                    )),
+                };
+                match why {
+                    None => {
+                        score.passed += 1;
+                        println!("PASS {spec} {b} {p}: {:?}", want(spec, b));
+                    }
+                    Some(why) => {
+                        score.failed += 1;
+                        println!("FAIL {spec} {b} {p}: {why}");
+                    }
+                }
+            }
+        }
+        println!("xtask: {spec}: {:.1} s in QEMU", outcome.elapsed.as_secs_f64());
+    }
+    Ok(score)
+}
+
+/// Options for unattended matrix and crash runs.
+pub fn quiet_options() -> VmOptions {
+    VmOptions {
+        console: ConsoleMode::Quiet,
+        append: vec!["quiet".into(), "loglevel=1".into()],
+        ..VmOptions::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expectations_follow_the_kernels() {
+        assert_eq!(want(&KernelSpec::Buggy61, "fentry"), Want::Violation);
+        assert_eq!(
+            want(&KernelSpec::Buggy61, "tracepoint"),
+            Want::Unservable("write_begin")
+        );
+        assert_eq!(want(&KernelSpec::Debian612, "tracepoint"), Want::Ordered);
+        assert_eq!(want(&KernelSpec::Debian61, "kprobe"), Want::Ordered);
+    }
+
+    #[test]
+    fn parses_and_judges_guest_lines() {
+        let console = "noise\n@@CASE kprobe o-sync-append 1\n@@SUMMARY {\"counted\":3,\"ordered\":0,\"violations\":3,\"probes\":{\"write_begin\":\"kprobe:iomap_dio_rw\"},\"reasons\":[]}\n[ 1.0] kernel line\n@@SBSU 3\n";
+        let seen = parse(console);
+        assert_eq!(seen.len(), 1);
+        assert_eq!(judge(Want::Violation, "kprobe", &seen[0].1), None);
+        assert!(judge(Want::Ordered, "kprobe", &seen[0].1).is_some());
+        // A verdict from the wrong mechanism does not count.
+        assert!(judge(Want::Violation, "fentry", &seen[0].1).is_some());
+    }
+}

@@ -1,0 +1,55 @@
+//! dio-trace inside a guest: the static binary, a scratch ext4 on /mnt, and
+//! the dio-trace command line the user gave.
+
+use anyhow::Result;
+
+use super::{Disk, Guest, Outcome, VmOptions, boot};
+use crate::initramfs::GuestFile;
+use crate::kernel::Kernel;
+
+/// The static dio-trace, as a guest file in /bin.
+pub fn dio_trace_file() -> Result<GuestFile> {
+    GuestFile::in_bin(&crate::build::static_binary()?)
+}
+
+/// Quote one argument for the guest's sh.
+pub fn sh_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c))
+    {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// Boot `kernel` with a fresh scratch ext4 on /mnt and run `dio-trace ARGS`
+/// in /mnt.
+pub fn run_dio_trace(kernel: &Kernel, dio: &GuestFile, args: &[String], opts: &VmOptions) -> Result<Outcome> {
+    let disk = Disk::ext4(256)?;
+    let line: Vec<String> = args.iter().map(|a| sh_quote(a)).collect();
+    let script = format!("cd /mnt\ndio-trace {}\n", line.join(" "));
+    boot(
+        &Guest {
+            kernel,
+            files: std::slice::from_ref(dio),
+            script: &script,
+            disk: Some(&disk),
+        },
+        opts,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(sh_quote("o-sync-append"), "o-sync-append");
+        assert_eq!(sh_quote("a b"), "'a b'");
+        assert_eq!(sh_quote("it's"), r"'it'\''s'");
+        assert_eq!(sh_quote(""), "''");
+    }
+}
