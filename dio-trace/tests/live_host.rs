@@ -335,3 +335,37 @@ fn bpf_prog_count() -> usize {
         .filter(|p| p.name_as_str().is_some_and(|n| n.starts_with("tp_")))
         .count()
 }
+
+#[test]
+fn a_recorded_trace_replays_to_the_live_verdicts() {
+    let Some(s) = live("record-check") else { return };
+    let trace = s.dir().join("t.dtr");
+    let out = Command::new(BIN)
+        .args(["record", "--json", "-o"])
+        .arg(&trace)
+        .args(["--", BIN, "write", "--pattern", "o-dsync-append", "--count", "4"])
+        .arg(s.dir().join("f"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let live_lines = lines(&out);
+    let replay = Command::new(BIN)
+        .args(["check", "--json"])
+        .arg(&trace)
+        .output()
+        .unwrap();
+    assert_eq!(replay.status.code(), Some(0));
+    let replay_lines = lines(&replay);
+    let strip = |ls: &[Value]| -> Vec<Value> {
+        ls.iter()
+            .filter(|l| l["type"] == "write" || l["type"] == "summary")
+            .cloned()
+            .collect()
+    };
+    assert_eq!(
+        strip(&replay_lines),
+        strip(&live_lines),
+        "replay differs from the live run"
+    );
+    assert_eq!(summary(&replay_lines)["counted"], 4);
+}

@@ -15,6 +15,7 @@ mod console;
 pub mod crash;
 mod crash_probe;
 mod disk;
+mod fixtures;
 pub mod matrix;
 mod qemu;
 pub mod traced;

@@ -8,7 +8,9 @@
 //! frames   ...      until the end frame
 //! ```
 //!
-//! Each frame is `type: u8`, `len: u32 LE`, then `len` bytes:
+//! Each frame is `type: u8`, `len: u32 LE`, `len` bytes of payload, then
+//! `crc: u32 LE`, the CRC-32 (IEEE) of type, len and payload, so a flipped
+//! bit anywhere is caught rather than replayed as a different fact:
 //!
 //! | type | payload |
 //! |---|---|

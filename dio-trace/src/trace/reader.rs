@@ -113,10 +113,17 @@ pub fn parse(data: &[u8]) -> Result<Trace, TraceError> {
             });
         }
         let payload = c.take(len as usize).ok_or(TraceError::Truncated { at })?;
+        let crc = c.take(4).map(u32_le).ok_or(TraceError::Truncated { at })?;
         let corrupt = |what: &str| TraceError::Corrupt {
             at,
             what: what.to_owned(),
         };
+        let mut h = crc32fast::Hasher::new();
+        h.update(head);
+        h.update(payload);
+        if h.finalize() != crc {
+            return Err(corrupt("checksum mismatch"));
+        }
         if !seen_header && kind != HEADER {
             return Err(corrupt("the first frame is not the header"));
         }

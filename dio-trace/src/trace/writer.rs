@@ -19,6 +19,12 @@ pub struct TraceWriter {
     frame: BytesMut,
 }
 
+/// Type byte and little-endian length.
+pub fn frame_head(kind: u8, len: usize) -> [u8; 5] {
+    let l = (len as u32).to_le_bytes();
+    [kind, l[0], l[1], l[2], l[3]]
+}
+
 impl TraceWriter {
     pub fn create(path: &Path, header: &Header) -> Result<Self> {
         let file =
@@ -36,9 +42,13 @@ impl TraceWriter {
     }
 
     fn frame(&mut self, kind: u8, payload: &[u8]) -> std::io::Result<()> {
-        self.out.write_all(&[kind])?;
-        self.out.write_all(&(payload.len() as u32).to_le_bytes())?;
-        self.out.write_all(payload)
+        let head = frame_head(kind, payload.len());
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&head);
+        crc.update(payload);
+        self.out.write_all(&head)?;
+        self.out.write_all(payload)?;
+        self.out.write_all(&crc.finalize().to_le_bytes())
     }
 
     pub fn record(&mut self, bytes: &[u8]) -> std::io::Result<()> {

@@ -33,6 +33,8 @@ enum VmCommand {
     /// Boot a kernel and run a shell command in the guest; exits with the
     /// command's status.
     Shell(RunArgs),
+    /// Record the replay tests' trace fixtures on the buggy and fixed kernels.
+    Fixtures,
     /// Append 4 KiB twice with O_DIRECT|O_SYNC, crash, reboot on the same
     /// disk and print the surviving size (fixed: 8192, buggy: 4096).
     CrashProbe(CrashProbeArgs),
@@ -136,6 +138,7 @@ pub fn run(args: VmArgs) -> Result<()> {
         VmCommand::Matrix(a) => vm_matrix(a),
         VmCommand::Crash(a) => vm_crash(a),
         VmCommand::Shell(a) => vm_run(a),
+        VmCommand::Fixtures => super::fixtures::run(&matrix::quiet_options()),
         VmCommand::CrashProbe(a) => vm_crash_probe(a),
     }
 }

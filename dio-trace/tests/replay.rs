@@ -1,0 +1,194 @@
+//! `dio-trace check` on traces recorded on real kernels (fixtures made by
+//! `cargo xtask vm fixtures` on the buggy 6.1 build and on Debian 6.1 and
+//! 6.12): the replay must give exactly the verdicts seen live. And every
+//! kind of bad file gets one clear line and exit 4. No root needed.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_dio-trace");
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn ndjson(text: &str) -> Vec<Value> {
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// (offset, verdict, kind) of every write line, sorted.
+fn verdicts(lines: &[Value]) -> Vec<(u64, String, String)> {
+    let mut v: Vec<_> = lines
+        .iter()
+        .filter(|l| l["type"] == "write")
+        .map(|l| {
+            (
+                l["offset"].as_u64().unwrap(),
+                l["verdict"].to_string(),
+                l["kind"].to_string(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn check(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN).arg("check").args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn replay_matches_live(name: &str, want_exit: i32, want_verdict: &str) {
+    let trace = fixture(&format!("{name}.dtr"));
+    let live = ndjson(&std::fs::read_to_string(fixture(&format!("{name}.live.ndjson"))).unwrap());
+    let (code, out, err) = check(&["--json", trace.to_str().unwrap()]);
+    let replayed = ndjson(&out);
+    assert_eq!(code, want_exit, "{name}: stderr {err}");
+    assert_eq!(
+        verdicts(&replayed),
+        verdicts(&live),
+        "{name}: per-write verdicts differ from the live run"
+    );
+    assert_eq!(
+        verdicts(&replayed).len(),
+        3,
+        "{name}: three counted writes were recorded"
+    );
+    let (s_live, s_replay) = (live.last().unwrap(), replayed.last().unwrap());
+    assert_eq!(s_replay["verdict"], want_verdict);
+    for k in [
+        "verdict",
+        "counted",
+        "ordered",
+        "violations",
+        "writes",
+        "probes",
+        "kernel",
+    ] {
+        assert_eq!(s_replay[k], s_live[k], "{name}: summary field {k}");
+    }
+}
+
+#[test]
+fn buggy_kernel_fentry_trace_replays_as_violations() {
+    replay_matches_live("buggy-6.1-fentry", 1, "violation");
+}
+
+#[test]
+fn buggy_kernel_kprobe_trace_replays_as_violations() {
+    replay_matches_live("buggy-6.1-kprobe", 1, "violation");
+}
+
+#[test]
+fn fixed_6_1_fentry_trace_replays_as_ordered() {
+    replay_matches_live("debian-6.1-fentry", 0, "ordered");
+}
+
+#[test]
+fn fixed_6_12_tracepoint_trace_replays_as_ordered() {
+    replay_matches_live("debian-6.12-tracepoint", 0, "ordered");
+}
+
+#[test]
+fn expect_violation_turns_the_bug_into_a_pass_and_a_fix_into_a_failure() {
+    let buggy = fixture("buggy-6.1-kprobe.dtr");
+    let fixed = fixture("debian-6.1-fentry.dtr");
+    assert_eq!(check(&["--expect", "violation", buggy.to_str().unwrap()]).0, 0);
+    assert_eq!(check(&["--expect", "violation", fixed.to_str().unwrap()]).0, 1);
+    assert_eq!(check(&["--expect", "ordered", fixed.to_str().unwrap()]).0, 0);
+    assert_eq!(check(&["--expect", "ordered", buggy.to_str().unwrap()]).0, 1);
+}
+
+#[test]
+fn junit_is_well_formed_with_one_case_per_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let xml_path = dir.path().join("out.xml");
+    let buggy = fixture("buggy-6.1-fentry.dtr");
+    let (code, _, _) = check(&["--junit", xml_path.to_str().unwrap(), buggy.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    let xml = std::fs::read_to_string(&xml_path).unwrap();
+    let doc = roxmltree::Document::parse(&xml).expect("JUnit XML parses");
+    let cases: Vec<_> = doc.descendants().filter(|n| n.has_tag_name("testcase")).collect();
+    assert_eq!(cases.len(), 4, "three writes and the whole-trace case");
+    let failures: Vec<_> = doc.descendants().filter(|n| n.has_tag_name("failure")).collect();
+    assert_eq!(failures.len(), 3);
+    let f = failures[0];
+    assert_eq!(f.attribute("message"), Some("sync_before_size_update"));
+    let timeline = f.text().unwrap();
+    assert!(
+        timeline.contains("sync_enter") && timeline.contains("mark_inode_dirty"),
+        "{timeline}"
+    );
+    let suite = doc.descendants().find(|n| n.has_tag_name("testsuite")).unwrap();
+    assert_eq!(suite.attribute("failures"), Some("3"));
+    assert_eq!(suite.attribute("tests"), Some("4"));
+
+    // With --expect violation the same trace is all green.
+    check(&[
+        "--expect",
+        "violation",
+        "--junit",
+        xml_path.to_str().unwrap(),
+        buggy.to_str().unwrap(),
+    ]);
+    let xml = std::fs::read_to_string(&xml_path).unwrap();
+    let doc = roxmltree::Document::parse(&xml).unwrap();
+    assert_eq!(doc.descendants().filter(|n| n.has_tag_name("failure")).count(), 0);
+}
+
+/// One clear line on stderr, exit 4, no panic.
+fn assert_refused(bytes: &[u8], what: &str, says: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad.dtr");
+    std::fs::write(&p, bytes).unwrap();
+    let (code, out, err) = check(&[p.to_str().unwrap()]);
+    assert_eq!(code, 4, "{what}: stderr {err}");
+    assert!(out.is_empty(), "{what}: nothing on stdout, got {out}");
+    assert_eq!(err.lines().count(), 1, "{what}: one line, got {err}");
+    assert!(err.contains(says), "{what}: {err}");
+    assert!(!err.contains("panicked"), "{what}: {err}");
+}
+
+#[test]
+fn bad_input_gets_one_line_and_exit_4() {
+    let good = std::fs::read(fixture("debian-6.1-fentry.dtr")).unwrap();
+    assert_refused(b"", "empty", "empty file");
+    assert_refused(b"#!/bin/sh\necho hi\n", "not a trace", "not a dio-trace trace");
+    assert_refused(&good[..good.len() / 2], "truncated", "truncated");
+    assert_refused(&good[..good.len() - 1], "truncated by one byte", "truncated");
+    let mut flipped = good.clone();
+    let mid = good.len() / 2;
+    flipped[mid] ^= 0x40;
+    assert_refused(&flipped, "corrupted", "corrupt");
+    let mut version = good.clone();
+    version[8] = 99;
+    assert_refused(&version, "wrong version", "format version 99");
+    let (code, _, err) = check(&["/no/such/trace.dtr"]);
+    assert_eq!(code, 4);
+    assert!(err.contains("cannot read trace"), "{err}");
+}
+
+#[test]
+fn every_truncation_and_bit_flip_is_an_error_not_a_panic() {
+    use dio_trace::trace::reader::parse;
+    let good = std::fs::read(fixture("buggy-6.1-kprobe.dtr")).unwrap();
+    assert!(parse(&good).is_ok());
+    for n in 0..good.len() {
+        assert!(parse(&good[..n]).is_err(), "a prefix of {n} bytes was accepted");
+    }
+    for i in (0..good.len()).step_by(7) {
+        let mut b = good.clone();
+        b[i] ^= 1;
+        assert!(parse(&b).is_err(), "a flipped bit at {i} was accepted");
+    }
+}
