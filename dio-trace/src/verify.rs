@@ -41,6 +41,7 @@ impl PatternVerdict {
 /// Judge a pattern's run against what the pattern promises.
 pub fn judge_pattern(pattern: Pattern, count: u32, s: &Summary) -> PatternVerdict {
     let t = &s.tally;
+    let count = count * pattern.files();
     if t.violations > 0 {
         return PatternVerdict::Violation;
     }
@@ -173,7 +174,7 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<Exit> {
                     "type": "pattern",
                     "pattern": pattern.name(),
                     "expect": if pattern.counted() { "ordered" } else { "not-applicable" },
-                    "writes": a.count,
+                    "writes": a.count * pattern.files(),
                     "counted": outcome.summary.tally.counted(),
                     "verdict": verdict.label(),
                     "reason": reason,
@@ -194,7 +195,7 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<Exit> {
     } else {
         writeln!(
             out,
-            "\n{:<22} {:>7} {:>8}  {:<15} result",
+            "\n{:<26} {:>7} {:>8}  {:<15} result",
             "pattern", "writes", "counted", "verdict"
         )?;
         for (p, counted, v) in &rows {
@@ -204,14 +205,14 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<Exit> {
             };
             writeln!(
                 out,
-                "{:<22} {:>7} {:>8}  {:<15} {pass}",
+                "{:<26} {:>7} {:>8}  {:<15} {pass}",
                 p.name(),
-                a.count,
+                a.count * p.files(),
                 counted,
                 v.label()
             )?;
             if let PatternVerdict::Inconclusive(r) = v {
-                writeln!(out, "{:<22}   because {r}", "")?;
+                writeln!(out, "{:<26}   because {r}", "")?;
             }
         }
         writeln!(out, "kernel {kernel}: {}", exit_name(exit))?;

@@ -18,6 +18,9 @@ use anyhow::{Context as _, Result, bail};
 /// block size; 4096 covers every device in practice.
 pub const ALIGN: usize = 4096;
 
+/// Writers of [`Pattern::ConcurrentOSyncAppend`].
+pub const CONCURRENT_FILES: u32 = 8;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Pattern {
     /// O_DIRECT|O_SYNC appends (counted).
@@ -28,6 +31,12 @@ pub enum Pattern {
     RwfSyncAppend,
     /// O_DIRECT appends with pwritev2(RWF_DSYNC) (counted).
     RwfDsyncAppend,
+    /// O_DIRECT appends submitted through libaio's io_submit with RWF_DSYNC (counted).
+    AioDsyncAppend,
+    /// O_DIRECT appends submitted through io_uring with RWF_DSYNC (counted).
+    UringDsyncAppend,
+    /// 8 threads, each O_DIRECT|O_SYNC appending to its own file FILE/0..7 (counted).
+    ConcurrentOSyncAppend,
     /// O_DIRECT|O_SYNC overwrites inside the file's size (not extending: not counted).
     OSyncOverwrite,
     /// Plain O_DIRECT appends, no sync semantics (not counted).
@@ -39,11 +48,14 @@ pub enum Pattern {
 }
 
 impl Pattern {
-    pub const ALL: [Pattern; 8] = [
+    pub const ALL: [Pattern; 11] = [
         Pattern::OSyncAppend,
         Pattern::ODsyncAppend,
         Pattern::RwfSyncAppend,
         Pattern::RwfDsyncAppend,
+        Pattern::AioDsyncAppend,
+        Pattern::UringDsyncAppend,
+        Pattern::ConcurrentOSyncAppend,
         Pattern::OSyncOverwrite,
         Pattern::DirectAppend,
         Pattern::DirectAppendFsync,
@@ -54,8 +66,23 @@ impl Pattern {
     pub fn counted(self) -> bool {
         matches!(
             self,
-            Pattern::OSyncAppend | Pattern::ODsyncAppend | Pattern::RwfSyncAppend | Pattern::RwfDsyncAppend
+            Pattern::OSyncAppend
+                | Pattern::ODsyncAppend
+                | Pattern::RwfSyncAppend
+                | Pattern::RwfDsyncAppend
+                | Pattern::AioDsyncAppend
+                | Pattern::UringDsyncAppend
+                | Pattern::ConcurrentOSyncAppend
         )
+    }
+
+    /// Files written in parallel (each gets `count` writes).
+    pub fn files(self) -> u32 {
+        if self == Pattern::ConcurrentOSyncAppend {
+            CONCURRENT_FILES
+        } else {
+            1
+        }
     }
 
     /// Does it write with O_DIRECT (so the tracer must see its writes)?
@@ -73,10 +100,14 @@ impl Pattern {
     fn open_flags(self) -> i32 {
         let base = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC;
         base | match self {
-            Pattern::OSyncAppend | Pattern::OSyncOverwrite => libc::O_DIRECT | libc::O_SYNC,
+            Pattern::OSyncAppend | Pattern::OSyncOverwrite | Pattern::ConcurrentOSyncAppend => {
+                libc::O_DIRECT | libc::O_SYNC
+            }
             Pattern::ODsyncAppend => libc::O_DIRECT | libc::O_DSYNC,
             Pattern::RwfSyncAppend
             | Pattern::RwfDsyncAppend
+            | Pattern::AioDsyncAppend
+            | Pattern::UringDsyncAppend
             | Pattern::DirectAppend
             | Pattern::DirectAppendFsync => libc::O_DIRECT,
             Pattern::BufferedSyncAppend => libc::O_SYNC,
@@ -86,7 +117,7 @@ impl Pattern {
     fn rwf(self) -> i32 {
         match self {
             Pattern::RwfSyncAppend => libc::RWF_SYNC,
-            Pattern::RwfDsyncAppend => libc::RWF_DSYNC,
+            Pattern::RwfDsyncAppend | Pattern::AioDsyncAppend | Pattern::UringDsyncAppend => libc::RWF_DSYNC,
             _ => 0,
         }
     }
@@ -133,12 +164,35 @@ fn os_err(what: &str, file: &Path) -> anyhow::Error {
     anyhow::Error::new(std::io::Error::last_os_error()).context(format!("{what} {}", file.display()))
 }
 
-/// Run `pattern` against `file`. Returns the file's final size.
+/// Run `pattern` against `file` (a directory for the concurrent pattern).
+/// Returns the bytes in the file(s) afterwards.
 pub fn run(pattern: Pattern, file: &Path, count: u32, size: u64) -> Result<u64> {
     if size == 0 || !size.is_multiple_of(ALIGN as u64) {
         bail!("--size must be a positive multiple of {ALIGN} for direct I/O, got {size}");
     }
     let size = usize::try_from(size).context("--size too large")?;
+    if pattern.files() == 1 {
+        return write_file(pattern, file, count, size);
+    }
+    std::fs::create_dir_all(file).with_context(|| format!("cannot create directory {}", file.display()))?;
+    std::thread::scope(|s| {
+        let writers: Vec<_> = (0..pattern.files())
+            .map(|i| {
+                let f = file.join(i.to_string());
+                s.spawn(move || write_file(pattern, &f, count, size))
+            })
+            .collect();
+        writers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .map_err(|_| anyhow::anyhow!("a writer thread panicked"))?
+            })
+            .sum::<Result<u64>>()
+    })
+}
+
+fn write_file(pattern: Pattern, file: &Path, count: u32, size: usize) -> Result<u64> {
     let buf = AlignedBuf::new(size)?;
     let cpath = CString::new(file.as_os_str().as_bytes()).context("file name contains NUL")?;
     if pattern == Pattern::OSyncOverwrite {
@@ -160,16 +214,21 @@ pub fn run(pattern: Pattern, file: &Path, count: u32, size: u64) -> Result<u64> 
         return Err(e);
     }
     let fd = Fd(fd);
+    let mut submit: Box<dyn Submit> = match pattern {
+        Pattern::AioDsyncAppend => Box::new(aio::Aio::new().context("io_setup")?),
+        Pattern::UringDsyncAppend => Box::new(uring::Uring::new().context("io_uring_setup")?),
+        _ => Box::new(Pwrite),
+    };
     for i in 0..count as usize {
         let off = (i * size) as i64;
-        let iov = libc::iovec {
-            iov_base: buf.ptr.cast(),
-            iov_len: size,
-        };
-        // SAFETY: fd is open; iov points at a live buffer of `size` bytes.
-        let n = unsafe { libc::pwritev2(fd.0, &iov, 1, off, pattern.rwf()) };
-        if n != size as isize {
-            return Err(os_err(&format!("write {i} of {count} failed on"), file));
+        let n = submit
+            .write(fd.0, &buf, size, off, pattern.rwf())
+            .with_context(|| format!("write {i} of {count} to {}", file.display()))?;
+        if n != size {
+            bail!(
+                "short write {i} of {count} to {}: {n} of {size} bytes",
+                file.display()
+            );
         }
         // SAFETY: fd is open.
         if pattern == Pattern::DirectAppendFsync && unsafe { libc::fsync(fd.0) } != 0 {
@@ -180,6 +239,170 @@ pub fn run(pattern: Pattern, file: &Path, count: u32, size: u64) -> Result<u64> 
         .with_context(|| format!("stat {}", file.display()))?
         .len();
     Ok(len)
+}
+
+/// One way of submitting a write and waiting for it.
+trait Submit {
+    fn write(&mut self, fd: i32, buf: &AlignedBuf, len: usize, off: i64, rwf: i32) -> std::io::Result<usize>;
+}
+
+struct Pwrite;
+
+impl Submit for Pwrite {
+    fn write(&mut self, fd: i32, buf: &AlignedBuf, len: usize, off: i64, rwf: i32) -> std::io::Result<usize> {
+        let iov = libc::iovec {
+            iov_base: buf.ptr.cast(),
+            iov_len: len,
+        };
+        // SAFETY: fd is open; iov points at a live buffer of `len` bytes.
+        let n = unsafe { libc::pwritev2(fd, &iov, 1, off, rwf) };
+        if n < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+}
+
+/// Linux AIO (what libaio wraps), through the raw syscalls.
+mod aio {
+    use std::io;
+
+    use super::{AlignedBuf, Submit};
+
+    /// `struct iocb` of linux/aio_abi.h (x86-64, little endian).
+    #[repr(C)]
+    #[derive(Default)]
+    struct Iocb {
+        data: u64,
+        key: u32,
+        rw_flags: u32,
+        opcode: u16,
+        reqprio: i16,
+        fildes: u32,
+        buf: u64,
+        nbytes: u64,
+        offset: i64,
+        reserved2: u64,
+        flags: u32,
+        resfd: u32,
+    }
+    const _: () = assert!(std::mem::size_of::<Iocb>() == 64);
+
+    #[repr(C)]
+    #[derive(Default, Clone, Copy)]
+    struct IoEvent {
+        data: u64,
+        obj: u64,
+        res: i64,
+        res2: i64,
+    }
+
+    const IOCB_CMD_PWRITE: u16 = 1;
+
+    pub struct Aio {
+        ctx: libc::c_ulong,
+    }
+
+    fn check(r: libc::c_long) -> io::Result<libc::c_long> {
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(r)
+        }
+    }
+
+    impl Aio {
+        pub fn new() -> io::Result<Self> {
+            let mut ctx: libc::c_ulong = 0;
+            // SAFETY: io_setup with a valid out-pointer.
+            check(unsafe { libc::syscall(libc::SYS_io_setup, 1, &mut ctx) })?;
+            Ok(Self { ctx })
+        }
+    }
+
+    impl Drop for Aio {
+        fn drop(&mut self) {
+            // SAFETY: our context.
+            unsafe { libc::syscall(libc::SYS_io_destroy, self.ctx) };
+        }
+    }
+
+    impl Submit for Aio {
+        fn write(&mut self, fd: i32, buf: &AlignedBuf, len: usize, off: i64, rwf: i32) -> io::Result<usize> {
+            let mut cb = Iocb {
+                opcode: IOCB_CMD_PWRITE,
+                fildes: fd as u32,
+                buf: buf.ptr as u64,
+                nbytes: len as u64,
+                offset: off,
+                rw_flags: rwf as u32,
+                ..Iocb::default()
+            };
+            let mut list = [&raw mut cb];
+            // SAFETY: one valid iocb pointing at a live buffer.
+            check(unsafe { libc::syscall(libc::SYS_io_submit, self.ctx, 1, list.as_mut_ptr()) })?;
+            let mut ev = [IoEvent::default()];
+            // SAFETY: room for one event; no timeout (wait).
+            check(unsafe {
+                libc::syscall(
+                    libc::SYS_io_getevents,
+                    self.ctx,
+                    1,
+                    1,
+                    ev.as_mut_ptr(),
+                    std::ptr::null::<u8>(),
+                )
+            })?;
+            if ev[0].res < 0 {
+                return Err(io::Error::from_raw_os_error(-ev[0].res as i32));
+            }
+            Ok(ev[0].res as usize)
+        }
+    }
+}
+
+/// io_uring, one write in flight at a time.
+mod uring {
+    use std::io;
+
+    use io_uring::{IoUring, opcode, types};
+
+    use super::{AlignedBuf, Submit};
+
+    pub struct Uring {
+        ring: IoUring,
+    }
+
+    impl Uring {
+        pub fn new() -> io::Result<Self> {
+            Ok(Self {
+                ring: IoUring::new(4)?,
+            })
+        }
+    }
+
+    impl Submit for Uring {
+        fn write(&mut self, fd: i32, buf: &AlignedBuf, len: usize, off: i64, rwf: i32) -> io::Result<usize> {
+            let sqe = opcode::Write::new(types::Fd(fd), buf.ptr, len as u32)
+                .offset(off as u64)
+                .rw_flags(rwf)
+                .build();
+            // SAFETY: the buffer outlives the submission (we wait for it).
+            unsafe { self.ring.submission().push(&sqe) }
+                .map_err(|_| io::Error::other("io_uring queue full"))?;
+            self.ring.submit_and_wait(1)?;
+            let cqe = self
+                .ring
+                .completion()
+                .next()
+                .ok_or_else(|| io::Error::other("no io_uring completion"))?;
+            if cqe.result() < 0 {
+                return Err(io::Error::from_raw_os_error(-cqe.result()));
+            }
+            Ok(cqe.result() as usize)
+        }
+    }
 }
 
 /// Write the file's blocks once and sync them, so overwrites do not extend.
