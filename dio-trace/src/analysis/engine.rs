@@ -82,6 +82,9 @@ pub struct Tally {
     /// Begins that were not sync-flavoured size-extending writes (a backend
     /// may report more than the kernel-side filter lets through).
     pub not_counted: u64,
+    /// Begins superseded by a new begin on the same inode before any event
+    /// of theirs: attempts that never ran (EAGAIN retries).
+    pub abandoned: u64,
 }
 
 impl Tally {
@@ -189,7 +192,7 @@ impl Engine {
     fn event(&mut self, ev: Event, out: &mut Vec<WriteReport>) {
         let key = ev.key();
         if ev.kind == RecordKind::WriteBegin {
-            self.close(key, out);
+            self.supersede(key, &ev, out);
             if !counts(&ev) {
                 self.tally.not_counted += 1;
                 return;
@@ -231,6 +234,32 @@ impl Engine {
         if w.completed_at.is_some() && w.size_seen {
             self.close(key, out);
         }
+    }
+
+    /// A new write to `key` began. An open one that never got to its sync
+    /// or completion, and that left no trace at all or is now retried at
+    /// the same offset and length, was an attempt abandoned before any
+    /// effect: io_uring's non-blocking try, which ext4 refuses with EAGAIN
+    /// (after a timestamp update) before a worker retries it. It is not a
+    /// write to judge. Lost records keep it open to judgement.
+    fn supersede(&mut self, key: (u32, u64), next: &Event, out: &mut Vec<WriteReport>) {
+        let reached_io = |e: &Event| {
+            matches!(
+                e.kind,
+                RecordKind::SyncEnter | RecordKind::CompleteEnter | RecordKind::CompleteExit
+            )
+        };
+        if let Some(w) = self.open.get(&key)
+            && !w.lost
+            && !w.events.iter().any(reached_io)
+            && (w.events.is_empty() || (w.begin.pos, w.begin.len) == (next.pos, next.len))
+        {
+            self.open.remove(&key);
+            self.order.retain(|k| *k != key);
+            self.tally.abandoned += 1;
+            return;
+        }
+        self.close(key, out);
     }
 
     fn close(&mut self, key: (u32, u64), out: &mut Vec<WriteReport>) {

@@ -11,7 +11,8 @@
 //!   `write` line.
 //! - `summary`, last: `kernel`, `writes` (direct writes the kernel saw that
 //!   passed the filters), `counted`, `ordered`, `violations`,
-//!   `inconclusive`, `failed`, `not_counted`, `filtered`, `lost_events`,
+//!   `inconclusive`, `failed`, `not_counted`, `abandoned` (write attempts
+//!   retried before any effect, e.g. io_uring's EAGAIN), `filtered`, `lost_events`,
 //!   `verdict` ("ordered" | "violation" | "inconclusive"), `reasons`,
 //!   `probes`, `counters` (raw kernel counters).
 //!
@@ -122,6 +123,7 @@ pub fn summary_json(s: &Summary, info: &RunInfo) -> Value {
         "inconclusive": t.inconclusive,
         "failed": t.failed,
         "not_counted": t.not_counted,
+        "abandoned": t.abandoned,
         "filtered": t.filtered,
         "lost_events": s.lost_records,
         "verdict": s.overall.name(),

@@ -310,3 +310,65 @@ fn bounded_open_writes_evict_the_oldest() {
     assert_eq!(e.open_writes(), 2);
     assert_eq!(e.tally().evicted, 1);
 }
+
+#[test]
+fn an_attempt_retried_before_any_event_is_not_judged() {
+    // io_uring: a NOWAIT try refused with EAGAIN, then the worker's retry.
+    let (out, t) = run(events(vec![
+        begin(1, 0, EVENT_DSYNC),
+        begin(1, 5, EVENT_DSYNC),
+        dirty(1, 10, 8192),
+        sync(1, 20, 8192),
+        complete(1, 30),
+    ]));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].verdict, Verdict::Ordered);
+    assert_eq!((t.abandoned, t.counted()), (1, 1));
+}
+
+#[test]
+fn a_superseded_write_that_had_events_is_still_judged() {
+    let (out, t) = run(events(vec![
+        begin(1, 0, EVENT_DSYNC),
+        sync(1, 3, 4096),
+        begin(1, 5, EVENT_DSYNC),
+        dirty(1, 10, 8192),
+        sync(1, 20, 8192),
+        complete(1, 30),
+    ]));
+    assert_eq!(out.len(), 2);
+    assert_eq!(
+        out[0].verdict,
+        Verdict::Violation(ViolationKind::SyncBeforeSizeUpdate)
+    );
+    assert_eq!((t.abandoned, t.violations, t.ordered), (0, 1, 1));
+}
+
+#[test]
+fn a_nowait_try_retried_at_the_same_offset_is_not_judged() {
+    // As seen on 6.1 with io_uring: the submitter's try updates the
+    // timestamps (mark_inode_dirty, old size), gets EAGAIN, and io-wq
+    // retries the same write.
+    let (out, t) = run(events(vec![
+        begin(1, 0, EVENT_DSYNC),
+        dirty(1, 2, 4096),
+        begin(1, 5, EVENT_DSYNC),
+        dirty(1, 10, 8192),
+        sync(1, 20, 8192),
+        complete(1, 30),
+    ]));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].verdict, Verdict::Ordered);
+    assert_eq!((t.abandoned, t.counted()), (1, 1));
+}
+
+#[test]
+fn a_different_write_after_one_without_completion_is_no_retry() {
+    let next = Event {
+        pos: 8192,
+        ..begin(1, 5, EVENT_DSYNC)
+    };
+    let (out, t) = run(events(vec![begin(1, 0, EVENT_DSYNC), dirty(1, 2, 4096), next]));
+    assert_eq!(t.abandoned, 0);
+    assert!(matches!(out[0].verdict, Verdict::Inconclusive(_)));
+}
