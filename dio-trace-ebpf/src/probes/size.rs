@@ -36,13 +36,13 @@ pub fn tp_ext4_mark_inode_dirty(ctx: BtfTracePointContext) -> i32 {
 /// unsigned int line)` (5.8+; `ext4_mark_inode_dirty` is a macro for it).
 /// fentry cannot see its caller's address: timelines show none.
 #[fentry(function = "__ext4_mark_inode_dirty")]
-pub fn fentry___ext4_mark_inode_dirty(ctx: FEntryContext) -> i32 {
+pub fn fentry_ext4_mark_inode_dirty(ctx: FEntryContext) -> i32 {
     try_size_update(ctx.arg(1), 0, RecordKind::MarkDirty, Mechanism::Fentry);
     0
 }
 
 #[kprobe]
-pub fn kprobe___ext4_mark_inode_dirty(ctx: ProbeContext) -> u32 {
+pub fn kprobe_ext4_mark_inode_dirty(ctx: ProbeContext) -> u32 {
     if let Some(inode) = ctx.arg(1) {
         try_size_update(
             inode,

@@ -98,13 +98,13 @@ pub static CATALOG: &[ProbeSpec] = &[
                 Fentry,
                 "__ext4_mark_inode_dirty",
                 "5.8",
-                &[(Fentry, "fentry___ext4_mark_inode_dirty")],
+                &[(Fentry, "fentry_ext4_mark_inode_dirty")],
             ),
             hook(
                 Kprobe,
                 "__ext4_mark_inode_dirty",
                 "5.8",
-                &[(Kprobe, "kprobe___ext4_mark_inode_dirty")],
+                &[(Kprobe, "kprobe_ext4_mark_inode_dirty")],
             ),
             hook(
                 Tracepoint,
