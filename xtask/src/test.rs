@@ -35,6 +35,7 @@ pub fn run() -> Result<()> {
     println!("test: kernel matrix in QEMU (kernels are downloaded or built once, then cached)");
     let opts = matrix::quiet_options();
     let mut score = matrix::run(&matrix::KERNELS, &opts)?;
+    crate::vm::verify::run(&matrix::KERNELS, &opts, &mut score)?;
 
     println!("test: crash ground truth in QEMU");
     let cache = crate::kernel::Cache::from_env()?;

@@ -19,6 +19,7 @@ mod fixtures;
 pub mod matrix;
 mod qemu;
 pub mod traced;
+pub mod verify;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -181,7 +181,9 @@ fn vm_matrix(args: MatrixArgs) -> Result<()> {
     } else {
         args.kernels
     };
-    let score = matrix::run(&kernels, &matrix::quiet_options())?;
+    let opts = matrix::quiet_options();
+    let mut score = matrix::run(&kernels, &opts)?;
+    super::verify::run(&kernels, &opts, &mut score)?;
     println!("matrix: {} passed, {} failed", score.passed, score.failed);
     if score.failed > 0 {
         std::process::exit(1);

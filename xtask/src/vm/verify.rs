@@ -1,0 +1,79 @@
+//! `dio-trace verify` inside each kernel of the matrix: on the buggy
+//! kernel every sync-flavoured extending pattern must be a VIOLATION, on
+//! fixed kernels ORDERED; the patterns that must not count must be
+//! NOT-APPLICABLE everywhere.
+
+use anyhow::{Context as _, Result};
+use serde_json::Value;
+
+use super::{Disk, Guest, VmOptions, boot, matrix::Score, traced};
+use crate::kernel::{self, Cache, KernelSpec};
+
+/// Writes per pattern in the guests.
+const COUNT: u32 = 3;
+
+fn script() -> String {
+    format!(
+        "dio-trace verify --dir /mnt --count {COUNT} --json 2>/dev/null | sed 's/^/@@V /'\necho \"@@VEXIT $?\"\n"
+    )
+}
+
+/// What one pattern must show on `kernel`.
+fn want(kernel: &KernelSpec, expect: &str) -> &'static str {
+    match (expect, kernel) {
+        ("not-applicable", _) => "NOT-APPLICABLE",
+        (_, KernelSpec::Buggy61) => "VIOLATION",
+        _ => "ORDERED",
+    }
+}
+
+pub fn run(kernels: &[KernelSpec], opts: &VmOptions, score: &mut Score) -> Result<()> {
+    let cache = Cache::from_env()?;
+    let dio = traced::dio_trace_file()?;
+    for spec in kernels {
+        let kernel = kernel::resolve(spec, &cache)?;
+        let disk = Disk::ext4(256)?;
+        let outcome = boot(
+            &Guest {
+                kernel: &kernel,
+                files: std::slice::from_ref(&dio),
+                script: &script(),
+                disk: Some(&disk),
+            },
+            opts,
+        )
+        .with_context(|| format!("booting {spec}"))?;
+        let rows: Vec<Value> = outcome
+            .console
+            .lines()
+            .filter_map(|l| l.split("@@V ").nth(1))
+            .filter_map(|j| serde_json::from_str(j).ok())
+            .filter(|v: &Value| v["type"] == "pattern")
+            .collect();
+        if rows.is_empty() {
+            score.failed += 1;
+            println!("FAIL verify {spec}: no pattern results: {}", outcome.failure());
+            continue;
+        }
+        for r in rows {
+            let (pattern, got) = (
+                r["pattern"].as_str().unwrap_or("?"),
+                r["verdict"].as_str().unwrap_or("?"),
+            );
+            let w = want(spec, r["expect"].as_str().unwrap_or("?"));
+            // Counted patterns must count each write once, no more, no less.
+            let counts_right = r["expect"] == "not-applicable" || r["counted"] == r["writes"];
+            if got == w && counts_right {
+                score.passed += 1;
+                println!("PASS verify {spec} {pattern}: {got} ({} counted)", r["counted"]);
+            } else {
+                score.failed += 1;
+                println!(
+                    "FAIL verify {spec} {pattern}: want {w} with {} counted, got {got} with {} counted ({})",
+                    r["writes"], r["counted"], r["reason"]
+                );
+            }
+        }
+    }
+    Ok(())
+}
