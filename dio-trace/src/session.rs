@@ -185,6 +185,7 @@ pub async fn trace(
             feed.undecodable
         ));
     }
+    problems.extend(kernel_problems(&reading));
     info.counters = reading;
     if let Some(w) = feed.take_recorder() {
         w.finish(&Trailer {
@@ -205,6 +206,24 @@ pub async fn trace(
         info,
         child: child_status,
     })
+}
+
+/// Kernel-side failures that may have hidden a write from the verdict.
+fn kernel_problems(r: &crate::collect::counters::Reading) -> Vec<String> {
+    let mut p = Vec::new();
+    if r.get(Counter::ReadFailed) > 0 {
+        p.push(format!(
+            "{} kernel memory reads failed in the probes: some writes may be missing",
+            r.get(Counter::ReadFailed)
+        ));
+    }
+    if r.get(Counter::ArmFailed) > 0 {
+        p.push(format!(
+            "{} counted writes could not be tracked (armed-inode map full)",
+            r.get(Counter::ArmFailed)
+        ));
+    }
+    p
 }
 
 fn map_error(name: &'static str, e: aya::maps::MapError) -> LoadError {

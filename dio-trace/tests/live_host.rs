@@ -369,3 +369,115 @@ fn a_recorded_trace_replays_to_the_live_verdicts() {
     );
     assert_eq!(summary(&replay_lines)["counted"], 4);
 }
+
+#[test]
+fn a_tiny_ring_buffer_loses_records_and_the_answer_is_inconclusive_not_ordered() {
+    let Some(s) = live("forced-loss") else { return };
+    let out = Command::new(BIN)
+        .args(["run", "--json", "--ringbuf-size", "4K", "--"])
+        .args([
+            BIN,
+            "write",
+            "--pattern",
+            "concurrent-o-sync-append",
+            "--count",
+            "100",
+        ])
+        .arg(s.dir().join("c"))
+        .output()
+        .unwrap();
+    let ls = lines(&out);
+    let sum = summary(&ls);
+    assert!(
+        sum["lost_events"].as_u64().unwrap() > 0,
+        "8 writers into 4 KiB must lose records: {sum}"
+    );
+    assert_eq!(sum["verdict"], "inconclusive", "{sum}");
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(sum["violations"], 0);
+    // Only the writes that lost records are inconclusive, not the whole run's writes.
+    let inconclusive = of_type(&ls, "write")
+        .iter()
+        .filter(|w| w["verdict"] == "inconclusive")
+        .count();
+    assert!(
+        inconclusive > 0 && (inconclusive as u64) < sum["counted"].as_u64().unwrap(),
+        "{sum}"
+    );
+    assert!(
+        sum["reasons"].to_string().contains("raise --ringbuf-size"),
+        "{sum}"
+    );
+}
+
+fn signal(w: &std::process::Child, sig: i32) {
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(w.id() as i32, sig) };
+}
+
+#[test]
+fn sigterm_prints_the_summary_and_detaches() {
+    let Some(s) = live("sigterm") else { return };
+    let before = bpf_prog_count();
+    let (mut w, rest) = attached_watcher(&[]);
+    let writer = held_writer(&s.dir().join("t"), 2);
+    release_and_wait(vec![writer]);
+    signal(&w, libc::SIGTERM);
+    let status = w.wait().unwrap();
+    let ls = rest.join().unwrap();
+    assert_eq!(summary(&ls)["counted"], 2);
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(
+        settled_prog_count(before),
+        before,
+        "programs left loaded after SIGTERM"
+    );
+}
+
+#[test]
+fn nothing_stays_attached_after_sigkill() {
+    if live("sigkill").is_none() {
+        return;
+    }
+    let before = bpf_prog_count();
+    let (mut w, rest) = attached_watcher(&[]);
+    assert!(bpf_prog_count() >= before + 5);
+    signal(&w, libc::SIGKILL);
+    w.wait().unwrap();
+    rest.join().unwrap();
+    assert_eq!(
+        settled_prog_count(before),
+        before,
+        "programs left loaded after SIGKILL"
+    );
+}
+
+#[test]
+fn without_privileges_it_says_so_and_exits_4() {
+    if live("unprivileged").is_none() {
+        return;
+    }
+    // setpriv (util-linux) drops to nobody with no capabilities.
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--",
+        ])
+        .args([BIN, "watch", "--duration", "1"])
+        .output()
+        .expect("setpriv");
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("run it as root") && err.contains("CAP_BPF"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
