@@ -1,6 +1,7 @@
 //! Project tasks: `cargo xtask <command>`. Subcommands only; each lives in
 //! its own module.
 
+mod bench;
 mod build;
 mod demo;
 mod initramfs;
@@ -31,6 +32,9 @@ enum Command {
     Vm(vm::VmArgs),
     /// Resolve a kernel spec (download or build it) and print its paths.
     Kernel(kernel::KernelArgs),
+    /// Measure what dio-trace costs fio workloads on a scratch ext4, beside
+    /// untraced runs and an equivalent bpftrace script (BENCHMARKS.md).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,5 +44,6 @@ fn main() -> anyhow::Result<()> {
         Command::Setup => setup::run(),
         Command::Vm(args) => vm::run(args),
         Command::Kernel(args) => kernel::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }

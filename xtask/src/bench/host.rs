@@ -1,0 +1,169 @@
+//! The host around the benchmark: privileges, tools, signals, commands.
+
+use std::{
+    path::Path,
+    process::{Child, Command},
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+/// Tools apt can bring; installed when missing, as the brief of issue 5 asks.
+const INSTALLABLE: &[(&str, &str)] = &[("fio", "fio"), ("bpftrace", "bpftrace")];
+
+/// Tools that come with any Debian system; missing means a broken host.
+const REQUIRED: &[(&str, &str)] = &[
+    ("mkfs.ext4", "e2fsprogs"),
+    ("losetup", "util-linux"),
+    ("mount", "mount"),
+    ("umount", "mount"),
+    ("sync", "coreutils"),
+];
+
+pub fn require_root() -> Result<()> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "cargo xtask bench needs root: it makes a loop device, mounts it and loads BPF \
+             programs (run it with sudo)"
+        );
+    }
+    Ok(())
+}
+
+pub fn require_tools() -> Result<()> {
+    let missing: Vec<&str> = INSTALLABLE
+        .iter()
+        .filter(|(tool, _)| !on_path(tool))
+        .map(|&(_, pkg)| pkg)
+        .collect();
+    if !missing.is_empty() {
+        println!("bench: installing {} (apt-get install -y)", missing.join(" "));
+        sh(Command::new("apt-get").args(["update", "-q"]))?;
+        sh(Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+    for &(tool, pkg) in INSTALLABLE.iter().chain(REQUIRED) {
+        if !on_path(tool) {
+            bail!("{tool} is missing: install the Debian package {pkg} (apt-get install -y {pkg})");
+        }
+    }
+    Ok(())
+}
+
+/// Like `which`, over `PATH` and the sbin directories a sudo `PATH` may lack.
+fn on_path(tool: &str) -> bool {
+    let path = std::env::var("PATH").unwrap_or_default();
+    path.split(':')
+        .chain(["/usr/sbin", "/sbin"])
+        .any(|dir| Path::new(dir).join(tool).is_file())
+}
+
+pub fn sh(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+/// Flush dirty data host-wide (the loop image's page cache included) so
+/// each run starts from the same state instead of paying for the last one.
+pub fn settle() -> Result<()> {
+    sh(&mut Command::new("sync"))
+}
+
+/// Set by SIGINT/SIGTERM. The benchmark then stops at the next check and
+/// returns an error, so every Drop guard (loop device, mount, tracers) runs;
+/// the default action would kill us with the scratch filesystem mounted.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+pub fn stop_on_signals() -> Result<()> {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        // SAFETY: the handler only stores to an atomic (async-signal-safe).
+        if unsafe { libc::signal(sig, handler) } == libc::SIG_ERR {
+            bail!(
+                "installing a handler for signal {sig}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+pub fn check_interrupted() -> Result<()> {
+    if interrupted() {
+        bail!("interrupted by a signal");
+    }
+    Ok(())
+}
+
+pub fn signal(child: &Child, sig: libc::c_int) {
+    let Ok(pid) = libc::pid_t::try_from(child.id()) else {
+        return;
+    };
+    // SAFETY: plain syscall on our own child's pid (not yet reaped).
+    unsafe { libc::kill(pid, sig) };
+}
+
+/// Wait for `child` up to `limit`; `None` if it is still running then.
+pub fn wait_for(child: &mut Child, limit: Duration) -> Result<Option<std::process::ExitStatus>> {
+    let end = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().context("waiting for a child process")? {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= end {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// CPU time (user + system) `pid` has used so far, from /proc/PID/stat.
+pub fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    parse_cpu_ticks(&stat)
+        .map(|ticks| ticks as f64 / clock_ticks_per_second())
+        .with_context(|| format!("parsing /proc/{pid}/stat"))
+}
+
+/// utime + stime: fields 14 and 15, counted after the `(comm)` field, which
+/// may itself hold spaces.
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 { hz as f64 } else { 100.0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_ticks_skip_a_comm_with_spaces() {
+        let stat = "812 (my prog) S 1 812 812 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0";
+        assert_eq!(parse_cpu_ticks(stat), Some(300));
+    }
+}
