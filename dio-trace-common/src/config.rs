@@ -33,7 +33,8 @@ pub struct Offsets {
     pub iov_iter_dir: u32,
     /// `struct iomap_dio.iocb`, for fentry/kprobe on `iomap_dio_complete`.
     pub iomap_dio_iocb: u32,
-    pub _pad: u32,
+    /// `inode.i_generation`: tells a reused inode number from its old file.
+    pub inode_i_generation: u32,
 }
 const _: () = assert!(core::mem::size_of::<Offsets>() == 80);
 
@@ -77,8 +78,15 @@ pub struct Config {
     pub offsets: Offsets,
     pub iocb: IocbBits,
     pub filter: Filter,
+    /// `CONFIG_*` bits.
+    pub flags: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<Config>() == 128);
+const _: () = assert!(core::mem::size_of::<Config>() == 136);
+
+/// Send every event of a counted write (all `mark_inode_dirty` calls, sync
+/// exits, completion entries), not only the ones the verdict rests on.
+pub const CONFIG_FULL_TIMELINE: u32 = 1 << 0;
 
 /// Name of the global the loader overrides.
 pub const CONFIG_GLOBAL: &str = "DIO_CONFIG";
@@ -106,7 +114,7 @@ impl Config {
             file_system_type_name: 0,
             iov_iter_dir: 0,
             iomap_dio_iocb: 0,
-            _pad: 0,
+            inode_i_generation: 0,
         },
         iocb: IocbBits {
             direct: 0,
@@ -121,5 +129,7 @@ impl Config {
             _pad: 0,
             comm: [0; 16],
         },
+        flags: 0,
+        _pad: 0,
     };
 }

@@ -36,6 +36,11 @@ fn header(kind: RecordKind, mechanism: Mechanism, lost: u32) -> RecordHeader {
     }
 }
 
+/// Do not wake user space for this record: most records of a write wait in
+/// the ring for its completion (or the next tick), so a write costs one
+/// wake-up, not one per record.
+const BPF_RB_NO_WAKEUP: u64 = 1;
+
 /// What one [`InodeEvent`] says beyond its header and inode.
 pub struct Fact {
     pub kind: RecordKind,
@@ -68,7 +73,12 @@ pub fn inode_event(key: &InodeKey, sizes: &Sizes, fact: Fact, armed: Option<*mut
         arg: fact.arg,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     });
-    entry.submit(0);
+    let wake = if fact.kind == RecordKind::CompleteExit {
+        0
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    entry.submit(wake);
     count(Counter::Sent);
 }
 
@@ -125,7 +135,7 @@ pub fn path_record(
             }
         }
     }
-    entry.submit(0);
+    entry.submit(BPF_RB_NO_WAKEUP);
     count(Counter::Sent);
 }
 

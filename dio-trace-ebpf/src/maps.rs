@@ -31,6 +31,12 @@ pub static ARMED: LruHashMap<InodeKey, ArmedWrite> = LruHashMap::with_max_entrie
 #[map]
 pub static FOLLOW: LruHashMap<u32, u8> = LruHashMap::with_max_entries(8192, 0);
 
+/// Files whose path was already sent, by (dev, ino) with the inode's
+/// generation as value: a path goes out once per file, not once per write,
+/// and again when an inode number is reused by a new file.
+#[map]
+pub static PATH_SENT: LruHashMap<InodeKey, u32> = LruHashMap::with_max_entries(16384, 0);
+
 /// What an entry probe leaves for its exit probe, by task (`pid_tgid`):
 /// exit probes cannot always read their arguments (`iomap_dio_complete`
 /// frees its `dio` before it returns).

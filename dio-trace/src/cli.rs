@@ -71,9 +71,14 @@ pub struct TraceOpts {
     /// Print NDJSON (one object per line) instead of text.
     #[arg(long)]
     pub json: bool,
-    /// Which writes the text view prints [default: all for run/verify, problems for watch].
+    /// Which writes to print [default: all for run, problems for watch].
     #[arg(long, value_enum)]
     pub show: Option<Show>,
+    /// Send every kernel event of a counted write (timestamp updates, sync
+    /// exits, completion entries), not only those the verdict rests on.
+    /// Richer timelines, more overhead.
+    #[arg(long)]
+    pub full_timeline: bool,
 }
 
 #[derive(Debug, Args)]

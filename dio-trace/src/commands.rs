@@ -41,7 +41,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// The reporter a plan asks for, on stdout.
 pub fn reporter(plan: &Plan) -> Box<dyn Reporter> {
     if plan.json {
-        Box::new(Ndjson::new(io::stdout().lock()))
+        Box::new(Ndjson::new(io::stdout().lock(), plan.show))
     } else {
         Box::new(Human::new(io::stdout().lock(), plan.show))
     }
@@ -113,7 +113,7 @@ fn check(a: CheckArgs) -> anyhow::Result<Exit> {
         _ => Expect::Ordered,
     };
     let mut main: Box<dyn Reporter> = if a.json {
-        Box::new(Ndjson::new(io::stdout().lock()))
+        Box::new(Ndjson::new(io::stdout().lock(), a.show))
     } else {
         Box::new(Human::new(io::stdout().lock(), a.show))
     };

@@ -34,7 +34,7 @@ pub fn print(backend: Backend) -> anyhow::Result<Exit> {
         }
     );
 
-    let config = facts.config(Default::default());
+    let config = facts.config(Default::default(), 0);
     let ebpf = loader::load(&config, 1 << 16).map_err(|e| EnvError(chain(&e)))?;
     let btf = aya::Btf::from_sys_fs().map_err(|e| EnvError(chain(&e)))?;
     let tracer = Tracer::attach(ebpf, &btf, backend, true);

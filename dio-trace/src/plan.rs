@@ -7,7 +7,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use dio_trace_common::config::Filter;
+use dio_trace_common::config::{CONFIG_FULL_TIMELINE, Filter};
 
 use crate::{
     cli::TraceOpts,
@@ -29,6 +29,8 @@ pub struct Plan {
     pub ringbuf_bytes: u32,
     pub json: bool,
     pub show: Show,
+    /// `CONFIG_*` bits for the kernel programs.
+    pub config_flags: u32,
 }
 
 impl Plan {
@@ -76,6 +78,11 @@ impl Plan {
             ringbuf_bytes: ringbuf_bytes(opts.ringbuf_size)?,
             json: opts.json,
             show: opts.show.unwrap_or(default_show),
+            config_flags: if opts.full_timeline {
+                CONFIG_FULL_TIMELINE
+            } else {
+                0
+            },
         })
     }
 

@@ -70,7 +70,7 @@ pub async fn trace(
     record: Option<&Path>,
 ) -> anyhow::Result<Outcome> {
     let facts = KernelFacts::gather()?;
-    let config = facts.config(plan.filter);
+    let config = facts.config(plan.filter, plan.config_flags);
     let ebpf = loader::load(&config, plan.ringbuf_bytes).map_err(|e| EnvError(chain(&e)))?;
     let btf = aya::Btf::from_sys_fs()
         .map_err(|e| EnvError(format!("reading kernel BTF for tp_btf: {}", chain(&e))))?;

@@ -132,6 +132,7 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<Exit> {
             ringbuf_size: 4 << 20,
             json: a.json,
             show: Some(Show::All),
+            full_timeline: false,
         };
         let plan = Plan::new(&opts, Show::All, true)?;
         let argv = vec![
@@ -144,7 +145,7 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<Exit> {
             file.display().to_string(),
         ];
         let outcome = if a.json {
-            let mut inner = Ndjson::new(std::io::sink());
+            let mut inner = Ndjson::new(std::io::sink(), Show::All);
             rt.block_on(session::trace(
                 &plan,
                 Target::Command(argv),

@@ -208,7 +208,7 @@ fn held_writer(file: &Path, count: u32) -> std::process::Child {
 /// `start` line is out), with a reader for the rest of its output.
 fn attached_watcher(args: &[String]) -> (std::process::Child, std::thread::JoinHandle<Vec<Value>>) {
     let mut w = Command::new(BIN)
-        .args(["watch", "--json"])
+        .args(["watch", "--json", "--show", "all"])
         .args(args)
         .stdout(Stdio::piped())
         .spawn()

@@ -14,6 +14,7 @@ use aya_ebpf::{
 };
 use dio_trace_common::{
     arm::{ARM_COMPLETED, ARM_SIZE_SEEN, InodeKey},
+    config::CONFIG_FULL_TIMELINE,
     kind::RecordKind,
     probe::Mechanism,
 };
@@ -90,7 +91,10 @@ fn enter(dio: *const u8, mechanism: Mechanism) {
         inode: inode as u64,
     };
     let _ = IN_CALL.insert(&bpf_get_current_pid_tgid(), &call, 0);
-    emit(&key, inode, 0, 0, RecordKind::CompleteEnter, mechanism);
+    // The entry is timeline detail; the exit is what the verdict needs.
+    if cfg.flags & CONFIG_FULL_TIMELINE != 0 {
+        emit(&key, inode, 0, 0, RecordKind::CompleteEnter, mechanism);
+    }
 }
 
 /// Exit: the inode comes from the entry's stash.

@@ -10,6 +10,7 @@ use aya_ebpf::{
 };
 use dio_trace_common::{
     arm::{ARM_COMPLETED, ARM_SIZE_SEEN},
+    config::CONFIG_FULL_TIMELINE,
     kind::RecordKind,
     probe::Mechanism,
 };
@@ -95,13 +96,21 @@ pub fn try_size_update(inode: *const u8, ip: u64, kind: RecordKind, mechanism: M
         return;
     };
     let sz = sizes(&cfg, inode);
+    let full = cfg.flags & CONFIG_FULL_TIMELINE != 0;
     // SAFETY: map value pointer, valid while the program runs.
-    let state = unsafe {
-        if kind == RecordKind::MarkDirty && sz.i_disksize >= (*entry).end {
+    let (state, first_cover) = unsafe {
+        let covers = kind == RecordKind::MarkDirty && sz.i_disksize >= (*entry).end;
+        let first = covers && (*entry).state & ARM_SIZE_SEEN == 0;
+        if covers {
             (*entry).state |= ARM_SIZE_SEEN;
         }
-        (*entry).state
+        ((*entry).state, first)
     };
+    // The verdict needs only the first update that covers the write's end;
+    // the rest (timestamps, extent changes) are timeline detail.
+    if !(full || first_cover) {
+        return;
+    }
     inode_event(
         &key,
         &sz,

@@ -9,7 +9,7 @@ use aya_ebpf::{
     macros::{btf_tracepoint, fentry, fexit, kprobe},
     programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext},
 };
-use dio_trace_common::{kind::RecordKind, probe::Mechanism};
+use dio_trace_common::{config::CONFIG_FULL_TIMELINE, kind::RecordKind, probe::Mechanism};
 
 use crate::{
     emit::{Fact, inode_event},
@@ -96,6 +96,10 @@ pub fn try_sync(inode: *const u8, kind: RecordKind, arg: u64, mechanism: Mechani
     let Some(entry) = armed(&key) else {
         return;
     };
+    // Sync exits are timeline detail.
+    if kind == RecordKind::SyncExit && cfg.flags & CONFIG_FULL_TIMELINE == 0 {
+        return;
+    }
     let sz = sizes(&cfg, inode);
     inode_event(
         &key,

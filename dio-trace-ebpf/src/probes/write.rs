@@ -19,7 +19,7 @@ use dio_trace_common::{
 use crate::{
     emit::{Fact, inode_event, path_record},
     facts::{file_inode, inode_key, iocb_file, is_ext4, read, sizes},
-    maps::{ARMED, DIO_CONFIG, count},
+    maps::{ARMED, DIO_CONFIG, PATH_SENT, count},
     probes::{armed, task_passes},
 };
 
@@ -156,7 +156,13 @@ pub fn try_write_begin(iocb: *const u8, iter: *const u8, mechanism: Mechanism) {
         },
         entry,
     );
-    if let Ok(dentry) = read::<*const u8>(file, cfg.offsets.file_f_path_dentry) {
+    let generation = read::<u32>(inode, cfg.offsets.inode_i_generation).unwrap_or(0);
+    // SAFETY: read-only copy of a plain value.
+    let sent = unsafe { PATH_SENT.get(&key) }.copied();
+    if sent != Some(generation)
+        && let Ok(dentry) = read::<*const u8>(file, cfg.offsets.file_f_path_dentry)
+    {
         path_record(&cfg, &key, dentry, mechanism, entry);
+        let _ = PATH_SENT.insert(&key, &generation, 0);
     }
 }

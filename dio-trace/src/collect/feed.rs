@@ -31,7 +31,15 @@ pub struct Feed<A> {
     /// Records that would not decode (a build mismatch): never silent.
     pub undecodable: u64,
     pub ready: Vec<WriteReport>,
+    /// Paths by (dev, ino). The kernel sends a file's path once, not with
+    /// every write; each begin gets the last one known, and a new path
+    /// record (a reused inode number) replaces it.
+    paths: std::collections::HashMap<(u32, u64), Option<String>>,
 }
+
+/// Paths remembered at most; past it the cache starts over (a write whose
+/// path is then unknown is still judged, its path shown as unknown).
+const MAX_PATHS: usize = 65_536;
 
 impl<A: Annotator> Feed<A> {
     pub fn new(engine: Engine, annotator: A) -> Self {
@@ -42,6 +50,7 @@ impl<A: Annotator> Feed<A> {
             lost_seen: 0,
             undecodable: 0,
             ready: Vec::new(),
+            paths: std::collections::HashMap::new(),
         }
     }
 
@@ -81,6 +90,10 @@ impl<A: Annotator> Feed<A> {
                 if let Some(w) = self.recorder.as_mut() {
                     w.path(dev, ino, path.as_deref())?;
                 }
+                if self.paths.len() >= MAX_PATHS {
+                    self.paths.clear();
+                }
+                self.paths.insert((dev, ino), path.clone());
                 Input::Path { dev, ino, path }
             }
             Err(_) => {
@@ -94,8 +107,20 @@ impl<A: Annotator> Feed<A> {
         if let Some(w) = self.recorder.as_mut() {
             w.record(bytes)?;
         }
+        let known = match &input {
+            Input::Event(e) if e.kind == RecordKind::WriteBegin => self.paths.get(&e.key()).cloned(),
+            _ => None,
+        };
+        let key = match &input {
+            Input::Event(e) => Some(e.key()),
+            _ => None,
+        };
         let closed = self.engine.push(input);
         self.ready.extend(closed);
+        if let (Some(path), Some((dev, ino))) = (known, key) {
+            let closed = self.engine.push(Input::Path { dev, ino, path });
+            self.ready.extend(closed);
+        }
         Ok(())
     }
 

@@ -85,7 +85,7 @@ impl KernelBtf {
             // Private to fs/iomap/direct-io.c but in vmlinux BTF when iomap is
             // built in (always, when ext4 is). Only fentry/kprobe need it.
             iomap_dio_iocb: self.offset("iomap_dio", "iocb").unwrap_or(0),
-            _pad: 0,
+            inode_i_generation: self.offset("inode", "i_generation")?,
         })
     }
 

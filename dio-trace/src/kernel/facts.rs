@@ -58,11 +58,13 @@ impl KernelFacts {
     }
 
     /// The loader global for a run with `filter`.
-    pub fn config(&self, filter: Filter) -> Config {
+    pub fn config(&self, filter: Filter, flags: u32) -> Config {
         Config {
             offsets: self.offsets,
             iocb: self.iocb,
             filter,
+            flags,
+            _pad: 0,
         }
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Schema (every line has `type`):
 //! - `start`: `kernel`, `probes` (probe -> "mechanism:target" or null).
-//! - `write`: one per counted (or failed) write: `verdict` ("ordered" |
+//! - `write`: one per counted (or failed) write (with `--show problems`,
+//!   the default of `watch`, only violations and inconclusive ones): `verdict` ("ordered" |
 //!   "violation" | "inconclusive" | "failed"), `kind` (violation kind or
 //!   null), `reason` (why inconclusive, or null), `pid`, `tid`, `comm`,
 //!   `dev` ("major:minor"), `ino`, `path` (null when unresolved), `offset`,
@@ -26,7 +27,7 @@ use std::io::Write;
 use dio_trace_common::{counters::Counter, kind::RecordKind};
 use serde_json::{Value, json};
 
-use super::{Reporter, RunInfo, backend_of};
+use super::{Reporter, RunInfo, Show, backend_of};
 use crate::{
     analysis::{Event, Summary, Verdict, engine::WriteReport},
     kernel::dev_string,
@@ -34,11 +35,12 @@ use crate::{
 
 pub struct Ndjson<W: Write> {
     out: W,
+    show: Show,
 }
 
 impl<W: Write> Ndjson<W> {
-    pub fn new(out: W) -> Self {
-        Self { out }
+    pub fn new(out: W, show: Show) -> Self {
+        Self { out, show }
     }
 
     fn line(&mut self, v: &Value) -> std::io::Result<()> {
@@ -139,6 +141,9 @@ impl<W: Write> Reporter for Ndjson<W> {
     }
 
     fn write(&mut self, w: &WriteReport) -> std::io::Result<()> {
+        if self.show == Show::Problems && matches!(w.verdict, Verdict::Ordered | Verdict::Failed(_)) {
+            return Ok(());
+        }
         self.line(&write_json("write", w))?;
         if matches!(w.verdict, Verdict::Violation(_)) {
             self.line(&write_json("violation", w))?;
