@@ -144,23 +144,18 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<Exit> {
             a.count.to_string(),
             file.display().to_string(),
         ];
-        let outcome = if a.json {
-            let mut inner = Ndjson::new(std::io::sink(), Show::All);
-            rt.block_on(session::trace(
-                &plan,
-                Target::Command(argv),
-                &mut WritesOnly(&mut inner),
-                None,
-            ))?
+        // Per-write lines only: the table (or the pattern lines) is ours.
+        let mut inner: Box<dyn Reporter> = if a.json {
+            Box::new(Ndjson::new(std::io::sink(), Show::All))
         } else {
-            let mut inner = Human::new(std::io::stdout(), Show::All);
-            rt.block_on(session::trace(
-                &plan,
-                Target::Command(argv),
-                &mut WritesOnly(&mut inner),
-                None,
-            ))?
+            Box::new(Human::new(std::io::stdout(), Show::All))
         };
+        let outcome = rt.block_on(session::trace(
+            &plan,
+            Target::Command(argv),
+            &mut WritesOnly(inner.as_mut()),
+            None,
+        ))?;
         let _ = std::fs::remove_file(&file);
         kernel = outcome.info.kernel.clone();
         let verdict = judge_pattern(pattern, a.count, &outcome.summary);

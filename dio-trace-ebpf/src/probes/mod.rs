@@ -14,7 +14,10 @@ use dio_trace_common::{
     config::Config,
 };
 
-use crate::maps::{ARMED, FOLLOW};
+use crate::{
+    facts::inode_key,
+    maps::{ARMED, FOLLOW},
+};
 
 /// Does the current task pass the pid/comm filters?
 #[inline(always)]
@@ -44,4 +47,13 @@ pub fn task_passes(cfg: &Config) -> bool {
 #[inline(always)]
 pub fn armed(key: &InodeKey) -> Option<*mut ArmedWrite> {
     ARMED.get_ptr_mut(key)
+}
+
+/// The key and armed entry of `inode`: the first thing every probe but the
+/// write's start asks, and the only work it does for unarmed inodes.
+#[inline(always)]
+pub fn armed_inode(cfg: &Config, inode: *const u8) -> Option<(InodeKey, *mut ArmedWrite)> {
+    let key = inode_key(cfg, inode).ok()?;
+    let entry = armed(&key)?;
+    Some((key, entry))
 }

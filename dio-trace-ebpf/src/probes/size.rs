@@ -17,9 +17,9 @@ use dio_trace_common::{
 
 use crate::{
     emit::{Fact, inode_event},
-    facts::{inode_key, read, sizes},
+    facts::{read, sizes},
     maps::{ARMED, DIO_CONFIG},
-    probes::armed,
+    probes::armed_inode,
 };
 
 #[btf_tracepoint(function = "ext4_mark_inode_dirty")]
@@ -89,10 +89,7 @@ fn return_address(ctx: &ProbeContext) -> u64 {
 #[inline(always)]
 pub fn try_size_update(inode: *const u8, ip: u64, kind: RecordKind, mechanism: Mechanism) {
     let cfg = DIO_CONFIG.load();
-    let Ok(key) = inode_key(&cfg, inode) else {
-        return;
-    };
-    let Some(entry) = armed(&key) else {
+    let Some((key, entry)) = armed_inode(&cfg, inode) else {
         return;
     };
     let sz = sizes(&cfg, inode);

@@ -13,9 +13,9 @@ use dio_trace_common::{config::CONFIG_FULL_TIMELINE, kind::RecordKind, probe::Me
 
 use crate::{
     emit::{Fact, inode_event},
-    facts::{file_inode, inode_key, sizes},
+    facts::{file_inode, sizes},
     maps::DIO_CONFIG,
-    probes::armed,
+    probes::armed_inode,
 };
 
 #[btf_tracepoint(function = "ext4_sync_file_enter")]
@@ -90,10 +90,7 @@ fn file_sync(file: *const u8, kind: RecordKind, arg: u64, mechanism: Mechanism) 
 #[inline(always)]
 pub fn try_sync(inode: *const u8, kind: RecordKind, arg: u64, mechanism: Mechanism) {
     let cfg = DIO_CONFIG.load();
-    let Ok(key) = inode_key(&cfg, inode) else {
-        return;
-    };
-    let Some(entry) = armed(&key) else {
+    let Some((key, entry)) = armed_inode(&cfg, inode) else {
         return;
     };
     // Sync exits are timeline detail.

@@ -62,8 +62,6 @@ fn write_and_crash(pattern: &str) -> String {
     )
 }
 
-const READ_SIZE: &str = "stat -c '@@SIZE %s' /mnt/probe\n";
-
 fn marked<'a>(console: &'a str, marker: &str) -> Option<&'a str> {
     console
         .lines()
@@ -99,18 +97,8 @@ fn one(kernel: &Kernel, dio: &GuestFile, pattern: &'static str, opts: &VmOptions
             )
         })?;
     let verdict = summary["verdict"].as_str().unwrap_or("missing").to_owned();
-    let second = boot(
-        &Guest {
-            kernel,
-            files: &[],
-            script: READ_SIZE,
-            disk: Some(&disk),
-        },
-        opts,
-    )?;
-    let size = marked(&second.console, "@@SIZE ")
-        .and_then(|s| s.parse().ok())
-        .with_context(|| format!("{pattern}: boot 2 printed no size: {}", second.failure()))?;
+    let size = super::crash_probe::surviving_size(kernel, &disk, opts)
+        .with_context(|| format!("{pattern}: boot 2"))?;
     Ok(CrashResult {
         pattern,
         verdict,

@@ -77,12 +77,18 @@ pub fn crash_probe(kernel: &Kernel, cache: &Cache, opts: &VmOptions) -> Result<u
         "crash-probe boot 2 of 2 ({}): remount and measure",
         kernel.spec
     ));
+    surviving_size(kernel, &disk, opts)
+}
+
+/// Boot `kernel` on `disk` after a crash: mounting replays the journal;
+/// returns the size of /mnt/probe that survived.
+pub fn surviving_size(kernel: &Kernel, disk: &Disk, opts: &VmOptions) -> Result<u64> {
     let (code, console) = run_script(
         &Guest {
             kernel,
             files: &[],
             script: READ_SIZE,
-            disk: Some(&disk),
+            disk: Some(disk),
         },
         opts,
     )?;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, bail};
 
-use super::{Disk, Guest, VmOptions, boot, traced};
+use super::{VmOptions, traced};
 use crate::kernel::{self, Cache, KernelSpec};
 
 /// (kernel, backend) pairs worth keeping: the bug through both function
@@ -67,16 +67,7 @@ pub fn run(opts: &VmOptions) -> Result<()> {
     std::fs::create_dir_all(fixtures_dir())?;
     for (spec, backend) in RECORDINGS {
         let kernel = kernel::resolve(&spec, &cache)?;
-        let disk = Disk::ext4(128)?;
-        let outcome = boot(
-            &Guest {
-                kernel: &kernel,
-                files: std::slice::from_ref(&dio),
-                script: &script(backend),
-                disk: Some(&disk),
-            },
-            opts,
-        )?;
+        let outcome = traced::boot_with_dio(&kernel, &dio, &script(backend), opts)?;
         let name = format!("{spec}-{backend}");
         let trace =
             block(&outcome.console, "@@TRACE").with_context(|| format!("{name}: {}", outcome.failure()))?;

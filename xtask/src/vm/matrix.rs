@@ -9,10 +9,10 @@
 //! kernel cannot serve (tracepoints before 6.4) must be reported as such
 //! (exit 3, the missing probe named), not skipped.
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use serde_json::Value;
 
-use super::{ConsoleMode, Guest, VmOptions, boot, traced};
+use super::{ConsoleMode, VmOptions, traced};
 use crate::initramfs::GuestFile;
 use crate::kernel::{self, Cache, KernelSpec};
 
@@ -143,17 +143,7 @@ pub fn run(kernels: &[KernelSpec], opts: &VmOptions) -> Result<Score> {
     let mut score = Score::default();
     for spec in kernels {
         let kernel = kernel::resolve(spec, &cache)?;
-        let disk = super::Disk::ext4(256)?;
-        let outcome = boot(
-            &Guest {
-                kernel: &kernel,
-                files: std::slice::from_ref(&dio),
-                script: &script(),
-                disk: Some(&disk),
-            },
-            opts,
-        )
-        .with_context(|| format!("booting {spec}"))?;
+        let outcome = traced::boot_with_dio(&kernel, &dio, &script(), opts)?;
         let seen = parse(&outcome.console);
         for b in BACKENDS {
             for p in PATTERNS {

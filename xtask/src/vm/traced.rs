@@ -1,7 +1,7 @@
 //! dio-trace inside a guest: the static binary, a scratch ext4 on /mnt, and
 //! the dio-trace command line the user gave.
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 
 use super::{Disk, Guest, Outcome, VmOptions, boot};
 use crate::initramfs::GuestFile;
@@ -24,19 +24,29 @@ pub fn sh_quote(s: &str) -> String {
     }
 }
 
-/// Boot `kernel` with a fresh scratch ext4 on /mnt and run `dio-trace ARGS`
-/// in /mnt.
-pub fn run_dio_trace(kernel: &Kernel, dio: &GuestFile, args: &[String], opts: &VmOptions) -> Result<Outcome> {
+/// Boot `kernel` with dio-trace in /bin and a fresh scratch ext4 on /mnt,
+/// and run `script`.
+pub fn boot_with_dio(kernel: &Kernel, dio: &GuestFile, script: &str, opts: &VmOptions) -> Result<Outcome> {
     let disk = Disk::ext4(256)?;
-    let line: Vec<String> = args.iter().map(|a| sh_quote(a)).collect();
-    let script = format!("cd /mnt\ndio-trace {}\n", line.join(" "));
     boot(
         &Guest {
             kernel,
             files: std::slice::from_ref(dio),
-            script: &script,
+            script,
             disk: Some(&disk),
         },
+        opts,
+    )
+    .with_context(|| format!("booting {}", kernel.spec))
+}
+
+/// Boot `kernel` as [`boot_with_dio`] and run `dio-trace ARGS` in /mnt.
+pub fn run_dio_trace(kernel: &Kernel, dio: &GuestFile, args: &[String], opts: &VmOptions) -> Result<Outcome> {
+    let line: Vec<String> = args.iter().map(|a| sh_quote(a)).collect();
+    boot_with_dio(
+        kernel,
+        dio,
+        &format!("cd /mnt\ndio-trace {}\n", line.join(" ")),
         opts,
     )
 }

@@ -3,10 +3,10 @@
 //! fixed kernels ORDERED; the patterns that must not count must be
 //! NOT-APPLICABLE everywhere.
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use serde_json::Value;
 
-use super::{Disk, Guest, VmOptions, boot, matrix::Score, traced};
+use super::{VmOptions, matrix::Score, traced};
 use crate::kernel::{self, Cache, KernelSpec};
 
 /// Writes per pattern in the guests.
@@ -32,17 +32,7 @@ pub fn run(kernels: &[KernelSpec], opts: &VmOptions, score: &mut Score) -> Resul
     let dio = traced::dio_trace_file()?;
     for spec in kernels {
         let kernel = kernel::resolve(spec, &cache)?;
-        let disk = Disk::ext4(256)?;
-        let outcome = boot(
-            &Guest {
-                kernel: &kernel,
-                files: std::slice::from_ref(&dio),
-                script: &script(),
-                disk: Some(&disk),
-            },
-            opts,
-        )
-        .with_context(|| format!("booting {spec}"))?;
+        let outcome = traced::boot_with_dio(&kernel, &dio, &script(), opts)?;
         let rows: Vec<Value> = outcome
             .console
             .lines()
