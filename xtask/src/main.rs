@@ -4,6 +4,7 @@
 mod bench;
 mod build;
 mod demo;
+mod fuzz;
 mod initramfs;
 mod kernel;
 mod setup;
@@ -35,6 +36,8 @@ enum Command {
     /// Measure what dio-trace costs fio workloads on a scratch ext4, beside
     /// untraced runs and an equivalent bpftrace script (BENCHMARKS.md).
     Bench(bench::BenchArgs),
+    /// Fuzz the trace reader and the record decoder (cargo-fuzz, nightly).
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -45,5 +48,6 @@ fn main() -> anyhow::Result<()> {
         Command::Vm(args) => vm::run(args),
         Command::Kernel(args) => kernel::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Fuzz(args) => fuzz::run(args),
     }
 }
