@@ -1,7 +1,10 @@
 //! Keys and values of the kernel's armed-inode map.
 //!
 //! An inode is "armed" while a size-extending, sync-flavoured direct write
-//! to it is in flight: only armed inodes' events leave the kernel.
+//! to it is in flight: only armed inodes' events leave the kernel. The map
+//! is keyed by the inode's address, which every later hook holds already,
+//! so an event of an unarmed inode costs one lookup and no memory reads;
+//! the entry carries the (dev, ino) that records report.
 
 /// (device, inode number): how writes, size updates and syncs are matched.
 #[repr(C)]
@@ -23,8 +26,10 @@ pub struct ArmedWrite {
     pub lost: u32,
     /// `ARM_*` bits.
     pub state: u32,
+    /// The inode, as records name it.
+    pub key: InodeKey,
 }
-const _: () = assert!(core::mem::size_of::<ArmedWrite>() == 16);
+const _: () = assert!(core::mem::size_of::<ArmedWrite>() == 32);
 
 /// A size update covering `end` was seen.
 pub const ARM_SIZE_SEEN: u32 = 1 << 0;

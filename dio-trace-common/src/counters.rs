@@ -6,7 +6,8 @@
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counter {
-    /// Direct writes seen that passed the pid/comm/dev filters.
+    /// Direct writes by the traced tasks (pid/comm filters), on any
+    /// filesystem: proof that the write probe sees writes at all.
     DirectWrites = 0,
     /// Direct writes that the filters kept out.
     Filtered = 1,
@@ -24,7 +25,7 @@ pub enum Counter {
     ArmFailed = 7,
     /// Records sent.
     Sent = 8,
-    /// Direct writes to a filesystem other than ext4 (not judged).
+    /// Sync-flavoured direct writes to a filesystem other than ext4 (not judged).
     OtherFs = 9,
 }
 

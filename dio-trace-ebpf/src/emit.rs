@@ -7,7 +7,7 @@ use aya_ebpf::helpers::{
     bpf_probe_read_kernel_str_bytes,
 };
 use dio_trace_common::{
-    arm::{ArmedWrite, InodeKey},
+    arm::ArmedWrite,
     config::Config,
     counters::Counter,
     kind::RecordKind,
@@ -51,12 +51,12 @@ pub struct Fact {
     pub flags: u32,
 }
 
-/// Send one inode fact. `armed` is the inode's entry, whose loss count the
-/// record carries and which grows when the ring buffer is full.
+/// Send one fact of an armed inode. The record carries the entry's loss
+/// count, which grows when the ring buffer is full.
 #[inline(always)]
-pub fn inode_event(key: &InodeKey, sizes: &Sizes, fact: Fact, armed: Option<*mut ArmedWrite>) {
+pub fn inode_event(armed: *mut ArmedWrite, sizes: &Sizes, fact: Fact) {
     // SAFETY: map value pointers stay valid while the program runs.
-    let lost = armed.map(|a| unsafe { (*a).lost }).unwrap_or(0);
+    let (key, lost) = unsafe { ((*armed).key, (*armed).lost) };
     let Some(mut entry) = EVENTS.reserve::<InodeEvent>(0) else {
         lost_one(armed);
         return;
@@ -85,13 +85,9 @@ pub fn inode_event(key: &InodeKey, sizes: &Sizes, fact: Fact, armed: Option<*mut
 /// Send the file's path as dentry names, leaf first, walking `d_parent`
 /// until the filesystem root (or `PATH_DEPTH` names).
 #[inline(always)]
-pub fn path_record(
-    cfg: &Config,
-    key: &InodeKey,
-    dentry: *const u8,
-    mechanism: Mechanism,
-    armed: Option<*mut ArmedWrite>,
-) {
+pub fn path_record(cfg: &Config, dentry: *const u8, mechanism: Mechanism, armed: *mut ArmedWrite) {
+    // SAFETY: map value pointer, valid while the program runs.
+    let key = unsafe { (*armed).key };
     let Some(mut entry) = EVENTS.reserve::<PathRecord>(0) else {
         lost_one(armed);
         return;
@@ -140,10 +136,8 @@ pub fn path_record(
 }
 
 #[inline(always)]
-fn lost_one(armed: Option<*mut ArmedWrite>) {
+fn lost_one(armed: *mut ArmedWrite) {
     count(Counter::RingbufFull);
-    if let Some(a) = armed {
-        // SAFETY: map value pointer, valid while the program runs.
-        unsafe { (*a).lost = (*a).lost.wrapping_add(1) };
-    }
+    // SAFETY: map value pointer, valid while the program runs.
+    unsafe { (*armed).lost = (*armed).lost.wrapping_add(1) };
 }

@@ -23,9 +23,10 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
 
-/// Inodes with a size-extending sync-flavoured direct write in flight.
+/// Inodes with a size-extending sync-flavoured direct write in flight, by
+/// the inode's address.
 #[map]
-pub static ARMED: LruHashMap<InodeKey, ArmedWrite> = LruHashMap::with_max_entries(ARM_MAP_ENTRIES, 0);
+pub static ARMED: LruHashMap<u64, ArmedWrite> = LruHashMap::with_max_entries(ARM_MAP_ENTRIES, 0);
 
 /// Process ids to trace when `Filter::follow` is set; children join on fork.
 #[map]
@@ -37,19 +38,11 @@ pub static FOLLOW: LruHashMap<u32, u8> = LruHashMap::with_max_entries(8192, 0);
 #[map]
 pub static PATH_SENT: LruHashMap<InodeKey, u32> = LruHashMap::with_max_entries(16384, 0);
 
-/// What an entry probe leaves for its exit probe, by task (`pid_tgid`):
+/// The inode an entry probe saw, by task (`pid_tgid`), for its exit probe:
 /// exit probes cannot always read their arguments (`iomap_dio_complete`
 /// frees its `dio` before it returns).
 #[map]
-pub static IN_CALL: LruHashMap<u64, InCall> = LruHashMap::with_max_entries(4096, 0);
-
-/// The inode an entry probe saw.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct InCall {
-    pub key: InodeKey,
-    pub inode: u64,
-}
+pub static IN_CALL: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 0);
 
 /// Add one to a counter. Never fails: a missing slot is a build bug.
 #[inline(always)]

@@ -35,7 +35,9 @@ impl Tracer {
 fn attach_hook(ebpf: &mut Ebpf, btf: &Btf, hook: &Hook) -> Result<(), String> {
     for (i, &(mechanism, program)) in hook.programs.iter().enumerate() {
         if let Err(e) = attach_one(ebpf, btf, mechanism, program, hook) {
-            for &(_, done) in &hook.programs[..i] {
+            // Unload the failed part too: a later hook may load the same
+            // program against another target.
+            for &(_, done) in &hook.programs[..=i] {
                 if let Some(p) = ebpf.program_mut(done) {
                     let _ = unload(p);
                 }

@@ -186,6 +186,12 @@ pub async fn trace(
         ));
     }
     problems.extend(kernel_problems(&reading));
+    let other_fs = reading.get(Counter::OtherFs);
+    if feed.engine.tally().counted() == 0 && other_fs > 0 {
+        problems.push(format!(
+            "{other_fs} direct writes went to filesystems other than ext4, which dio-trace cannot judge"
+        ));
+    }
     info.counters = reading;
     if let Some(w) = feed.take_recorder() {
         w.finish(&Trailer {

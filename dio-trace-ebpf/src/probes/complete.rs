@@ -13,7 +13,7 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
 use dio_trace_common::{
-    arm::{ARM_COMPLETED, ARM_SIZE_SEEN, InodeKey},
+    arm::{ARM_COMPLETED, ARM_SIZE_SEEN},
     config::CONFIG_FULL_TIMELINE,
     kind::RecordKind,
     probe::Mechanism,
@@ -21,8 +21,8 @@ use dio_trace_common::{
 
 use crate::{
     emit::{Fact, inode_event},
-    facts::{file_inode, inode_key, iocb_file, read, sizes},
-    maps::{ARMED, DIO_CONFIG, IN_CALL, InCall},
+    facts::{file_inode, iocb_file, read, sizes},
+    maps::{ARMED, DIO_CONFIG, IN_CALL},
     probes::armed,
 };
 
@@ -31,15 +31,8 @@ pub fn tp_iomap_dio_complete(ctx: BtfTracePointContext) -> i32 {
     let iocb: *const u8 = ctx.arg(0);
     let error: i32 = ctx.arg(1);
     let ret: i64 = ctx.arg(2);
-    if let Some((key, inode)) = iocb_inode(iocb) {
-        emit(
-            &key,
-            inode,
-            error,
-            ret,
-            RecordKind::CompleteExit,
-            Mechanism::Tracepoint,
-        );
+    if let Some(inode) = sync_write_inode(iocb) {
+        emit(inode, error, ret, RecordKind::CompleteExit, Mechanism::Tracepoint);
     }
     0
 }
@@ -73,27 +66,24 @@ pub fn kretprobe_iomap_dio_complete(ctx: RetProbeContext) -> u32 {
     0
 }
 
-/// Entry: note the inode for the exit probe and report the entry.
+/// Entry: note the inode for the exit probe and, with a full timeline,
+/// report the entry.
 #[inline(always)]
 fn enter(dio: *const u8, mechanism: Mechanism) {
     let cfg = DIO_CONFIG.load();
     let Ok(iocb) = read::<*const u8>(dio, cfg.offsets.iomap_dio_iocb) else {
         return;
     };
-    let Some((key, inode)) = iocb_inode(iocb) else {
+    let Some(inode) = sync_write_inode(iocb) else {
         return;
     };
-    if armed(&key).is_none() {
+    if armed(inode).is_none() {
         return;
     }
-    let call = InCall {
-        key,
-        inode: inode as u64,
-    };
-    let _ = IN_CALL.insert(&bpf_get_current_pid_tgid(), &call, 0);
+    let _ = IN_CALL.insert(&bpf_get_current_pid_tgid(), &(inode as u64), 0);
     // The entry is timeline detail; the exit is what the verdict needs.
     if cfg.flags & CONFIG_FULL_TIMELINE != 0 {
-        emit(&key, inode, 0, 0, RecordKind::CompleteEnter, mechanism);
+        emit(inode, 0, 0, RecordKind::CompleteEnter, mechanism);
     }
 }
 
@@ -102,34 +92,31 @@ fn enter(dio: *const u8, mechanism: Mechanism) {
 fn exit(ret: i64, mechanism: Mechanism) {
     let id = bpf_get_current_pid_tgid();
     // SAFETY: read-only copy of a plain value.
-    let Some(call) = (unsafe { IN_CALL.get(&id) }).copied() else {
+    let Some(inode) = (unsafe { IN_CALL.get(&id) }).copied() else {
         return;
     };
     let _ = IN_CALL.remove(&id);
-    emit(
-        &call.key,
-        call.inode as *const u8,
-        0,
-        ret,
-        RecordKind::CompleteExit,
-        mechanism,
-    );
+    emit(inode as *const u8, 0, ret, RecordKind::CompleteExit, mechanism);
 }
 
+/// The inode of a sync-flavoured write's kiocb. Only those can be armed,
+/// so every other completion leaves after one read.
 #[inline(always)]
-fn iocb_inode(iocb: *const u8) -> Option<(InodeKey, *const u8)> {
+fn sync_write_inode(iocb: *const u8) -> Option<*const u8> {
     let cfg = DIO_CONFIG.load();
+    let ki_flags: u32 = read(iocb, cfg.offsets.kiocb_ki_flags).ok()?;
+    if ki_flags & cfg.iocb.dsync == 0 {
+        return None;
+    }
     let file = iocb_file(&cfg, iocb).ok()?;
-    let inode = file_inode(&cfg, file).ok()?;
-    let key = inode_key(&cfg, inode).ok()?;
-    Some((key, inode))
+    file_inode(&cfg, file).ok()
 }
 
 /// `pos` carries the completion's error, `arg` its return value.
 #[inline(always)]
-fn emit(key: &InodeKey, inode: *const u8, error: i32, ret: i64, kind: RecordKind, mechanism: Mechanism) {
+fn emit(inode: *const u8, error: i32, ret: i64, kind: RecordKind, mechanism: Mechanism) {
     let cfg = DIO_CONFIG.load();
-    let Some(entry) = armed(key) else {
+    let Some(entry) = armed(inode) else {
         return;
     };
     let sz = sizes(&cfg, inode);
@@ -142,7 +129,7 @@ fn emit(key: &InodeKey, inode: *const u8, error: i32, ret: i64, kind: RecordKind
         (*entry).state
     };
     inode_event(
-        key,
+        entry,
         &sz,
         Fact {
             kind,
@@ -152,9 +139,8 @@ fn emit(key: &InodeKey, inode: *const u8, error: i32, ret: i64, kind: RecordKind
             arg: ret as u64,
             flags: 0,
         },
-        Some(entry),
     );
     if done && state & ARM_SIZE_SEEN != 0 {
-        let _ = ARMED.remove(key);
+        let _ = ARMED.remove(&(inode as u64));
     }
 }

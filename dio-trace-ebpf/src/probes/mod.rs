@@ -9,15 +9,9 @@ pub mod sync;
 pub mod write;
 
 use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid};
-use dio_trace_common::{
-    arm::{ArmedWrite, InodeKey},
-    config::Config,
-};
+use dio_trace_common::{arm::ArmedWrite, config::Config};
 
-use crate::{
-    facts::inode_key,
-    maps::{ARMED, FOLLOW},
-};
+use crate::maps::{ARMED, FOLLOW};
 
 /// Does the current task pass the pid/comm filters?
 #[inline(always)]
@@ -43,17 +37,10 @@ pub fn task_passes(cfg: &Config) -> bool {
     true
 }
 
-/// The armed entry of an inode, if a counted write to it is in flight.
+/// The armed entry of an inode (by address), if a counted write to it is
+/// in flight: the first and, for unarmed inodes, only thing every probe but
+/// the write's start does.
 #[inline(always)]
-pub fn armed(key: &InodeKey) -> Option<*mut ArmedWrite> {
-    ARMED.get_ptr_mut(key)
-}
-
-/// The key and armed entry of `inode`: the first thing every probe but the
-/// write's start asks, and the only work it does for unarmed inodes.
-#[inline(always)]
-pub fn armed_inode(cfg: &Config, inode: *const u8) -> Option<(InodeKey, *mut ArmedWrite)> {
-    let key = inode_key(cfg, inode).ok()?;
-    let entry = armed(&key)?;
-    Some((key, entry))
+pub fn armed(inode: *const u8) -> Option<*mut ArmedWrite> {
+    ARMED.get_ptr_mut(&(inode as u64))
 }

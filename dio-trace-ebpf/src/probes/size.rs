@@ -19,7 +19,7 @@ use crate::{
     emit::{Fact, inode_event},
     facts::{read, sizes},
     maps::{ARMED, DIO_CONFIG},
-    probes::armed_inode,
+    probes::armed,
 };
 
 #[btf_tracepoint(function = "ext4_mark_inode_dirty")]
@@ -89,7 +89,7 @@ fn return_address(ctx: &ProbeContext) -> u64 {
 #[inline(always)]
 pub fn try_size_update(inode: *const u8, ip: u64, kind: RecordKind, mechanism: Mechanism) {
     let cfg = DIO_CONFIG.load();
-    let Some((key, entry)) = armed_inode(&cfg, inode) else {
+    let Some(entry) = armed(inode) else {
         return;
     };
     let sz = sizes(&cfg, inode);
@@ -109,7 +109,7 @@ pub fn try_size_update(inode: *const u8, ip: u64, kind: RecordKind, mechanism: M
         return;
     }
     inode_event(
-        &key,
+        entry,
         &sz,
         Fact {
             kind,
@@ -119,10 +119,9 @@ pub fn try_size_update(inode: *const u8, ip: u64, kind: RecordKind, mechanism: M
             arg: ip,
             flags: 0,
         },
-        Some(entry),
     );
     // Completed and size seen: this write has nothing more to tell.
     if state & ARM_COMPLETED != 0 && state & ARM_SIZE_SEEN != 0 {
-        let _ = ARMED.remove(&key);
+        let _ = ARMED.remove(&(inode as u64));
     }
 }

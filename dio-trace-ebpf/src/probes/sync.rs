@@ -15,7 +15,7 @@ use crate::{
     emit::{Fact, inode_event},
     facts::{file_inode, sizes},
     maps::DIO_CONFIG,
-    probes::armed_inode,
+    probes::armed,
 };
 
 #[btf_tracepoint(function = "ext4_sync_file_enter")]
@@ -90,16 +90,16 @@ fn file_sync(file: *const u8, kind: RecordKind, arg: u64, mechanism: Mechanism) 
 #[inline(always)]
 pub fn try_sync(inode: *const u8, kind: RecordKind, arg: u64, mechanism: Mechanism) {
     let cfg = DIO_CONFIG.load();
-    let Some((key, entry)) = armed_inode(&cfg, inode) else {
-        return;
-    };
     // Sync exits are timeline detail.
     if kind == RecordKind::SyncExit && cfg.flags & CONFIG_FULL_TIMELINE == 0 {
         return;
     }
+    let Some(entry) = armed(inode) else {
+        return;
+    };
     let sz = sizes(&cfg, inode);
     inode_event(
-        &key,
+        entry,
         &sz,
         Fact {
             kind,
@@ -109,6 +109,5 @@ pub fn try_sync(inode: *const u8, kind: RecordKind, arg: u64, mechanism: Mechani
             arg,
             flags: 0,
         },
-        Some(entry),
     );
 }

@@ -58,7 +58,9 @@ pub fn kprobe_iomap_dio_rw(ctx: ProbeContext) -> u32 {
 /// A write is counted when it is direct, sync-flavoured (`IOCB_DSYNC`,
 /// which the kernel also sets for `O_SYNC` and `IS_SYNC` inodes) and ends
 /// past the smaller of `i_size` and `i_disksize` (ext4's own test for an
-/// extending write, `ext4_extending_io`).
+/// extending write, `ext4_extending_io`). The cheap tests come first: a
+/// direct write without sync semantics, the common case on busy hosts,
+/// costs two reads and a counter.
 #[inline(always)]
 pub fn try_write_begin(iocb: *const u8, iter: *const u8, mechanism: Mechanism) {
     let cfg = DIO_CONFIG.load();
@@ -78,6 +80,11 @@ pub fn try_write_begin(iocb: *const u8, iter: *const u8, mechanism: Mechanism) {
     }
     if !task_passes(&cfg) {
         count(Counter::Filtered);
+        return;
+    }
+    count(Counter::DirectWrites);
+    if ki_flags & cfg.iocb.dsync == 0 {
+        count(Counter::NotSync);
         return;
     }
     let Ok(file) = iocb_file(&cfg, iocb) else {
@@ -107,13 +114,6 @@ pub fn try_write_begin(iocb: *const u8, iter: *const u8, mechanism: Mechanism) {
             return;
         }
     }
-    count(Counter::DirectWrites);
-    if ki_flags & cfg.iocb.dsync == 0 {
-        count(Counter::NotSync);
-        // A later write supersedes whatever this inode was armed for.
-        let _ = ARMED.remove(&key);
-        return;
-    }
     let pos: i64 = read(iocb, cfg.offsets.kiocb_ki_pos).unwrap_or(-1);
     let len: u64 = read(iter, cfg.offsets.iov_iter_count).unwrap_or(0);
     let sz = sizes(&cfg, inode);
@@ -123,28 +123,34 @@ pub fn try_write_begin(iocb: *const u8, iter: *const u8, mechanism: Mechanism) {
     } else {
         sz.i_size
     };
+    let addr = inode as u64;
     if pos < 0 || end <= on_disk {
         count(Counter::NotExtending);
-        let _ = ARMED.remove(&key);
+        // A later write supersedes whatever this inode was armed for.
+        let _ = ARMED.remove(&addr);
         return;
     }
     let arm = ArmedWrite {
         end,
         lost: 0,
         state: 0,
+        key,
     };
-    if ARMED.insert(&key, &arm, 0).is_err() {
+    if ARMED.insert(&addr, &arm, 0).is_err() {
         count(Counter::ArmFailed);
         return;
     }
+    let Some(entry) = armed(inode) else {
+        count(Counter::ArmFailed);
+        return;
+    };
     count(Counter::Armed);
     let mut flags = EVENT_DSYNC;
     if ki_flags & cfg.iocb.sync != 0 {
         flags |= EVENT_SYNC;
     }
-    let entry = armed(&key);
     inode_event(
-        &key,
+        entry,
         &sz,
         Fact {
             kind: RecordKind::WriteBegin,
@@ -154,7 +160,6 @@ pub fn try_write_begin(iocb: *const u8, iter: *const u8, mechanism: Mechanism) {
             arg: ki_flags as u64,
             flags,
         },
-        entry,
     );
     let generation = read::<u32>(inode, cfg.offsets.inode_i_generation).unwrap_or(0);
     // SAFETY: read-only copy of a plain value.
@@ -162,7 +167,7 @@ pub fn try_write_begin(iocb: *const u8, iter: *const u8, mechanism: Mechanism) {
     if sent != Some(generation)
         && let Ok(dentry) = read::<*const u8>(file, cfg.offsets.file_f_path_dentry)
     {
-        path_record(&cfg, &key, dentry, mechanism, entry);
+        path_record(&cfg, dentry, mechanism, entry);
         let _ = PATH_SENT.insert(&key, &generation, 0);
     }
 }

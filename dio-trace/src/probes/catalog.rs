@@ -100,10 +100,23 @@ pub static CATALOG: &[ProbeSpec] = &[
                 "5.8",
                 &[(Fentry, "fentry_ext4_mark_inode_dirty")],
             ),
+            // 5.5..5.7: a function, not yet a macro for __ext4_mark_inode_dirty.
+            hook(
+                Fentry,
+                "ext4_mark_inode_dirty",
+                "5.5",
+                &[(Fentry, "fentry_ext4_mark_inode_dirty")],
+            ),
             hook(
                 Kprobe,
                 "__ext4_mark_inode_dirty",
                 "5.8",
+                &[(Kprobe, "kprobe_ext4_mark_inode_dirty")],
+            ),
+            hook(
+                Kprobe,
+                "ext4_mark_inode_dirty",
+                "5.5",
                 &[(Kprobe, "kprobe_ext4_mark_inode_dirty")],
             ),
             hook(
