@@ -63,6 +63,7 @@ fn parse_secs(s: &str) -> Result<u32, String> {
 pub fn run(args: BenchArgs) -> Result<()> {
     host::require_root()?;
     host::require_tools()?;
+    let _stats = host::BpfStats::enable()?;
     println!("bench: building dio-trace (release)");
     crate::build::release()?;
     let machine = Machine::probe().context("reading this machine's facts")?;

@@ -1,6 +1,7 @@
 //! `cargo xtask fuzz`: both fuzz targets (trace reader + replay, record
-//! decoder) side by side for a fixed time, with the seed corpus from
-//! dio-trace/fuzz/corpus (traces recorded on real kernels). Installs
+//! decoder) side by side for a fixed time. Seeds come from
+//! dio-trace/fuzz/seeds (traces recorded on real kernels, committed); what
+//! libFuzzer finds goes to dio-trace/fuzz/corpus (not committed). Installs
 //! cargo-fuzz if it is missing.
 
 use std::process::{Child, Command};
@@ -25,8 +26,13 @@ pub fn run(args: FuzzArgs) -> Result<()> {
         .iter()
         .map(|t| {
             println!("fuzz: {t} for {} s", args.seconds);
+            let corpus = dir.join("fuzz/corpus").join(t);
+            std::fs::create_dir_all(&corpus)?;
             let child = Command::new("cargo")
-                .args(["+nightly", "fuzz", "run", t, "--", "-jobs=1", "-workers=1"])
+                .args(["+nightly", "fuzz", "run", t])
+                .arg(&corpus)
+                .arg(dir.join("fuzz/seeds").join(t))
+                .arg("--")
                 .arg(format!("-max_total_time={}", args.seconds))
                 .current_dir(&dir)
                 .spawn()

@@ -137,7 +137,7 @@ pub fn section(setup: &Setup, samples: &[Sample]) -> String {
     let _ = writeln!(out, "{BEGIN}");
     let _ = writeln!(out, "{}", header(setup));
     let _ = writeln!(out, "{}", iops_table(samples));
-    let _ = writeln!(out, "{}", facts_table(samples));
+    let _ = writeln!(out, "{}", facts_table(samples, setup.runtime, setup.machine.cpus));
     if let Some(probes) = samples.iter().find_map(|s| s.facts.as_ref()?.probes.clone()) {
         let _ = writeln!(out, "dio-trace's probes: `{probes}`\n");
     }
@@ -205,13 +205,15 @@ fn ratio_text(ratio: f64) -> String {
     format!("{ratio:.3} ({sign}{:.1}%)", pct.abs())
 }
 
-fn facts_table(samples: &[Sample]) -> String {
+fn facts_table(samples: &[Sample], runtime: u32, cpus: usize) -> String {
     let mut out = String::from(
-        "What the tracers saw, summed over the repetitions (tracer CPU: the tracer process's own \
-         user+system time while fio ran, mean per run; its BPF programs run in fio's context and \
-         are not in it):\n\n\
-         | workload | tracer | direct I/O | counted | ordered | violations | unjudged | lost | records sent | NDJSON write lines | tracer CPU s/run |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "What the tracers saw and what they cost, summed over the repetitions. Cost is measured \
+         directly, unlike IOPS it does not drown in the disk's noise: *BPF ns/I/O* is the kernel \
+         programs' run time (`bpf_stats`) per direct I/O of the workload, *user CPU s/run* the \
+         tracer process's own time, and *CPU share* both together as a share of the machine's \
+         CPU time during the run:\n\n\
+         | workload | tracer | direct I/O | counted | ordered | violations | unjudged | lost | records sent | NDJSON write lines | BPF ns/I/O | user CPU s/run | CPU share |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for w in workloads(samples) {
         for c in [Condition::DioTrace, Condition::Bpftrace] {
@@ -225,9 +227,13 @@ fn facts_table(samples: &[Sample]) -> String {
             }
             let sum = |f: fn(&TraceFacts) -> u64| thousands(runs.iter().map(|r| f(r)).sum::<u64>() as f64);
             let cpu = runs.iter().map(|r| r.cpu_s).sum::<f64>() / runs.len() as f64;
+            let bpf = runs.iter().map(|r| r.bpf_s).sum::<f64>() / runs.len() as f64;
+            let direct = runs.iter().map(|r| r.direct).sum::<u64>() as f64 / runs.len() as f64;
+            let ns_per_io = if direct > 0.0 { bpf * 1e9 / direct } else { 0.0 };
+            let share = 100.0 * (cpu + bpf) / (f64::from(runtime) * cpus as f64);
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {cpu:.2} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {ns_per_io:.0} | {cpu:.2} | {share:.2}% |",
                 w.name(),
                 c.name(),
                 sum(|f| f.direct),

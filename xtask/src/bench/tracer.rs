@@ -75,6 +75,9 @@ pub struct TraceFacts {
     /// The tracer process's own CPU time (user + system) while fio ran;
     /// the BPF programs run in fio's context and are not in it.
     pub cpu_s: f64,
+    /// What the tracer's BPF programs cost, in fio's context: their total
+    /// run time (kernel `bpf_stats`), in seconds.
+    pub bpf_s: f64,
     /// dio-trace's `probe=mechanism:target` list from its start line.
     pub probes: Option<String>,
 }
@@ -229,6 +232,7 @@ impl Running {
     pub fn stop(mut self) -> Result<TraceFacts> {
         let name = self.kind.name();
         let cpu_s = host::cpu_seconds(self.pid())? - self.cpu_at_start;
+        let bpf_s = host::bpf_run_ns(self.pid()) as f64 / 1e9;
         let mut child = self.child.take().context("tracer already stopped")?;
         host::signal(&child, libc::SIGINT);
         let Some(status) = host::wait_for(&mut child, EXIT_TIMEOUT)? else {
@@ -251,6 +255,7 @@ impl Running {
             .facts(&lines)
             .with_context(|| format!("reading {name}'s counts; its stderr: {}", self.stderr_tail()))?;
         facts.cpu_s = cpu_s;
+        facts.bpf_s = bpf_s;
         facts.write_lines = write_lines;
         Ok(facts)
     }
