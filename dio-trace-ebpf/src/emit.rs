@@ -71,7 +71,13 @@ pub fn inode_event(armed: *mut ArmedWrite, sizes: &Sizes, fact: Fact) {
         pos: fact.pos,
         len: fact.len,
         arg: fact.arg,
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        // Who wrote is the begin's business; later records would only
+        // repeat it (or name a kworker), at a helper call each.
+        comm: if fact.kind == RecordKind::WriteBegin {
+            bpf_get_current_comm().unwrap_or([0; 16])
+        } else {
+            [0; 16]
+        },
     });
     let wake = if fact.kind == RecordKind::CompleteExit {
         0

@@ -12,7 +12,7 @@ use crate::{
     error::chain,
     probes::{
         catalog::Hook,
-        select::{Backend, Selection, select},
+        select::{Backend, Selection, Wants, select},
     },
 };
 
@@ -24,8 +24,8 @@ pub struct Tracer {
 impl Tracer {
     /// Attach every probe the catalog asks for, each with the best
     /// mechanism `backend` allows and the kernel accepts.
-    pub fn attach(mut ebpf: Ebpf, btf: &Btf, backend: Backend, follow: bool) -> Self {
-        let selection = select(backend, follow, |_, hook| attach_hook(&mut ebpf, btf, hook));
+    pub fn attach(mut ebpf: Ebpf, btf: &Btf, backend: Backend, wants: Wants) -> Self {
+        let selection = select(backend, wants, |_, hook| attach_hook(&mut ebpf, btf, hook));
         Self { ebpf, selection }
     }
 }

@@ -7,7 +7,10 @@ use crate::{
     exit::Exit,
     kernel::{dev_string, facts::KernelFacts},
     loader,
-    probes::{catalog::CATALOG, select::Backend},
+    probes::{
+        catalog::CATALOG,
+        select::{Backend, Wants},
+    },
 };
 
 pub fn print(backend: Backend) -> anyhow::Result<Exit> {
@@ -37,7 +40,11 @@ pub fn print(backend: Backend) -> anyhow::Result<Exit> {
     let config = facts.config(Default::default(), 0);
     let ebpf = loader::load(&config, 1 << 16).map_err(|e| EnvError(chain(&e)))?;
     let btf = aya::Btf::from_sys_fs().map_err(|e| EnvError(chain(&e)))?;
-    let tracer = Tracer::attach(ebpf, &btf, backend, true);
+    let all = Wants {
+        follow: true,
+        timeline: true,
+    };
+    let tracer = Tracer::attach(ebpf, &btf, backend, all);
     println!("probes (--backend {backend:?}):");
     for p in &tracer.selection.probes {
         let about = CATALOG

@@ -20,12 +20,12 @@ use crate::{
     kernel::facts::KernelFacts,
     loader::{self, COUNTERS_MAP, EVENTS_MAP, FOLLOW_MAP},
     plan::Plan,
-    probes::catalog::WRITE_BEGIN,
+    probes::{catalog::WRITE_BEGIN, select::Wants},
     report::{Reporter, RunInfo},
     spawn::spawn_gated,
     trace::{Header, Trailer, writer::TraceWriter},
 };
-use dio_trace_common::counters::Counter;
+use dio_trace_common::{config::CONFIG_FULL_TIMELINE, counters::Counter};
 
 /// What to trace.
 pub enum Target {
@@ -74,7 +74,11 @@ pub async fn trace(
     let ebpf = loader::load(&config, plan.ringbuf_bytes).map_err(|e| EnvError(chain(&e)))?;
     let btf = aya::Btf::from_sys_fs()
         .map_err(|e| EnvError(format!("reading kernel BTF for tp_btf: {}", chain(&e))))?;
-    let mut tracer = Tracer::attach(ebpf, &btf, plan.backend, plan.follows());
+    let wants = Wants {
+        follow: plan.follows(),
+        timeline: plan.config_flags & CONFIG_FULL_TIMELINE != 0,
+    };
+    let mut tracer = Tracer::attach(ebpf, &btf, plan.backend, wants);
     let mut info = RunInfo::new(facts.release.clone(), &tracer.selection.probes);
     let mut problems = tracer.selection.problems();
     let engine = Engine::new(EngineConfig {

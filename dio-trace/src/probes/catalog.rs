@@ -11,8 +11,9 @@ pub enum Need {
     Required,
     /// Without it some verdicts become inconclusive (the coverage says which).
     Verdict,
-    /// Nice to have in timelines only.
-    Optional,
+    /// Timeline detail only: attached with `--full-timeline`, else not at
+    /// all (an attached program costs on every hit, even when it sends nothing).
+    Timeline,
     /// Needed only when following processes (`run`, `--pid`).
     Follow,
 }
@@ -129,7 +130,7 @@ pub static CATALOG: &[ProbeSpec] = &[
     },
     ProbeSpec {
         name: INODE_EXTENSION,
-        need: Need::Optional,
+        need: Need::Timeline,
         about: "ext4_handle_inode_extension starts (static; absent where inlined)",
         hooks: &[
             hook(
@@ -173,7 +174,7 @@ pub static CATALOG: &[ProbeSpec] = &[
     },
     ProbeSpec {
         name: SYNC_EXIT,
-        need: Need::Optional,
+        need: Need::Timeline,
         about: "that sync returns",
         hooks: &[
             hook(

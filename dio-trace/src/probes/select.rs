@@ -93,16 +93,25 @@ impl Selection {
     }
 }
 
+/// Which optional families a run needs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Wants {
+    /// Following processes (`run`, `--pid`).
+    pub follow: bool,
+    /// Timeline-only probes (`--full-timeline`).
+    pub timeline: bool,
+}
+
 /// Walk the catalog. `try_attach` loads and attaches one hook, returning
 /// why not on failure; it is the only thing that touches the kernel.
 pub fn select(
     backend: Backend,
-    follow: bool,
+    wants: Wants,
     mut try_attach: impl FnMut(&ProbeSpec, &super::catalog::Hook) -> Result<(), String>,
 ) -> Selection {
     let mut probes = Vec::new();
     for spec in CATALOG {
-        if spec.need == Need::Follow && !follow {
+        if (spec.need == Need::Follow && !wants.follow) || (spec.need == Need::Timeline && !wants.timeline) {
             continue;
         }
         let mut status = ProbeStatus {
@@ -143,7 +152,7 @@ mod tests {
 
     #[test]
     fn a_probe_that_attaches_nowhere_is_a_problem() {
-        let sel = select(Backend::Auto, false, |spec, _| {
+        let sel = select(Backend::Auto, Wants::default(), |spec, _| {
             if spec.name == SIZE_UPDATE {
                 Err("no such tracepoint".into())
             } else {
@@ -160,7 +169,11 @@ mod tests {
     #[test]
     fn a_forced_backend_uses_only_its_mechanisms() {
         let mut tried = Vec::new();
-        let sel = select(Backend::Kprobe, true, |_, hook| {
+        let all = Wants {
+            follow: true,
+            timeline: true,
+        };
+        let sel = select(Backend::Kprobe, all, |_, hook| {
             tried.push(hook.mechanism);
             Ok(())
         });
@@ -177,7 +190,7 @@ mod tests {
 
     #[test]
     fn auto_falls_back_in_catalog_order() {
-        let sel = select(Backend::Auto, false, |_, hook| match hook.mechanism {
+        let sel = select(Backend::Auto, Wants::default(), |_, hook| match hook.mechanism {
             Mechanism::Tracepoint => Ok(()),
             _ => Err("EPERM".into()),
         });
@@ -192,8 +205,17 @@ mod tests {
     }
 
     #[test]
-    fn fork_following_only_when_asked() {
-        let names = |f| select(Backend::Auto, f, |_, _| Ok(())).probes.len();
-        assert_eq!(names(true), names(false) + 1);
+    fn optional_families_only_when_asked() {
+        let names = |follow, timeline| {
+            select(Backend::Auto, Wants { follow, timeline }, |_, _| Ok(()))
+                .probes
+                .len()
+        };
+        assert_eq!(names(true, false), names(false, false) + 1);
+        assert_eq!(
+            names(false, true),
+            names(false, false) + 2,
+            "sync_exit and inode_extension"
+        );
     }
 }

@@ -62,7 +62,7 @@ impl<W: Write> Reporter for Human<W> {
         }
         writeln!(
             self.out,
-            "{label:<12} pid {} ({}) dev {} ino {} {} off={} len={} O_{}{detail} [{}]",
+            "{label:<12} pid {} ({}) dev {} ino {} {} off={} len={} {}{detail} [{}]",
             b.tgid,
             b.comm,
             dev_string(b.dev),
