@@ -4,7 +4,7 @@
 //! `cargo xtask kernel <spec>` resolves a spec and prints where the kernel
 //! is; `vm` does the same before booting.
 
-mod buggy;
+pub mod buggy;
 pub mod cache;
 mod debian;
 pub mod host;

@@ -5,7 +5,9 @@ use std::process::Command;
 
 use anyhow::{Context as _, Result, bail};
 
-/// Debian packages: scratch filesystems, VMs, kernel builds, benchmarks.
+/// Debian packages beyond the kernel build's own
+/// ([`crate::kernel::buggy::BUILD_DEPS`]): scratch filesystems, VMs,
+/// benchmarks.
 pub const DEBIAN_PACKAGES: &[&str] = &[
     "e2fsprogs",
     "util-linux",
@@ -13,13 +15,6 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
     "cpio",
-    "xz-utils",
-    "flex",
-    "bison",
-    "bc",
-    "libssl-dev",
-    "libelf-dev",
-    "dwarves",
     "fio",
     "bpftrace",
 ];

@@ -30,7 +30,7 @@ const SOURCE_DIR: &str = "linux-source-6.1";
 /// Marker in the source tree holding the patch currently applied to it.
 const APPLIED: &str = ".dio-trace-applied.patch";
 /// Debian packages the kernel build needs.
-const BUILD_DEPS: &[&str] = &[
+pub const BUILD_DEPS: &[&str] = &[
     "make",
     "gcc",
     "libc6-dev",
