@@ -14,7 +14,7 @@ use aya_ebpf::{
 };
 use dio_trace_common::{
     arm::{ARM_COMPLETED, ARM_SIZE_SEEN},
-    config::CONFIG_FULL_TIMELINE,
+    config::{CONFIG_FULL_TIMELINE, Config},
     kind::RecordKind,
     probe::Mechanism,
 };
@@ -31,8 +31,16 @@ pub fn tp_iomap_dio_complete(ctx: BtfTracePointContext) -> i32 {
     let iocb: *const u8 = ctx.arg(0);
     let error: i32 = ctx.arg(1);
     let ret: i64 = ctx.arg(2);
-    if let Some(inode) = sync_write_inode(iocb) {
-        emit(inode, error, ret, RecordKind::CompleteExit, Mechanism::Tracepoint);
+    let cfg = DIO_CONFIG.load();
+    if let Some(inode) = sync_write_inode(&cfg, iocb) {
+        emit(
+            &cfg,
+            inode,
+            error,
+            ret,
+            RecordKind::CompleteExit,
+            Mechanism::Tracepoint,
+        );
     }
     0
 }
@@ -74,7 +82,7 @@ fn enter(dio: *const u8, mechanism: Mechanism) {
     let Ok(iocb) = read::<*const u8>(dio, cfg.offsets.iomap_dio_iocb) else {
         return;
     };
-    let Some(inode) = sync_write_inode(iocb) else {
+    let Some(inode) = sync_write_inode(&cfg, iocb) else {
         return;
     };
     if armed(inode).is_none() {
@@ -83,7 +91,7 @@ fn enter(dio: *const u8, mechanism: Mechanism) {
     let _ = IN_CALL.insert(&bpf_get_current_pid_tgid(), &(inode as u64), 0);
     // The entry is timeline detail; the exit is what the verdict needs.
     if cfg.flags & CONFIG_FULL_TIMELINE != 0 {
-        emit(inode, 0, 0, RecordKind::CompleteEnter, mechanism);
+        emit(&cfg, inode, 0, 0, RecordKind::CompleteEnter, mechanism);
     }
 }
 
@@ -96,30 +104,36 @@ fn exit(ret: i64, mechanism: Mechanism) {
         return;
     };
     let _ = IN_CALL.remove(&id);
-    emit(inode as *const u8, 0, ret, RecordKind::CompleteExit, mechanism);
+    let cfg = DIO_CONFIG.load();
+    emit(
+        &cfg,
+        inode as *const u8,
+        0,
+        ret,
+        RecordKind::CompleteExit,
+        mechanism,
+    );
 }
 
 /// The inode of a sync-flavoured write's kiocb. Only those can be armed,
 /// so every other completion leaves after one read.
 #[inline(always)]
-fn sync_write_inode(iocb: *const u8) -> Option<*const u8> {
-    let cfg = DIO_CONFIG.load();
+fn sync_write_inode(cfg: &Config, iocb: *const u8) -> Option<*const u8> {
     let ki_flags: u32 = read(iocb, cfg.offsets.kiocb_ki_flags).ok()?;
     if ki_flags & cfg.iocb.dsync == 0 {
         return None;
     }
-    let file = iocb_file(&cfg, iocb).ok()?;
-    file_inode(&cfg, file).ok()
+    let file = iocb_file(cfg, iocb).ok()?;
+    file_inode(cfg, file).ok()
 }
 
 /// `pos` carries the completion's error, `arg` its return value.
 #[inline(always)]
-fn emit(inode: *const u8, error: i32, ret: i64, kind: RecordKind, mechanism: Mechanism) {
-    let cfg = DIO_CONFIG.load();
+fn emit(cfg: &Config, inode: *const u8, error: i32, ret: i64, kind: RecordKind, mechanism: Mechanism) {
     let Some(entry) = armed(inode) else {
         return;
     };
-    let sz = sizes(&cfg, inode);
+    let sz = sizes(cfg, inode);
     let done = kind == RecordKind::CompleteExit;
     // SAFETY: map value pointer, valid while the program runs.
     let state = unsafe {

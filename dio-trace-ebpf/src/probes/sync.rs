@@ -9,7 +9,11 @@ use aya_ebpf::{
     macros::{btf_tracepoint, fentry, fexit, kprobe},
     programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext},
 };
-use dio_trace_common::{config::CONFIG_FULL_TIMELINE, kind::RecordKind, probe::Mechanism};
+use dio_trace_common::{
+    config::{CONFIG_FULL_TIMELINE, Config},
+    kind::RecordKind,
+    probe::Mechanism,
+};
 
 use crate::{
     emit::{Fact, inode_event},
@@ -35,6 +39,7 @@ pub fn tp_ext4_sync_file_exit(ctx: BtfTracePointContext) -> i32 {
     let inode: *const u8 = ctx.arg(0);
     let ret: i32 = ctx.arg(1);
     try_sync(
+        &DIO_CONFIG.load(),
         inode,
         RecordKind::SyncExit,
         ret as i64 as u64,
@@ -82,14 +87,13 @@ pub fn kprobe_vfs_fsync_range(ctx: ProbeContext) -> u32 {
 fn file_sync(file: *const u8, kind: RecordKind, arg: u64, mechanism: Mechanism) {
     let cfg = DIO_CONFIG.load();
     if let Ok(inode) = file_inode(&cfg, file) {
-        try_sync(inode, kind, arg, mechanism);
+        try_sync(&cfg, inode, kind, arg, mechanism);
     }
 }
 
 /// `arg` is datasync for `SyncEnter`, the return value for `SyncExit`.
 #[inline(always)]
-pub fn try_sync(inode: *const u8, kind: RecordKind, arg: u64, mechanism: Mechanism) {
-    let cfg = DIO_CONFIG.load();
+pub fn try_sync(cfg: &Config, inode: *const u8, kind: RecordKind, arg: u64, mechanism: Mechanism) {
     // Sync exits are timeline detail.
     if kind == RecordKind::SyncExit && cfg.flags & CONFIG_FULL_TIMELINE == 0 {
         return;
@@ -97,7 +101,7 @@ pub fn try_sync(inode: *const u8, kind: RecordKind, arg: u64, mechanism: Mechani
     let Some(entry) = armed(inode) else {
         return;
     };
-    let sz = sizes(&cfg, inode);
+    let sz = sizes(cfg, inode);
     inode_event(
         entry,
         &sz,
