@@ -38,12 +38,12 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// The reporter a plan asks for, on stdout.
-pub fn reporter(plan: &Plan) -> Box<dyn Reporter> {
-    if plan.json {
-        Box::new(Ndjson::new(io::stdout().lock(), plan.show))
+/// NDJSON or text on stdout, showing `show`.
+pub fn reporter(json: bool, show: Show) -> Box<dyn Reporter> {
+    if json {
+        Box::new(Ndjson::new(io::stdout().lock(), show))
     } else {
-        Box::new(Human::new(io::stdout().lock(), plan.show))
+        Box::new(Human::new(io::stdout().lock(), show))
     }
 }
 
@@ -60,7 +60,7 @@ pub fn explain(outcome: &Outcome) -> Exit {
 
 fn run(a: RunArgs) -> anyhow::Result<Exit> {
     let plan = Plan::new(&a.opts, Show::All, true)?;
-    let mut rep = reporter(&plan);
+    let mut rep = reporter(plan.json, plan.show);
     let outcome = runtime()?.block_on(session::trace(
         &plan,
         Target::Command(a.command.clone()),
@@ -80,7 +80,7 @@ fn watch(a: WatchArgs) -> anyhow::Result<Exit> {
     if !plan.json && io::stderr().is_terminal() {
         eprintln!("dio-trace: watching; Ctrl-C to stop and print the summary");
     }
-    let mut rep = reporter(&plan);
+    let mut rep = reporter(plan.json, plan.show);
     let outcome = runtime()?.block_on(session::trace(
         &plan,
         Target::Watch(a.duration),
@@ -98,7 +98,7 @@ fn record(a: RecordArgs) -> anyhow::Result<Exit> {
     } else {
         Target::Watch(a.duration)
     };
-    let mut rep = reporter(&plan);
+    let mut rep = reporter(plan.json, plan.show);
     let outcome = runtime()?.block_on(session::trace(&plan, target, rep.as_mut(), Some(&a.output)))?;
     eprintln!("dio-trace: trace written to {}", a.output.display());
     Ok(explain(&outcome))
@@ -112,11 +112,7 @@ fn check(a: CheckArgs) -> anyhow::Result<Exit> {
         Some(ExpectArg::Violation) => Expect::Violation,
         _ => Expect::Ordered,
     };
-    let mut main: Box<dyn Reporter> = if a.json {
-        Box::new(Ndjson::new(io::stdout().lock(), a.show))
-    } else {
-        Box::new(Human::new(io::stdout().lock(), a.show))
-    };
+    let mut main = reporter(a.json, a.show);
     let mut junit = a.junit.as_ref().map(|out| {
         Junit::new(
             out.clone(),

@@ -50,6 +50,9 @@ impl<W: Write> Reporter for Human<W> {
     }
 
     fn write(&mut self, w: &WriteReport) -> std::io::Result<()> {
+        if !self.show.shows(&w.verdict) {
+            return Ok(());
+        }
         let b = &w.begin;
         let (label, detail) = match &w.verdict {
             Verdict::Ordered => ("ORDERED", String::new()),
@@ -57,9 +60,6 @@ impl<W: Write> Reporter for Human<W> {
             Verdict::Inconclusive(why) => ("INCONCLUSIVE", format!(" ({why})")),
             Verdict::Failed(ret) => ("FAILED", format!(" (ret={ret})")),
         };
-        if self.show == Show::Problems && matches!(w.verdict, Verdict::Ordered | Verdict::Failed(_)) {
-            return Ok(());
-        }
         writeln!(
             self.out,
             "{label:<12} pid {} ({}) dev {} ino {} {} off={} len={} {}{detail} [{}]",

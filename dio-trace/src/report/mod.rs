@@ -8,7 +8,7 @@ pub mod ndjson;
 use std::collections::BTreeMap;
 
 use crate::{
-    analysis::{Summary, engine::WriteReport},
+    analysis::{Summary, Verdict, engine::WriteReport},
     collect::counters::Reading,
     probes::select::ProbeStatus,
 };
@@ -66,13 +66,20 @@ impl Reporter for Tee<'_> {
     }
 }
 
-/// Which writes the human view prints.
+/// Which writes a reporter prints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Show {
     /// Every counted write, one line each (violations with their timeline).
     All,
     /// Only violations and writes that could not be judged.
     Problems,
+}
+
+impl Show {
+    /// Does this setting print a write with this verdict?
+    pub fn shows(self, verdict: &Verdict) -> bool {
+        self == Show::All || !matches!(verdict, Verdict::Ordered | Verdict::Failed(_))
+    }
 }
 
 pub trait Reporter {

@@ -141,7 +141,7 @@ impl<W: Write> Reporter for Ndjson<W> {
     }
 
     fn write(&mut self, w: &WriteReport) -> std::io::Result<()> {
-        if self.show == Show::Problems && matches!(w.verdict, Verdict::Ordered | Verdict::Failed(_)) {
+        if !self.show.shows(&w.verdict) {
             return Ok(());
         }
         self.line(&write_json("write", w))?;
