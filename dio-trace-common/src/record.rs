@@ -79,6 +79,3 @@ pub struct PathRecord {
     pub names: [[u8; PATH_NAME_LEN]; PATH_DEPTH],
 }
 const _: () = assert!(core::mem::size_of::<PathRecord>() == 32 + 24 + PATH_DEPTH * PATH_NAME_LEN);
-
-/// The largest record, for buffers that must hold any of them.
-pub const MAX_RECORD_SIZE: usize = core::mem::size_of::<PathRecord>();

@@ -118,10 +118,6 @@ impl Engine {
         &self.tally
     }
 
-    pub fn coverage(&self) -> Coverage {
-        self.cfg.coverage
-    }
-
     /// Writes in flight now.
     pub fn open_writes(&self) -> usize {
         self.open.len()

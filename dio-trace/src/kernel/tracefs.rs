@@ -35,11 +35,6 @@ pub fn find() -> Option<PathBuf> {
         .find(|p| p.join("events").is_dir())
 }
 
-/// Does `events/<category>/<name>` exist on this kernel?
-pub fn has_event(root: &Path, category: &str, name: &str) -> bool {
-    root.join("events").join(category).join(name).is_dir()
-}
-
 /// The `format` file of a tracepoint, if the kernel has it.
 pub fn format(root: &Path, category: &str, name: &str) -> Option<String> {
     std::fs::read_to_string(root.join("events").join(category).join(name).join("format")).ok()

@@ -3,8 +3,6 @@
 //! one it skipped. A probe the verdict needs that attaches nowhere is named
 //! in the summary and keeps the answer from being "ordered".
 
-use std::fmt;
-
 use dio_trace_common::probe::Mechanism;
 
 use super::catalog::{CATALOG, Need, ProbeSpec};
@@ -42,15 +40,6 @@ pub struct ProbeStatus {
     pub skipped: Vec<String>,
 }
 
-impl fmt::Display for ProbeStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.served {
-            Some((m, target)) => write!(f, "{}={}:{}", self.name, m.name(), target),
-            None => write!(f, "{}=unavailable", self.name),
-        }
-    }
-}
-
 /// The outcome of selection for a whole run.
 #[derive(Clone, Debug, Default)]
 pub struct Selection {
@@ -78,18 +67,6 @@ impl Selection {
             .filter(|p| p.served.is_none() && matches!(p.need, Need::Required | Need::Verdict | Need::Follow))
             .map(|p| format!("probe {} could not attach: {}", p.name, p.skipped.join("; ")))
             .collect()
-    }
-
-    /// Mechanisms in use, for the `backend` field of reports.
-    pub fn backend_name(&self) -> String {
-        let mut names: Vec<&str> = self
-            .probes
-            .iter()
-            .filter_map(|p| p.served.map(|(m, _)| m.name()))
-            .collect();
-        names.sort_unstable();
-        names.dedup();
-        names.join("+")
     }
 }
 
