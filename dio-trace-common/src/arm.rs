@@ -6,6 +6,8 @@
 //! so an event of an unarmed inode costs one lookup and no memory reads;
 //! the entry carries the (dev, ino) that records report.
 
+use crate::record::WriteRecord;
+
 /// (device, inode number): how writes, size updates and syncs are matched.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -16,20 +18,22 @@ pub struct InodeKey {
 }
 const _: () = assert!(core::mem::size_of::<InodeKey>() == 16);
 
-/// What the kernel remembers of an armed write.
+/// What the kernel remembers of an armed write: the record it will send,
+/// filled in step by step.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ArmedWrite {
     /// End of the write (pos + len): the size a sync must find journaled.
     pub end: i64,
-    /// Records for this inode the ring buffer could not take.
-    pub lost: u32,
     /// `ARM_*` bits.
     pub state: u32,
-    /// The inode, as records name it.
-    pub key: InodeKey,
+    pub _pad: u32,
+    /// Sent when the write has nothing more to tell; `begin` names the
+    /// inode and carries the count of this write's lost records.
+    pub rec: WriteRecord,
 }
-const _: () = assert!(core::mem::size_of::<ArmedWrite>() == 32);
+
+const _: () = assert!(core::mem::size_of::<ArmedWrite>() == 16 + 296);
 
 /// A size update covering `end` was seen.
 pub const ARM_SIZE_SEEN: u32 = 1 << 0;

@@ -80,7 +80,10 @@ pub struct Config {
     pub filter: Filter,
     /// `CONFIG_*` bits.
     pub flags: u32,
-    pub _pad: u32,
+    /// Wake user space once this many bytes wait in the ring buffer. Below
+    /// it records wait for user space's next poll (every 100 ms): a wake-up
+    /// per record would cost more than the record (an IPI, in a VM a VM exit).
+    pub wake_bytes: u32,
 }
 const _: () = assert!(core::mem::size_of::<Config>() == 136);
 
@@ -130,6 +133,6 @@ impl Config {
             comm: [0; 16],
         },
         flags: 0,
-        _pad: 0,
+        wake_bytes: 0,
     };
 }

@@ -27,6 +27,9 @@ pub enum Counter {
     Sent = 8,
     /// Sync-flavoured direct writes to a filesystem other than ext4 (not judged).
     OtherFs = 9,
+    /// [`crate::record::WriteRecord`]s the ring buffer could not take: whole
+    /// writes lost (also counted in `RingbufFull`).
+    WritesLost = 10,
 }
 
 /// Length of the counter array.
@@ -34,7 +37,7 @@ pub const COUNTER_SLOTS: u32 = 16;
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 10] = [
+    pub const ALL: [Counter; 11] = [
         Counter::DirectWrites,
         Counter::Filtered,
         Counter::NotSync,
@@ -45,6 +48,7 @@ impl Counter {
         Counter::ArmFailed,
         Counter::Sent,
         Counter::OtherFs,
+        Counter::WritesLost,
     ];
 
     /// Short stable name used in reports and NDJSON.
@@ -60,6 +64,7 @@ impl Counter {
             Counter::ArmFailed => "arm_failed",
             Counter::Sent => "sent",
             Counter::OtherFs => "other_fs",
+            Counter::WritesLost => "writes_lost",
         }
     }
 }

@@ -12,6 +12,9 @@ pub enum RecordKind {
     WriteBegin = 1,
     /// The path of the inode a [`RecordKind::WriteBegin`] targets.
     WritePath = 2,
+    /// A whole write: start, size update, sync, completion
+    /// ([`crate::record::WriteRecord`]).
+    Write = 3,
 
     // 10..=19: size updates.
     /// `__ext4_mark_inode_dirty` ran for an armed inode (tracepoint
@@ -38,9 +41,10 @@ pub enum RecordKind {
 
 impl RecordKind {
     /// Every kind, for decoders and tests.
-    pub const ALL: [RecordKind; 8] = [
+    pub const ALL: [RecordKind; 9] = [
         RecordKind::WriteBegin,
         RecordKind::WritePath,
+        RecordKind::Write,
         RecordKind::MarkDirty,
         RecordKind::InodeExtension,
         RecordKind::SyncEnter,
@@ -66,6 +70,7 @@ impl RecordKind {
         match self {
             RecordKind::WriteBegin => "write_begin",
             RecordKind::WritePath => "write_path",
+            RecordKind::Write => "write",
             RecordKind::MarkDirty => "mark_inode_dirty",
             RecordKind::InodeExtension => "handle_inode_extension",
             RecordKind::SyncEnter => "sync_enter",

@@ -17,4 +17,7 @@ pub mod record;
 mod user;
 
 /// Version of the record layouts in this crate (and of trace files).
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The oldest trace format this version still reads (1 lacks `Write` records).
+pub const OLDEST_FORMAT_VERSION: u32 = 1;

@@ -52,12 +52,61 @@ pub struct InodeEvent {
 const _: () = assert!(core::mem::size_of::<InodeEvent>() == 104);
 const _: () = assert!(core::mem::align_of::<InodeEvent>() == 8);
 
+/// One step of a counted write after its start, kept in the kernel's
+/// armed entry until the write has nothing more to tell, then sent inside
+/// its [`WriteRecord`]. Fields mean what they mean in an [`InodeEvent`] of
+/// the step's kind.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Step {
+    /// `bpf_ktime_get_ns()`; 0 when the step was not seen.
+    pub ts_ns: u64,
+    pub i_size: i64,
+    pub i_disksize: i64,
+    pub pos: i64,
+    pub arg: u64,
+    pub pid: u32,
+    pub tgid: u32,
+    pub cpu: u32,
+    /// A [`crate::probe::Mechanism`] number.
+    pub mechanism: u32,
+    /// `EVENT_*` bits.
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<Step>() == 64);
+
+/// A whole counted write in one record ([`crate::kind::RecordKind::Write`]):
+/// its start, and the first covering size update, first sync and
+/// completion, each when seen. One record per write instead of one per
+/// event is most of what tracing costs the kernel; a full timeline
+/// (`CONFIG_FULL_TIMELINE`) sends [`InodeEvent`]s instead.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteRecord {
+    /// The start, as a `WriteBegin` event would carry it, but with
+    /// `header.kind` = `Write`.
+    pub begin: InodeEvent,
+    pub size: Step,
+    pub sync: Step,
+    pub complete: Step,
+}
+
+const _: () = assert!(core::mem::size_of::<WriteRecord>() == 104 + 3 * 64);
+
 /// The write asked for `O_SYNC`/`RWF_SYNC` semantics.
 pub const EVENT_SYNC: u32 = 1 << 0;
 /// The write asked for `O_DSYNC`/`RWF_DSYNC` semantics (also set with SYNC).
 pub const EVENT_DSYNC: u32 = 1 << 1;
 /// `i_disksize` could not be read (not ext4, or the read failed).
 pub const EVENT_NO_DISKSIZE: u32 = 1 << 2;
+
+/// On a [`WriteRecord`]'s begin: the kernel forgot the write as it sent
+/// it, so nothing more will come of it. Records without it were sent
+/// because a new write to the inode took the entry's place, or read from
+/// the armed map at the end of a session.
+pub const EVENT_FINAL: u32 = 1 << 3;
 
 /// How many path components a [`PathRecord`] carries.
 pub const PATH_DEPTH: usize = 8;

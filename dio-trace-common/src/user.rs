@@ -1,7 +1,11 @@
 //! User-space extras: the loader passes these as globals, so they must be `Pod`.
 
-use crate::config::Config;
+use crate::{arm::ArmedWrite, config::Config};
 
 // SAFETY: `Config` is `#[repr(C)]`, `Copy`, made only of integers and byte
 // arrays, with explicit padding: every bit pattern is valid.
 unsafe impl aya::Pod for Config {}
+
+// SAFETY: as above; user space reads the armed map's values at the end of a
+// session (writes still in flight).
+unsafe impl aya::Pod for ArmedWrite {}

@@ -1,6 +1,11 @@
-//! Reserve, fill, submit. A failed reservation is counted globally and
-//! against the armed inode, so user space can mark exactly that write as
-//! having holes instead of judging it on half a timeline.
+//! What leaves the kernel, and when.
+//!
+//! By default a counted write leaves as one [`WriteRecord`]: each probe
+//! fills its step into the write's armed entry, and the entry is sent once
+//! the write has nothing more to tell. With a full timeline every event
+//! leaves at once as an [`InodeEvent`]. A failed send is counted, and with
+//! a full timeline also carried by the write's later records, so user space
+//! can mark exactly that write as having holes.
 
 use aya_ebpf::helpers::{
     bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
@@ -8,20 +13,26 @@ use aya_ebpf::helpers::{
 };
 use dio_trace_common::{
     arm::ArmedWrite,
-    config::Config,
+    config::CONFIG_FULL_TIMELINE,
     counters::Counter,
     kind::RecordKind,
     probe::Mechanism,
-    record::{InodeEvent, PATH_DEPTH, PathRecord, RecordHeader},
+    record::{EVENT_FINAL, InodeEvent, PATH_DEPTH, PathRecord, RecordHeader, Step, WriteRecord},
 };
 
 use crate::{
-    facts::{Sizes, read},
-    maps::{EVENTS, count},
+    facts::{Sizes, Via, read},
+    maps::{ARMED, EVENTS, config, count, filter_add},
 };
 
+/// Every event leaves as it happens (`--full-timeline`).
 #[inline(always)]
-fn header(kind: RecordKind, mechanism: Mechanism, lost: u32) -> RecordHeader {
+pub fn full_timeline() -> bool {
+    config!(flags) & CONFIG_FULL_TIMELINE != 0
+}
+
+#[inline(always)]
+pub fn header(kind: RecordKind, mechanism: Mechanism, lost: u32) -> RecordHeader {
     let id = bpf_get_current_pid_tgid();
     RecordHeader {
         kind: kind as u32,
@@ -36,12 +47,23 @@ fn header(kind: RecordKind, mechanism: Mechanism, lost: u32) -> RecordHeader {
     }
 }
 
-/// Do not wake user space for this record: most records of a write wait in
-/// the ring for its completion (or the next tick), so a write costs one
-/// wake-up, not one per record.
-const BPF_RB_NO_WAKEUP: u64 = 1;
+/// How to submit a record: wake user space only when a quarter of the ring
+/// is waiting (`Config::wake_bytes`); otherwise it finds the record at its
+/// next poll. The kernel's default would wake it for every record that
+/// lands in an empty ring, which with one record per write is every write.
+#[inline(always)]
+fn wake() -> u64 {
+    const BPF_RB_NO_WAKEUP: u64 = 1;
+    const BPF_RB_FORCE_WAKEUP: u64 = 2;
+    const BPF_RB_AVAIL_DATA: u64 = 0;
+    if EVENTS.query(BPF_RB_AVAIL_DATA) >= config!(wake_bytes) as u64 {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}
 
-/// What one [`InodeEvent`] says beyond its header and inode.
+/// What one step of a write says beyond the inode and its sizes.
 pub struct Fact {
     pub kind: RecordKind,
     pub mechanism: Mechanism,
@@ -51,21 +73,93 @@ pub struct Fact {
     pub flags: u32,
 }
 
-/// Send one fact of an armed inode. The record carries the entry's loss
-/// count, which grows when the ring buffer is full.
+/// A step of an armed write: sent now with a full timeline, otherwise kept
+/// in the entry's slot for its kind (the first one only: the verdict rests
+/// on the first covering size update, the first sync, the completion).
+#[inline(always)]
+pub fn step(armed: *mut ArmedWrite, sizes: &Sizes, fact: Fact) {
+    if full_timeline() {
+        inode_event(armed, sizes, fact);
+        return;
+    }
+    // SAFETY: map value pointer, valid while the program runs.
+    let slot = unsafe {
+        match fact.kind {
+            RecordKind::MarkDirty => &raw mut (*armed).rec.size,
+            RecordKind::SyncEnter => &raw mut (*armed).rec.sync,
+            RecordKind::CompleteExit => &raw mut (*armed).rec.complete,
+            _ => return,
+        }
+    };
+    // SAFETY: as above.
+    unsafe {
+        if (*slot).ts_ns != 0 {
+            return;
+        }
+        let id = bpf_get_current_pid_tgid();
+        *slot = Step {
+            ts_ns: bpf_ktime_get_ns(),
+            i_size: sizes.i_size,
+            i_disksize: sizes.i_disksize,
+            pos: fact.pos,
+            arg: fact.arg,
+            pid: id as u32,
+            tgid: (id >> 32) as u32,
+            cpu: bpf_get_smp_processor_id(),
+            mechanism: fact.mechanism as u32,
+            flags: fact.flags | sizes.flags,
+            _pad: 0,
+        };
+    }
+}
+
+/// The write has nothing more to tell: send it (unless its events already
+/// left one by one) and forget it.
+#[inline(always)]
+pub fn retire(armed: *mut ArmedWrite, inode: u64) {
+    if !full_timeline() {
+        // SAFETY: map value pointer, valid while the program runs.
+        unsafe { (*armed).rec.begin.flags |= EVENT_FINAL };
+        send_write(armed);
+    }
+    // SAFETY: map value pointer, valid until the remove below.
+    let ino = unsafe { (*armed).rec.begin.ino };
+    if ARMED.remove(inode).is_ok() {
+        filter_add(ino, -1);
+    }
+}
+
+/// Send an armed write as one record, whatever it has seen so far.
+#[inline(always)]
+pub fn send_write(armed: *mut ArmedWrite) {
+    // SAFETY: map value pointer, valid while the program runs.
+    match EVENTS.output::<WriteRecord>(unsafe { &(*armed).rec }, wake()) {
+        Ok(()) => count(Counter::Sent),
+        Err(_) => {
+            count(Counter::RingbufFull);
+            count(Counter::WritesLost);
+        }
+    }
+}
+
+/// Send one event of an armed inode at once (full timeline). The record
+/// carries the entry's loss count, which grows when the ring buffer is full.
 #[inline(always)]
 pub fn inode_event(armed: *mut ArmedWrite, sizes: &Sizes, fact: Fact) {
-    // SAFETY: map value pointers stay valid while the program runs.
-    let (key, lost) = unsafe { ((*armed).key, (*armed).lost) };
+    // SAFETY: map value pointer, valid while the program runs.
+    let (dev, ino, lost) = unsafe {
+        let b = &(*armed).rec.begin;
+        (b.dev, b.ino, b.header.lost)
+    };
     let Some(mut entry) = EVENTS.reserve::<InodeEvent>(0) else {
         lost_one(armed);
         return;
     };
     entry.write(InodeEvent {
         header: header(fact.kind, fact.mechanism, lost),
-        dev: key.dev,
+        dev,
         flags: fact.flags | sizes.flags,
-        ino: key.ino,
+        ino,
         i_size: sizes.i_size,
         i_disksize: sizes.i_disksize,
         pos: fact.pos,
@@ -79,31 +173,29 @@ pub fn inode_event(armed: *mut ArmedWrite, sizes: &Sizes, fact: Fact) {
             [0; 16]
         },
     });
-    let wake = if fact.kind == RecordKind::CompleteExit {
-        0
-    } else {
-        BPF_RB_NO_WAKEUP
-    };
-    entry.submit(wake);
+    entry.submit(wake());
     count(Counter::Sent);
 }
 
 /// Send the file's path as dentry names, leaf first, walking `d_parent`
-/// until the filesystem root (or `PATH_DEPTH` names).
+/// until the filesystem root (or `PATH_DEPTH` names). Once per file, so
+/// plain probe reads.
 #[inline(always)]
-pub fn path_record(cfg: &Config, dentry: *const u8, mechanism: Mechanism, armed: *mut ArmedWrite) {
+pub fn path_record(dentry: *const u8, mechanism: Mechanism, armed: *mut ArmedWrite) {
     // SAFETY: map value pointer, valid while the program runs.
-    let key = unsafe { (*armed).key };
+    let (dev, ino) = unsafe { ((*armed).rec.begin.dev, (*armed).rec.begin.ino) };
     let Some(mut entry) = EVENTS.reserve::<PathRecord>(0) else {
         lost_one(armed);
         return;
     };
+    let d_parent = config!(offsets.dentry_d_parent);
+    let d_name = config!(offsets.dentry_d_name_name);
     let rec = entry.as_mut_ptr();
     // SAFETY: `rec` points at a reserved, writable PathRecord in the ring.
     unsafe {
         (*rec).header = header(RecordKind::WritePath, mechanism, 0);
-        (*rec).dev = key.dev;
-        (*rec).ino = key.ino;
+        (*rec).dev = dev;
+        (*rec).ino = ino;
         (*rec).depth = 0;
         (*rec).complete = 0;
         (*rec)._pad = 0;
@@ -115,35 +207,38 @@ pub fn path_record(cfg: &Config, dentry: *const u8, mechanism: Mechanism, armed:
         }
         i = 0;
         while i < PATH_DEPTH {
-            let Ok(parent) = read::<*const u8>(d, cfg.offsets.dentry_d_parent) else {
+            let Ok(parent) = read::<*const u8>(Via::Probe, d, d_parent) else {
                 break;
             };
             if parent == d || parent.is_null() {
                 (*rec).complete = 1;
                 break;
             }
-            if let Ok(name) = read::<*const u8>(d, cfg.offsets.dentry_d_name_name) {
+            if let Ok(name) = read::<*const u8>(Via::Probe, d, d_name) {
                 let _ = bpf_probe_read_kernel_str_bytes(name, &mut (*rec).names[i]);
             }
             (*rec).depth = (i + 1) as u32;
             d = parent;
             i += 1;
         }
-        if i == PATH_DEPTH {
-            if let Ok(parent) = read::<*const u8>(d, cfg.offsets.dentry_d_parent) {
-                if parent == d {
-                    (*rec).complete = 1;
-                }
-            }
+        if i == PATH_DEPTH
+            && let Ok(parent) = read::<*const u8>(Via::Probe, d, d_parent)
+            && parent == d
+        {
+            (*rec).complete = 1;
         }
     }
-    entry.submit(BPF_RB_NO_WAKEUP);
+    entry.submit(wake());
     count(Counter::Sent);
 }
 
+/// A reservation failed. With a full timeline the write's later records
+/// say so; a lost path only makes the path unknown.
 #[inline(always)]
 fn lost_one(armed: *mut ArmedWrite) {
     count(Counter::RingbufFull);
-    // SAFETY: map value pointer, valid while the program runs.
-    unsafe { (*armed).lost = (*armed).lost.wrapping_add(1) };
+    if full_timeline() {
+        // SAFETY: map value pointer, valid while the program runs.
+        unsafe { (*armed).rec.begin.header.lost = (*armed).rec.begin.header.lost.wrapping_add(1) };
+    }
 }

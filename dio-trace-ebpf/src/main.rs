@@ -5,6 +5,8 @@
 //! whatever mechanism serves a probe, the records that leave are the same.
 #![no_std]
 #![no_main]
+#![cfg_attr(target_arch = "bpf", allow(internal_features))]
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
 
 mod emit;
 mod facts;

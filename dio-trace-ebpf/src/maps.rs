@@ -1,9 +1,8 @@
 //! Every map and global the programs share, declared here and only here.
 
 use aya_ebpf::{
-    Global,
     macros::map,
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
 };
 use dio_trace_common::{
     arm::{ARM_MAP_ENTRIES, ArmedWrite, InodeKey},
@@ -11,9 +10,23 @@ use dio_trace_common::{
     counters::{COUNTER_SLOTS, Counter},
 };
 
-/// Written by the loader (offsets from BTF, ki_flags bits, filters).
+/// Written by the loader (offsets from BTF, ki_flags bits, filters) into
+/// `.rodata`, which aya freezes before any program loads. Read it with
+/// [`config!`], one field at a time: the verifier then knows each value as
+/// a constant, which lets BTF-typed pointers be read directly at these
+/// offsets and prunes the branches a flag turns off.
 #[unsafe(no_mangle)]
-pub static DIO_CONFIG: Global<Config> = Global::new(Config::ZERO);
+pub static DIO_CONFIG: Config = Config::ZERO;
+
+/// One field of [`DIO_CONFIG`], e.g. `config!(offsets.kiocb_ki_flags)`.
+macro_rules! config {
+    ($($field:ident).+) => {
+        // SAFETY: a read of a plain static; volatile, so the compiler keeps
+        // the loader's value instead of folding the zero it was built with.
+        unsafe { core::ptr::read_volatile(&$crate::maps::DIO_CONFIG.$($field).+) }
+    };
+}
+pub(crate) use config;
 
 /// Records for user space. The loader resizes it (`--ringbuf-size`).
 #[map]
@@ -24,9 +37,65 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
 
 /// Inodes with a size-extending sync-flavoured direct write in flight, by
-/// the inode's address.
+/// the inode's address. User space reads what is left at the end.
 #[map]
 pub static ARMED: LruHashMap<u64, ArmedWrite> = LruHashMap::with_max_entries(ARM_MAP_ENTRIES, 0);
+
+/// A counting filter over [`ARMED`]: how many armed inodes' numbers hash
+/// to each slot (see [`maybe_armed`]). By number, not address: the
+/// verifier allows no arithmetic on a pointer's value. Size updates and syncs of other inodes,
+/// most of what those hooks see, then cost an array read (inlined by the
+/// verifier) instead of a hash lookup. Counts only ever err high (an entry
+/// the LRU evicted), which costs a lookup, never a missed write.
+#[map]
+pub static MAYBE_ARMED: Array<u64> = Array::with_max_entries(FILTER_SLOTS, 0);
+
+const FILTER_SLOTS: u32 = 4096;
+
+#[inline(always)]
+fn filter_slot(ino: u64) -> Option<*mut u64> {
+    // Fibonacci hashing: new files get neighbouring numbers.
+    let slot = ino.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - 12);
+    MAYBE_ARMED.get_ptr_mut(slot as u32 & (FILTER_SLOTS - 1))
+}
+
+/// Could the inode numbered `ino` be in [`ARMED`]? `false` is certain.
+#[inline(always)]
+pub fn maybe_armed(ino: u64) -> bool {
+    // SAFETY: array slot, valid while the program runs.
+    filter_slot(ino).is_some_and(|c| unsafe { core::ptr::read_volatile(c) } != 0)
+}
+
+/// Note that the inode numbered `ino` was added to (`+1`) or removed from
+/// (`-1`) [`ARMED`].
+#[inline(always)]
+pub fn filter_add(ino: u64, delta: i64) {
+    if let Some(c) = filter_slot(ino) {
+        // SAFETY: array slot, valid while the program runs; atomic, as
+        // CPUs arm and retire concurrently. core's atomics lack
+        // read-modify-write on BPF; the intrinsic is the BPF atomic add.
+        #[cfg(target_arch = "bpf")]
+        unsafe {
+            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+                c,
+                delta as u64,
+            )
+        };
+        // SAFETY: as above (host builds: lints and tests only).
+        #[cfg(not(target_arch = "bpf"))]
+        unsafe { core::sync::atomic::AtomicU64::from_ptr(c) }
+            .fetch_add(delta as u64, core::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Where a write's start builds its armed entry: too big for the stack.
+#[map]
+pub static SCRATCH: PerCpuArray<ArmedWrite> = PerCpuArray::with_max_entries(1, 0);
+
+/// The address of ext4's `struct file_system_type`, once a superblock named
+/// "ext4" was seen: later writes compare one pointer instead of a string.
+#[map]
+pub static EXT4_TYPE: Array<u64> = Array::with_max_entries(1, 0);
 
 /// Process ids to trace when `Filter::follow` is set; children join on fork.
 #[map]

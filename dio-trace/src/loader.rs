@@ -12,11 +12,17 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 pub const EVENTS_MAP: &str = "EVENTS";
 pub const COUNTERS_MAP: &str = "COUNTERS";
 pub const FOLLOW_MAP: &str = "FOLLOW";
+pub const ARMED_MAP: &str = "ARMED";
 
-/// Create the maps and parse the programs with `config` baked in.
+/// Create the maps and parse the programs with `config` baked in, and a
+/// ring buffer of `ringbuf_bytes` that wakes user space a quarter full.
 pub fn load(config: &Config, ringbuf_bytes: u32) -> Result<Ebpf, LoadError> {
+    let config = Config {
+        wake_bytes: ringbuf_bytes / 4,
+        ..*config
+    };
     EbpfLoader::new()
-        .override_global(CONFIG_GLOBAL, config, true)
+        .override_global(CONFIG_GLOBAL, &config, true)
         .map_max_entries(EVENTS_MAP, ringbuf_bytes)
         .load(OBJECT)
         .map_err(|source| LoadError::Object {

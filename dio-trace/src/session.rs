@@ -18,14 +18,18 @@ use crate::{
     },
     error::{EnvError, LoadError, UsageError, chain},
     kernel::facts::KernelFacts,
-    loader::{self, COUNTERS_MAP, EVENTS_MAP, FOLLOW_MAP},
+    loader::{self, ARMED_MAP, COUNTERS_MAP, EVENTS_MAP, FOLLOW_MAP},
     plan::Plan,
     probes::{catalog::WRITE_BEGIN, select::Wants},
     report::{Reporter, RunInfo},
     spawn::spawn_gated,
     trace::{Header, Trailer, writer::TraceWriter},
 };
-use dio_trace_common::{config::CONFIG_FULL_TIMELINE, counters::Counter};
+use dio_trace_common::{
+    arm::{ARM_MAP_ENTRIES, ArmedWrite},
+    config::CONFIG_FULL_TIMELINE,
+    counters::Counter,
+};
 
 /// What to trace.
 pub enum Target {
@@ -108,6 +112,8 @@ pub async fn trace(
     let counters = Counters::new(
         PerCpuArray::try_from(take(&mut tracer, COUNTERS_MAP)?).map_err(|e| map_error(COUNTERS_MAP, e))?,
     );
+    let armed: BpfHashMap<MapData, u64, ArmedWrite> =
+        BpfHashMap::try_from(take(&mut tracer, ARMED_MAP)?).map_err(|e| map_error(ARMED_MAP, e))?;
     let mut follow: Option<BpfHashMap<MapData, u32, u8>> = if plan.follows() {
         let map = take(&mut tracer, FOLLOW_MAP)?;
         Some(BpfHashMap::try_from(map).map_err(|e| map_error(FOLLOW_MAP, e))?)
@@ -174,14 +180,22 @@ pub async fn trace(
             reporter.write(&w)?;
         }
     }
+    // Detach first: what the maps hold is then final.
+    drop(tracer);
     ring.drain(|b| feed.record(b))?;
     let reading = counters.read();
     feed.counters(&reading, monotonic_ns())?;
+    // Writes still in flight (or waiting for a size update that never
+    // came) are judged on what they saw, as the engine judges any write
+    // the trace ends on.
+    for entry in armed.iter() {
+        let (_, w) = entry.map_err(|e| map_error(ARMED_MAP, e))?;
+        feed.record(pod_bytes(&w.rec))?;
+    }
     feed.finish();
     for w in feed.ready.drain(..) {
         reporter.write(&w)?;
     }
-    drop(tracer);
 
     if feed.undecodable > 0 {
         problems.push(format!(
@@ -190,6 +204,11 @@ pub async fn trace(
         ));
     }
     problems.extend(kernel_problems(&reading));
+    if wants.timeline {
+        // Full timelines send events, not whole writes: nothing to match.
+    } else if let Some(p) = missing_writes(&reading, feed.writes) {
+        problems.push(p);
+    }
     let other_fs = reading.get(Counter::OtherFs);
     if feed.engine.tally().counted() == 0 && other_fs > 0 {
         problems.push(format!(
@@ -234,6 +253,25 @@ fn kernel_problems(r: &crate::collect::counters::Reading) -> Vec<String> {
         ));
     }
     p
+}
+
+/// Counted writes that neither arrived nor were reported lost: the armed
+/// map (LRU) evicted them to make room for newer ones.
+fn missing_writes(r: &crate::collect::counters::Reading, received: u64) -> Option<String> {
+    let missing = r
+        .get(Counter::Armed)
+        .saturating_sub(received + r.get(Counter::WritesLost));
+    (missing > 0).then(|| {
+        format!(
+            "{missing} counted writes were dropped from the kernel's armed-write map before they finished (more than {ARM_MAP_ENTRIES} in flight)"
+        )
+    })
+}
+
+/// The bytes of a record as the ring buffer would carry them.
+fn pod_bytes<T: Copy>(v: &T) -> &[u8] {
+    // SAFETY: `T` is a #[repr(C)] record of integers with explicit padding.
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
 }
 
 fn map_error(name: &'static str, e: aya::maps::MapError) -> LoadError {

@@ -14,15 +14,14 @@ use aya_ebpf::{
 };
 use dio_trace_common::{
     arm::{ARM_COMPLETED, ARM_SIZE_SEEN},
-    config::{CONFIG_FULL_TIMELINE, Config},
     kind::RecordKind,
     probe::Mechanism,
 };
 
 use crate::{
-    emit::{Fact, inode_event},
-    facts::{file_inode, iocb_file, read, sizes},
-    maps::{ARMED, DIO_CONFIG, IN_CALL},
+    emit::{Fact, full_timeline, retire, step},
+    facts::{Via, file_inode, iocb_file, read, sizes},
+    maps::{IN_CALL, config},
     probes::armed,
 };
 
@@ -31,10 +30,9 @@ pub fn tp_iomap_dio_complete(ctx: BtfTracePointContext) -> i32 {
     let iocb: *const u8 = ctx.arg(0);
     let error: i32 = ctx.arg(1);
     let ret: i64 = ctx.arg(2);
-    let cfg = DIO_CONFIG.load();
-    if let Some(inode) = sync_write_inode(&cfg, iocb) {
+    if let Some(inode) = sync_write_inode(Via::Btf, iocb) {
         emit(
-            &cfg,
+            Via::Btf,
             inode,
             error,
             ret,
@@ -78,35 +76,34 @@ pub fn kretprobe_iomap_dio_complete(ctx: RetProbeContext) -> u32 {
 /// report the entry.
 #[inline(always)]
 fn enter(dio: *const u8, mechanism: Mechanism) {
-    let cfg = DIO_CONFIG.load();
-    let Ok(iocb) = read::<*const u8>(dio, cfg.offsets.iomap_dio_iocb) else {
+    let via = Via::of(mechanism);
+    let Ok(iocb) = read::<*const u8>(via, dio, config!(offsets.iomap_dio_iocb)) else {
         return;
     };
-    let Some(inode) = sync_write_inode(&cfg, iocb) else {
+    let Some(inode) = sync_write_inode(via, iocb) else {
         return;
     };
-    if armed(inode).is_none() {
+    if armed(via, inode).is_none() {
         return;
     }
-    let _ = IN_CALL.insert(&bpf_get_current_pid_tgid(), &(inode as u64), 0);
+    let _ = IN_CALL.insert(bpf_get_current_pid_tgid(), inode as u64, 0);
     // The entry is timeline detail; the exit is what the verdict needs.
-    if cfg.flags & CONFIG_FULL_TIMELINE != 0 {
-        emit(&cfg, inode, 0, 0, RecordKind::CompleteEnter, mechanism);
+    if full_timeline() {
+        emit(via, inode, 0, 0, RecordKind::CompleteEnter, mechanism);
     }
 }
 
-/// Exit: the inode comes from the entry's stash.
+/// Exit: the inode comes from the entry's stash, as a plain number.
 #[inline(always)]
 fn exit(ret: i64, mechanism: Mechanism) {
     let id = bpf_get_current_pid_tgid();
     // SAFETY: read-only copy of a plain value.
-    let Some(inode) = (unsafe { IN_CALL.get(&id) }).copied() else {
+    let Some(inode) = (unsafe { IN_CALL.get(id) }).copied() else {
         return;
     };
-    let _ = IN_CALL.remove(&id);
-    let cfg = DIO_CONFIG.load();
+    let _ = IN_CALL.remove(id);
     emit(
-        &cfg,
+        Via::Probe,
         inode as *const u8,
         0,
         ret,
@@ -118,22 +115,25 @@ fn exit(ret: i64, mechanism: Mechanism) {
 /// The inode of a sync-flavoured write's kiocb. Only those can be armed,
 /// so every other completion leaves after one read.
 #[inline(always)]
-fn sync_write_inode(cfg: &Config, iocb: *const u8) -> Option<*const u8> {
-    let ki_flags: u32 = read(iocb, cfg.offsets.kiocb_ki_flags).ok()?;
-    if ki_flags & cfg.iocb.dsync == 0 {
+fn sync_write_inode(via: Via, iocb: *const u8) -> Option<*const u8> {
+    let ki_flags: u32 = read(via, iocb, config!(offsets.kiocb_ki_flags)).ok()?;
+    if ki_flags & config!(iocb.dsync) == 0 {
         return None;
     }
-    let file = iocb_file(cfg, iocb).ok()?;
-    file_inode(cfg, file).ok()
+    let file = iocb_file(via, iocb).ok()?;
+    file_inode(via, file).ok()
 }
 
-/// `pos` carries the completion's error, `arg` its return value.
+/// `pos` carries the completion's error, `arg` its return value. A write
+/// is done when it completed and its size update was seen (fixed kernels
+/// update the size inside the completion, buggy ones after it), or when it
+/// failed (nothing to update).
 #[inline(always)]
-fn emit(cfg: &Config, inode: *const u8, error: i32, ret: i64, kind: RecordKind, mechanism: Mechanism) {
-    let Some(entry) = armed(inode) else {
+fn emit(via: Via, inode: *const u8, error: i32, ret: i64, kind: RecordKind, mechanism: Mechanism) {
+    let Some(entry) = armed(via, inode) else {
         return;
     };
-    let sz = sizes(cfg, inode);
+    let sz = sizes(via, inode);
     let done = kind == RecordKind::CompleteExit;
     // SAFETY: map value pointer, valid while the program runs.
     let state = unsafe {
@@ -142,7 +142,7 @@ fn emit(cfg: &Config, inode: *const u8, error: i32, ret: i64, kind: RecordKind, 
         }
         (*entry).state
     };
-    inode_event(
+    step(
         entry,
         &sz,
         Fact {
@@ -154,7 +154,7 @@ fn emit(cfg: &Config, inode: *const u8, error: i32, ret: i64, kind: RecordKind, 
             flags: 0,
         },
     );
-    if done && state & ARM_SIZE_SEEN != 0 {
-        let _ = ARMED.remove(&(inode as u64));
+    if done && (state & ARM_SIZE_SEEN != 0 || ret < 0 || error < 0) {
+        retire(entry, inode as u64);
     }
 }

@@ -7,8 +7,8 @@
 use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::btf_tracepoint, programs::BtfTracePointContext};
 
 use crate::{
-    facts::read,
-    maps::{DIO_CONFIG, FOLLOW},
+    facts::{Via, read},
+    maps::{FOLLOW, config},
 };
 
 #[btf_tracepoint(function = "sched_process_fork")]
@@ -20,16 +20,15 @@ pub fn tp_sched_process_fork(ctx: BtfTracePointContext) -> i32 {
 
 #[inline(always)]
 pub fn try_follow_fork(child: *const u8) {
-    let cfg = DIO_CONFIG.load();
-    if cfg.filter.follow == 0 {
+    if config!(filter.follow) == 0 {
         return;
     }
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // SAFETY: read-only lookup of a plain u8 value.
-    if unsafe { FOLLOW.get(&tgid) }.is_none() {
+    if unsafe { FOLLOW.get(tgid) }.is_none() {
         return;
     }
-    if let Ok(pid) = read::<i32>(child, cfg.offsets.task_struct_pid) {
-        let _ = FOLLOW.insert(&(pid as u32), &1, 0);
+    if let Ok(pid) = read::<i32>(Via::Btf, child, config!(offsets.task_struct_pid)) {
+        let _ = FOLLOW.insert(pid as u32, 1, 0);
     }
 }

@@ -9,26 +9,30 @@ pub mod sync;
 pub mod write;
 
 use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid};
-use dio_trace_common::{arm::ArmedWrite, config::Config};
+use dio_trace_common::arm::ArmedWrite;
 
-use crate::maps::{ARMED, FOLLOW};
+use crate::{
+    facts::{Via, read},
+    maps::{ARMED, FOLLOW, config, maybe_armed},
+};
 
 /// Does the current task pass the pid/comm filters?
 #[inline(always)]
-pub fn task_passes(cfg: &Config) -> bool {
-    if cfg.filter.follow != 0 {
+pub fn task_passes() -> bool {
+    if config!(filter.follow) != 0 {
         let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
         // SAFETY: read-only lookup of a plain u8 value.
-        if unsafe { FOLLOW.get(&tgid) }.is_none() {
+        if unsafe { FOLLOW.get(tgid) }.is_none() {
             return false;
         }
     }
-    let n = cfg.filter.comm_len as usize;
+    let n = config!(filter.comm_len) as usize;
     if n > 0 {
+        let want = config!(filter.comm);
         let comm = bpf_get_current_comm().unwrap_or([0; 16]);
         let mut i = 0;
         while i < 16 {
-            if i < n && comm[i] != cfg.filter.comm[i] {
+            if i < n && comm[i] != want[i] {
                 return false;
             }
             i += 1;
@@ -41,6 +45,10 @@ pub fn task_passes(cfg: &Config) -> bool {
 /// in flight: the first and, for unarmed inodes, only thing every probe but
 /// the write's start does.
 #[inline(always)]
-pub fn armed(inode: *const u8) -> Option<*mut ArmedWrite> {
-    ARMED.get_ptr_mut(&(inode as u64))
+pub fn armed(via: Via, inode: *const u8) -> Option<*mut ArmedWrite> {
+    let ino: u64 = read(via, inode, config!(offsets.inode_i_ino)).ok()?;
+    if !maybe_armed(ino) {
+        return None;
+    }
+    ARMED.get_ptr_mut(inode as u64)
 }

@@ -10,15 +10,13 @@ use aya_ebpf::{
 };
 use dio_trace_common::{
     arm::{ARM_COMPLETED, ARM_SIZE_SEEN},
-    config::CONFIG_FULL_TIMELINE,
     kind::RecordKind,
     probe::Mechanism,
 };
 
 use crate::{
-    emit::{Fact, inode_event},
-    facts::{read, sizes},
-    maps::{ARMED, DIO_CONFIG},
+    emit::{Fact, full_timeline, retire, step},
+    facts::{Via, read, sizes},
     probes::armed,
 };
 
@@ -83,17 +81,16 @@ pub fn kprobe_ext4_handle_inode_extension(ctx: ProbeContext) -> u32 {
 fn return_address(ctx: &ProbeContext) -> u64 {
     // SAFETY: `regs` is the kprobe's pt_regs, valid while the program runs.
     let sp = unsafe { (*ctx.regs).rsp } as *const u8;
-    read::<u64>(sp, 0).unwrap_or(0)
+    read::<u64>(Via::Probe, sp, 0).unwrap_or(0)
 }
 
 #[inline(always)]
 pub fn try_size_update(inode: *const u8, ip: u64, kind: RecordKind, mechanism: Mechanism) {
-    let cfg = DIO_CONFIG.load();
-    let Some(entry) = armed(inode) else {
+    let via = Via::of(mechanism);
+    let Some(entry) = armed(via, inode) else {
         return;
     };
-    let sz = sizes(&cfg, inode);
-    let full = cfg.flags & CONFIG_FULL_TIMELINE != 0;
+    let sz = sizes(via, inode);
     // SAFETY: map value pointer, valid while the program runs.
     let (state, first_cover) = unsafe {
         let covers = kind == RecordKind::MarkDirty && sz.i_disksize >= (*entry).end;
@@ -105,10 +102,10 @@ pub fn try_size_update(inode: *const u8, ip: u64, kind: RecordKind, mechanism: M
     };
     // The verdict needs only the first update that covers the write's end;
     // the rest (timestamps, extent changes) are timeline detail.
-    if !(full || first_cover) {
+    if !(first_cover || full_timeline()) {
         return;
     }
-    inode_event(
+    step(
         entry,
         &sz,
         Fact {
@@ -122,6 +119,6 @@ pub fn try_size_update(inode: *const u8, ip: u64, kind: RecordKind, mechanism: M
     );
     // Completed and size seen: this write has nothing more to tell.
     if state & ARM_COMPLETED != 0 && state & ARM_SIZE_SEEN != 0 {
-        let _ = ARMED.remove(&(inode as u64));
+        retire(entry, inode as u64);
     }
 }

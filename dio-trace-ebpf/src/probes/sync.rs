@@ -9,16 +9,11 @@ use aya_ebpf::{
     macros::{btf_tracepoint, fentry, fexit, kprobe},
     programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext},
 };
-use dio_trace_common::{
-    config::{CONFIG_FULL_TIMELINE, Config},
-    kind::RecordKind,
-    probe::Mechanism,
-};
+use dio_trace_common::{arm::ARM_SIZE_SEEN, kind::RecordKind, probe::Mechanism};
 
 use crate::{
-    emit::{Fact, inode_event},
-    facts::{file_inode, sizes},
-    maps::DIO_CONFIG,
+    emit::{Fact, full_timeline, retire, step},
+    facts::{Via, file_inode, sizes},
     probes::armed,
 };
 
@@ -39,7 +34,6 @@ pub fn tp_ext4_sync_file_exit(ctx: BtfTracePointContext) -> i32 {
     let inode: *const u8 = ctx.arg(0);
     let ret: i32 = ctx.arg(1);
     try_sync(
-        &DIO_CONFIG.load(),
         inode,
         RecordKind::SyncExit,
         ret as i64 as u64,
@@ -85,24 +79,30 @@ pub fn kprobe_vfs_fsync_range(ctx: ProbeContext) -> u32 {
 
 #[inline(always)]
 fn file_sync(file: *const u8, kind: RecordKind, arg: u64, mechanism: Mechanism) {
-    let cfg = DIO_CONFIG.load();
-    if let Ok(inode) = file_inode(&cfg, file) {
-        try_sync(&cfg, inode, kind, arg, mechanism);
+    if let Ok(inode) = file_inode(Via::of(mechanism), file) {
+        try_sync(inode, kind, arg, mechanism);
     }
 }
 
 /// `arg` is datasync for `SyncEnter`, the return value for `SyncExit`.
 #[inline(always)]
-pub fn try_sync(cfg: &Config, inode: *const u8, kind: RecordKind, arg: u64, mechanism: Mechanism) {
+pub fn try_sync(inode: *const u8, kind: RecordKind, arg: u64, mechanism: Mechanism) {
+    let full = full_timeline();
     // Sync exits are timeline detail.
-    if kind == RecordKind::SyncExit && cfg.flags & CONFIG_FULL_TIMELINE == 0 {
+    if kind == RecordKind::SyncExit && !full {
         return;
     }
-    let Some(entry) = armed(inode) else {
+    let via = Via::of(mechanism);
+    let Some(entry) = armed(via, inode) else {
         return;
     };
-    let sz = sizes(cfg, inode);
-    inode_event(
+    // Only the first sync counts for the verdict: skip the reads for the rest.
+    // SAFETY: map value pointer, valid while the program runs.
+    if !full && unsafe { (*entry).rec.sync.ts_ns } != 0 {
+        return;
+    }
+    let sz = sizes(via, inode);
+    step(
         entry,
         &sz,
         Fact {
@@ -114,4 +114,12 @@ pub fn try_sync(cfg: &Config, inode: *const u8, kind: RecordKind, arg: u64, mech
             flags: 0,
         },
     );
+    // A sync after the covering size update settles the verdict (ordered):
+    // send the write now, and its completion finds nothing armed, which
+    // is cheap. Otherwise the write waits for its completion and size
+    // update, which make the violation's timeline.
+    // SAFETY: as above.
+    if !full && kind == RecordKind::SyncEnter && unsafe { (*entry).state } & ARM_SIZE_SEEN != 0 {
+        retire(entry, inode as u64);
+    }
 }

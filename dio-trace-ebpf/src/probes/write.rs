@@ -4,24 +4,28 @@
 //! unsigned int dio_flags, size_t done_before)`, Linux 6.4+; before that,
 //! the entry of `iomap_dio_rw` with the same two first arguments.
 
+use aya_ebpf::helpers::bpf_get_current_comm;
 use aya_ebpf::{
     macros::{btf_tracepoint, fentry, kprobe},
     programs::{BtfTracePointContext, FEntryContext, ProbeContext},
 };
 use dio_trace_common::{
-    arm::ArmedWrite,
+    arm::{ArmedWrite, InodeKey},
     counters::Counter,
     kind::RecordKind,
     probe::Mechanism,
-    record::{EVENT_DSYNC, EVENT_SYNC},
+    record::{EVENT_DSYNC, EVENT_SYNC, InodeEvent},
 };
 
 use crate::{
-    emit::{Fact, inode_event, path_record},
-    facts::{file_inode, inode_key, iocb_file, is_ext4, read, sizes},
-    maps::{ARMED, DIO_CONFIG, PATH_SENT, count},
+    emit::{Fact, full_timeline, header, inode_event, path_record, retire, send_write},
+    facts::{Sizes, Via, file_inode, inode_key, inode_sb, iocb_file, is_ext4, read, sizes},
+    maps::{ARMED, PATH_SENT, SCRATCH, config, count, filter_add},
     probes::{armed, task_passes},
 };
+
+/// `BPF_NOEXIST`: insert only if the key is new.
+const BPF_NOEXIST: u64 = 1;
 
 #[btf_tracepoint(function = "iomap_dio_rw_begin")]
 pub fn tp_iomap_dio_rw_begin(ctx: BtfTracePointContext) -> i32 {
@@ -63,47 +67,52 @@ pub fn kprobe_iomap_dio_rw(ctx: ProbeContext) -> u32 {
 /// costs two reads and a counter.
 #[inline(always)]
 pub fn try_write_begin(iocb: *const u8, iter: *const u8, mechanism: Mechanism) {
-    let cfg = DIO_CONFIG.load();
-    let Ok(ki_flags) = read::<u32>(iocb, cfg.offsets.kiocb_ki_flags) else {
+    let via = Via::of(mechanism);
+    let Ok(ki_flags) = read::<u32>(via, iocb, config!(offsets.kiocb_ki_flags)) else {
         count(Counter::ReadFailed);
         return;
     };
-    if ki_flags & cfg.iocb.direct == 0 {
+    if ki_flags & config!(iocb.direct) == 0 {
         return;
     }
-    let Ok(dir) = read::<u8>(iter, cfg.offsets.iov_iter_dir) else {
+    let Ok(dir) = read::<u8>(via, iter, config!(offsets.iov_iter_dir)) else {
         count(Counter::ReadFailed);
         return;
     };
-    if u32::from(dir) & cfg.iocb.dir_mask == 0 {
+    if u32::from(dir) & config!(iocb.dir_mask) == 0 {
         return; // a direct read
     }
-    if !task_passes(&cfg) {
+    if !task_passes() {
         count(Counter::Filtered);
         return;
     }
     count(Counter::DirectWrites);
-    if ki_flags & cfg.iocb.dsync == 0 {
+    if ki_flags & config!(iocb.dsync) == 0 {
         count(Counter::NotSync);
         return;
     }
-    let Ok(file) = iocb_file(&cfg, iocb) else {
+    let Ok(file) = iocb_file(via, iocb) else {
         count(Counter::ReadFailed);
         return;
     };
-    let Ok(inode) = file_inode(&cfg, file) else {
+    let Ok(inode) = file_inode(via, file) else {
         count(Counter::ReadFailed);
         return;
     };
-    let Ok(key) = inode_key(&cfg, inode) else {
+    let Ok(sb) = inode_sb(via, inode) else {
         count(Counter::ReadFailed);
         return;
     };
-    if cfg.filter.dev != 0 && key.dev != cfg.filter.dev {
+    let Ok(key) = inode_key(via, inode, sb) else {
+        count(Counter::ReadFailed);
+        return;
+    };
+    let dev_filter = config!(filter.dev);
+    if dev_filter != 0 && key.dev != dev_filter {
         count(Counter::Filtered);
         return;
     }
-    match is_ext4(&cfg, inode) {
+    match is_ext4(via, sb) {
         Ok(true) => {}
         Ok(false) => {
             count(Counter::OtherFs);
@@ -114,9 +123,9 @@ pub fn try_write_begin(iocb: *const u8, iter: *const u8, mechanism: Mechanism) {
             return;
         }
     }
-    let pos: i64 = read(iocb, cfg.offsets.kiocb_ki_pos).unwrap_or(-1);
-    let len: u64 = read(iter, cfg.offsets.iov_iter_count).unwrap_or(0);
-    let sz = sizes(&cfg, inode);
+    let pos: i64 = read(via, iocb, config!(offsets.kiocb_ki_pos)).unwrap_or(-1);
+    let len: u64 = read(via, iter, config!(offsets.iov_iter_count)).unwrap_or(0);
+    let sz = sizes(via, inode);
     let end = pos.wrapping_add(len as i64);
     let on_disk = if sz.i_disksize < sz.i_size {
         sz.i_disksize
@@ -127,47 +136,95 @@ pub fn try_write_begin(iocb: *const u8, iter: *const u8, mechanism: Mechanism) {
     if pos < 0 || end <= on_disk {
         count(Counter::NotExtending);
         // A later write supersedes whatever this inode was armed for.
-        let _ = ARMED.remove(&addr);
+        if let Some(old) = armed(via, inode) {
+            retire(old, addr);
+        }
         return;
     }
-    let arm = ArmedWrite {
-        end,
-        lost: 0,
-        state: 0,
-        key,
-    };
-    if ARMED.insert(&addr, &arm, 0).is_err() {
-        count(Counter::ArmFailed);
-        return;
+    let mut flags = EVENT_DSYNC;
+    if ki_flags & config!(iocb.sync) != 0 {
+        flags |= EVENT_SYNC;
     }
-    let Some(entry) = armed(inode) else {
+    let Some(entry) = arm(addr, end, &sz, key, pos, len, ki_flags, flags, mechanism) else {
         count(Counter::ArmFailed);
         return;
     };
     count(Counter::Armed);
-    let mut flags = EVENT_DSYNC;
-    if ki_flags & cfg.iocb.sync != 0 {
-        flags |= EVENT_SYNC;
+    if full_timeline() {
+        inode_event(
+            entry,
+            &sz,
+            Fact {
+                kind: RecordKind::WriteBegin,
+                mechanism,
+                pos,
+                len,
+                arg: ki_flags as u64,
+                flags,
+            },
+        );
     }
-    inode_event(
-        entry,
-        &sz,
-        Fact {
-            kind: RecordKind::WriteBegin,
-            mechanism,
+    let generation = read::<u32>(via, inode, config!(offsets.inode_i_generation)).unwrap_or(0);
+    // SAFETY: read-only copy of a plain value.
+    let sent = unsafe { PATH_SENT.get(key) }.copied();
+    if sent != Some(generation)
+        && let Ok(dentry) = read::<*const u8>(Via::Probe, file, config!(offsets.file_f_path_dentry))
+    {
+        path_record(dentry, mechanism, entry);
+        let _ = PATH_SENT.insert(key, generation, 0);
+    }
+}
+
+/// Put the write's entry, built in per-CPU scratch, into the armed map.
+/// An entry already there is a write that never finished (an attempt the
+/// kernel abandoned and retried, or one that failed before completing):
+/// it is sent as far as it got, then replaced.
+// Entries go in by reference: by value would copy 312 bytes onto the
+// 512-byte BPF stack.
+#[allow(clippy::too_many_arguments, clippy::needless_borrows_for_generic_args)]
+#[inline(always)]
+fn arm(
+    addr: u64,
+    end: i64,
+    sz: &Sizes,
+    key: InodeKey,
+    pos: i64,
+    len: u64,
+    ki_flags: u32,
+    flags: u32,
+    mechanism: Mechanism,
+) -> Option<*mut ArmedWrite> {
+    let scratch = SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: per-CPU scratch, only this program run uses it; the steps
+    // need only their timestamps cleared ("not seen").
+    unsafe {
+        (*scratch).end = end;
+        (*scratch).state = 0;
+        (*scratch).rec.begin = InodeEvent {
+            header: header(RecordKind::Write, mechanism, 0),
+            dev: key.dev,
+            flags: flags | sz.flags,
+            ino: key.ino,
+            i_size: sz.i_size,
+            i_disksize: sz.i_disksize,
             pos,
             len,
             arg: ki_flags as u64,
-            flags,
-        },
-    );
-    let generation = read::<u32>(inode, cfg.offsets.inode_i_generation).unwrap_or(0);
-    // SAFETY: read-only copy of a plain value.
-    let sent = unsafe { PATH_SENT.get(&key) }.copied();
-    if sent != Some(generation)
-        && let Ok(dentry) = read::<*const u8>(file, cfg.offsets.file_f_path_dentry)
-    {
-        path_record(&cfg, dentry, mechanism, entry);
-        let _ = PATH_SENT.insert(&key, &generation, 0);
+            comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        };
+        (*scratch).rec.size.ts_ns = 0;
+        (*scratch).rec.sync.ts_ns = 0;
+        (*scratch).rec.complete.ts_ns = 0;
+        if ARMED.insert(addr, &*scratch, BPF_NOEXIST).is_ok() {
+            filter_add(key.ino, 1);
+        } else {
+            if let Some(old) = ARMED.get_ptr_mut(addr)
+                && !full_timeline()
+            {
+                send_write(old);
+            }
+            ARMED.insert(addr, &*scratch, 0).ok()?;
+        }
     }
+    ARMED.get_ptr_mut(addr)
 }

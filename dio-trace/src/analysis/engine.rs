@@ -2,8 +2,9 @@
 //!
 //! A write opens at its `WriteBegin` and collects every later event of its
 //! inode. It closes when it has nothing more to say (completed, and the
-//! size update seen), when the next write to that inode begins, when it has
-//! lingered past its completion, or at the end of the trace.
+//! size update seen; or the kernel says so, `Input::Done`), when the next
+//! write to that inode begins, when it has lingered past its completion,
+//! or at the end of the trace.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -139,6 +140,7 @@ impl Engine {
                     w.path = path;
                 }
             }
+            Input::Done { dev, ino } => self.close((dev, ino), &mut out),
             Input::Lost { records, ts_ns } => {
                 self.tally.lost_records += records;
                 self.last_ts = self.last_ts.max(ts_ns);

@@ -68,6 +68,12 @@ pub enum Input {
         ino: u64,
         path: Option<String>,
     },
+    /// The write open on this inode has said all it will (the kernel sent
+    /// it whole and forgot it): judge it now.
+    Done {
+        dev: u32,
+        ino: u64,
+    },
     /// The kernel lost `records` records (ring buffer full) up to `ts_ns`:
     /// every write in flight may miss some of its events.
     Lost {

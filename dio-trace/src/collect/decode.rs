@@ -4,7 +4,7 @@
 use dio_trace_common::{
     kind::RecordKind,
     probe::Mechanism,
-    record::{InodeEvent, PathRecord, RecordHeader},
+    record::{InodeEvent, PathRecord, RecordHeader, Step, WriteRecord},
 };
 use thiserror::Error;
 
@@ -30,6 +30,9 @@ pub enum DecodeError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decoded {
     Event(Event),
+    /// A whole write ([`RecordKind::Write`]): its begin, then the steps it
+    /// saw, in kernel order.
+    Write(Vec<Event>),
     /// Dentry names, leaf first; `complete` when the walk reached the root.
     Path {
         dev: u32,
@@ -71,8 +74,14 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
             complete: r.complete != 0,
         });
     }
-    let r: InodeEvent = pod(bytes, kind.name())?;
-    Ok(Decoded::Event(Event {
+    if kind == RecordKind::Write {
+        return write(pod(bytes, kind.name())?).map(Decoded::Write);
+    }
+    Ok(Decoded::Event(event(kind, mechanism, &pod(bytes, kind.name())?)))
+}
+
+fn event(kind: RecordKind, mechanism: Mechanism, r: &InodeEvent) -> Event {
+    Event {
         kind,
         mechanism,
         ts_ns: r.header.ts_ns,
@@ -90,7 +99,55 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
         arg: r.arg,
         comm: c_str(&r.comm),
         caller: None,
-    }))
+    }
+}
+
+/// A [`WriteRecord`] as the events a full timeline would have sent for the
+/// same facts: the begin, then each step seen, by time.
+fn write(r: WriteRecord) -> Result<Vec<Event>, DecodeError> {
+    let mechanism = |m: u32| Mechanism::from_u32(m).ok_or(DecodeError::Mechanism(m));
+    let begin = event(
+        RecordKind::WriteBegin,
+        mechanism(r.begin.header.mechanism)?,
+        &r.begin,
+    );
+    let mut steps = Vec::with_capacity(3);
+    for (kind, s) in [
+        (RecordKind::MarkDirty, &r.size),
+        (RecordKind::SyncEnter, &r.sync),
+        (RecordKind::CompleteExit, &r.complete),
+    ] {
+        if s.ts_ns != 0 {
+            steps.push(step(kind, mechanism(s.mechanism)?, s, &begin));
+        }
+    }
+    // Stable: equal times keep the order above.
+    steps.sort_by_key(|e| e.ts_ns);
+    let mut events = vec![begin];
+    events.extend(steps);
+    Ok(events)
+}
+
+fn step(kind: RecordKind, mechanism: Mechanism, s: &Step, begin: &Event) -> Event {
+    Event {
+        kind,
+        mechanism,
+        ts_ns: s.ts_ns,
+        pid: s.pid,
+        tgid: s.tgid,
+        cpu: s.cpu,
+        lost: begin.lost,
+        dev: begin.dev,
+        ino: begin.ino,
+        flags: s.flags,
+        i_size: s.i_size,
+        i_disksize: s.i_disksize,
+        pos: s.pos,
+        len: 0,
+        arg: s.arg,
+        comm: String::new(),
+        caller: None,
+    }
 }
 
 /// Bytes up to the first NUL, lossily as UTF-8.
@@ -102,6 +159,7 @@ fn c_str(b: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dio_trace_common::record::EVENT_FINAL;
 
     fn as_bytes<T>(v: &T) -> Vec<u8> {
         // SAFETY: test-only view of a repr(C) POD value.
@@ -163,6 +221,64 @@ mod tests {
         r.names[1][..3].copy_from_slice(b"dir");
         let d = decode(&as_bytes(&r)).unwrap();
         assert!(matches!(d, Decoded::Path { ref names, complete: true, .. } if names == &["file", "dir"]));
+    }
+
+    fn step(ts_ns: u64, i_disksize: i64, arg: u64) -> Step {
+        Step {
+            ts_ns,
+            i_size: 8192,
+            i_disksize,
+            arg,
+            pid: 9,
+            tgid: 7,
+            mechanism: Mechanism::Fentry as u32,
+            ..Step::default()
+        }
+    }
+
+    #[test]
+    fn a_write_record_becomes_its_events_in_time_order() {
+        let mut begin = event(RecordKind::Write);
+        begin.flags = EVENT_FINAL;
+        // The buggy order: sync (t=50), completion (t=60), size update (t=70).
+        let r = WriteRecord {
+            begin,
+            size: step(70, 8192, 0xffff),
+            sync: step(50, 4096, 1),
+            complete: step(60, 4096, 4096),
+        };
+        let Decoded::Write(events) = decode(&as_bytes(&r)).unwrap() else {
+            panic!("not a write")
+        };
+        let kinds: Vec<_> = events.iter().map(|e| (e.kind, e.ts_ns)).collect();
+        assert_eq!(
+            kinds,
+            [
+                (RecordKind::WriteBegin, 42),
+                (RecordKind::SyncEnter, 50),
+                (RecordKind::CompleteExit, 60),
+                (RecordKind::MarkDirty, 70),
+            ]
+        );
+        assert!(events.iter().all(|e| e.key() == (7 << 20, 12)));
+        assert_eq!(events[0].comm, "writer");
+        assert_eq!((events[1].pid, events[1].mechanism), (9, Mechanism::Fentry));
+    }
+
+    #[test]
+    fn steps_not_seen_are_left_out() {
+        let r = WriteRecord {
+            begin: event(RecordKind::Write),
+            sync: step(50, 4096, 1),
+            ..WriteRecord::default()
+        };
+        let Decoded::Write(events) = decode(&as_bytes(&r)).unwrap() else {
+            panic!("not a write")
+        };
+        assert_eq!(events.len(), 2);
+        let mut bad = r;
+        bad.sync.mechanism = 77;
+        assert_eq!(decode(&as_bytes(&bad)), Err(DecodeError::Mechanism(77)));
     }
 
     #[test]

@@ -3,14 +3,14 @@
 //! through here; only the [`Annotator`] differs. Closed writes wait in
 //! `ready` for the reporter.
 
-use dio_trace_common::{counters::Counter, kind::RecordKind};
+use dio_trace_common::{counters::Counter, kind::RecordKind, record::EVENT_FINAL};
 
 use super::{
     counters::Reading,
     decode::{Decoded, decode},
 };
 use crate::{
-    analysis::{Engine, Input, engine::WriteReport},
+    analysis::{Engine, Event, Input, engine::WriteReport},
     trace::writer::TraceWriter,
 };
 
@@ -30,6 +30,9 @@ pub struct Feed<A> {
     lost_seen: u64,
     /// Records that would not decode (a build mismatch): never silent.
     pub undecodable: u64,
+    /// Whole-write records decoded: with the kernel's `armed` and
+    /// `writes_lost` counters, tells whether any write went missing.
+    pub writes: u64,
     pub ready: Vec<WriteReport>,
     /// Paths by (dev, ino). The kernel sends a file's path once, not with
     /// every write; each begin gets the last one known, and a new path
@@ -49,6 +52,7 @@ impl<A: Annotator> Feed<A> {
             recorder: None,
             lost_seen: 0,
             undecodable: 0,
+            writes: 0,
             ready: Vec::new(),
             paths: std::collections::HashMap::new(),
         }
@@ -67,17 +71,22 @@ impl<A: Annotator> Feed<A> {
         &mut self.annotator
     }
 
-    /// One raw record from the ring buffer (or a trace file).
+    /// One raw record from the ring buffer (or a trace file). A recording
+    /// gets the record's annotations (symbols, paths) first, so a replay
+    /// knows them when it reaches the record.
     pub fn record(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        let input = match decode(bytes) {
-            Ok(Decoded::Event(mut e)) => {
-                if e.kind == RecordKind::MarkDirty || e.kind == RecordKind::InodeExtension {
-                    e.caller = self.annotator.caller(e.arg);
-                    if let (Some(w), Some(name)) = (self.recorder.as_mut(), &e.caller) {
-                        w.symbol(e.arg, name)?;
-                    }
+        let mut inputs = Vec::new();
+        match decode(bytes) {
+            Ok(Decoded::Event(e)) => self.event(e, &mut inputs)?,
+            Ok(Decoded::Write(events)) => {
+                self.writes += 1;
+                let done = events.first().map(|b| (b.flags & EVENT_FINAL != 0, b.key()));
+                for e in events {
+                    self.event(e, &mut inputs)?;
                 }
-                Input::Event(e)
+                if let Some((true, (dev, ino))) = done {
+                    inputs.push(Input::Done { dev, ino });
+                }
             }
             Ok(Decoded::Path {
                 dev,
@@ -94,34 +103,46 @@ impl<A: Annotator> Feed<A> {
                     self.paths.clear();
                 }
                 self.paths.insert((dev, ino), path.clone());
-                Input::Path { dev, ino, path }
+                inputs.push(Input::Path { dev, ino, path });
             }
-            Err(_) => {
-                self.undecodable += 1;
-                if let Some(w) = self.recorder.as_mut() {
-                    w.record(bytes)?;
-                }
-                return Ok(());
-            }
-        };
+            Err(_) => self.undecodable += 1,
+        }
         if let Some(w) = self.recorder.as_mut() {
             w.record(bytes)?;
         }
-        let known = match &input {
-            Input::Event(e) if e.kind == RecordKind::WriteBegin => self.paths.get(&e.key()).cloned(),
-            _ => None,
-        };
-        let key = match &input {
-            Input::Event(e) => Some(e.key()),
-            _ => None,
-        };
-        let closed = self.engine.push(input);
-        self.ready.extend(closed);
-        if let (Some(path), Some((dev, ino))) = (known, key) {
-            let closed = self.engine.push(Input::Path { dev, ino, path });
-            self.ready.extend(closed);
+        for input in inputs {
+            self.push(input);
         }
         Ok(())
+    }
+
+    /// One event for the engine: callers named, and a begin followed by
+    /// its file's path when known.
+    fn event(&mut self, mut e: Event, inputs: &mut Vec<Input>) -> std::io::Result<()> {
+        if e.kind == RecordKind::MarkDirty || e.kind == RecordKind::InodeExtension {
+            e.caller = self.annotator.caller(e.arg);
+            if let (Some(w), Some(name)) = (self.recorder.as_mut(), &e.caller) {
+                w.symbol(e.arg, name)?;
+            }
+        }
+        let key = e.key();
+        let known = (e.kind == RecordKind::WriteBegin)
+            .then(|| self.paths.get(&key).cloned())
+            .flatten();
+        inputs.push(Input::Event(e));
+        if let Some(path) = known {
+            inputs.push(Input::Path {
+                dev: key.0,
+                ino: key.1,
+                path,
+            });
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, input: Input) {
+        let closed = self.engine.push(input);
+        self.ready.extend(closed);
     }
 
     /// A fresh counter reading: new ring-buffer losses become a gap marker.
@@ -140,8 +161,7 @@ impl<A: Annotator> Feed<A> {
         if let Some(w) = self.recorder.as_mut() {
             w.lost(records, ts_ns)?;
         }
-        let closed = self.engine.push(Input::Lost { records, ts_ns });
-        self.ready.extend(closed);
+        self.push(Input::Lost { records, ts_ns });
         Ok(())
     }
 

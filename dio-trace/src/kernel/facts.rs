@@ -57,14 +57,15 @@ impl KernelFacts {
         })
     }
 
-    /// The loader global for a run with `filter`.
+    /// The loader global for a run with `filter` (the loader adds what
+    /// depends on the ring buffer's size).
     pub fn config(&self, filter: Filter, flags: u32) -> Config {
         Config {
             offsets: self.offsets,
             iocb: self.iocb,
             filter,
             flags,
-            _pad: 0,
+            wake_bytes: 0,
         }
     }
 }

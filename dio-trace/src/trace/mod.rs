@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! magic    8 bytes  "DIOTRACE"
-//! version  u32 LE   format version; readers refuse others
+//! version  u32 LE   format version; readers refuse versions they do not know
+//!                   (2 added whole-write records; 1 is still read)
 //! frames   ...      until the end frame
 //! ```
 //!

@@ -3,7 +3,7 @@
 
 use std::io::Read;
 
-use dio_trace_common::FORMAT_VERSION;
+use dio_trace_common::{FORMAT_VERSION, OLDEST_FORMAT_VERSION};
 use thiserror::Error;
 
 use super::{END, HEADER, Header, LOST, MAGIC, MAX_FRAME, PATH, RECORD, SYMBOL, Trailer};
@@ -14,7 +14,9 @@ pub enum TraceError {
     Empty,
     #[error("not a dio-trace trace (no DIOTRACE signature)")]
     NotATrace,
-    #[error("trace format version {found}; this dio-trace reads version {FORMAT_VERSION}")]
+    #[error(
+        "trace format version {found}; this dio-trace reads versions {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}"
+    )]
     Version { found: u32 },
     #[error("truncated at byte {at}: the recording was cut short (no end marker)")]
     Truncated { at: u64 },
@@ -95,7 +97,7 @@ pub fn parse(data: &[u8]) -> Result<Trace, TraceError> {
         .take(4)
         .map(u32_le)
         .ok_or(TraceError::Truncated { at: c.at() })?;
-    if version != FORMAT_VERSION {
+    if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(TraceError::Version { found: version });
     }
     let mut trace = Trace::default();

@@ -372,3 +372,25 @@ fn a_different_write_after_one_without_completion_is_no_retry() {
     assert_eq!(t.abandoned, 0);
     assert!(matches!(out[0].verdict, Verdict::Inconclusive(_)));
 }
+
+#[test]
+fn done_judges_a_write_at_once() {
+    // A whole-write record of an ordered write: sent at its sync, so no
+    // completion will come; `Done` closes it without waiting.
+    let mut e = Engine::new(EngineConfig::default());
+    let mut out = Vec::new();
+    for i in events(vec![
+        begin(1, 0, EVENT_DSYNC),
+        dirty(1, 10, 8192),
+        sync(1, 20, 8192),
+    ]) {
+        out.extend(e.push(i));
+    }
+    assert!(out.is_empty(), "no completion yet: still open");
+    out.extend(e.push(Input::Done { dev: DEV, ino: 1 }));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].verdict, Verdict::Ordered);
+    assert_eq!(e.open_writes(), 0);
+    // Done for an inode with nothing open is a no-op.
+    assert!(e.push(Input::Done { dev: DEV, ino: 2 }).is_empty());
+}
