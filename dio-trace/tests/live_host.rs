@@ -396,11 +396,15 @@ fn a_recorded_trace_replays_to_the_live_verdicts() {
     assert_eq!(summary(&replay_lines)["counted"], 4);
 }
 
+/// With a full timeline every event is its own record: losing some makes
+/// exactly the writes they belonged to inconclusive.
 #[test]
-fn a_tiny_ring_buffer_loses_records_and_the_answer_is_inconclusive_not_ordered() {
-    let Some(s) = live("forced-loss") else { return };
+fn a_tiny_ring_buffer_loses_events_and_those_writes_are_inconclusive_not_ordered() {
+    let Some(s) = live("forced-loss-timeline") else {
+        return;
+    };
     let out = Command::new(BIN)
-        .args(["run", "--json", "--ringbuf-size", "4K", "--"])
+        .args(["run", "--json", "--full-timeline", "--ringbuf-size", "4K", "--"])
         .args([
             BIN,
             "write",
@@ -429,6 +433,54 @@ fn a_tiny_ring_buffer_loses_records_and_the_answer_is_inconclusive_not_ordered()
     assert!(
         inconclusive > 0 && (inconclusive as u64) < sum["counted"].as_u64().unwrap(),
         "{sum}"
+    );
+    assert!(
+        sum["reasons"].to_string().contains("raise --ringbuf-size"),
+        "{sum}"
+    );
+}
+
+/// By default a write is one record: when user space stalls (stopped here
+/// with SIGSTOP) and the ring fills, whole writes are lost. They are
+/// counted, the answer is inconclusive, and every armed write is either
+/// judged or counted lost.
+#[test]
+fn a_stalled_reader_loses_whole_writes_and_says_so() {
+    let Some(s) = live("forced-loss") else { return };
+    let tracer = Command::new(BIN)
+        .args(["run", "--json", "--ringbuf-size", "4K", "--"])
+        .args([
+            BIN,
+            "write",
+            "--pattern",
+            "concurrent-o-sync-append",
+            "--count",
+            "400",
+        ])
+        .arg(s.dir().join("c"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    signal(&tracer, libc::SIGSTOP);
+    std::thread::sleep(Duration::from_millis(1000));
+    signal(&tracer, libc::SIGCONT);
+    let out = tracer.wait_with_output().unwrap();
+    let ls = lines(&out);
+    let sum = summary(&ls);
+    let counters = &sum["counters"];
+    let lost = counters["writes_lost"].as_u64().unwrap();
+    assert!(
+        lost > 0,
+        "a stopped reader and a 4 KiB ring must lose writes: {sum}"
+    );
+    assert_eq!(sum["verdict"], "inconclusive", "{sum}");
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(sum["violations"], 0);
+    assert_eq!(
+        sum["counted"].as_u64().unwrap() + sum["abandoned"].as_u64().unwrap() + lost,
+        counters["armed"].as_u64().unwrap(),
+        "every armed write is judged or counted lost: {sum}"
     );
     assert!(
         sum["reasons"].to_string().contains("raise --ringbuf-size"),
