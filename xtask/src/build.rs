@@ -47,6 +47,39 @@ pub fn cargo_step(what: &str, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// `cargo clippy` over the kernel programs, built as they ship: BPF target,
+/// nightly, `-Z build-std` (a host build of them is not what loads).
+pub fn ebpf_lints() -> Result<()> {
+    let args = [
+        "run",
+        "nightly",
+        "cargo",
+        "clippy",
+        "--release",
+        "--manifest-path",
+        "dio-trace-ebpf/Cargo.toml",
+        "--target",
+        "bpfel-unknown-none",
+        "-Z",
+        "build-std=core",
+        "--",
+        "-D",
+        "warnings",
+    ];
+    println!("test: eBPF lints: rustup {}", args.join(" "));
+    let status = Command::new("rustup")
+        .args(args)
+        .current_dir(workspace())
+        .env_remove("CARGO")
+        .env_remove("RUSTC")
+        .status()
+        .context("running rustup run nightly cargo clippy")?;
+    if !status.success() {
+        bail!("eBPF lints failed");
+    }
+    Ok(())
+}
+
 /// Target triple of the static guest binary (no musl target here: glibc
 /// with `+crt-static`, NOTES §3).
 const STATIC_TARGET: &str = "x86_64-unknown-linux-gnu";

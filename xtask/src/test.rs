@@ -27,6 +27,7 @@ pub fn run() -> Result<()> {
             "warnings",
         ],
     )?;
+    crate::build::ebpf_lints()?;
     crate::build::cargo_step(
         "unit and live host tests",
         &["test", "-p", "dio-trace", "-p", "dio-trace-common", "-p", "xtask"],
