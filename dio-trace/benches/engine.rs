@@ -1,6 +1,7 @@
-//! User-space cost per event: raw ring-buffer records through the same
-//! feed (decode, annotate, engine) that live tracing and replay use.
-//! Reports records per second on one core.
+//! User-space cost per write: raw ring-buffer records through the same
+//! feed (decode, annotate, engine) that live tracing and replay use, as
+//! whole-write records (the default) and as one record per event (a full
+//! timeline). Reports records per second on one core.
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use dio_trace::{
@@ -10,7 +11,7 @@ use dio_trace::{
 use dio_trace_common::{
     kind::RecordKind,
     probe::Mechanism,
-    record::{EVENT_DSYNC, EVENT_SYNC, InodeEvent, RecordHeader},
+    record::{EVENT_DSYNC, EVENT_FINAL, EVENT_SYNC, InodeEvent, RecordHeader, Step, WriteRecord},
 };
 
 struct NoNames;
@@ -24,8 +25,13 @@ impl Annotator for NoNames {
     }
 }
 
-fn record(kind: RecordKind, ino: u64, ts: u64, pos: i64, disksize: i64) -> Vec<u8> {
-    let ev = InodeEvent {
+fn bytes<T>(v: &T) -> Vec<u8> {
+    // SAFETY: a repr(C) record of integers, viewed as bytes.
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+}
+
+fn event(kind: RecordKind, ino: u64, ts: u64, pos: i64, disksize: i64) -> InodeEvent {
+    InodeEvent {
         header: RecordHeader {
             kind: kind as u32,
             mechanism: Mechanism::Tracepoint as u32,
@@ -48,14 +54,43 @@ fn record(kind: RecordKind, ino: u64, ts: u64, pos: i64, disksize: i64) -> Vec<u
         len: 4096,
         arg: 4096,
         comm: *b"bench\0\0\0\0\0\0\0\0\0\0\0",
-    };
-    // SAFETY: a repr(C) record of integers, viewed as bytes.
-    unsafe { std::slice::from_raw_parts((&raw const ev).cast::<u8>(), size_of::<InodeEvent>()) }.to_vec()
+    }
 }
 
-/// `writes` ordered 4 KiB appends spread over `inodes` files, interleaved:
-/// begin, size update, sync, completion (what the kernel sends by default).
-fn stream(writes: usize, inodes: u64) -> Vec<Vec<u8>> {
+/// `writes` ordered 4 KiB appends spread over `inodes` files, one
+/// [`WriteRecord`] each: begin, size update, sync (what the kernel sends by
+/// default: an ordered write leaves at its sync).
+fn whole_writes(writes: usize, inodes: u64) -> Vec<Vec<u8>> {
+    let mut ts = 0;
+    (0..writes)
+        .map(|w| {
+            let ino = w as u64 % inodes;
+            let pos = (w as u64 / inodes) as i64 * 4096;
+            let mut begin = event(RecordKind::Write, ino, ts, pos, pos);
+            begin.flags = EVENT_SYNC | EVENT_DSYNC | EVENT_FINAL;
+            let step = |ts_ns| Step {
+                ts_ns,
+                i_size: pos + 4096,
+                i_disksize: pos + 4096,
+                mechanism: Mechanism::Tracepoint as u32,
+                pid: 1,
+                tgid: 1,
+                ..Step::default()
+            };
+            ts += 400;
+            bytes(&WriteRecord {
+                begin,
+                size: step(ts - 300),
+                sync: step(ts - 200),
+                complete: Step::default(),
+            })
+        })
+        .collect()
+}
+
+/// The same appends with every event its own record (`--full-timeline`):
+/// begin, size update, sync, completion.
+fn events(writes: usize, inodes: u64) -> Vec<Vec<u8>> {
     let mut out = Vec::with_capacity(writes * 4);
     let mut ts = 0;
     for w in 0..writes {
@@ -68,31 +103,39 @@ fn stream(writes: usize, inodes: u64) -> Vec<Vec<u8>> {
             (RecordKind::CompleteExit, pos + 4096),
         ] {
             ts += 100;
-            out.push(record(kind, ino, ts, pos, disk));
+            out.push(bytes(&event(kind, ino, ts, pos, disk)));
         }
     }
     out
 }
 
 fn feed(c: &mut Criterion) {
-    let records = stream(250_000, 64);
+    const WRITES: usize = 250_000;
     let mut g = c.benchmark_group("feed");
-    g.throughput(Throughput::Elements(records.len() as u64));
     g.sample_size(10);
-    g.bench_function("1M records, 64 files", |b| {
-        b.iter_batched(
-            || Feed::new(Engine::new(EngineConfig::default()), NoNames),
-            |mut f| {
-                for r in &records {
-                    f.record(r).unwrap();
-                    f.ready.clear();
-                }
-                f.finish();
-                assert_eq!(f.engine.tally().ordered, 250_000);
-            },
-            BatchSize::LargeInput,
-        )
-    });
+    for (name, records) in [
+        (
+            "250k writes as whole-write records, 64 files",
+            whole_writes(WRITES, 64),
+        ),
+        ("250k writes as 1M event records, 64 files", events(WRITES, 64)),
+    ] {
+        g.throughput(Throughput::Elements(records.len() as u64));
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || Feed::new(Engine::new(EngineConfig::default()), NoNames),
+                |mut f| {
+                    for r in &records {
+                        f.record(r).unwrap();
+                        f.ready.clear();
+                    }
+                    f.finish();
+                    assert_eq!(f.engine.tally().ordered, WRITES as u64);
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
     g.finish();
 }
 

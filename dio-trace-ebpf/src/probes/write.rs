@@ -20,7 +20,7 @@ use dio_trace_common::{
 use crate::{
     emit::{Fact, full_timeline, header, inode_event, path_record, retire, send_write},
     facts::{Sizes, Via, file_inode, inode_key, inode_sb, iocb_file, is_ext4, read, sizes},
-    maps::{ARMED, PATH_SENT, SCRATCH, config, count, filter_add},
+    maps::{ARMED, LAST_PATH, PATH_SENT, SCRATCH, SentPath, config, count, filter_add},
     probes::{armed, task_passes},
 };
 
@@ -165,13 +165,43 @@ pub fn try_write_begin(iocb: *const u8, iter: *const u8, mechanism: Mechanism) {
         );
     }
     let generation = read::<u32>(via, inode, config!(offsets.inode_i_generation)).unwrap_or(0);
-    // SAFETY: read-only copy of a plain value.
-    let sent = unsafe { PATH_SENT.get(key) }.copied();
-    if sent != Some(generation)
+    if !path_sent(key, generation)
         && let Ok(dentry) = read::<*const u8>(Via::Probe, file, config!(offsets.file_f_path_dentry))
     {
         path_record(dentry, mechanism, entry);
         let _ = PATH_SENT.insert(key, generation, 0);
+        remember_path(key, generation);
+    }
+}
+
+/// Was this file's path sent already (this inode number, this generation)?
+#[inline(always)]
+fn path_sent(key: InodeKey, generation: u32) -> bool {
+    if let Some(last) = LAST_PATH.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot, valid while the program runs.
+        if unsafe { (*last).key == key && (*last).generation == generation } {
+            return true;
+        }
+    }
+    // SAFETY: read-only copy of a plain value.
+    if unsafe { PATH_SENT.get(key) }.copied() != Some(generation) {
+        return false;
+    }
+    remember_path(key, generation);
+    true
+}
+
+#[inline(always)]
+fn remember_path(key: InodeKey, generation: u32) {
+    if let Some(last) = LAST_PATH.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot, valid while the program runs.
+        unsafe {
+            *last = SentPath {
+                key,
+                generation,
+                _pad: 0,
+            }
+        };
     }
 }
 
