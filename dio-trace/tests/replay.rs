@@ -1,7 +1,9 @@
 //! `dio-trace check` on traces recorded on real kernels (fixtures made by
 //! `cargo xtask vm fixtures` on the buggy 6.1 build and on Debian 6.1 and
-//! 6.12): the replay must give exactly the verdicts seen live. And every
-//! kind of bad file gets one clear line and exit 4. No root needed.
+//! 6.12): the replay must give exactly the verdicts seen live, for traces of
+//! this format (whole-write records) and of format 1 (`fixtures/v1/`, one
+//! record per event, recorded by the previous version). And every kind of
+//! bad file gets one clear line and exit 4. No root needed.
 
 use std::{
     path::{Path, PathBuf},
@@ -48,7 +50,17 @@ fn check(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// The fixture `name` in both formats replays to its live run.
 fn replay_matches_live(name: &str, want_exit: i32, want_verdict: &str) {
+    for (dir, version) in [("", dio_trace_common::FORMAT_VERSION), ("v1/", 1)] {
+        let trace = fixture(&format!("{dir}{name}.dtr"));
+        let bytes = std::fs::read(&trace).unwrap();
+        assert_eq!(bytes[8..12], version.to_le_bytes(), "{dir}{name}: format");
+        replay_one(&format!("{dir}{name}"), want_exit, want_verdict);
+    }
+}
+
+fn replay_one(name: &str, want_exit: i32, want_verdict: &str) {
     let trace = fixture(&format!("{name}.dtr"));
     let live = ndjson(&std::fs::read_to_string(fixture(&format!("{name}.live.ndjson"))).unwrap());
     let (code, out, err) = check(&["--json", trace.to_str().unwrap()]);
