@@ -91,6 +91,11 @@ const _: () = assert!(core::mem::size_of::<Config>() == 136);
 /// exits, completion entries), not only the ones the verdict rests on.
 pub const CONFIG_FULL_TIMELINE: u32 = 1 << 0;
 
+/// Read kernel memory with `bpf_probe_read_kernel` only, never with plain
+/// loads through BTF-typed pointers: the loader's fallback for a kernel
+/// whose verifier refuses those loads.
+pub const CONFIG_PROBE_READS: u32 = 1 << 1;
+
 /// Name of the global the loader overrides.
 pub const CONFIG_GLOBAL: &str = "DIO_CONFIG";
 

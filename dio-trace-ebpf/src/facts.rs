@@ -4,7 +4,9 @@
 //! wrong offset gives a wrong value, never a crash.
 
 use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes};
-use dio_trace_common::{arm::InodeKey, probe::Mechanism, record::EVENT_NO_DISKSIZE};
+use dio_trace_common::{
+    arm::InodeKey, config::CONFIG_PROBE_READS, probe::Mechanism, record::EVENT_NO_DISKSIZE,
+};
 
 use crate::maps::{EXT4_TYPE, config};
 
@@ -23,9 +25,14 @@ pub enum Via {
 }
 
 impl Via {
-    /// What a mechanism's arguments allow.
+    /// What a mechanism's arguments allow, unless the loader asked for
+    /// probe reads only (`CONFIG_PROBE_READS`: the verifier prunes the
+    /// branch not taken, so the refused loads are never checked).
     #[inline(always)]
-    pub const fn of(mechanism: Mechanism) -> Via {
+    pub fn of(mechanism: Mechanism) -> Via {
+        if config!(flags) & CONFIG_PROBE_READS != 0 {
+            return Via::Probe;
+        }
         match mechanism {
             Mechanism::Kprobe | Mechanism::Kretprobe => Via::Probe,
             Mechanism::Fentry | Mechanism::Fexit | Mechanism::Tracepoint => Via::Btf,

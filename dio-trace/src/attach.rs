@@ -6,10 +6,14 @@ use aya::{
     Btf, Ebpf,
     programs::{BtfTracePoint, FEntry, FExit, KProbe, Program, ProgramError},
 };
-use dio_trace_common::probe::Mechanism;
+use dio_trace_common::{
+    config::{CONFIG_PROBE_READS, Config},
+    probe::Mechanism,
+};
 
 use crate::{
-    error::chain,
+    error::{LoadError, chain},
+    loader,
     probes::{
         catalog::Hook,
         select::{Backend, Selection, Wants, select},
@@ -19,14 +23,69 @@ use crate::{
 pub struct Tracer {
     pub ebpf: Ebpf,
     pub selection: Selection,
+    /// The programs read kernel memory with `bpf_probe_read_kernel` only
+    /// (the verifier refused plain BTF loads on this kernel).
+    pub probe_reads: bool,
 }
 
 impl Tracer {
+    /// Load the programs with `config` and attach them. Plain BTF loads
+    /// come first; if a probe is then left unserved and the verifier
+    /// refused one of its programs, the programs load again with probe
+    /// reads only (`CONFIG_PROBE_READS`), and the load that serves more
+    /// probes is kept.
+    pub fn start(
+        config: &Config,
+        ringbuf_bytes: u32,
+        btf: &Btf,
+        backend: Backend,
+        wants: Wants,
+    ) -> Result<Self, LoadError> {
+        let first = Self::load(config, ringbuf_bytes, btf, backend, wants)?;
+        let refused = first
+            .selection
+            .probes
+            .iter()
+            .any(|p| p.served.is_none() && p.skipped.iter().any(|s| s.contains(VERIFIER_REFUSED)));
+        if !refused || config.flags & CONFIG_PROBE_READS != 0 {
+            return Ok(first);
+        }
+        let unserved = first.selection.unserved();
+        drop(first);
+        let fallback = Config {
+            flags: config.flags | CONFIG_PROBE_READS,
+            ..*config
+        };
+        let second = Self::load(&fallback, ringbuf_bytes, btf, backend, wants)?;
+        if second.selection.unserved() < unserved {
+            return Ok(second);
+        }
+        drop(second);
+        Self::load(config, ringbuf_bytes, btf, backend, wants)
+    }
+
+    fn load(
+        config: &Config,
+        ringbuf_bytes: u32,
+        btf: &Btf,
+        backend: Backend,
+        wants: Wants,
+    ) -> Result<Self, LoadError> {
+        let ebpf = loader::load(config, ringbuf_bytes)?;
+        let mut tracer = Self::attach(ebpf, btf, backend, wants);
+        tracer.probe_reads = config.flags & CONFIG_PROBE_READS != 0;
+        Ok(tracer)
+    }
+
     /// Attach every probe the catalog asks for, each with the best
     /// mechanism `backend` allows and the kernel accepts.
     pub fn attach(mut ebpf: Ebpf, btf: &Btf, backend: Backend, wants: Wants) -> Self {
         let selection = select(backend, wants, |_, hook| attach_hook(&mut ebpf, btf, hook));
-        Self { ebpf, selection }
+        Self {
+            ebpf,
+            selection,
+            probe_reads: false,
+        }
     }
 }
 
@@ -85,9 +144,14 @@ fn attach_one(
     Ok(())
 }
 
+/// How [`explain`] starts when the verifier rejected a program (EACCES).
+const VERIFIER_REFUSED: &str = "the verifier refused the program";
+
 /// The usual causes, said plainly, with the raw error kept for reports.
 fn explain(step: &str, raw: &str, mechanism: Mechanism, hook: &Hook) -> String {
-    let cause = if raw.contains("kprobe/type") {
+    let cause = if raw.contains("(os error 13)") {
+        VERIFIER_REFUSED.to_owned()
+    } else if raw.contains("kprobe/type") {
         "this kernel has no kprobe support (CONFIG_KPROBES off)".to_owned()
     } else if raw.contains("Operation not permitted") {
         format!("the kernel refused {} programs here (EPERM)", mechanism.name())

@@ -79,6 +79,12 @@ pub struct TraceOpts {
     /// Richer timelines, more overhead.
     #[arg(long)]
     pub full_timeline: bool,
+    /// Read kernel memory with bpf_probe_read_kernel only. By default
+    /// tp_btf and fentry programs read through their BTF-typed arguments
+    /// with plain loads, and dio-trace falls back to this by itself when the
+    /// kernel's verifier refuses them.
+    #[arg(long)]
+    pub probe_reads: bool,
 }
 
 #[derive(Debug, Args)]

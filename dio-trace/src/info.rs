@@ -6,7 +6,6 @@ use crate::{
     error::{EnvError, chain},
     exit::Exit,
     kernel::{dev_string, facts::KernelFacts},
-    loader,
     probes::{
         catalog::CATALOG,
         select::{Backend, Wants},
@@ -38,13 +37,20 @@ pub fn print(backend: Backend) -> anyhow::Result<Exit> {
     );
 
     let config = facts.config(Default::default(), 0);
-    let ebpf = loader::load(&config, 1 << 16).map_err(|e| EnvError(chain(&e)))?;
     let btf = aya::Btf::from_sys_fs().map_err(|e| EnvError(chain(&e)))?;
     let all = Wants {
         follow: true,
         timeline: true,
     };
-    let tracer = Tracer::attach(ebpf, &btf, backend, all);
+    let tracer = Tracer::start(&config, 1 << 16, &btf, backend, all).map_err(|e| EnvError(chain(&e)))?;
+    println!(
+        "kernel reads:  {}",
+        if tracer.probe_reads {
+            "bpf_probe_read_kernel only (the verifier refused plain BTF loads)"
+        } else {
+            "plain loads through BTF-typed pointers (tp_btf, fentry/fexit), probe reads elsewhere"
+        }
+    );
     println!("probes (--backend {backend:?}):");
     for p in &tracer.selection.probes {
         let about = CATALOG

@@ -7,7 +7,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use dio_trace_common::config::{CONFIG_FULL_TIMELINE, Filter};
+use dio_trace_common::config::{CONFIG_FULL_TIMELINE, CONFIG_PROBE_READS, Filter};
 
 use crate::{
     cli::TraceOpts,
@@ -78,17 +78,18 @@ impl Plan {
             ringbuf_bytes: ringbuf_bytes(opts.ringbuf_size)?,
             json: opts.json,
             show: opts.show.unwrap_or(default_show),
-            config_flags: if opts.full_timeline {
-                CONFIG_FULL_TIMELINE
-            } else {
-                0
-            },
+            config_flags: flag(opts.full_timeline, CONFIG_FULL_TIMELINE)
+                | flag(opts.probe_reads, CONFIG_PROBE_READS),
         })
     }
 
     pub fn follows(&self) -> bool {
         self.filter.follow != 0
     }
+}
+
+fn flag(on: bool, bit: u32) -> u32 {
+    if on { bit } else { 0 }
 }
 
 /// "7:0" or a block device node.

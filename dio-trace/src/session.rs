@@ -18,7 +18,7 @@ use crate::{
     },
     error::{EnvError, LoadError, UsageError, chain},
     kernel::facts::KernelFacts,
-    loader::{self, ARMED_MAP, COUNTERS_MAP, EVENTS_MAP, FOLLOW_MAP},
+    loader::{ARMED_MAP, COUNTERS_MAP, EVENTS_MAP, FOLLOW_MAP},
     plan::Plan,
     probes::{catalog::WRITE_BEGIN, select::Wants},
     report::{Reporter, RunInfo},
@@ -75,14 +75,14 @@ pub async fn trace(
 ) -> anyhow::Result<Outcome> {
     let facts = KernelFacts::gather()?;
     let config = facts.config(plan.filter, plan.config_flags);
-    let ebpf = loader::load(&config, plan.ringbuf_bytes).map_err(|e| EnvError(chain(&e)))?;
     let btf = aya::Btf::from_sys_fs()
         .map_err(|e| EnvError(format!("reading kernel BTF for tp_btf: {}", chain(&e))))?;
     let wants = Wants {
         follow: plan.follows(),
         timeline: plan.config_flags & CONFIG_FULL_TIMELINE != 0,
     };
-    let mut tracer = Tracer::attach(ebpf, &btf, plan.backend, wants);
+    let mut tracer = Tracer::start(&config, plan.ringbuf_bytes, &btf, plan.backend, wants)
+        .map_err(|e| EnvError(chain(&e)))?;
     let mut info = RunInfo::new(facts.release.clone(), &tracer.selection.probes);
     let mut problems = tracer.selection.problems();
     let engine = Engine::new(EngineConfig {

@@ -133,6 +133,7 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<Exit> {
             json: a.json,
             show: Some(Show::All),
             full_timeline: false,
+            probe_reads: false,
         };
         let plan = Plan::new(&opts, Show::All, true)?;
         let argv = vec![

@@ -30,9 +30,10 @@ pub fn tp_iomap_dio_complete(ctx: BtfTracePointContext) -> i32 {
     let iocb: *const u8 = ctx.arg(0);
     let error: i32 = ctx.arg(1);
     let ret: i64 = ctx.arg(2);
-    if let Some(inode) = sync_write_inode(Via::Btf, iocb) {
+    let via = Via::of(Mechanism::Tracepoint);
+    if let Some(inode) = sync_write_inode(via, iocb) {
         emit(
-            Via::Btf,
+            via,
             inode,
             error,
             ret,

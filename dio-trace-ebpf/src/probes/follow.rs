@@ -5,6 +5,7 @@
 //! struct task_struct *child)`; it runs in the parent.
 
 use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::btf_tracepoint, programs::BtfTracePointContext};
+use dio_trace_common::probe::Mechanism;
 
 use crate::{
     facts::{Via, read},
@@ -28,7 +29,11 @@ pub fn try_follow_fork(child: *const u8) {
     if unsafe { FOLLOW.get(tgid) }.is_none() {
         return;
     }
-    if let Ok(pid) = read::<i32>(Via::Btf, child, config!(offsets.task_struct_pid)) {
+    if let Ok(pid) = read::<i32>(
+        Via::of(Mechanism::Tracepoint),
+        child,
+        config!(offsets.task_struct_pid),
+    ) {
         let _ = FOLLOW.insert(pid as u32, 1, 0);
     }
 }

@@ -47,6 +47,11 @@ pub struct Selection {
 }
 
 impl Selection {
+    /// Probes asked for that nothing serves.
+    pub fn unserved(&self) -> usize {
+        self.probes.iter().filter(|p| p.served.is_none()).count()
+    }
+
     pub fn served(&self, name: &str) -> bool {
         self.probes.iter().any(|p| p.name == name && p.served.is_some())
     }
