@@ -179,8 +179,9 @@ pub fn inode_event(armed: *mut ArmedWrite, sizes: &Sizes, fact: Fact) {
 
 /// Send the file's path as dentry names, leaf first, walking `d_parent`
 /// until the filesystem root (or `PATH_DEPTH` names). Once per file, so
-/// plain probe reads.
-#[inline(always)]
+/// plain probe reads. Not inlined: a BPF subprogram keeps the unrolled walk
+/// out of the way of every write's hot path.
+#[inline(never)]
 pub fn path_record(dentry: *const u8, mechanism: Mechanism, armed: *mut ArmedWrite) {
     // SAFETY: map value pointer, valid while the program runs.
     let (dev, ino) = unsafe { ((*armed).rec.begin.dev, (*armed).rec.begin.ino) };
