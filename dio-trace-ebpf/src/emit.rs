@@ -73,6 +73,22 @@ pub struct Fact {
     pub flags: u32,
 }
 
+impl Fact {
+    /// A fact with only its kind and argument: what size updates, syncs
+    /// and completions report.
+    #[inline(always)]
+    pub fn new(kind: RecordKind, mechanism: Mechanism, arg: u64) -> Self {
+        Fact {
+            kind,
+            mechanism,
+            pos: 0,
+            len: 0,
+            arg,
+            flags: 0,
+        }
+    }
+}
+
 /// A step of an armed write: sent now with a full timeline, otherwise kept
 /// in the entry's slot for its kind (the first one only: the verdict rests
 /// on the first covering size update, the first sync, the completion).

@@ -20,6 +20,14 @@ use crate::{
     },
 };
 
+/// What [`Tracer::start`] needs besides the programs' config.
+pub struct Attach<'a> {
+    pub ringbuf_bytes: u32,
+    pub btf: &'a Btf,
+    pub backend: Backend,
+    pub wants: Wants,
+}
+
 pub struct Tracer {
     pub ebpf: Ebpf,
     pub selection: Selection,
@@ -34,14 +42,8 @@ impl Tracer {
     /// refused one of its programs, the programs load again with probe
     /// reads only (`CONFIG_PROBE_READS`), and the load that serves more
     /// probes is kept.
-    pub fn start(
-        config: &Config,
-        ringbuf_bytes: u32,
-        btf: &Btf,
-        backend: Backend,
-        wants: Wants,
-    ) -> Result<Self, LoadError> {
-        let first = Self::load(config, ringbuf_bytes, btf, backend, wants)?;
+    pub fn start(config: &Config, how: &Attach) -> Result<Self, LoadError> {
+        let first = Self::load(config, how)?;
         let refused = first
             .selection
             .probes
@@ -56,23 +58,17 @@ impl Tracer {
             flags: config.flags | CONFIG_PROBE_READS,
             ..*config
         };
-        let second = Self::load(&fallback, ringbuf_bytes, btf, backend, wants)?;
+        let second = Self::load(&fallback, how)?;
         if second.selection.unserved() < unserved {
             return Ok(second);
         }
         drop(second);
-        Self::load(config, ringbuf_bytes, btf, backend, wants)
+        Self::load(config, how)
     }
 
-    fn load(
-        config: &Config,
-        ringbuf_bytes: u32,
-        btf: &Btf,
-        backend: Backend,
-        wants: Wants,
-    ) -> Result<Self, LoadError> {
-        let ebpf = loader::load(config, ringbuf_bytes)?;
-        let mut tracer = Self::attach(ebpf, btf, backend, wants);
+    fn load(config: &Config, how: &Attach) -> Result<Self, LoadError> {
+        let ebpf = loader::load(config, how.ringbuf_bytes)?;
+        let mut tracer = Self::attach(ebpf, how.btf, how.backend, how.wants);
         tracer.probe_reads = config.flags & CONFIG_PROBE_READS != 0;
         Ok(tracer)
     }

@@ -2,7 +2,7 @@
 //! probe gets here (attached for real, then detached).
 
 use crate::{
-    attach::Tracer,
+    attach::{Attach, Tracer},
     error::{EnvError, chain},
     exit::Exit,
     kernel::{dev_string, facts::KernelFacts},
@@ -42,7 +42,13 @@ pub fn print(backend: Backend) -> anyhow::Result<Exit> {
         follow: true,
         timeline: true,
     };
-    let tracer = Tracer::start(&config, 1 << 16, &btf, backend, all).map_err(|e| EnvError(chain(&e)))?;
+    let how = Attach {
+        ringbuf_bytes: 1 << 16,
+        btf: &btf,
+        backend,
+        wants: all,
+    };
+    let tracer = Tracer::start(&config, &how).map_err(|e| EnvError(chain(&e)))?;
     println!(
         "kernel reads:  {}",
         if tracer.probe_reads {

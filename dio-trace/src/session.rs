@@ -9,7 +9,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     analysis::{Engine, EngineConfig, Summary, summary::summarize},
-    attach::Tracer,
+    attach::{Attach, Tracer},
     collect::{
         counters::Counters,
         feed::{Feed, monotonic_ns},
@@ -81,8 +81,13 @@ pub async fn trace(
         follow: plan.follows(),
         timeline: plan.config_flags & CONFIG_FULL_TIMELINE != 0,
     };
-    let mut tracer = Tracer::start(&config, plan.ringbuf_bytes, &btf, plan.backend, wants)
-        .map_err(|e| EnvError(chain(&e)))?;
+    let how = Attach {
+        ringbuf_bytes: plan.ringbuf_bytes,
+        btf: &btf,
+        backend: plan.backend,
+        wants,
+    };
+    let mut tracer = Tracer::start(&config, &how).map_err(|e| EnvError(chain(&e)))?;
     let mut info = RunInfo::new(facts.release.clone(), &tracer.selection.probes);
     let mut problems = tracer.selection.problems();
     let engine = Engine::new(EngineConfig {

@@ -147,12 +147,8 @@ fn emit(via: Via, inode: *const u8, error: i32, ret: i64, kind: RecordKind, mech
         entry,
         &sz,
         Fact {
-            kind,
-            mechanism,
             pos: error as i64,
-            len: 0,
-            arg: ret as u64,
-            flags: 0,
+            ..Fact::new(kind, mechanism, ret as u64)
         },
     );
     if done && (state & ARM_SIZE_SEEN != 0 || ret < 0 || error < 0) {

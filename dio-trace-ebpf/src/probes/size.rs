@@ -105,18 +105,7 @@ pub fn try_size_update(inode: *const u8, ip: u64, kind: RecordKind, mechanism: M
     if !(first_cover || full_timeline()) {
         return;
     }
-    step(
-        entry,
-        &sz,
-        Fact {
-            kind,
-            mechanism,
-            pos: 0,
-            len: 0,
-            arg: ip,
-            flags: 0,
-        },
-    );
+    step(entry, &sz, Fact::new(kind, mechanism, ip));
     // Completed and size seen: this write has nothing more to tell.
     if state & ARM_COMPLETED != 0 && state & ARM_SIZE_SEEN != 0 {
         retire(entry, inode as u64);

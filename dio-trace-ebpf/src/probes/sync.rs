@@ -102,18 +102,7 @@ pub fn try_sync(inode: *const u8, kind: RecordKind, arg: u64, mechanism: Mechani
         return;
     }
     let sz = sizes(via, inode);
-    step(
-        entry,
-        &sz,
-        Fact {
-            kind,
-            mechanism,
-            pos: 0,
-            len: 0,
-            arg,
-            flags: 0,
-        },
-    );
+    step(entry, &sz, Fact::new(kind, mechanism, arg));
     // A sync after the covering size update settles the verdict (ordered):
     // send the write now, and its completion finds nothing armed, which
     // is cheap. Otherwise the write waits for its completion and size
