@@ -106,25 +106,24 @@ fn event(kind: RecordKind, mechanism: Mechanism, r: &InodeEvent) -> Event {
 /// same facts: the begin, then each step seen, by time.
 fn write(r: WriteRecord) -> Result<Vec<Event>, DecodeError> {
     let mechanism = |m: u32| Mechanism::from_u32(m).ok_or(DecodeError::Mechanism(m));
-    let begin = event(
+    let mut events = Vec::with_capacity(4);
+    events.push(event(
         RecordKind::WriteBegin,
         mechanism(r.begin.header.mechanism)?,
         &r.begin,
-    );
-    let mut steps = Vec::with_capacity(3);
+    ));
     for (kind, s) in [
         (RecordKind::MarkDirty, &r.size),
         (RecordKind::SyncEnter, &r.sync),
         (RecordKind::CompleteExit, &r.complete),
     ] {
         if s.ts_ns != 0 {
-            steps.push(step(kind, mechanism(s.mechanism)?, s, &begin));
+            let e = step(kind, mechanism(s.mechanism)?, s, &events[0]);
+            events.push(e);
         }
     }
     // Stable: equal times keep the order above.
-    steps.sort_by_key(|e| e.ts_ns);
-    let mut events = vec![begin];
-    events.extend(steps);
+    events[1..].sort_by_key(|e| e.ts_ns);
     Ok(events)
 }
 

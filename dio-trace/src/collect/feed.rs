@@ -30,6 +30,8 @@ pub struct Feed<A> {
     lost_seen: u64,
     /// Records that would not decode (a build mismatch): never silent.
     pub undecodable: u64,
+    /// What one record becomes, kept between records to reuse its memory.
+    inputs: Vec<Input>,
     /// Whole-write records decoded: with the kernel's `armed` and
     /// `writes_lost` counters, tells whether any write went missing.
     pub writes: u64,
@@ -52,6 +54,7 @@ impl<A: Annotator> Feed<A> {
             recorder: None,
             lost_seen: 0,
             undecodable: 0,
+            inputs: Vec::new(),
             writes: 0,
             ready: Vec::new(),
             paths: std::collections::HashMap::new(),
@@ -75,7 +78,7 @@ impl<A: Annotator> Feed<A> {
     /// gets the record's annotations (symbols, paths) first, so a replay
     /// knows them when it reaches the record.
     pub fn record(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        let mut inputs = Vec::new();
+        let mut inputs = std::mem::take(&mut self.inputs);
         match decode(bytes) {
             Ok(Decoded::Event(e)) => self.event(e, &mut inputs)?,
             Ok(Decoded::Write(events)) => {
@@ -110,9 +113,10 @@ impl<A: Annotator> Feed<A> {
         if let Some(w) = self.recorder.as_mut() {
             w.record(bytes)?;
         }
-        for input in inputs {
+        for input in inputs.drain(..) {
             self.push(input);
         }
+        self.inputs = inputs;
         Ok(())
     }
 

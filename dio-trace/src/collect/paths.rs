@@ -10,17 +10,34 @@ use crate::kernel::{kallsyms::Kallsyms, kernel_dev_from_st, mounts::MountTable};
 pub struct LiveAnnotator {
     mounts: MountTable,
     kallsyms: Kallsyms,
+    /// Callers already named: a few call sites make every size update, so
+    /// each is looked up and formatted once.
+    callers: std::collections::HashMap<u64, Option<String>>,
 }
+
+/// Callers remembered at most; past it the cache starts over.
+const MAX_CALLERS: usize = 4096;
 
 impl LiveAnnotator {
     pub fn new(mounts: MountTable, kallsyms: Kallsyms) -> Self {
-        Self { mounts, kallsyms }
+        Self {
+            mounts,
+            kallsyms,
+            callers: std::collections::HashMap::new(),
+        }
     }
 }
 
 impl Annotator for LiveAnnotator {
     fn caller(&mut self, addr: u64) -> Option<String> {
-        self.kallsyms.symbolize(addr)
+        if self.callers.len() >= MAX_CALLERS {
+            self.callers.clear();
+        }
+        let kallsyms = &self.kallsyms;
+        self.callers
+            .entry(addr)
+            .or_insert_with(|| kallsyms.symbolize(addr))
+            .clone()
     }
 
     fn path(&mut self, dev: u32, ino: u64, tgid: u32, names: &[String], complete: bool) -> Option<String> {
