@@ -39,6 +39,10 @@ const _: () = assert!(core::mem::size_of::<ArmedWrite>() == 16 + 296);
 pub const ARM_SIZE_SEEN: u32 = 1 << 0;
 /// The completion finished (`iomap_dio_complete` returned).
 pub const ARM_COMPLETED: u32 = 1 << 1;
+/// The write was sent (or is being set up): the entry stays in the map, so
+/// the inode's next write reuses it instead of inserting, but no probe
+/// records into it.
+pub const ARM_SENT: u32 = 1 << 2;
 
 /// Default capacity of the armed map (LRU: the oldest entry makes room).
 pub const ARM_MAP_ENTRIES: u32 = 16384;

@@ -12,7 +12,7 @@ use aya_ebpf::helpers::{
     bpf_probe_read_kernel_str_bytes,
 };
 use dio_trace_common::{
-    arm::ArmedWrite,
+    arm::{ARM_SENT, ArmedWrite},
     config::CONFIG_FULL_TIMELINE,
     counters::Counter,
     kind::RecordKind,
@@ -22,7 +22,7 @@ use dio_trace_common::{
 
 use crate::{
     facts::{Sizes, Via, read},
-    maps::{ARMED, EVENTS, config, count, filter_add},
+    maps::{EVENTS, config, count, filter_add},
 };
 
 /// Every event leaves as it happens (`--full-timeline`).
@@ -130,18 +130,23 @@ pub fn step(armed: *mut ArmedWrite, sizes: &Sizes, fact: Fact) {
 }
 
 /// The write has nothing more to tell: send it (unless its events already
-/// left one by one) and forget it.
+/// left one by one) and mark it sent. The entry stays for the inode's next
+/// write to reuse (the LRU makes room when it must); the filter stops
+/// counting it, so the completion that follows an ordered write's sync
+/// costs no lookup.
 #[inline(always)]
-pub fn retire(armed: *mut ArmedWrite, inode: u64) {
-    if !full_timeline() {
-        // SAFETY: map value pointer, valid while the program runs.
-        unsafe { (*armed).rec.begin.flags |= EVENT_FINAL };
-        send_write(armed);
-    }
-    // SAFETY: map value pointer, valid until the remove below.
-    let ino = unsafe { (*armed).rec.begin.ino };
-    if ARMED.remove(inode).is_ok() {
-        filter_add(ino, -1);
+pub fn retire(armed: *mut ArmedWrite) {
+    // SAFETY: map value pointer, valid while the program runs.
+    unsafe {
+        if (*armed).state & ARM_SENT != 0 {
+            return; // another probe retired it a moment ago
+        }
+        (*armed).state |= ARM_SENT;
+        if !full_timeline() {
+            (*armed).rec.begin.flags |= EVENT_FINAL;
+            send_write(armed);
+        }
+        filter_add((*armed).rec.begin.ino, -1);
     }
 }
 

@@ -37,7 +37,9 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
 
 /// Inodes with a size-extending sync-flavoured direct write in flight, by
-/// the inode's address. User space reads what is left at the end.
+/// the inode's address, and (marked `ARM_SENT`) inodes whose last such
+/// write was sent, for their next write to reuse. User space reads the
+/// unsent ones left at the end.
 #[map]
 pub static ARMED: LruHashMap<u64, ArmedWrite> = LruHashMap::with_max_entries(ARM_MAP_ENTRIES, 0);
 

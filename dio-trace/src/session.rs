@@ -26,7 +26,7 @@ use crate::{
     trace::{Header, Trailer, writer::TraceWriter},
 };
 use dio_trace_common::{
-    arm::{ARM_MAP_ENTRIES, ArmedWrite},
+    arm::{ARM_MAP_ENTRIES, ARM_SENT, ArmedWrite},
     config::CONFIG_FULL_TIMELINE,
     counters::Counter,
 };
@@ -195,7 +195,9 @@ pub async fn trace(
     // the trace ends on.
     for entry in armed.iter() {
         let (_, w) = entry.map_err(|e| map_error(ARMED_MAP, e))?;
-        feed.record(pod_bytes(&w.rec))?;
+        if w.state & ARM_SENT == 0 {
+            feed.record(pod_bytes(&w.rec))?;
+        }
     }
     feed.finish();
     for w in feed.ready.drain(..) {

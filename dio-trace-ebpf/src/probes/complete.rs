@@ -152,6 +152,6 @@ fn emit(via: Via, inode: *const u8, error: i32, ret: i64, kind: RecordKind, mech
         },
     );
     if done && (state & ARM_SIZE_SEEN != 0 || ret < 0 || error < 0) {
-        retire(entry, inode as u64);
+        retire(entry);
     }
 }

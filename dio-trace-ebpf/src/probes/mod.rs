@@ -9,7 +9,7 @@ pub mod sync;
 pub mod write;
 
 use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid};
-use dio_trace_common::arm::ArmedWrite;
+use dio_trace_common::arm::{ARM_SENT, ArmedWrite};
 
 use crate::{
     facts::{Via, read},
@@ -50,5 +50,7 @@ pub fn armed(via: Via, inode: *const u8) -> Option<*mut ArmedWrite> {
     if !maybe_armed(ino) {
         return None;
     }
-    ARMED.get_ptr_mut(inode as u64)
+    let entry = ARMED.get_ptr_mut(inode as u64)?;
+    // SAFETY: map value pointer, valid while the program runs.
+    (unsafe { (*entry).state } & ARM_SENT == 0).then_some(entry)
 }

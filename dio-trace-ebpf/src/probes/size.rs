@@ -108,6 +108,6 @@ pub fn try_size_update(inode: *const u8, ip: u64, kind: RecordKind, mechanism: M
     step(entry, &sz, Fact::new(kind, mechanism, ip));
     // Completed and size seen: this write has nothing more to tell.
     if state & ARM_COMPLETED != 0 && state & ARM_SIZE_SEEN != 0 {
-        retire(entry, inode as u64);
+        retire(entry);
     }
 }

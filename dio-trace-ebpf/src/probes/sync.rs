@@ -109,6 +109,6 @@ pub fn try_sync(inode: *const u8, kind: RecordKind, arg: u64, mechanism: Mechani
     // update, which make the violation's timeline.
     // SAFETY: as above.
     if !full && kind == RecordKind::SyncEnter && unsafe { (*entry).state } & ARM_SIZE_SEEN != 0 {
-        retire(entry, inode as u64);
+        retire(entry);
     }
 }

@@ -10,7 +10,7 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, FEntryContext, ProbeContext},
 };
 use dio_trace_common::{
-    arm::{ArmedWrite, InodeKey},
+    arm::{ARM_SENT, ArmedWrite, InodeKey},
     counters::Counter,
     kind::RecordKind,
     probe::Mechanism,
@@ -137,7 +137,7 @@ pub fn try_write_begin(iocb: *const u8, iter: *const u8, mechanism: Mechanism) {
         count(Counter::NotExtending);
         // A later write supersedes whatever this inode was armed for.
         if let Some(old) = armed(via, inode) {
-            retire(old, addr);
+            retire(old);
         }
         return;
     }
@@ -205,10 +205,12 @@ fn remember_path(key: InodeKey, generation: u32) {
     }
 }
 
-/// Put the write's entry, built in per-CPU scratch, into the armed map.
-/// An entry already there is a write that never finished (an attempt the
-/// kernel abandoned and retried, or one that failed before completing):
-/// it is sent as far as it got, then replaced.
+/// Arm the write in its inode's entry. A file written again, the common
+/// case, finds its entry still in the map and reuses it: no insert. An
+/// entry not yet sent is a write that never finished (an attempt the
+/// kernel abandoned and retried, or one that failed before completing): it
+/// is sent as far as it got first. A new entry goes in blank, from per-CPU
+/// scratch, and is filled in place like a reused one.
 // Entries go in by reference: by value would copy 312 bytes onto the
 // 512-byte BPF stack.
 #[allow(clippy::too_many_arguments, clippy::needless_borrows_for_generic_args)]
@@ -224,13 +226,37 @@ fn arm(
     flags: u32,
     mechanism: Mechanism,
 ) -> Option<*mut ArmedWrite> {
-    let scratch = SCRATCH.get_ptr_mut(0)?;
-    // SAFETY: per-CPU scratch, only this program run uses it; the steps
-    // need only their timestamps cleared ("not seen").
+    let entry = match ARMED.get_ptr_mut(addr) {
+        Some(old) => {
+            // SAFETY: map value pointer, valid while the program runs.
+            unsafe {
+                if (*old).state & ARM_SENT == 0 {
+                    if !full_timeline() {
+                        send_write(old);
+                    }
+                } else {
+                    filter_add(key.ino, 1);
+                }
+                // Probes skip it until it is filled.
+                (*old).state = ARM_SENT;
+            }
+            old
+        }
+        None => {
+            let scratch = SCRATCH.get_ptr_mut(0)?;
+            // SAFETY: per-CPU scratch, only this program run uses it.
+            unsafe { (*scratch).state = ARM_SENT };
+            // SAFETY: as above.
+            ARMED.insert(addr, unsafe { &*scratch }, BPF_NOEXIST).ok()?;
+            filter_add(key.ino, 1);
+            ARMED.get_ptr_mut(addr)?
+        }
+    };
+    // SAFETY: map value pointer, valid while the program runs; the steps
+    // need only their timestamps cleared ("not seen"); the state goes last.
     unsafe {
-        (*scratch).end = end;
-        (*scratch).state = 0;
-        (*scratch).rec.begin = InodeEvent {
+        (*entry).end = end;
+        (*entry).rec.begin = InodeEvent {
             header: header(RecordKind::Write, mechanism, 0),
             dev: key.dev,
             flags: flags | sz.flags,
@@ -242,19 +268,10 @@ fn arm(
             arg: ki_flags as u64,
             comm: bpf_get_current_comm().unwrap_or([0; 16]),
         };
-        (*scratch).rec.size.ts_ns = 0;
-        (*scratch).rec.sync.ts_ns = 0;
-        (*scratch).rec.complete.ts_ns = 0;
-        if ARMED.insert(addr, &*scratch, BPF_NOEXIST).is_ok() {
-            filter_add(key.ino, 1);
-        } else {
-            if let Some(old) = ARMED.get_ptr_mut(addr)
-                && !full_timeline()
-            {
-                send_write(old);
-            }
-            ARMED.insert(addr, &*scratch, 0).ok()?;
-        }
+        (*entry).rec.size.ts_ns = 0;
+        (*entry).rec.sync.ts_ns = 0;
+        (*entry).rec.complete.ts_ns = 0;
+        (*entry).state = 0;
     }
-    ARMED.get_ptr_mut(addr)
+    Some(entry)
 }
