@@ -2,9 +2,10 @@
 //!
 //! An inode is "armed" while a size-extending, sync-flavoured direct write
 //! to it is in flight: only armed inodes' events leave the kernel. The map
-//! is keyed by the inode's address, which every later hook holds already,
-//! so an event of an unarmed inode costs one lookup and no memory reads;
-//! the entry carries the (dev, ino) that records report.
+//! is keyed by the inode's address, which every later hook holds already;
+//! a counting filter by inode number in front of it lets an event of an
+//! unarmed inode leave after one read and an array lookup. The entry
+//! carries the write's record, (dev, ino) included.
 
 use crate::record::WriteRecord;
 
