@@ -65,28 +65,45 @@ fn debian_packages() -> Result<()> {
 }
 
 fn nightly_with_rust_src() -> Result<()> {
-    let has_src = Command::new("rustup")
+    let installed = Command::new("rustup")
         .args(["component", "list", "--installed", "--toolchain", "nightly"])
         .output()
-        .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("rust-src"))
-        .unwrap_or(false);
-    if has_src {
-        println!("setup: nightly toolchain with rust-src present");
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    let Some(installed) = installed else {
+        println!(
+            "setup: installing the nightly toolchain with rust-src (the eBPF programs build with -Z build-std) and clippy (they are linted as built)"
+        );
+        return sh(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
+            "--component",
+            "clippy",
+        ]));
+    };
+    let missing: Vec<&str> = NIGHTLY_COMPONENTS
+        .into_iter()
+        .filter(|c| !installed.lines().any(|l| l.starts_with(c)))
+        .collect();
+    if missing.is_empty() {
+        println!("setup: nightly toolchain with rust-src and clippy present");
         return Ok(());
     }
-    println!(
-        "setup: installing the nightly toolchain with rust-src (the eBPF programs build with -Z build-std)"
-    );
-    sh(Command::new("rustup").args([
-        "toolchain",
-        "install",
-        "nightly",
-        "--profile",
-        "minimal",
-        "--component",
-        "rust-src",
-    ]))
+    println!("setup: adding {} to the nightly toolchain", missing.join(" and "));
+    sh(Command::new("rustup")
+        .args(["component", "add", "--toolchain", "nightly"])
+        .args(&missing))
 }
+
+/// Nightly components the build (rust-src, for -Z build-std) and the eBPF
+/// lints (clippy) need.
+const NIGHTLY_COMPONENTS: [&str; 2] = ["rust-src", "clippy"];
 
 fn bpf_linker() -> Result<()> {
     let version = Command::new("bpf-linker")
