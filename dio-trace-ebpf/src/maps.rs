@@ -44,21 +44,23 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SL
 pub static ARMED: LruHashMap<u64, ArmedWrite> = LruHashMap::with_max_entries(ARM_MAP_ENTRIES, 0);
 
 /// A counting filter over [`ARMED`]: how many armed inodes' numbers hash
-/// to each slot (see [`maybe_armed`]). By number, not address: the
-/// verifier allows no arithmetic on a pointer's value. Size updates and syncs of other inodes,
-/// most of what those hooks see, then cost an array read (inlined by the
-/// verifier) instead of a hash lookup. Counts only ever err high (an entry
-/// the LRU evicted), which costs a lookup, never a missed write.
+/// to each slot (see [`maybe_armed`]); entries marked sent are not
+/// counted. By number, not address: the verifier allows no arithmetic on
+/// a pointer's value. Size updates and syncs of other inodes, most of what
+/// those hooks see, then cost an array read (inlined by the verifier)
+/// instead of a hash lookup. Counts only ever err high (an entry the LRU
+/// evicted), which costs a lookup, never a missed write.
 #[map]
 pub static MAYBE_ARMED: Array<u64> = Array::with_max_entries(FILTER_SLOTS, 0);
 
+/// A power of two: the hash's top bits index it.
 const FILTER_SLOTS: u32 = 4096;
 
 #[inline(always)]
 fn filter_slot(ino: u64) -> Option<*mut u64> {
     // Fibonacci hashing: new files get neighbouring numbers.
-    let slot = ino.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - 12);
-    MAYBE_ARMED.get_ptr_mut(slot as u32 & (FILTER_SLOTS - 1))
+    let slot = ino.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - FILTER_SLOTS.trailing_zeros());
+    MAYBE_ARMED.get_ptr_mut(slot as u32)
 }
 
 /// Could the inode numbered `ino` be in [`ARMED`]? `false` is certain.
@@ -90,7 +92,8 @@ pub fn filter_add(ino: u64, delta: i64) {
     }
 }
 
-/// Where a write's start builds its armed entry: too big for the stack.
+/// The blank a new armed entry is inserted from (too big for the stack);
+/// the write's start then fills it in place in the map.
 #[map]
 pub static SCRATCH: PerCpuArray<ArmedWrite> = PerCpuArray::with_max_entries(1, 0);
 

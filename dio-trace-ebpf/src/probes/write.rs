@@ -234,8 +234,9 @@ fn arm(
                     if !full_timeline() {
                         send_write(old);
                     }
-                } else {
-                    filter_add(key.ino, 1);
+                    // Counted under its own number, which a reused inode
+                    // address need not share.
+                    filter_add((*old).rec.begin.ino, -1);
                 }
                 // Probes skip it until it is filled.
                 (*old).state = ARM_SENT;
@@ -248,10 +249,10 @@ fn arm(
             unsafe { (*scratch).state = ARM_SENT };
             // SAFETY: as above.
             ARMED.insert(addr, unsafe { &*scratch }, BPF_NOEXIST).ok()?;
-            filter_add(key.ino, 1);
             ARMED.get_ptr_mut(addr)?
         }
     };
+    filter_add(key.ino, 1);
     // SAFETY: map value pointer, valid while the program runs; the steps
     // need only their timestamps cleared ("not seen"); the state goes last.
     unsafe {
