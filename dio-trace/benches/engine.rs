@@ -6,7 +6,10 @@
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use dio_trace::{
     analysis::{Engine, EngineConfig},
-    collect::feed::{Annotator, Feed},
+    collect::{
+        decode::record_bytes,
+        feed::{Annotator, Feed},
+    },
 };
 use dio_trace_common::{
     kind::RecordKind,
@@ -25,9 +28,8 @@ impl Annotator for NoNames {
     }
 }
 
-fn bytes<T>(v: &T) -> Vec<u8> {
-    // SAFETY: a repr(C) record of integers, viewed as bytes.
-    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+fn bytes<T: Copy>(v: &T) -> Vec<u8> {
+    record_bytes(v).to_vec()
 }
 
 fn event(kind: RecordKind, ino: u64, ts: u64, pos: i64, disksize: i64) -> InodeEvent {

@@ -12,6 +12,7 @@ use crate::{
     attach::{Attach, Tracer},
     collect::{
         counters::Counters,
+        decode::record_bytes,
         feed::{Feed, monotonic_ns},
         paths::LiveAnnotator,
         ringbuf::RingReader,
@@ -196,7 +197,7 @@ pub async fn trace(
     for entry in armed.iter() {
         let (_, w) = entry.map_err(|e| map_error(ARMED_MAP, e))?;
         if w.state & ARM_SENT == 0 {
-            feed.record(pod_bytes(&w.rec))?;
+            feed.record(record_bytes(&w.rec))?;
         }
     }
     feed.finish();
@@ -211,9 +212,10 @@ pub async fn trace(
         ));
     }
     problems.extend(kernel_problems(&reading));
-    if wants.timeline {
-        // Full timelines send events, not whole writes: nothing to match.
-    } else if let Some(p) = missing_writes(&reading, feed.writes) {
+    // Full timelines send events, not whole writes: nothing to match.
+    if !wants.timeline
+        && let Some(p) = missing_writes(&reading, feed.writes)
+    {
         problems.push(p);
     }
     let other_fs = reading.get(Counter::OtherFs);
@@ -273,12 +275,6 @@ fn missing_writes(r: &crate::collect::counters::Reading, received: u64) -> Optio
             "{missing} counted writes were dropped from the kernel's armed-write map before they finished (more than {ARM_MAP_ENTRIES} in flight)"
         )
     })
-}
-
-/// The bytes of a record as the ring buffer would carry them.
-fn pod_bytes<T: Copy>(v: &T) -> &[u8] {
-    // SAFETY: `T` is a #[repr(C)] record of integers with explicit padding.
-    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
 }
 
 fn map_error(name: &'static str, e: aya::maps::MapError) -> LoadError {

@@ -58,6 +58,15 @@ fn pod<T: Copy>(bytes: &[u8], kind: &'static str) -> Result<T, DecodeError> {
     Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
 
+/// A record's bytes as the ring buffer carries them: what [`decode`] reads
+/// back. For records that come from elsewhere (the armed map at the end of
+/// a session, benches, tests).
+pub fn record_bytes<T: Copy>(v: &T) -> &[u8] {
+    // SAFETY: `T` is a #[repr(C)] record of integers and byte arrays with
+    // explicit padding: all of its bytes are initialised.
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
+}
+
 pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
     let header: RecordHeader = pod(bytes, "header").map_err(|_| DecodeError::Short(bytes.len()))?;
     let kind = RecordKind::from_u32(header.kind).ok_or(DecodeError::Kind(header.kind))?;
@@ -160,9 +169,8 @@ mod tests {
     use super::*;
     use dio_trace_common::record::EVENT_FINAL;
 
-    fn as_bytes<T>(v: &T) -> Vec<u8> {
-        // SAFETY: test-only view of a repr(C) POD value.
-        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }.to_vec()
+    fn as_bytes<T: Copy>(v: &T) -> Vec<u8> {
+        record_bytes(v).to_vec()
     }
 
     fn event(kind: RecordKind) -> InodeEvent {
