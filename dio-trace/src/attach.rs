@@ -52,18 +52,18 @@ impl Tracer {
         if !refused || config.flags & CONFIG_PROBE_READS != 0 {
             return Ok(first);
         }
-        let unserved = first.selection.unserved();
-        drop(first);
         let fallback = Config {
             flags: config.flags | CONFIG_PROBE_READS,
             ..*config
         };
+        // Both sets are attached for this moment; nothing reads either yet,
+        // and the one not kept detaches as it is dropped.
         let second = Self::load(&fallback, how)?;
-        if second.selection.unserved() < unserved {
-            return Ok(second);
-        }
-        drop(second);
-        Self::load(config, how)
+        Ok(if second.selection.unserved() < first.selection.unserved() {
+            second
+        } else {
+            first
+        })
     }
 
     fn load(config: &Config, how: &Attach) -> Result<Self, LoadError> {
