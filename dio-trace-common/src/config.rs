@@ -35,11 +35,19 @@ pub struct Offsets {
     pub iomap_dio_iocb: u32,
     /// `inode.i_generation`: tells a reused inode number from its old file.
     pub inode_i_generation: u32,
+    /// `struct iomap_dio.size`: the bytes the write really submitted.
+    pub iomap_dio_size: u32,
+    /// `file.f_flags`: the open flags, whose values are UAPI (stable), so
+    /// they check which `ki_flags` layout the kernel uses.
+    pub file_f_flags: u32,
 }
-const _: () = assert!(core::mem::size_of::<Offsets>() == 80);
+const _: () = assert!(core::mem::size_of::<Offsets>() == 88);
 
-/// Bit values of `kiocb.ki_flags` on the running kernel. They moved in 5.19
-/// (aligned with `RWF_*`), so they are resolved at start-up, not assumed.
+/// Bit values of `kiocb.ki_flags` in one layout. They moved with "fs:
+/// align IOCB_* flags with RWF_* flags" (5.19 upstream, and backported to
+/// some distribution kernels: Debian's 5.10.218 has it), so neither the
+/// version nor memory can say which layout a kernel has: the programs pick,
+/// per write, the candidate the kernel's own flags agree with ([`Config::iocb`]).
 ///
 /// The direction is not among them: `IOCB_WRITE` is not set on every write
 /// path (plain `pwrite` on 6.18 lacks it), so writes are told from reads by
@@ -52,8 +60,27 @@ pub struct IocbBits {
     pub dir_mask: u32,
     pub dsync: u32,
     pub sync: u32,
+    /// `IOCB_APPEND`: the kernel moves the write to the end of the file
+    /// after a probe at a filesystem's `write_iter` entry has run.
+    pub append: u32,
 }
-const _: () = assert!(core::mem::size_of::<IocbBits>() == 16);
+const _: () = assert!(core::mem::size_of::<IocbBits>() == 20);
+
+/// How many `ki_flags` layouts the programs can choose from.
+pub const IOCB_LAYOUTS: usize = 2;
+
+/// UAPI open-flag values (`O_DIRECT`, `O_DSYNC`, `__O_SYNC`) of the
+/// architecture, from user space's libc: the kernel sets `IOCB_DIRECT`,
+/// `IOCB_DSYNC` and `IOCB_SYNC` from exactly these `f_flags` bits.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpenFlags {
+    pub direct: u32,
+    pub dsync: u32,
+    pub sync: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<OpenFlags>() == 16);
 
 /// Kernel-side filters: a write that fails one is counted, never sent.
 #[repr(C)]
@@ -76,7 +103,13 @@ const _: () = assert!(core::mem::size_of::<Filter>() == 32);
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Config {
     pub offsets: Offsets,
-    pub iocb: IocbBits,
+    /// Candidate `ki_flags` layouts, in the order the programs try them. A
+    /// write's layout is the first whose `direct` bit is set and whose sync
+    /// bits agree with the file's open flags; a write no candidate fits is
+    /// counted (`Counter::FlagsUnknown`), never guessed. One known layout
+    /// (from a tracepoint format) is given twice.
+    pub iocb: [IocbBits; IOCB_LAYOUTS],
+    pub open: OpenFlags,
     pub filter: Filter,
     /// `CONFIG_*` bits.
     pub flags: u32,
@@ -85,7 +118,7 @@ pub struct Config {
     /// per record would cost more than the record (an IPI, in a VM a VM exit).
     pub wake_bytes: u32,
 }
-const _: () = assert!(core::mem::size_of::<Config>() == 136);
+const _: () = assert!(core::mem::size_of::<Config>() == 184);
 
 /// Send every event of a counted write (all `mark_inode_dirty` calls, sync
 /// exits, completion entries), not only the ones the verdict rests on.
@@ -123,12 +156,21 @@ impl Config {
             iov_iter_dir: 0,
             iomap_dio_iocb: 0,
             inode_i_generation: 0,
+            iomap_dio_size: 0,
+            file_f_flags: 0,
         },
-        iocb: IocbBits {
+        iocb: [IocbBits {
             direct: 0,
             dir_mask: 0,
             dsync: 0,
             sync: 0,
+            append: 0,
+        }; IOCB_LAYOUTS],
+        open: OpenFlags {
+            direct: 0,
+            dsync: 0,
+            sync: 0,
+            _pad: 0,
         },
         filter: Filter {
             follow: 0,

@@ -30,6 +30,9 @@ pub enum Counter {
     /// [`crate::record::WriteRecord`]s the ring buffer could not take: whole
     /// writes lost (also counted in `RingbufFull`).
     WritesLost = 10,
+    /// Direct writes whose `ki_flags` fit no candidate layout: not
+    /// classified, so the run cannot be called clean.
+    FlagsUnknown = 11,
 }
 
 /// Length of the counter array.
@@ -37,7 +40,7 @@ pub const COUNTER_SLOTS: u32 = 16;
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 11] = [
+    pub const ALL: [Counter; 12] = [
         Counter::DirectWrites,
         Counter::Filtered,
         Counter::NotSync,
@@ -49,6 +52,7 @@ impl Counter {
         Counter::Sent,
         Counter::OtherFs,
         Counter::WritesLost,
+        Counter::FlagsUnknown,
     ];
 
     /// Short stable name used in reports and NDJSON.
@@ -65,6 +69,7 @@ impl Counter {
             Counter::Sent => "sent",
             Counter::OtherFs => "other_fs",
             Counter::WritesLost => "writes_lost",
+            Counter::FlagsUnknown => "flags_unknown",
         }
     }
 }

@@ -5,10 +5,13 @@
 
 use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes};
 use dio_trace_common::{
-    arm::InodeKey, config::CONFIG_PROBE_READS, probe::Mechanism, record::EVENT_NO_DISKSIZE,
+    arm::InodeKey,
+    config::{CONFIG_PROBE_READS, IOCB_LAYOUTS, IocbBits},
+    probe::Mechanism,
+    record::EVENT_NO_DISKSIZE,
 };
 
-use crate::maps::{EXT4_TYPE, config};
+use crate::maps::{DIO_CONFIG, EXT4_TYPE, config};
 
 /// How a program reads kernel memory.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -51,6 +54,55 @@ pub fn read<T>(via: Via, base: *const u8, off: u32) -> Result<T, i32> {
         // SAFETY: bpf_probe_read_kernel checks the address; a bad one is an Err.
         Via::Probe => unsafe { bpf_probe_read_kernel(at) },
     }
+}
+
+/// Candidate `ki_flags` layout `i`.
+#[inline(always)]
+fn layout(i: usize) -> IocbBits {
+    // SAFETY: a read of a plain static; volatile for the loader's value.
+    unsafe { core::ptr::read_volatile(&DIO_CONFIG.iocb[i]) }
+}
+
+/// The `ki_flags` layout of a direct write, told by the kernel's own
+/// flags: the first candidate whose `IOCB_DIRECT` is set and whose
+/// `IOCB_DSYNC`/`IOCB_SYNC` agree with the file's UAPI open flags (which
+/// the kernel copies into `ki_flags`; `RWF_*` can only add to them).
+/// `None`: no candidate fits, the write cannot be classified.
+#[inline(always)]
+pub fn iocb_layout(ki_flags: u32, f_flags: u32) -> Option<IocbBits> {
+    let open_dsync = f_flags & config!(open.dsync) != 0;
+    let open_sync = f_flags & config!(open.sync) != 0;
+    for i in 0..IOCB_LAYOUTS {
+        let bits = layout(i);
+        if ki_flags & bits.direct == 0
+            || (open_dsync && ki_flags & bits.dsync == 0)
+            || (open_sync && ki_flags & bits.sync == 0)
+        {
+            continue;
+        }
+        return Some(bits);
+    }
+    None
+}
+
+/// The `iov_iter` direction byte's "write" mask (the same in every layout).
+#[inline(always)]
+pub fn dir_mask() -> u32 {
+    layout(0).dir_mask
+}
+
+/// Is a direct write's `ki_flags` sync-flavoured (`IOCB_DSYNC`)? For the
+/// completion side, which only needs to skip what cannot be armed: the
+/// first candidate whose `IOCB_DIRECT` is set decides, as at the start.
+#[inline(always)]
+pub fn is_dsync(ki_flags: u32) -> bool {
+    for i in 0..IOCB_LAYOUTS {
+        let bits = layout(i);
+        if ki_flags & bits.direct != 0 {
+            return ki_flags & bits.dsync != 0;
+        }
+    }
+    false
 }
 
 /// `file->f_inode`.

@@ -85,6 +85,12 @@ pub struct TraceOpts {
     /// kernel's verifier refuses them.
     #[arg(long)]
     pub probe_reads: bool,
+    /// A BTF file with ext4's types, for kernels where ext4 is a module
+    /// and the kernel publishes no module BTF (5.10 generic kernels): make
+    /// one with `pahole --btf_encode_detached=ext4.btf` from the debug
+    /// package's ext4.ko (the error on such a kernel says how).
+    #[arg(long, value_name = "FILE")]
+    pub btf: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -171,12 +177,21 @@ pub struct VerifyArgs {
     /// Print NDJSON instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// A BTF file with ext4's types (see `run --help`).
+    #[arg(long, value_name = "FILE")]
+    pub btf: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
 pub struct InfoArgs {
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     pub backend: Backend,
+    /// A BTF file with ext4's types, for kernels where ext4 is a module
+    /// and the kernel publishes no module BTF (5.10 generic kernels): make
+    /// one with `pahole --btf_encode_detached=ext4.btf` from the debug
+    /// package's ext4.ko (the error on such a kernel says how).
+    #[arg(long, value_name = "FILE")]
+    pub btf: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -147,7 +147,7 @@ fn check(a: CheckArgs) -> anyhow::Result<Exit> {
 }
 
 fn info(a: InfoArgs) -> anyhow::Result<Exit> {
-    crate::info::print(a.backend)
+    crate::info::print(a.backend, a.btf.as_deref())
 }
 
 fn write(a: WriteArgs) -> anyhow::Result<Exit> {

@@ -1,25 +1,40 @@
 //! `dio-trace info`: the facts a bug report needs, and which mechanism each
 //! probe gets here (attached for real, then detached).
 
+use std::path::Path;
+
 use crate::{
     attach::{Attach, Tracer},
     error::{EnvError, chain},
     exit::Exit,
-    kernel::{dev_string, facts::KernelFacts},
+    kernel::{btf::Ext4Types, dev_string, facts::KernelFacts},
     probes::{
         catalog::CATALOG,
         select::{Backend, Wants},
     },
 };
 
-pub fn print(backend: Backend) -> anyhow::Result<Exit> {
-    let facts = KernelFacts::gather()?;
+pub fn print(backend: Backend, btf_file: Option<&Path>) -> anyhow::Result<Exit> {
+    let facts = KernelFacts::gather(btf_file)?;
     println!("kernel:        {}", facts.release);
     println!("btf:           {}", crate::kernel::btf::VMLINUX_BTF);
+    let ext4 = match &facts.ext4_types {
+        Ext4Types::Vmlinux => "vmlinux (ext4 built in)".to_owned(),
+        Ext4Types::Module => format!("{} (ext4 is a module)", crate::kernel::btf::EXT4_MODULE_BTF),
+        Ext4Types::File(p) => format!("{} (--btf)", p.display()),
+    };
+    println!("ext4 types:    {ext4}");
     println!("tracefs:       {}", facts.tracefs.display());
+    println!("ki_flags:      {}", facts.iocb_source);
+    for (i, b) in facts.iocb.iter().enumerate() {
+        println!(
+            "  layout {i}:    direct={:#x} dsync={:#x} sync={:#x} append={:#x}",
+            b.direct, b.dsync, b.sync, b.append
+        );
+    }
     println!(
-        "ki_flags bits: direct={:#x} dsync={:#x} sync={:#x} (from {:?})",
-        facts.iocb.direct, facts.iocb.dsync, facts.iocb.sync, facts.iocb_source
+        "open flags:    O_DIRECT={:#x} O_DSYNC={:#x} __O_SYNC={:#x} (UAPI: what the kernel derives ki_flags from)",
+        facts.open.direct, facts.open.dsync, facts.open.sync
     );
     println!("offsets:       {:?}", facts.offsets);
     let ext4: Vec<String> = facts

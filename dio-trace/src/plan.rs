@@ -31,6 +31,8 @@ pub struct Plan {
     pub show: Show,
     /// `CONFIG_*` bits for the kernel programs.
     pub config_flags: u32,
+    /// `--btf`: ext4's types from a file.
+    pub btf: Option<PathBuf>,
 }
 
 impl Plan {
@@ -80,6 +82,7 @@ impl Plan {
             show: opts.show.unwrap_or(default_show),
             config_flags: flag(opts.full_timeline, CONFIG_FULL_TIMELINE)
                 | flag(opts.probe_reads, CONFIG_PROBE_READS),
+            btf: opts.btf.clone(),
         })
     }
 

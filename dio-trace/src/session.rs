@@ -74,7 +74,7 @@ pub async fn trace(
     reporter: &mut dyn Reporter,
     record: Option<&Path>,
 ) -> anyhow::Result<Outcome> {
-    let facts = KernelFacts::gather()?;
+    let facts = KernelFacts::gather(plan.btf.as_deref())?;
     let config = facts.config(plan.filter, plan.config_flags);
     let btf = aya::Btf::from_sys_fs()
         .map_err(|e| EnvError(format!("reading kernel BTF for tp_btf: {}", chain(&e))))?;
@@ -253,6 +253,13 @@ fn kernel_problems(r: &crate::collect::counters::Reading) -> Vec<String> {
         p.push(format!(
             "{} kernel memory reads failed in the probes: some writes may be missing",
             r.get(Counter::ReadFailed)
+        ));
+    }
+    if r.get(Counter::FlagsUnknown) > 0 {
+        p.push(format!(
+            "{} direct writes could not be classified: their ki_flags fit no known layout for their open flags \
+             (a kernel dio-trace does not know; `dio-trace info` shows the layouts tried)",
+            r.get(Counter::FlagsUnknown)
         ));
     }
     if r.get(Counter::ArmFailed) > 0 {

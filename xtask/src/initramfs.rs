@@ -73,8 +73,8 @@ pub struct Spec<'a> {
 pub fn build(spec: &Spec<'_>, out: &Path) -> Result<()> {
     ensure_packages(&["busybox-static"])?;
     let modules = match &spec.kernel.modules {
-        Some(dir) => modules::load_order(dir, modules::VIRTIO_BLK)
-            .with_context(|| format!("collecting virtio modules from {}", dir.display()))?,
+        Some(dir) => modules::load_order(dir, modules::GUEST, modules::GUEST_OPTIONAL)
+            .with_context(|| format!("collecting virtio and ext4 modules from {}", dir.display()))?,
         None => Vec::new(),
     };
     let file = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;

@@ -4,11 +4,13 @@
 //! `cargo xtask kernel <spec>` resolves a spec and prints where the kernel
 //! is; `vm` does the same before booting.
 
+mod apt;
 pub mod buggy;
 pub mod cache;
 mod debian;
 pub mod host;
 pub mod modules;
+pub mod named;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -18,40 +20,74 @@ use anyhow::{Context as _, Result, bail};
 use clap::Args;
 
 pub use cache::Cache;
+pub use named::Named;
 
 /// What to boot, as given on the command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KernelSpec {
-    /// Newest `linux-image-6.1.0-*-cloud-amd64-unsigned` apt offers (fixed).
-    Debian61,
-    /// Newest `linux-image-6.12.*-cloud-amd64-unsigned` apt offers (fixed).
-    Debian612,
-    /// Debian's 6.1 source with `patches/ext4-undo-91562895f803.patch`.
-    Buggy61,
+    /// A row of [`named::NAMED`]: downloaded or built, then cached.
+    Named(&'static Named),
     /// A bzImage file; no modules.
     BzImage(PathBuf),
-    /// A Debian `linux-image-*.deb` file.
-    Deb(PathBuf),
+    /// Debian packages: one `linux-image-*.deb`, or a split
+    /// `linux-binary-*` + `linux-modules-*` pair.
+    Debs(Vec<PathBuf>),
+    /// A folder Debian kernel packages were unpacked to.
+    Dir(PathBuf),
+}
+
+impl KernelSpec {
+    /// The named kernel `name`; panics on a name not in the table (for
+    /// the matrix's own constants).
+    pub fn named(name: &str) -> Self {
+        Self::Named(named::find(name).unwrap_or_else(|| panic!("{name} is not a named kernel")))
+    }
+
+    /// The row behind this spec, if it is a named kernel.
+    pub fn row(&self) -> Option<&'static Named> {
+        match self {
+            Self::Named(n) => Some(n),
+            _ => None,
+        }
+    }
 }
 
 impl FromStr for KernelSpec {
     type Err = anyhow::Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "debian-6.1" => return Ok(Self::Debian61),
-            "debian-6.12" => return Ok(Self::Debian612),
-            "buggy-6.1" => return Ok(Self::Buggy61),
-            _ => {}
+        if let Some(n) = named::find(s) {
+            return Ok(Self::Named(n));
+        }
+        let usage = || {
+            format!(
+                "expected a named kernel ({}), a bzImage, a linux-image .deb, a linux-binary.deb,linux-modules.deb \
+                 pair, or a folder they were unpacked to",
+                named::names()
+            )
+        };
+        if s.contains(',') {
+            let debs: Vec<PathBuf> = s
+                .split(',')
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+                .collect();
+            for d in &debs {
+                if !d.is_file() {
+                    bail!("no such file {} in `{s}`: {}", d.display(), usage());
+                }
+            }
+            return Ok(Self::Debs(debs));
         }
         let path = PathBuf::from(s);
+        if path.is_dir() {
+            return Ok(Self::Dir(path));
+        }
         if !path.is_file() {
-            bail!(
-                "unknown kernel `{s}`: expected debian-6.1, debian-6.12, buggy-6.1, or a path to a bzImage or linux-image .deb"
-            );
+            bail!("unknown kernel `{s}`: {}", usage());
         }
         if path.extension().is_some_and(|e| e == "deb") {
-            Ok(Self::Deb(path))
+            Ok(Self::Debs(vec![path]))
         } else {
             Ok(Self::BzImage(path))
         }
@@ -61,10 +97,12 @@ impl FromStr for KernelSpec {
 impl fmt::Display for KernelSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Debian61 => f.write_str("debian-6.1"),
-            Self::Debian612 => f.write_str("debian-6.12"),
-            Self::Buggy61 => f.write_str("buggy-6.1"),
-            Self::BzImage(p) | Self::Deb(p) => write!(f, "{}", p.display()),
+            Self::Named(n) => f.write_str(n.name),
+            Self::BzImage(p) | Self::Dir(p) => write!(f, "{}", p.display()),
+            Self::Debs(ps) => {
+                let names: Vec<String> = ps.iter().map(|p| p.display().to_string()).collect();
+                f.write_str(&names.join(","))
+            }
         }
     }
 }
@@ -84,10 +122,18 @@ pub struct Kernel {
 /// Resolves `spec`, downloading or building into `cache` on first use.
 pub fn resolve(spec: &KernelSpec, cache: &Cache) -> Result<Kernel> {
     let (bzimage, modules) = match spec {
-        KernelSpec::Debian61 => debian::packaged(debian::Series::V6_1, cache)?,
-        KernelSpec::Debian612 => debian::packaged(debian::Series::V6_12, cache)?,
-        KernelSpec::Deb(path) => debian::from_deb(path, cache)?,
-        KernelSpec::Buggy61 => (buggy::build(cache)?, None),
+        KernelSpec::Named(n) => match n.origin {
+            named::Origin::Apt { suite, pattern } => {
+                let apt = match suite {
+                    Some(suite) => apt::Apt::suite(suite, cache)?,
+                    None => apt::Apt::host(),
+                };
+                debian::packaged(&apt, pattern, cache).with_context(|| format!("getting {}", n.name))?
+            }
+            named::Origin::Buggy61 => (buggy::build(cache)?, None),
+        },
+        KernelSpec::Debs(debs) => debian::from_debs(debs, cache)?,
+        KernelSpec::Dir(dir) => debian::from_dir(dir)?,
         KernelSpec::BzImage(path) => (bzimage_file(path)?, None),
     };
     Ok(Kernel {
@@ -109,7 +155,9 @@ fn bzimage_file(path: &Path) -> Result<PathBuf> {
 /// `cargo xtask kernel`: resolve a kernel spec and print its paths.
 #[derive(Args)]
 pub struct KernelArgs {
-    /// debian-6.1, debian-6.12, buggy-6.1, or a path to a bzImage or .deb.
+    /// A named kernel (debian-5.10, debian-6.1, debian-7.3, buggy-6.1, ...),
+    /// a bzImage, a linux-image .deb, a linux-binary.deb,linux-modules.deb
+    /// pair, or a folder they were unpacked to.
     spec: KernelSpec,
 }
 
@@ -129,21 +177,23 @@ mod tests {
 
     #[test]
     fn named_specs_parse() {
-        assert_eq!(
-            "debian-6.1".parse::<KernelSpec>().ok(),
-            Some(KernelSpec::Debian61)
-        );
-        assert_eq!(
-            "debian-6.12".parse::<KernelSpec>().ok(),
-            Some(KernelSpec::Debian612)
-        );
-        assert_eq!("buggy-6.1".parse::<KernelSpec>().ok(), Some(KernelSpec::Buggy61));
+        for n in named::NAMED {
+            assert_eq!(n.name.parse::<KernelSpec>().ok(), Some(KernelSpec::Named(n)));
+        }
     }
 
     #[test]
     fn unknown_spec_is_an_error() {
-        let err = "debian-5.10".parse::<KernelSpec>().unwrap_err().to_string();
-        assert!(err.contains("unknown kernel"), "{err}");
+        let err = "debian-4.19".parse::<KernelSpec>().unwrap_err().to_string();
+        assert!(
+            err.contains("unknown kernel") && err.contains("debian-5.10"),
+            "{err}"
+        );
+        let err = "/nonexistent/a.deb,/nonexistent/b.deb"
+            .parse::<KernelSpec>()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no such file"), "{err}");
     }
 
     #[test]
@@ -155,7 +205,16 @@ mod tests {
         std::fs::write(&img, b"")?;
         assert_eq!(
             deb.to_str().context("utf8")?.parse::<KernelSpec>()?,
-            KernelSpec::Deb(deb.clone())
+            KernelSpec::Debs(vec![deb.clone()])
+        );
+        let pair = format!("{},{}", deb.display(), img.display());
+        assert_eq!(
+            pair.parse::<KernelSpec>()?,
+            KernelSpec::Debs(vec![deb.clone(), img.clone()])
+        );
+        assert_eq!(
+            dir.path().to_str().context("utf8")?.parse::<KernelSpec>()?,
+            KernelSpec::Dir(dir.path().to_owned())
         );
         assert_eq!(
             img.to_str().context("utf8")?.parse::<KernelSpec>()?,

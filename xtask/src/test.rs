@@ -5,7 +5,6 @@
 
 use anyhow::{Result, bail};
 
-use crate::kernel::KernelSpec;
 use crate::vm::{crash, matrix, traced};
 
 pub fn run() -> Result<()> {
@@ -35,14 +34,15 @@ pub fn run() -> Result<()> {
 
     println!("test: kernel matrix in QEMU (kernels are downloaded or built once, then cached)");
     let opts = matrix::quiet_options();
-    let mut score = matrix::run(&matrix::KERNELS, &opts)?;
-    crate::vm::verify::run(&matrix::KERNELS, &opts, &mut score)?;
+    let kernels = matrix::kernels();
+    let mut score = matrix::run(&kernels, &opts)?;
+    crate::vm::verify::run(&kernels, &opts, &mut score)?;
 
     println!("test: crash ground truth in QEMU");
     let cache = crate::kernel::Cache::from_env()?;
     let dio = traced::dio_trace_file()?;
-    for spec in [KernelSpec::Buggy61, KernelSpec::Debian61] {
-        let kernel = crate::kernel::resolve(&spec, &cache)?;
+    for spec in kernels.iter().filter(|k| k.row().is_some_and(|r| r.crash)) {
+        let kernel = crate::kernel::resolve(spec, &cache)?;
         for r in crash::run(&kernel, &dio, &opts)? {
             let line = format!(
                 "{spec} {}: verdict {} with {} bytes after the crash",

@@ -13,14 +13,14 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
 use dio_trace_common::{
-    arm::{ARM_COMPLETED, ARM_SIZE_SEEN},
+    arm::{ARM_COMPLETED, ARM_SIZE_SEEN, ArmedWrite},
     kind::RecordKind,
     probe::Mechanism,
 };
 
 use crate::{
     emit::{Fact, full_timeline, retire, step},
-    facts::{Via, file_inode, iocb_file, read, sizes},
+    facts::{Via, file_inode, iocb_file, is_dsync, read, sizes},
     maps::{IN_CALL, config},
     probes::armed,
 };
@@ -84,13 +84,41 @@ fn enter(dio: *const u8, mechanism: Mechanism) {
     let Some(inode) = sync_write_inode(via, iocb) else {
         return;
     };
-    if armed(via, inode).is_none() {
+    let Some(entry) = armed(via, inode) else {
         return;
-    }
+    };
+    settle(via, dio, iocb, entry);
     let _ = IN_CALL.insert(bpf_get_current_pid_tgid(), inode as u64, 0);
     // The entry is timeline detail; the exit is what the verdict needs.
     if full_timeline() {
         emit(via, inode, 0, 0, RecordKind::CompleteEnter, mechanism);
+    }
+}
+
+/// The position and length the kernel really writes, for a write armed at
+/// a hook that ran before the kernel settled them (an `O_APPEND` write
+/// seen at `ext4_file_write_iter`'s entry): here `ki_pos` is still the
+/// write's start (this function advances it) and `dio->size` is what was
+/// submitted. Before any size update can be judged against the write's end.
+#[inline(always)]
+fn settle(via: Via, dio: *const u8, iocb: *const u8, entry: *mut ArmedWrite) {
+    if config!(offsets.iomap_dio_size) == 0 {
+        return;
+    }
+    let (Ok(pos), Ok(size)) = (
+        read::<i64>(via, iocb, config!(offsets.kiocb_ki_pos)),
+        read::<i64>(via, dio, config!(offsets.iomap_dio_size)),
+    ) else {
+        return;
+    };
+    if pos < 0 || size <= 0 {
+        return;
+    }
+    // SAFETY: map value pointer, valid while the program runs.
+    unsafe {
+        (*entry).rec.begin.pos = pos;
+        (*entry).rec.begin.len = size as u64;
+        (*entry).end = pos + size;
     }
 }
 
@@ -118,7 +146,7 @@ fn exit(ret: i64, mechanism: Mechanism) {
 #[inline(always)]
 fn sync_write_inode(via: Via, iocb: *const u8) -> Option<*const u8> {
     let ki_flags: u32 = read(via, iocb, config!(offsets.kiocb_ki_flags)).ok()?;
-    if ki_flags & config!(iocb.dsync) == 0 {
+    if !is_dsync(ki_flags) {
         return None;
     }
     let file = iocb_file(via, iocb).ok()?;

@@ -19,7 +19,9 @@ use dio_trace_common::{
 
 use crate::{
     emit::{Fact, full_timeline, header, inode_event, path_record, retire, send_write},
-    facts::{Sizes, Via, file_inode, inode_key, inode_sb, iocb_file, is_ext4, read, sizes},
+    facts::{
+        Sizes, Via, dir_mask, file_inode, inode_key, inode_sb, iocb_file, iocb_layout, is_ext4, read, sizes,
+    },
     maps::{ARMED, LAST_PATH, PATH_SENT, SCRATCH, SentPath, config, count, filter_add},
     probes::{armed, task_passes},
 };
@@ -29,7 +31,7 @@ const BPF_NOEXIST: u64 = 1;
 
 #[btf_tracepoint(function = "iomap_dio_rw_begin")]
 pub fn tp_iomap_dio_rw_begin(ctx: BtfTracePointContext) -> i32 {
-    try_write_begin(ctx.arg(0), ctx.arg(1), Mechanism::Tracepoint);
+    try_write_begin(ctx.arg(0), ctx.arg(1), Mechanism::Tracepoint, true);
     0
 }
 
@@ -37,7 +39,7 @@ pub fn tp_iomap_dio_rw_begin(ctx: BtfTracePointContext) -> i32 {
 /// with iomap direct I/O (5.5+), also those without the tracepoint.
 #[fentry(function = "iomap_dio_rw")]
 pub fn fentry_iomap_dio_rw(ctx: FEntryContext) -> i32 {
-    try_write_begin(ctx.arg(0), ctx.arg(1), Mechanism::Fentry);
+    try_write_begin(ctx.arg(0), ctx.arg(1), Mechanism::Fentry, true);
     0
 }
 
@@ -47,14 +49,14 @@ pub fn fentry_iomap_dio_rw(ctx: FEntryContext) -> i32 {
 /// the `IOCB_DIRECT` test.
 #[fentry(function = "ext4_file_write_iter")]
 pub fn fentry_ext4_file_write_iter(ctx: FEntryContext) -> i32 {
-    try_write_begin(ctx.arg(0), ctx.arg(1), Mechanism::Fentry);
+    try_write_begin(ctx.arg(0), ctx.arg(1), Mechanism::Fentry, false);
     0
 }
 
 #[kprobe]
 pub fn kprobe_iomap_dio_rw(ctx: ProbeContext) -> u32 {
     if let (Some(iocb), Some(iter)) = (ctx.arg(0), ctx.arg(1)) {
-        try_write_begin(iocb, iter, Mechanism::Kprobe);
+        try_write_begin(iocb, iter, Mechanism::Kprobe, true);
     }
     0
 }
@@ -64,22 +66,35 @@ pub fn kprobe_iomap_dio_rw(ctx: ProbeContext) -> u32 {
 /// past the smaller of `i_size` and `i_disksize` (ext4's own test for an
 /// extending write, `ext4_extending_io`). The cheap tests come first: a
 /// direct write without sync semantics, the common case on busy hosts,
-/// costs two reads and a counter.
+/// costs three reads and a counter.
+///
+/// `settled`: the hook runs after the kernel fixed the write's position
+/// (`iomap_dio_rw`); at a `write_iter` entry an `O_APPEND`/`RWF_APPEND`
+/// write is still at the caller's position, and the kernel will move it to
+/// the end of the file.
 #[inline(always)]
-pub fn try_write_begin(iocb: *const u8, iter: *const u8, mechanism: Mechanism) {
+pub fn try_write_begin(iocb: *const u8, iter: *const u8, mechanism: Mechanism, settled: bool) {
     let via = Via::of(mechanism);
-    let Ok(ki_flags) = read::<u32>(via, iocb, config!(offsets.kiocb_ki_flags)) else {
+    let Ok(file) = iocb_file(via, iocb) else {
         count(Counter::ReadFailed);
         return;
     };
-    if ki_flags & config!(iocb.direct) == 0 {
+    let (Ok(ki_flags), Ok(f_flags)) = (
+        read::<u32>(via, iocb, config!(offsets.kiocb_ki_flags)),
+        read::<u32>(via, file, config!(offsets.file_f_flags)),
+    ) else {
+        count(Counter::ReadFailed);
+        return;
+    };
+    // O_DIRECT is where the kernel's IOCB_DIRECT comes from.
+    if f_flags & config!(open.direct) == 0 {
         return;
     }
     let Ok(dir) = read::<u8>(via, iter, config!(offsets.iov_iter_dir)) else {
         count(Counter::ReadFailed);
         return;
     };
-    if u32::from(dir) & config!(iocb.dir_mask) == 0 {
+    if u32::from(dir) & dir_mask() == 0 {
         return; // a direct read
     }
     if !task_passes() {
@@ -87,14 +102,14 @@ pub fn try_write_begin(iocb: *const u8, iter: *const u8, mechanism: Mechanism) {
         return;
     }
     count(Counter::DirectWrites);
-    if ki_flags & config!(iocb.dsync) == 0 {
+    let Some(bits) = iocb_layout(ki_flags, f_flags) else {
+        count(Counter::FlagsUnknown);
+        return;
+    };
+    if ki_flags & bits.dsync == 0 {
         count(Counter::NotSync);
         return;
     }
-    let Ok(file) = iocb_file(via, iocb) else {
-        count(Counter::ReadFailed);
-        return;
-    };
     let Ok(inode) = file_inode(via, file) else {
         count(Counter::ReadFailed);
         return;
@@ -123,9 +138,15 @@ pub fn try_write_begin(iocb: *const u8, iter: *const u8, mechanism: Mechanism) {
             return;
         }
     }
-    let pos: i64 = read(via, iocb, config!(offsets.kiocb_ki_pos)).unwrap_or(-1);
+    let mut pos: i64 = read(via, iocb, config!(offsets.kiocb_ki_pos)).unwrap_or(-1);
     let len: u64 = read(via, iter, config!(offsets.iov_iter_count)).unwrap_or(0);
     let sz = sizes(via, inode);
+    if !settled && ki_flags & bits.append != 0 {
+        // Where generic_write_checks() will put it. Another appender may
+        // still grow the file first: the completion corrects the position
+        // (`complete.rs`), and the end only moves further out.
+        pos = sz.i_size;
+    }
     let end = pos.wrapping_add(len as i64);
     let on_disk = if sz.i_disksize < sz.i_size {
         sz.i_disksize
@@ -142,7 +163,7 @@ pub fn try_write_begin(iocb: *const u8, iter: *const u8, mechanism: Mechanism) {
         return;
     }
     let mut flags = EVENT_DSYNC;
-    if ki_flags & config!(iocb.sync) != 0 {
+    if ki_flags & bits.sync != 0 {
         flags |= EVENT_SYNC;
     }
     let Some(entry) = arm(addr, end, &sz, key, pos, len, ki_flags, flags, mechanism) else {

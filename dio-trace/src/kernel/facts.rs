@@ -2,18 +2,28 @@
 //! place before anything is loaded. Each failure is an [`EnvError`] that
 //! names the missing fact and the fix.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use dio_trace_common::config::{Config, Filter, IocbBits, Offsets};
+use dio_trace_common::config::{Config, Filter, IOCB_LAYOUTS, IocbBits, Offsets, OpenFlags};
 
-use super::{btf::KernelBtf, iocb, kallsyms::Kallsyms, mounts::MountTable, preflight, tracefs};
+use super::{
+    btf::{Ext4Types, KernelBtf},
+    iocb,
+    kallsyms::Kallsyms,
+    mounts::MountTable,
+    preflight, tracefs,
+};
 use crate::error::EnvError;
 
 pub struct KernelFacts {
     pub release: String,
     pub offsets: Offsets,
-    pub iocb: IocbBits,
+    /// Where ext4's struct offsets came from.
+    pub ext4_types: Ext4Types,
+    /// Candidate `ki_flags` layouts, in the order the programs try them.
+    pub iocb: [IocbBits; IOCB_LAYOUTS],
     pub iocb_source: iocb::Source,
+    pub open: OpenFlags,
     pub kallsyms: Kallsyms,
     pub tracefs: PathBuf,
     pub mounts: MountTable,
@@ -24,13 +34,14 @@ fn env(e: anyhow::Error) -> EnvError {
 }
 
 impl KernelFacts {
-    /// Check privileges, BTF and tracefs, then read every fact.
-    pub fn gather() -> Result<Self, EnvError> {
+    /// Check privileges, BTF and tracefs, then read every fact. `btf`:
+    /// a BTF file with ext4's types (`--btf`), for kernels without module BTF.
+    pub fn gather(btf: Option<&Path>) -> Result<Self, EnvError> {
         preflight::check_privileges().map_err(env)?;
         preflight::check_btf().map_err(env)?;
         let tracefs = tracefs::ensure_mounted().map_err(env)?;
         let release = super::release();
-        let btf = KernelBtf::load().map_err(env)?;
+        let btf = KernelBtf::load(btf).map_err(env)?;
         let offsets = btf.offsets().map_err(|e| {
             EnvError(format!(
                 "kernel {release} lacks a struct field dio-trace reads: {e:#}; this kernel is not supported"
@@ -49,8 +60,10 @@ impl KernelFacts {
         Ok(Self {
             release,
             offsets,
+            ext4_types: btf.ext4_types.clone(),
             iocb,
             iocb_source,
+            open: iocb::open_flags(),
             kallsyms,
             tracefs,
             mounts,
@@ -63,6 +76,7 @@ impl KernelFacts {
         Config {
             offsets: self.offsets,
             iocb: self.iocb,
+            open: self.open,
             filter,
             flags,
             wake_bytes: 0,

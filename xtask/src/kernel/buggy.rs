@@ -14,9 +14,10 @@ use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
 
+use super::apt::Apt;
 use super::cache::{Cache, hash_parts};
 use super::debian::fetch_deb;
-use super::host::{self, apt_update_once, candidate_version, ensure_packages, progress};
+use super::host::{self, ensure_packages, progress};
 
 /// The change that brings the bug back.
 const PATCH: &str = include_str!("../../patches/ext4-undo-91562895f803.patch");
@@ -78,11 +79,9 @@ pub fn build(cache: &Cache) -> Result<PathBuf> {
 
 /// The `linux-source-6.1` version apt would fetch.
 fn source_version() -> Result<String> {
-    if let Some(v) = candidate_version(SOURCE_PACKAGE)? {
-        return Ok(v);
-    }
-    apt_update_once()?;
-    candidate_version(SOURCE_PACKAGE)?.with_context(|| format!("apt offers no {SOURCE_PACKAGE} package"))
+    Apt::host()
+        .candidate_version(SOURCE_PACKAGE)?
+        .with_context(|| format!("apt offers no {SOURCE_PACKAGE} package"))
 }
 
 /// Serializes builds: the patched source tree is shared state.
@@ -117,7 +116,7 @@ fn source_tree(cache: &Cache, version: &str) -> Result<PathBuf> {
 
 /// Unpacks the tarball inside the `linux-source-6.1` package into `dir`.
 fn unpack_source(cache: &Cache, version: &str, dir: &Path) -> Result<()> {
-    let deb = fetch_deb(SOURCE_PACKAGE, version, cache)?;
+    let deb = fetch_deb(&Apt::host(), SOURCE_PACKAGE, version, cache)?;
     progress(format_args!("unpacking {} (about 30 s)", deb.display()));
     let tarball = format!("./usr/src/{SOURCE_DIR}.tar.xz");
     let mut fsys = Command::new("dpkg-deb")

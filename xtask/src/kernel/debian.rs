@@ -1,67 +1,143 @@
-//! Debian's packaged kernels: found with apt, fetched with `apt-get
-//! download`, unpacked with `dpkg-deb -x`. All of them carry the ext4 fix.
+//! Debian's packaged kernels: found with apt (the host's suites or
+//! another one, [`Apt`]), fetched with `apt-get download`, unpacked with
+//! `dpkg-deb -x`.
+//!
+//! Two packagings exist. Up to 6.12, `linux-image-*` holds
+//! `boot/vmlinuz-<release>` and `lib/modules/<release>`. From 6.16 Debian
+//! splits a kernel into `linux-binary-*` (`usr/lib/modules/<release>/vmlinuz`)
+//! and `linux-modules-*`, and `linux-image-*` becomes a meta package that
+//! holds no kernel at all.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context as _, Result, bail};
 
-use super::cache::{Cache, hash_file};
-use super::host::{self, candidate_version, ensure_packages, progress, search_names};
+use super::apt::Apt;
+use super::cache::{Cache, hash_file, hash_parts};
+use super::host::{self, ensure_packages, progress};
 
-/// A kernel series Debian ships as a cloud image.
-#[derive(Clone, Copy, Debug)]
-pub enum Series {
-    V6_1,
-    V6_12,
-}
-
-impl Series {
-    /// `apt-cache search --names-only` pattern for the unsigned cloud image.
-    fn pattern(self) -> &'static str {
-        match self {
-            Self::V6_1 => r"^linux-image-6\.1\.0-[0-9]+-cloud-amd64-unsigned$",
-            Self::V6_12 => r"^linux-image-6\.12\.[0-9]+.*-cloud-amd64-unsigned$",
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Self::V6_1 => "6.1",
-            Self::V6_12 => "6.12",
-        }
-    }
-}
-
-/// The newest packaged cloud kernel of `series`: (bzImage, modules dir).
-pub fn packaged(series: Series, cache: &Cache) -> Result<(PathBuf, Option<PathBuf>)> {
+/// The newest package matching `pattern` from `apt`: (bzImage, modules dir).
+pub fn packaged(apt: &Apt, pattern: &str, cache: &Cache) -> Result<(PathBuf, Option<PathBuf>)> {
     ensure_packages(&["dpkg", "apt"])?;
-    let names = search_names(series.pattern())?;
+    let names = apt.search_names(pattern)?;
     let Some(package) = newest(&names) else {
-        bail!(
-            "apt offers no Debian {} cloud kernel (searched `{}`); on bookworm the 6.12 \
-             images come from bookworm-security/bookworm-backports: add that suite to apt's sources",
-            series.name(),
-            series.pattern()
-        );
+        bail!("apt offers no package matching `{pattern}`");
     };
-    let version = candidate_version(package)?
+    let version = apt
+        .candidate_version(package)?
         .with_context(|| format!("apt lists {package} but has no installable version of it"))?;
+    // Split packaging: the modules live in the binary's twin.
+    let mut packages = vec![package.to_owned()];
+    if let Some(release) = package.strip_prefix("linux-binary-") {
+        packages.push(format!("linux-modules-{release}"));
+    }
     let key = format!("debian/{package}_{version}");
-    let dir = cache.entry(&key, &format!("{package} {version}"), |dir| {
-        let deb = fetch_deb(package, &version, cache)?;
-        unpack(&deb, dir)
+    let dir = cache.entry(&key, &format!("{} {version}", packages.join(" + ")), |dir| {
+        for p in &packages {
+            let deb = fetch_deb(apt, p, &version, cache)?;
+            unpack(&deb, dir)?;
+        }
+        Ok(())
     })?;
     layout(&dir)
 }
 
-/// A `linux-image-*.deb` the caller has, cached by the hash of its bytes.
-pub fn from_deb(deb: &Path, cache: &Cache) -> Result<(PathBuf, Option<PathBuf>)> {
+/// `.deb` files the caller has (one `linux-image-*`, or a split
+/// `linux-binary-*` + `linux-modules-*` pair), unpacked together and
+/// cached by the hash of their bytes. A lone `linux-binary-*` brings its
+/// `linux-modules-*` twin from the same folder when it is there.
+pub fn from_debs(debs: &[PathBuf], cache: &Cache) -> Result<(PathBuf, Option<PathBuf>)> {
     ensure_packages(&["dpkg"])?;
-    let hash = hash_file(deb)?;
-    let key = format!("deb/{}", &hash[..16]);
-    let dir = cache.entry(&key, &deb.display().to_string(), |dir| unpack(deb, dir))?;
+    let mut debs = debs.to_vec();
+    if let [one] = &debs[..]
+        && let Some(twin) = modules_twin(one)
+    {
+        progress(format_args!("with its modules package {}", twin.display()));
+        debs.push(twin);
+    }
+    let hashes = debs.iter().map(|d| hash_file(d)).collect::<Result<Vec<_>>>()?;
+    let parts: Vec<&[u8]> = hashes.iter().map(|h| h.as_bytes()).collect();
+    let key = format!("deb/{}", &hash_parts(&parts)[..16]);
+    let what = debs
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" + ");
+    let dir = cache.entry(&key, &what, |dir| {
+        for deb in &debs {
+            unpack(deb, dir)?;
+        }
+        if find_vmlinuz(dir).is_none() {
+            bail!("{}", no_kernel(&debs));
+        }
+        Ok(())
+    })?;
     layout(&dir)
+}
+
+/// A folder the packages were unpacked to (`dpkg-deb -x`), or any folder
+/// laid out like one.
+pub fn from_dir(dir: &Path) -> Result<(PathBuf, Option<PathBuf>)> {
+    layout(dir).with_context(|| {
+        format!(
+            "{} holds no kernel: expected boot/vmlinuz-<release> (linux-image-*) or \
+             usr/lib/modules/<release>/vmlinuz (linux-binary-*, 6.16+)",
+            dir.display()
+        )
+    })
+}
+
+/// `linux-modules-<release>_<version>_*.deb` beside a `linux-binary-*` one.
+fn modules_twin(deb: &Path) -> Option<PathBuf> {
+    let name = deb.file_name()?.to_str()?;
+    let rest = name.strip_prefix("linux-binary-")?;
+    let twin = format!("linux-modules-{rest}");
+    let path = deb.with_file_name(twin);
+    path.is_file().then_some(path)
+}
+
+/// Why unpacking `debs` gave no kernel, with what to do instead.
+fn no_kernel(debs: &[PathBuf]) -> String {
+    let field = |deb: &Path, f: &str| {
+        host::output(Command::new("dpkg-deb").arg("-f").arg(deb).arg(f))
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default()
+    };
+    let mut why = Vec::new();
+    for deb in debs {
+        let package = field(deb, "Package");
+        let depends = field(deb, "Depends");
+        let binary = depends
+            .split(',')
+            .map(|d| d.split_whitespace().next().unwrap_or(""))
+            .find(|d| d.starts_with("linux-binary-"));
+        why.push(match binary {
+            Some(binary) => format!(
+                "{} ({package}) is a meta package that holds no kernel: the kernel is in {binary} and its \
+                 modules in {}; download both (`apt-get download {binary} {}`) and pass them as \
+                 --kernel BINARY.deb,MODULES.deb",
+                deb.display(),
+                binary.replacen("linux-binary-", "linux-modules-", 1),
+                binary.replacen("linux-binary-", "linux-modules-", 1),
+            ),
+            None if package.starts_with("linux-modules-") => format!(
+                "{} ({package}) holds modules only: pass it together with its linux-binary-* package, \
+                 --kernel BINARY.deb,MODULES.deb",
+                deb.display()
+            ),
+            None => format!(
+                "{} ({}) holds no vmlinuz: not a kernel image package",
+                deb.display(),
+                if package.is_empty() {
+                    "not a Debian package"
+                } else {
+                    &package
+                }
+            ),
+        });
+    }
+    why.join("; ")
 }
 
 /// The package with the highest version numbers in its name. Names like
@@ -78,20 +154,8 @@ fn digit_runs(s: &str) -> Vec<u64> {
 }
 
 /// `package=version`'s .deb in the cache's `debs/`, downloaded if absent.
-pub fn fetch_deb(package: &str, version: &str, cache: &Cache) -> Result<PathBuf> {
-    let dir = cache.path("debs");
-    let name = format!("{package}_{}_", version.replace(':', "%3a"));
-    if let Ok(entries) = std::fs::read_dir(&dir) {
-        for e in entries.flatten() {
-            let file = e.file_name();
-            let file = file.to_string_lossy();
-            if file.starts_with(&name) && file.ends_with(".deb") {
-                progress(format_args!("cached: {file}"));
-                return Ok(e.path());
-            }
-        }
-    }
-    host::download(package, version, &dir)
+pub fn fetch_deb(apt: &Apt, package: &str, version: &str, cache: &Cache) -> Result<PathBuf> {
+    apt.fetch(package, version, &cache.path("debs"))
 }
 
 fn unpack(deb: &Path, dir: &Path) -> Result<()> {
@@ -99,27 +163,42 @@ fn unpack(deb: &Path, dir: &Path) -> Result<()> {
     host::run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(dir))
 }
 
-/// Finds `boot/vmlinuz-<release>` and `lib/modules/<release>` in an
-/// unpacked image package.
-fn layout(dir: &Path) -> Result<(PathBuf, Option<PathBuf>)> {
-    let boot = dir.join("boot");
-    let vmlinuz = std::fs::read_dir(&boot)
-        .with_context(|| format!("{} has no boot/: not a linux-image package?", dir.display()))?
+/// `boot/vmlinuz-<release>` (linux-image) or
+/// `usr/lib/modules/<release>/vmlinuz` (linux-binary) under `dir`.
+fn find_vmlinuz(dir: &Path) -> Option<(PathBuf, String)> {
+    let boot = std::fs::read_dir(dir.join("boot"))
+        .into_iter()
         .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+        .flatten()
+        .find_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let release = name.strip_prefix("vmlinuz-")?.to_owned();
+            Some((e.path(), release))
+        });
+    boot.or_else(|| {
+        ["usr/lib/modules", "lib/modules"].iter().find_map(|m| {
+            std::fs::read_dir(dir.join(m)).ok()?.flatten().find_map(|e| {
+                let vmlinuz = e.path().join("vmlinuz");
+                vmlinuz
+                    .is_file()
+                    .then(|| (vmlinuz, e.file_name().to_string_lossy().into_owned()))
+            })
         })
-        .with_context(|| format!("no vmlinuz-* in {}", boot.display()))?;
-    let release = vmlinuz
-        .file_name()
-        .map(|n| n.to_string_lossy().trim_start_matches("vmlinuz-").to_owned())
-        .unwrap_or_default();
+    })
+}
+
+/// The kernel and its `lib/modules/<release>` in an unpacked package set.
+fn layout(dir: &Path) -> Result<(PathBuf, Option<PathBuf>)> {
+    let (vmlinuz, release) = find_vmlinuz(dir).with_context(|| {
+        format!(
+            "no boot/vmlinuz-* or usr/lib/modules/*/vmlinuz in {}: not a kernel package",
+            dir.display()
+        )
+    })?;
     let modules = ["lib/modules", "usr/lib/modules"]
         .iter()
         .map(|m| dir.join(m).join(&release))
-        .find(|m| m.is_dir());
+        .find(|m| m.join("kernel").is_dir());
     Ok((vmlinuz, modules))
 }
 
@@ -156,9 +235,30 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("boot"))?;
         std::fs::write(dir.path().join("boot/vmlinuz-6.1.0-56-cloud-amd64"), b"")?;
         std::fs::create_dir_all(dir.path().join("lib/modules/6.1.0-56-cloud-amd64"))?;
+        std::fs::create_dir_all(dir.path().join("lib/modules/6.1.0-56-cloud-amd64/kernel"))?;
         let (vmlinuz, modules) = layout(dir.path())?;
         assert!(vmlinuz.ends_with("boot/vmlinuz-6.1.0-56-cloud-amd64"));
         assert_eq!(modules, Some(dir.path().join("lib/modules/6.1.0-56-cloud-amd64")));
+        Ok(())
+    }
+
+    #[test]
+    fn layout_finds_split_packaging() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let rel = dir.path().join("usr/lib/modules/7.3.4+deb13-cloud-amd64");
+        std::fs::create_dir_all(rel.join("kernel"))?;
+        std::fs::write(rel.join("vmlinuz"), b"")?;
+        let (vmlinuz, modules) = layout(dir.path())?;
+        assert_eq!(vmlinuz, rel.join("vmlinuz"));
+        assert_eq!(modules, Some(rel));
+        Ok(())
+    }
+
+    #[test]
+    fn an_empty_folder_holds_no_kernel() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let err = format!("{:#}", from_dir(dir.path()).unwrap_err());
+        assert!(err.contains("holds no kernel"), "{err}");
         Ok(())
     }
 }

@@ -16,8 +16,12 @@ use object::{Object as _, ObjectSection as _};
 
 use super::host;
 
-/// Modules needed to see the scratch disk as `/dev/vda`.
-pub const VIRTIO_BLK: &[&str] = &["virtio_pci", "virtio_blk"];
+/// Modules needed to see the scratch disk as `/dev/vda` and mount it:
+/// generic kernels build ext4 (and jbd2, mbcache) as modules too.
+pub const GUEST: &[&str] = &["virtio_pci", "virtio_blk", "ext4"];
+/// Loaded where they exist: ext4's checksums need a crc32c driver, which
+/// ext4 asks for by name (a soft dependency `depends=` does not list).
+pub const GUEST_OPTIONAL: &[&str] = &["crc32c_generic"];
 
 /// One module to load: its name and uncompressed bytes.
 pub struct Module {
@@ -27,11 +31,14 @@ pub struct Module {
 
 /// Modules of `dir` (`lib/modules/<release>`) that `wanted` needs, each
 /// after the modules it depends on.
-pub fn load_order(dir: &Path, wanted: &[&str]) -> Result<Vec<Module>> {
+pub fn load_order(dir: &Path, wanted: &[&str], optional: &[&str]) -> Result<Vec<Module>> {
     let index = Index::read(dir)?;
     let mut order = Vec::new();
     let mut visiting = BTreeSet::new();
-    for name in wanted {
+    let present = optional
+        .iter()
+        .filter(|n| index.files.contains_key(&normalize(n)));
+    for name in present.chain(wanted) {
         index.visit(&normalize(name), &mut visiting, &mut order)?;
     }
     Ok(order)
@@ -182,8 +189,8 @@ mod tests {
             "kernel/drivers/virtio/virtio_pci.ko\n",
         )?;
         // Built in: nothing to load.
-        assert!(load_order(dir.path(), &["virtio_pci"])?.is_empty());
-        let err = load_order(dir.path(), &["virtio_blk"])
+        assert!(load_order(dir.path(), &["virtio_pci"], &["crc32c_generic"])?.is_empty());
+        let err = load_order(dir.path(), &["virtio_blk"], &[])
             .err()
             .context("expected an error")?;
         assert!(format!("{err:#}").contains("virtio_blk"), "{err:#}");

@@ -43,7 +43,10 @@ enum VmCommand {
 /// Options every boot takes.
 #[derive(Args)]
 struct BootArgs {
-    /// debian-6.1, debian-6.12, buggy-6.1, or a path to a bzImage or linux-image .deb.
+    /// A named kernel (debian-5.10, debian-5.10-generic, debian-6.1,
+    /// debian-6.1-generic, debian-6.12, debian-7.3, buggy-6.1), a bzImage,
+    /// a linux-image .deb, a linux-binary.deb,linux-modules.deb pair, or a
+    /// folder they were unpacked to.
     #[arg(long)]
     kernel: KernelSpec,
     /// Seconds before the guest is killed (per boot).
@@ -177,7 +180,7 @@ fn vm_verify(args: VerifyArgs) -> Result<()> {
 
 fn vm_matrix(args: MatrixArgs) -> Result<()> {
     let kernels = if args.kernels.is_empty() {
-        matrix::KERNELS.to_vec()
+        matrix::kernels()
     } else {
         args.kernels
     };

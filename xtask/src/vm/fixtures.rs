@@ -12,11 +12,11 @@ use crate::kernel::{self, Cache, KernelSpec};
 
 /// (kernel, backend) pairs worth keeping: the bug through both function
 /// backends, and fixed kernels through each mechanism family.
-pub const RECORDINGS: [(KernelSpec, &str); 4] = [
-    (KernelSpec::Buggy61, "fentry"),
-    (KernelSpec::Buggy61, "kprobe"),
-    (KernelSpec::Debian61, "fentry"),
-    (KernelSpec::Debian612, "tracepoint"),
+pub const RECORDINGS: [(&str, &str); 4] = [
+    ("buggy-6.1", "fentry"),
+    ("buggy-6.1", "kprobe"),
+    ("debian-6.1", "fentry"),
+    ("debian-6.12", "tracepoint"),
 ];
 
 pub fn fixtures_dir() -> PathBuf {
@@ -65,7 +65,8 @@ pub fn run(opts: &VmOptions) -> Result<()> {
     let cache = Cache::from_env()?;
     let dio = traced::dio_trace_file()?;
     std::fs::create_dir_all(fixtures_dir())?;
-    for (spec, backend) in RECORDINGS {
+    for (name, backend) in RECORDINGS {
+        let spec = KernelSpec::named(name);
         let kernel = kernel::resolve(&spec, &cache)?;
         let outcome = traced::boot_with_dio(&kernel, &dio, &script(backend), opts)?;
         let name = format!("{spec}-{backend}");

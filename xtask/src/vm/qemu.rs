@@ -282,7 +282,7 @@ mod tests {
     #[test]
     fn qemu_gets_disk_and_console() {
         let kernel = Kernel {
-            spec: crate::kernel::KernelSpec::Buggy61,
+            spec: crate::kernel::KernelSpec::named("buggy-6.1"),
             bzimage: "/k".into(),
             modules: None,
         };

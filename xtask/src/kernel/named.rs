@@ -1,0 +1,187 @@
+//! The named kernels of the test matrix, as rows of data.
+//!
+//! A row says where a kernel comes from and what is true of it (does it
+//! carry the bug, is ext4 a module, which probe no backend of a family can
+//! serve there). What each matrix case must show follows from those facts
+//! alone; adding a kernel is adding a row, never a code path.
+
+/// Where a named kernel comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// The newest Debian package whose name matches `pattern`, from
+    /// `suite` (`None`: the host's own suites). A `linux-binary-*` name is
+    /// split packaging (6.16+): its `linux-modules-*` twin comes along.
+    Apt {
+        suite: Option<&'static str>,
+        pattern: &'static str,
+    },
+    /// Debian's 6.1 source with 91562895f803 undone (`buggy.rs`).
+    Buggy61,
+}
+
+/// How ext4 reaches the kernel, which decides what BPF can see of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ext4 {
+    BuiltIn,
+    /// A module; `btf`: the kernel publishes module BTF
+    /// (`/sys/kernel/btf/ext4`, `CONFIG_DEBUG_INFO_BTF_MODULES`).
+    Module {
+        btf: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Named {
+    pub name: &'static str,
+    pub origin: Origin,
+    /// What it is, for the support table.
+    pub about: &'static str,
+    /// An extending O_SYNC/O_DSYNC direct write syncs before its size is
+    /// journaled (NOTES §1, §7).
+    pub bug: bool,
+    pub ext4: Ext4,
+    /// (backend, probe): no hook of that family can serve the probe here.
+    pub unservable: &'static [(&'static str, &'static str)],
+    /// dio-trace must refuse this kernel (exit 4) with a message that
+    /// contains this text: it names what is missing and how to get it.
+    pub refused: Option<&'static str>,
+    /// Run the crash ground truth on it in `cargo xtask test`.
+    pub crash: bool,
+}
+
+/// `iomap:iomap_dio_rw_begin` came in 6.4: before, no tracepoint can
+/// serve `write_begin`.
+const NO_IOMAP_TRACEPOINTS: &[(&str, &str)] = &[("tracepoint", "write_begin")];
+
+pub static NAMED: &[Named] = &[
+    Named {
+        name: "debian-5.10",
+        origin: Origin::Apt {
+            suite: Some("bullseye"),
+            pattern: r"^linux-image-5\.10\.0-30-cloud-amd64-unsigned$",
+        },
+        about: "Debian 11 5.10.218 cloud, as shipped",
+        bug: true,
+        ext4: Ext4::BuiltIn,
+        unservable: NO_IOMAP_TRACEPOINTS,
+        refused: None,
+        crash: true,
+    },
+    Named {
+        name: "debian-5.10-generic",
+        origin: Origin::Apt {
+            suite: Some("bullseye"),
+            pattern: r"^linux-image-5\.10\.0-30-amd64-unsigned$",
+        },
+        about: "Debian 11 5.10.218 generic, ext4 a module, no module BTF",
+        bug: true,
+        ext4: Ext4::Module { btf: false },
+        unservable: NO_IOMAP_TRACEPOINTS,
+        refused: Some("--btf"),
+        crash: false,
+    },
+    Named {
+        name: "debian-6.1",
+        origin: Origin::Apt {
+            suite: None,
+            pattern: r"^linux-image-6\.1\.0-[0-9]+-cloud-amd64-unsigned$",
+        },
+        about: "Debian 12 6.1 cloud",
+        bug: false,
+        ext4: Ext4::BuiltIn,
+        unservable: NO_IOMAP_TRACEPOINTS,
+        refused: None,
+        crash: true,
+    },
+    Named {
+        name: "debian-6.1-generic",
+        origin: Origin::Apt {
+            suite: None,
+            pattern: r"^linux-image-6\.1\.0-[0-9]+-amd64-unsigned$",
+        },
+        about: "Debian 12 6.1 generic, ext4 a module with BTF",
+        bug: false,
+        ext4: Ext4::Module { btf: true },
+        // fentry: iomap_dio_rw has 7 arguments (6.1 trampolines take 6)
+        // and aya 0.14 has no fentry on module functions like
+        // ext4_file_write_iter.
+        unservable: &[("tracepoint", "write_begin"), ("fentry", "write_begin")],
+        refused: None,
+        crash: false,
+    },
+    Named {
+        name: "debian-6.12",
+        origin: Origin::Apt {
+            suite: None,
+            pattern: r"^linux-image-6\.12\.[0-9]+.*-cloud-amd64-unsigned$",
+        },
+        about: "Debian 12 backports 6.12 cloud",
+        bug: false,
+        ext4: Ext4::BuiltIn,
+        unservable: &[],
+        refused: None,
+        crash: false,
+    },
+    Named {
+        name: "debian-7.3",
+        origin: Origin::Apt {
+            suite: Some("trixie-backports"),
+            pattern: r"^linux-binary-7\.3\.[0-9]+.*-cloud-amd64$",
+        },
+        about: "Debian 13 backports 7.3 cloud (split packages)",
+        bug: false,
+        ext4: Ext4::BuiltIn,
+        unservable: &[],
+        refused: None,
+        crash: false,
+    },
+    Named {
+        name: "buggy-6.1",
+        origin: Origin::Buggy61,
+        about: "Debian's 6.1 source with 91562895f803 undone",
+        bug: true,
+        ext4: Ext4::BuiltIn,
+        unservable: NO_IOMAP_TRACEPOINTS,
+        refused: None,
+        crash: true,
+    },
+];
+
+/// The row called `name`.
+pub fn find(name: &str) -> Option<&'static Named> {
+    NAMED.iter().find(|n| n.name == name)
+}
+
+/// Every row's name, for messages.
+pub fn names() -> String {
+    NAMED.iter().map(|n| n.name).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_found() {
+        for n in NAMED {
+            assert_eq!(find(n.name), Some(n));
+        }
+        assert_eq!(find("debian-4.19"), None);
+    }
+
+    #[test]
+    fn the_headline_kernel_is_a_shipped_buggy_one() {
+        let k = find("debian-5.10").unwrap();
+        assert!(
+            k.bug
+                && k.crash
+                && matches!(
+                    k.origin,
+                    Origin::Apt {
+                        suite: Some("bullseye"),
+                        ..
+                    }
+                )
+        );
+    }
+}
