@@ -2,6 +2,8 @@
 //! them all (aya closes each link with its program), so every exit path,
 //! error or signal, leaves nothing behind.
 
+use std::os::fd::{AsFd as _, AsRawFd as _};
+
 use aya::{
     Btf, Ebpf,
     programs::{BtfTracePoint, FEntry, FExit, KProbe, Program, ProgramError},
@@ -83,6 +85,36 @@ impl Tracer {
             probe_reads: false,
         }
     }
+}
+
+impl Tracer {
+    /// Program runs the kernel skipped, per program that had any: a
+    /// trampoline (fentry/fexit, 5.12+) or raw tracepoint (tp_btf) program
+    /// already running on a CPU, preempted there, is not run again on that
+    /// CPU until it finishes; the kernel counts each such skip in the
+    /// program's `recursion_misses` (and, from 6.7, a kprobe program's skip
+    /// when another BPF program is active on the CPU). Kernels that do not
+    /// count have no such skip for trampolines: before 5.12 they ran the
+    /// program nested instead.
+    pub fn skipped_runs(&self) -> Vec<(String, u64)> {
+        self.ebpf
+            .programs()
+            .filter_map(|(name, p)| {
+                let fd = p.fd().ok()?.as_fd().as_raw_fd();
+                let misses =
+                    recursion_misses(&std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?)?;
+                (misses > 0).then(|| (name.to_owned(), misses))
+            })
+            .collect()
+    }
+}
+
+/// `recursion_misses` from a BPF program's fdinfo (absent before 5.12).
+fn recursion_misses(fdinfo: &str) -> Option<u64> {
+    fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("recursion_misses:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Load and attach every program of a hook; on any failure, unload the
@@ -179,5 +211,17 @@ fn unload(p: &mut Program) -> Result<(), ProgramError> {
         Program::FExit(p) => p.unload(),
         Program::KProbe(p) => p.unload(),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recursion_misses_come_from_fdinfo() {
+        let fdinfo = "pos:\t0\nflags:\t02000002\nprog_type:\t26\nrun_time_ns:\t0\nrun_cnt:\t0\nrecursion_misses:\t3\nverified_insns:\t92\n";
+        assert_eq!(recursion_misses(fdinfo), Some(3));
+        assert_eq!(recursion_misses("prog_type:\t26\n"), None);
     }
 }

@@ -186,6 +186,7 @@ pub async fn trace(
             reporter.write(&w)?;
         }
     }
+    let skipped = tracer.skipped_runs();
     // Detach first: what the maps hold is then final.
     drop(tracer);
     ring.drain(|b| feed.record(b))?;
@@ -212,6 +213,15 @@ pub async fn trace(
         ));
     }
     problems.extend(kernel_problems(&reading));
+    if !skipped.is_empty() {
+        let total: u64 = skipped.iter().map(|(_, n)| n).sum();
+        let each: Vec<String> = skipped.iter().map(|(p, n)| format!("{p} {n}")).collect();
+        problems.push(format!(
+            "the kernel skipped {total} runs of dio-trace's programs because the same program was already \
+             running on that CPU ({}): the writes they would have seen were not judged",
+            each.join(", ")
+        ));
+    }
     // Full timelines send events, not whole writes: nothing to match.
     if !wants.timeline
         && let Some(p) = missing_writes(&reading, feed.writes)

@@ -27,10 +27,12 @@ pub fn packaged(apt: &Apt, pattern: &str, cache: &Cache) -> Result<(PathBuf, Opt
     let version = apt
         .candidate_version(package)?
         .with_context(|| format!("apt lists {package} but has no installable version of it"))?;
-    // Split packaging: the modules live in the binary's twin.
+    // Split packaging: the modules live in the binary's twin, and
+    // modules.builtin (what needs no loading) in linux-base.
     let mut packages = vec![package.to_owned()];
     if let Some(release) = package.strip_prefix("linux-binary-") {
         packages.push(format!("linux-modules-{release}"));
+        packages.push(format!("linux-base-{release}"));
     }
     let key = format!("debian/{package}_{version}");
     let dir = cache.entry(&key, &format!("{} {version}", packages.join(" + ")), |dir| {

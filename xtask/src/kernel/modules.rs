@@ -60,7 +60,9 @@ fn module_name(file: &str) -> Option<String> {
 /// The module files and built-in names of one `lib/modules/<release>`.
 struct Index {
     files: BTreeMap<String, PathBuf>,
-    builtin: BTreeSet<String>,
+    /// `None`: no modules.builtin (a split linux-modules package without
+    /// its linux-base): a module that is no file is taken as built in.
+    builtin: Option<BTreeSet<String>>,
 }
 
 impl Index {
@@ -72,16 +74,25 @@ impl Index {
             }
         })?;
         let builtin = std::fs::read_to_string(dir.join("modules.builtin"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.rsplit('/').next().and_then(module_name))
-            .collect();
+            .ok()
+            .map(|text| {
+                text.lines()
+                    .filter_map(|l| l.rsplit('/').next().and_then(module_name))
+                    .collect()
+            });
         Ok(Self { files, builtin })
     }
 
     /// Depth-first: dependencies land in `order` before their users.
     fn visit(&self, name: &str, visiting: &mut BTreeSet<String>, order: &mut Vec<Module>) -> Result<()> {
-        if self.builtin.contains(name) || order.iter().any(|m| m.name == name) {
+        let builtin = self.builtin.as_ref().is_some_and(|b| b.contains(name));
+        if builtin || order.iter().any(|m| m.name == name) {
+            return Ok(());
+        }
+        if self.builtin.is_none() && !self.files.contains_key(name) {
+            host::progress(format_args!(
+                "module {name}: no file and no modules.builtin to check; taking it as built in"
+            ));
             return Ok(());
         }
         if !visiting.insert(name.to_owned()) {

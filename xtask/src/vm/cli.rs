@@ -113,7 +113,7 @@ struct VerifyArgs {
 
 #[derive(Args)]
 struct MatrixArgs {
-    /// Kernels to run (default: debian-6.1, debian-6.12, buggy-6.1).
+    /// Kernels to run (repeatable; default: every named kernel).
     #[arg(long = "kernel")]
     kernels: Vec<KernelSpec>,
 }
