@@ -166,6 +166,36 @@ fn judge(want: Want, backend: &str, (pattern, _, writes): (&str, u64, u64), seen
     (!ok).then(|| format!("want {want:?}, got {got} (write_begin served by {mech:?})"))
 }
 
+/// One line of the README's support table: what served each probe in
+/// the guest, and the answer dio-trace gave.
+fn support_row(row: &Named, backend: &str, seen: &Seen) -> String {
+    let probe = |sum: &Value, p: &str| sum["probes"][p].as_str().unwrap_or("-").to_owned();
+    let (probes, answer) = match &seen.summary {
+        Some(sum) => (
+            ["write_begin", "size_update", "sync_enter", "dio_complete"].map(|p| probe(sum, p)),
+            format!(
+                "{} ({} of {} counted, exit {})",
+                sum["verdict"].as_str().unwrap_or("?"),
+                sum["counted"],
+                sum["writes"],
+                seen.exit.unwrap_or(-1)
+            ),
+        ),
+        None => (
+            ["-"; 4].map(str::to_owned),
+            format!(
+                "refused, exit {}: {}",
+                seen.exit.unwrap_or(-1),
+                seen.err.lines().next().unwrap_or("")
+            ),
+        ),
+    };
+    format!(
+        "| {} | {} | {backend} | {} | {} | {} | {} | {answer} |",
+        row.name, row.about, probes[0], probes[1], probes[2], probes[3]
+    )
+}
+
 /// The program runs the kernel skipped, from the summary's reason.
 fn skipped_runs(sum: &Value) -> u64 {
     sum["reasons"]
@@ -189,6 +219,7 @@ pub fn run(kernels: &[KernelSpec], opts: &VmOptions) -> Result<Score> {
     let cache = Cache::from_env()?;
     let dio: GuestFile = traced::dio_trace_file()?;
     let mut score = Score::default();
+    let mut table = Vec::new();
     for spec in kernels {
         let Some(row) = spec.row() else {
             println!("SKIPPED matrix {spec}: not a named kernel, so nothing says what it must show");
@@ -210,6 +241,9 @@ pub fn run(kernels: &[KernelSpec], opts: &VmOptions) -> Result<Score> {
                         outcome.failure()
                     )),
                 };
+                if let (Some(s), "o-sync-append") = (case, p) {
+                    table.push(support_row(row, b, s));
+                }
                 match why {
                     None => {
                         score.passed += 1;
@@ -223,6 +257,12 @@ pub fn run(kernels: &[KernelSpec], opts: &VmOptions) -> Result<Score> {
             }
         }
         println!("xtask: {spec}: {:.1} s in QEMU", outcome.elapsed.as_secs_f64());
+    }
+    println!("xtask: kernel support table (README), O_SYNC appends:");
+    println!("| kernel | what | backend | write_begin | size_update | sync_enter | dio_complete | answer |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for line in table {
+        println!("{line}");
     }
     Ok(score)
 }
