@@ -129,6 +129,15 @@ pub const CONFIG_FULL_TIMELINE: u32 = 1 << 0;
 /// whose verifier refuses those loads.
 pub const CONFIG_PROBE_READS: u32 = 1 << 1;
 
+/// `--debug`: the kernel programs say, through aya-log, why each direct
+/// write they saw was not counted.
+pub const CONFIG_DEBUG: u32 = 1 << 2;
+
+/// aya-log's level global in the kernel programs (frozen at load).
+pub const LOG_LEVEL_GLOBAL: &str = "AYA_LOG_LEVEL";
+/// aya-log's `Level::Debug`: messages at it and above are sent.
+pub const LOG_LEVEL_DEBUG: u8 = 4;
+
 /// Name of the global the loader overrides.
 pub const CONFIG_GLOBAL: &str = "DIO_CONFIG";
 

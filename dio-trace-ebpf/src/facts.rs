@@ -157,6 +157,26 @@ pub fn is_ext4(via: Via, sb: *const u8) -> Result<bool, i32> {
     Ok(ext4)
 }
 
+/// `sb->s_type->name`, NUL-padded, for `--debug` messages.
+#[inline(always)]
+pub fn fs_name(via: Via, sb: *const u8) -> [u8; 16] {
+    let mut buf = [0u8; 16];
+    if let Ok(fs_type) = read::<*const u8>(via, sb, config!(offsets.super_block_s_type))
+        && let Ok(name) = read::<*const u8>(via, fs_type, config!(offsets.file_system_type_name))
+    {
+        // SAFETY: reads at most buf.len() bytes of a kernel string.
+        let _ = unsafe { bpf_probe_read_kernel_str_bytes(name, &mut buf) };
+    }
+    buf
+}
+
+/// `--debug`: the loader set aya-log's level (a frozen global, so the
+/// verifier drops every message when it is off).
+#[inline(always)]
+pub fn debug_on() -> bool {
+    aya_log_ebpf::macro_support::level_enabled(aya_log_ebpf::macro_support::Level::Debug)
+}
+
 /// The two sizes the verdict is about, read at one instant.
 pub struct Sizes {
     /// `inode->i_size`: what `stat` says now.

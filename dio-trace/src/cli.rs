@@ -85,6 +85,12 @@ pub struct TraceOpts {
     /// kernel's verifier refuses them.
     #[arg(long)]
     pub probe_reads: bool,
+    /// Make the kernel programs say, on stderr, why each direct write they
+    /// saw was not counted (not sync-flavoured, not extending, another
+    /// filesystem, flags of an unknown layout). Off by default: off, the
+    /// messages are not even in the loaded programs.
+    #[arg(long)]
+    pub debug: bool,
     /// A BTF file with ext4's types, for kernels where ext4 is a module
     /// and the kernel publishes no module BTF (5.10 generic kernels): make
     /// one with `pahole --btf_encode_detached=ext4.btf` from the debug

@@ -1,7 +1,7 @@
 //! The embedded object, loaded with this kernel's facts. No attaching here.
 
 use aya::{Ebpf, EbpfLoader};
-use dio_trace_common::config::{CONFIG_GLOBAL, Config};
+use dio_trace_common::config::{CONFIG_DEBUG, CONFIG_GLOBAL, Config, LOG_LEVEL_DEBUG, LOG_LEVEL_GLOBAL};
 
 use crate::error::LoadError;
 
@@ -21,8 +21,15 @@ pub fn load(config: &Config, ringbuf_bytes: u32) -> Result<Ebpf, LoadError> {
         wake_bytes: ringbuf_bytes / 4,
         ..*config
     };
+    // Off, every aya-log call site is dead code the verifier drops.
+    let log_level: u8 = if config.flags & CONFIG_DEBUG != 0 {
+        LOG_LEVEL_DEBUG
+    } else {
+        0
+    };
     EbpfLoader::new()
         .override_global(CONFIG_GLOBAL, &config, true)
+        .override_global(LOG_LEVEL_GLOBAL, &log_level, true)
         .map_max_entries(EVENTS_MAP, ringbuf_bytes)
         .load(OBJECT)
         .map_err(|source| LoadError::Object {

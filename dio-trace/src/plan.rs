@@ -7,7 +7,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use dio_trace_common::config::{CONFIG_FULL_TIMELINE, CONFIG_PROBE_READS, Filter};
+use dio_trace_common::config::{CONFIG_DEBUG, CONFIG_FULL_TIMELINE, CONFIG_PROBE_READS, Filter};
 
 use crate::{
     cli::TraceOpts,
@@ -81,7 +81,8 @@ impl Plan {
             json: opts.json,
             show: opts.show.unwrap_or(default_show),
             config_flags: flag(opts.full_timeline, CONFIG_FULL_TIMELINE)
-                | flag(opts.probe_reads, CONFIG_PROBE_READS),
+                | flag(opts.probe_reads, CONFIG_PROBE_READS)
+                | flag(opts.debug, CONFIG_DEBUG),
             btf: opts.btf.clone(),
         })
     }

@@ -14,6 +14,7 @@ use crate::{
         counters::Counters,
         decode::record_bytes,
         feed::{Feed, monotonic_ns},
+        kernel_log::KernelLog,
         paths::LiveAnnotator,
         ringbuf::RingReader,
     },
@@ -28,7 +29,7 @@ use crate::{
 };
 use dio_trace_common::{
     arm::{ARM_MAP_ENTRIES, ARM_SENT, ArmedWrite},
-    config::CONFIG_FULL_TIMELINE,
+    config::{CONFIG_DEBUG, CONFIG_FULL_TIMELINE},
     counters::Counter,
 };
 
@@ -114,6 +115,11 @@ pub async fn trace(
         });
     }
 
+    let mut kernel_log = if plan.config_flags & CONFIG_DEBUG != 0 {
+        Some(KernelLog::take(&mut tracer.ebpf)?)
+    } else {
+        None
+    };
     let ring = RingBuf::try_from(take(&mut tracer, EVENTS_MAP)?).map_err(|e| map_error(EVENTS_MAP, e))?;
     let counters = Counters::new(
         PerCpuArray::try_from(take(&mut tracer, COUNTERS_MAP)?).map_err(|e| map_error(COUNTERS_MAP, e))?,
@@ -170,6 +176,9 @@ pub async fn trace(
                 ring.drain(|b| feed.record(b))?;
             }
             _ = tick.tick() => {
+                if let Some(log) = kernel_log.as_mut() {
+                    log.drain();
+                }
                 ring.drain(|b| feed.record(b))?;
                 feed.counters(&counters.read(), monotonic_ns())?;
                 feed.tick(monotonic_ns());
@@ -189,6 +198,9 @@ pub async fn trace(
     let skipped = tracer.skipped_runs();
     // Detach first: what the maps hold is then final.
     drop(tracer);
+    if let Some(log) = kernel_log.as_mut() {
+        log.drain();
+    }
     ring.drain(|b| feed.record(b))?;
     let reading = counters.read();
     feed.counters(&reading, monotonic_ns())?;

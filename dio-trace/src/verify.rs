@@ -134,6 +134,7 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<Exit> {
             show: Some(Show::All),
             full_timeline: false,
             probe_reads: false,
+            debug: false,
             btf: a.btf.clone(),
         };
         let plan = Plan::new(&opts, Show::All, true)?;

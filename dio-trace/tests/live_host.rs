@@ -167,6 +167,29 @@ fn non_sync_direct_appends_are_seen_but_not_counted() {
 }
 
 #[test]
+fn debug_makes_the_kernel_say_why_a_write_was_not_counted() {
+    let Some(s) = live("debug") else { return };
+    let (_, ls, quiet) = run_write(&[], "direct-append", 2, &s.dir().join("quiet.dat"));
+    assert!(!quiet.contains("dio-trace: kernel:"), "off by default: {quiet}");
+    assert_eq!(summary(&ls)["counters"]["not_sync"], 2);
+    let (_, _, err) = run_write(&["--debug"], "direct-append", 2, &s.dir().join("d.dat"));
+    let why: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("dio-trace: kernel:"))
+        .collect();
+    assert_eq!(why.len(), 2, "one message per write not counted: {err}");
+    assert!(
+        why[0].contains("not sync-flavoured") && why[0].contains("ki_flags"),
+        "{err}"
+    );
+    let (_, _, err) = run_write(&["--debug"], "o-sync-overwrite", 2, &s.dir().join("o.dat"));
+    assert!(
+        err.contains("ends within"),
+        "the sizes that made it non-extending: {err}"
+    );
+}
+
+#[test]
 fn buffered_o_sync_appends_are_not_counted() {
     let Some(s) = live("buffered-sync-append") else {
         return;

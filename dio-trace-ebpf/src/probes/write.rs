@@ -9,6 +9,7 @@ use aya_ebpf::{
     macros::{btf_tracepoint, fentry, kprobe},
     programs::{BtfTracePointContext, FEntryContext, ProbeContext},
 };
+use aya_log_ebpf::debug;
 use dio_trace_common::{
     arm::{ARM_SENT, ArmedWrite, InodeKey},
     counters::Counter,
@@ -20,7 +21,8 @@ use dio_trace_common::{
 use crate::{
     emit::{Fact, full_timeline, header, inode_event, path_record, retire, send_write},
     facts::{
-        Sizes, Via, dir_mask, file_inode, inode_key, inode_sb, iocb_file, iocb_layout, is_ext4, read, sizes,
+        Sizes, Via, debug_on, dir_mask, file_inode, fs_name, inode_key, inode_sb, iocb_file, iocb_layout,
+        is_ext4, read, sizes,
     },
     maps::{ARMED, LAST_PATH, PATH_SENT, SCRATCH, SentPath, config, count, filter_add},
     probes::{armed, task_passes},
@@ -104,10 +106,23 @@ pub fn try_write_begin(iocb: *const u8, iter: *const u8, mechanism: Mechanism, s
     count(Counter::DirectWrites);
     let Some(bits) = iocb_layout(ki_flags, f_flags) else {
         count(Counter::FlagsUnknown);
+        debug!(
+            &(),
+            "direct write not classified: ki_flags {:x} fit no known layout for open flags {:x}",
+            ki_flags,
+            f_flags
+        );
         return;
     };
     if ki_flags & bits.dsync == 0 {
         count(Counter::NotSync);
+        debug!(
+            &(),
+            "direct write not counted: not sync-flavoured (ki_flags {:x} lacks IOCB_DSYNC {:x}; open flags {:x})",
+            ki_flags,
+            bits.dsync,
+            f_flags
+        );
         return;
     }
     let Ok(inode) = file_inode(via, file) else {
@@ -125,12 +140,25 @@ pub fn try_write_begin(iocb: *const u8, iter: *const u8, mechanism: Mechanism, s
     let dev_filter = config!(filter.dev);
     if dev_filter != 0 && key.dev != dev_filter {
         count(Counter::Filtered);
+        debug!(&(), "sync direct write filtered: dev {:x} is not --dev", key.dev);
         return;
     }
     match is_ext4(via, sb) {
         Ok(true) => {}
         Ok(false) => {
             count(Counter::OtherFs);
+            if debug_on() {
+                let name = fs_name(via, sb);
+                // SAFETY: only shown; a non-UTF-8 name shows as bytes.
+                let name = unsafe { core::str::from_utf8_unchecked(&name) };
+                debug!(
+                    &(),
+                    "sync direct write not counted: filesystem {} (dev {:x} ino {}) is not ext4",
+                    name,
+                    key.dev,
+                    key.ino
+                );
+            }
             return;
         }
         Err(_) => {
@@ -156,6 +184,15 @@ pub fn try_write_begin(iocb: *const u8, iter: *const u8, mechanism: Mechanism, s
     let addr = inode as u64;
     if pos < 0 || end <= on_disk {
         count(Counter::NotExtending);
+        debug!(
+            &(),
+            "sync direct write not counted: ino {} pos {} len {} ends within min(i_size {}, i_disksize {})",
+            key.ino,
+            pos,
+            len,
+            sz.i_size,
+            sz.i_disksize
+        );
         // A later write supersedes whatever this inode was armed for.
         if let Some(old) = armed(via, inode) {
             retire(old);
@@ -168,6 +205,10 @@ pub fn try_write_begin(iocb: *const u8, iter: *const u8, mechanism: Mechanism, s
     }
     let Some(entry) = arm(addr, end, &sz, key, pos, len, ki_flags, flags, mechanism) else {
         count(Counter::ArmFailed);
+        debug!(
+            &(),
+            "counted write on ino {} could not be armed (map full)", key.ino
+        );
         return;
     };
     count(Counter::Armed);

@@ -3,5 +3,6 @@
 pub mod counters;
 pub mod decode;
 pub mod feed;
+pub mod kernel_log;
 pub mod paths;
 pub mod ringbuf;
