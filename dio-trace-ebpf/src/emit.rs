@@ -114,7 +114,7 @@ pub fn step(armed: *mut ArmedWrite, sizes: &Sizes, fact: Fact) {
         }
         let id = bpf_get_current_pid_tgid();
         *slot = Step {
-            ts_ns: bpf_ktime_get_ns(),
+            ts_ns: after_last_step(armed),
             i_size: sizes.i_size,
             i_disksize: sizes.i_disksize,
             pos: fact.pos,
@@ -126,6 +126,31 @@ pub fn step(armed: *mut ArmedWrite, sizes: &Sizes, fact: Fact) {
             flags: fact.flags | sizes.flags,
             _pad: 0,
         };
+    }
+}
+
+/// Now, but later than every step the write has already recorded: user
+/// space orders a write's steps by time, and the verdict is that order. A
+/// coarse clock (a VM whose TSC was found unstable falls back to jiffies,
+/// 4 ms) would otherwise give a sync and a size update the same time and
+/// let user space guess their order; the probes run in the kernel's order,
+/// so arrival order is the truth.
+#[inline(always)]
+fn after_last_step(armed: *mut ArmedWrite) -> u64 {
+    // SAFETY: helper without preconditions; map value pointer, valid while
+    // the program runs.
+    unsafe {
+        let now = bpf_ktime_get_ns();
+        let r = &raw const (*armed).rec;
+        let last = [
+            (*r).begin.header.ts_ns,
+            (*r).size.ts_ns,
+            (*r).sync.ts_ns,
+            (*r).complete.ts_ns,
+        ]
+        .into_iter()
+        .fold(0, u64::max);
+        if now > last { now } else { last + 1 }
     }
 }
 
