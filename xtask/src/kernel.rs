@@ -8,6 +8,7 @@ mod apt;
 pub mod buggy;
 pub mod cache;
 mod debian;
+mod ext4_btf;
 pub mod host;
 pub mod modules;
 pub mod named;
@@ -117,10 +118,14 @@ pub struct Kernel {
     /// `lib/modules/<release>` when the kernel needs modules from the
     /// initramfs (Debian kernels build virtio as modules).
     pub modules: Option<PathBuf>,
+    /// ext4's BTF made from the kernel's `-dbg` package, for a kernel that
+    /// publishes none for modules (`dio-trace --btf`).
+    pub ext4_btf: Option<PathBuf>,
 }
 
 /// Resolves `spec`, downloading or building into `cache` on first use.
 pub fn resolve(spec: &KernelSpec, cache: &Cache) -> Result<Kernel> {
+    let mut ext4_btf = None;
     let (bzimage, modules) = match spec {
         KernelSpec::Named(n) => match n.origin {
             named::Origin::Apt { suite, pattern } => {
@@ -128,6 +133,12 @@ pub fn resolve(spec: &KernelSpec, cache: &Cache) -> Result<Kernel> {
                     Some(suite) => apt::Apt::suite(suite, cache)?,
                     None => apt::Apt::host(),
                 };
+                if let Some(dbg) = n.ext4_btf_from {
+                    ext4_btf = Some(
+                        ext4_btf::from_dbg(&apt, dbg, cache)
+                            .with_context(|| format!("ext4's BTF for {}", n.name))?,
+                    );
+                }
                 debian::packaged(&apt, pattern, cache).with_context(|| format!("getting {}", n.name))?
             }
             named::Origin::Buggy61 => (buggy::build(cache)?, None),
@@ -140,6 +151,7 @@ pub fn resolve(spec: &KernelSpec, cache: &Cache) -> Result<Kernel> {
         spec: spec.clone(),
         bzimage,
         modules,
+        ext4_btf,
     })
 }
 

@@ -44,9 +44,10 @@ pub enum Want {
     Refused(&'static str),
 }
 
-/// What a case must show on `row`'s kernel with `--backend backend`.
-pub fn want(row: &Named, backend: &str) -> Want {
-    if let Some(needle) = row.refused {
+/// What a case must show on `row`'s kernel with `--backend backend`;
+/// `helped`: the case was given what the refusal asked for (`--btf`).
+pub fn want(row: &Named, backend: &str, helped: bool) -> Want {
+    if let (Some(needle), false) = (row.refused, helped) {
         return Want::Refused(needle);
     }
     if let Some(&(_, probe)) = row.unservable.iter().find(|(b, _)| *b == backend) {
@@ -65,18 +66,30 @@ struct Seen {
     err: String,
 }
 
-fn script() -> String {
+/// The case label of the refusal checked before `--btf` is given.
+const WITHOUT_BTF: &str = "without-btf";
+
+/// `btf`: ` --btf FILE` for a kernel that needs it (then the refusal
+/// without it is checked first), else empty.
+fn script(btf: &str) -> String {
     let mut s = String::from("set +e\n");
+    let mut cases: Vec<(&str, &str, &str, u64, &str)> = Vec::new();
+    if !btf.is_empty() {
+        cases.push((WITHOUT_BTF, "kprobe", PATTERNS[0].0, PATTERNS[0].1, ""));
+    }
     for b in BACKENDS {
         for (p, count, _) in PATTERNS {
-            s += &format!(
-                "dio-trace run --backend {b} --json -- dio-trace write --pattern {p} --count {count} /mnt/{b}-{p} >/tmp/out 2>/tmp/err\n\
-                 echo \"@@CASE {b} {p} $?\"\n\
+            cases.push((b, b, p, count, btf));
+        }
+    }
+    for (label, b, p, count, extra) in cases {
+        s += &format!(
+            "dio-trace run --backend {b}{extra} --json -- dio-trace write --pattern {p} --count {count} /mnt/{label}-{p} >/tmp/out 2>/tmp/err\n\
+                 echo \"@@CASE {label} {p} $?\"\n\
                  grep '\"type\":\"summary\"' /tmp/out | sed 's/^/@@SUMMARY /'\n\
                  echo \"@@SBSU $(grep '\"type\":\"violation\"' /tmp/out | grep -c '\"kind\":\"sync_before_size_update\"')\"\n\
                  sed 's/^/@@ERR /' /tmp/err | head -5\n"
-            );
-        }
+        );
     }
     s + "exit 0\n"
 }
@@ -214,6 +227,22 @@ pub struct Score {
     pub failed: usize,
 }
 
+impl Score {
+    /// Count one case and print its PASS/FAIL line (`why`: the failure).
+    pub fn record(&mut self, why: Option<String>, case: std::fmt::Arguments<'_>) {
+        match why {
+            None => {
+                self.passed += 1;
+                println!("PASS {case}");
+            }
+            Some(why) => {
+                self.failed += 1;
+                println!("FAIL {case}: {why}");
+            }
+        }
+    }
+}
+
 /// Run the matrix on `kernels`; prints a PASS/FAIL line per case.
 pub fn run(kernels: &[KernelSpec], opts: &VmOptions) -> Result<Score> {
     let cache = Cache::from_env()?;
@@ -226,8 +255,23 @@ pub fn run(kernels: &[KernelSpec], opts: &VmOptions) -> Result<Score> {
             continue;
         };
         let kernel = kernel::resolve(spec, &cache)?;
-        let outcome = traced::boot_with_dio(&kernel, &dio, &script(), opts)?;
+        let helped = kernel.ext4_btf.is_some();
+        let outcome = traced::boot_with_dio(&kernel, &dio, &script(&traced::btf_arg(&kernel)), opts)?;
         let seen = parse(&outcome.console);
+        if helped {
+            let case = seen.iter().find(|((b, _), _)| b == WITHOUT_BTF).map(|(_, s)| s);
+            let why = match case {
+                Some(s) => judge(want(row, "kprobe", false), "kprobe", PATTERNS[0], s),
+                None => Some(format!(
+                    "the guest did not report this case: {}",
+                    outcome.failure()
+                )),
+            };
+            score.record(
+                why,
+                format_args!("{spec} {WITHOUT_BTF}: {:?}", want(row, "kprobe", false)),
+            );
+        }
         for b in BACKENDS {
             for case_def @ (p, _, _) in PATTERNS {
                 let case = seen
@@ -235,7 +279,7 @@ pub fn run(kernels: &[KernelSpec], opts: &VmOptions) -> Result<Score> {
                     .find(|((sb, sp), _)| sb == b && sp == p)
                     .map(|(_, s)| s);
                 let why = match case {
-                    Some(s) => judge(want(row, b), b, case_def, s),
+                    Some(s) => judge(want(row, b, helped), b, case_def, s),
                     None => Some(format!(
                         "the guest did not report this case: {}",
                         outcome.failure()
@@ -244,16 +288,7 @@ pub fn run(kernels: &[KernelSpec], opts: &VmOptions) -> Result<Score> {
                 if let (Some(s), "o-sync-append") = (case, p) {
                     table.push(support_row(row, b, s));
                 }
-                match why {
-                    None => {
-                        score.passed += 1;
-                        println!("PASS {spec} {b} {p}: {:?}", want(row, b));
-                    }
-                    Some(why) => {
-                        score.failed += 1;
-                        println!("FAIL {spec} {b} {p}: {why}");
-                    }
-                }
+                score.record(why, format_args!("{spec} {b} {p}: {:?}", want(row, b, helped)));
             }
         }
         println!("xtask: {spec}: {:.1} s in QEMU", outcome.elapsed.as_secs_f64());
@@ -283,22 +318,22 @@ mod tests {
     #[test]
     fn expectations_follow_the_kernels() {
         let row = |n| kernel::named::find(n).unwrap();
-        assert_eq!(want(row("buggy-6.1"), "fentry"), Want::Violation);
-        assert_eq!(want(row("debian-5.10"), "kprobe"), Want::Violation);
+        assert_eq!(want(row("buggy-6.1"), "fentry", false), Want::Violation);
+        assert_eq!(want(row("debian-5.10"), "kprobe", false), Want::Violation);
         assert_eq!(
-            want(row("buggy-6.1"), "tracepoint"),
+            want(row("buggy-6.1"), "tracepoint", false),
             Want::Unservable("write_begin")
         );
-        assert_eq!(want(row("debian-6.12"), "tracepoint"), Want::Ordered);
-        assert_eq!(want(row("debian-6.1"), "kprobe"), Want::Ordered);
+        assert_eq!(want(row("debian-6.12"), "tracepoint", false), Want::Ordered);
+        assert_eq!(want(row("debian-6.1"), "kprobe", false), Want::Ordered);
         assert_eq!(
-            want(row("debian-6.1-generic"), "fentry"),
+            want(row("debian-6.1-generic"), "fentry", false),
             Want::Unservable("write_begin")
         );
-        assert!(matches!(
-            want(row("debian-5.10-generic"), "kprobe"),
-            Want::Refused(_)
-        ));
+        let generic = row("debian-5.10-generic");
+        assert!(matches!(want(generic, "kprobe", false), Want::Refused(_)));
+        assert_eq!(want(generic, "kprobe", true), Want::Violation);
+        assert_eq!(want(generic, "fentry", true), Want::Unservable("size_update"));
     }
 
     #[test]

@@ -285,6 +285,7 @@ mod tests {
             spec: crate::kernel::KernelSpec::named("buggy-6.1"),
             bzimage: "/k".into(),
             modules: None,
+            ext4_btf: None,
         };
         let opts = VmOptions::default();
         let boot = Boot {

@@ -24,14 +24,34 @@ pub fn sh_quote(s: &str) -> String {
     }
 }
 
-/// Boot `kernel` with dio-trace in /bin and a fresh scratch ext4 on /mnt,
-/// and run `script`.
+/// Where a kernel's ext4 BTF ([`Kernel::ext4_btf`]) is in the guest.
+pub const GUEST_EXT4_BTF: &str = "/ext4.btf";
+
+/// ` --btf /ext4.btf` for a kernel that needs ext4's BTF from a file, else
+/// nothing: what goes after a tracing subcommand in a guest script.
+pub fn btf_arg(kernel: &Kernel) -> String {
+    if kernel.ext4_btf.is_some() {
+        format!(" --btf {GUEST_EXT4_BTF}")
+    } else {
+        String::new()
+    }
+}
+
+/// Boot `kernel` with dio-trace in /bin (and its ext4 BTF, if it has one)
+/// and a fresh scratch ext4 on /mnt, and run `script`.
 pub fn boot_with_dio(kernel: &Kernel, dio: &GuestFile, script: &str, opts: &VmOptions) -> Result<Outcome> {
     let disk = Disk::ext4(256)?;
+    let mut files = vec![dio.clone()];
+    if let Some(btf) = &kernel.ext4_btf {
+        files.push(GuestFile {
+            host: btf.clone(),
+            guest: GUEST_EXT4_BTF.into(),
+        });
+    }
     boot(
         &Guest {
             kernel,
-            files: std::slice::from_ref(dio),
+            files: &files,
             script,
             disk: Some(&disk),
         },
