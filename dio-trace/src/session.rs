@@ -8,7 +8,10 @@ use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    analysis::{Engine, EngineConfig, Summary, summary::summarize},
+    analysis::{
+        Engine, EngineConfig, Summary,
+        summary::{DOUBTED_VIOLATIONS, summarize},
+    },
     attach::{Attach, Tracer},
     collect::{
         counters::Counters,
@@ -22,7 +25,10 @@ use crate::{
     kernel::facts::KernelFacts,
     loader::{ARMED_MAP, COUNTERS_MAP, EVENTS_MAP, FOLLOW_MAP},
     plan::Plan,
-    probes::{catalog::WRITE_BEGIN, select::Wants},
+    probes::{
+        catalog::{SIZE_UPDATE, SYNC_ENTER, WRITE_BEGIN, probe_of_program},
+        select::Wants,
+    },
     report::{Reporter, RunInfo},
     spawn::spawn_gated,
     trace::{Header, Trailer, writer::TraceWriter},
@@ -225,15 +231,7 @@ pub async fn trace(
         ));
     }
     problems.extend(kernel_problems(&reading));
-    if !skipped.is_empty() {
-        let total: u64 = skipped.iter().map(|(_, n)| n).sum();
-        let each: Vec<String> = skipped.iter().map(|(p, n)| format!("{p} {n}")).collect();
-        problems.push(format!(
-            "the kernel skipped {total} runs of dio-trace's programs because the same program was already \
-             running on that CPU ({}): the writes they would have seen were not judged",
-            each.join(", ")
-        ));
-    }
+    problems.extend(skip_problems(&skipped));
     // Full timelines send events, not whole writes: nothing to match.
     if !wants.timeline
         && let Some(p) = missing_writes(&reading, feed.writes)
@@ -288,6 +286,36 @@ fn kernel_problems(r: &crate::collect::counters::Reading) -> Vec<String> {
         p.push(format!(
             "{} counted writes could not be tracked (armed-inode map full)",
             r.get(Counter::ArmFailed)
+        ));
+    }
+    p
+}
+
+/// What skipped program runs (`Tracer::skipped_runs`) cost the verdict:
+/// always a reason against "ordered"; and where the skipped program saw
+/// size updates or syncs, a missing one is no proof of a violation either.
+fn skip_problems(skipped: &[(String, u64)]) -> Vec<String> {
+    if skipped.is_empty() {
+        return Vec::new();
+    }
+    let total: u64 = skipped.iter().map(|(_, n)| n).sum();
+    let each: Vec<String> = skipped.iter().map(|(p, n)| format!("{p} {n}")).collect();
+    let mut p = vec![format!(
+        "the kernel skipped {total} runs of dio-trace's programs because the same program was already \
+         running on that CPU ({}): the writes they would have seen were not judged",
+        each.join(", ")
+    )];
+    let mut blind: Vec<&str> = skipped
+        .iter()
+        .filter_map(|(prog, _)| probe_of_program(prog))
+        .filter(|probe| [SIZE_UPDATE, SYNC_ENTER].contains(probe))
+        .collect();
+    blind.dedup();
+    if !blind.is_empty() {
+        p.push(format!(
+            "{DOUBTED_VIOLATIONS} the kernel skipped runs of the {} probe, so a size update or sync \
+             it did not see may have happened",
+            blind.join(" and ")
         ));
     }
     p

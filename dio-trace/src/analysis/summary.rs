@@ -36,6 +36,12 @@ pub struct Summary {
     pub overall: Overall,
 }
 
+/// How a reason starts when the kernel skipped runs of a program whose
+/// absence reads as a violation (a size update or sync not seen): then a
+/// violation is no proof either, and the answer is inconclusive. A prefix,
+/// so a replayed trace (whose trailer keeps the reasons) decides the same.
+pub const DOUBTED_VIOLATIONS: &str = "violations cannot be trusted:";
+
 /// Decide the overall verdict. `problems` are facts found outside the
 /// engine (a needed probe that did not attach, an unsupported kernel):
 /// any of them keeps the answer from being "ordered".
@@ -65,7 +71,8 @@ pub fn summarize(tally: &Tally, direct_writes: u64, lost_records: u64, problems:
     if tally.counted() == 0 {
         reasons.push("no size-extending sync direct write was seen".into());
     }
-    let overall = if tally.violations > 0 {
+    let doubted = reasons.iter().any(|r| r.starts_with(DOUBTED_VIOLATIONS));
+    let overall = if tally.violations > 0 && !doubted {
         Overall::Violation
     } else if reasons.is_empty() {
         Overall::Ordered
@@ -118,6 +125,15 @@ mod tests {
         let s = summarize(&tally(3, 0, 0), 3, 0, vec!["probe x did not attach".into()]);
         assert_eq!(s.overall, Overall::Inconclusive);
         assert_eq!(s.reasons[0], "probe x did not attach");
+    }
+
+    #[test]
+    fn a_doubted_violation_does_not_win() {
+        let why = format!("{DOUBTED_VIOLATIONS} the sync probe was skipped");
+        assert_eq!(
+            summarize(&tally(0, 3, 0), 3, 0, vec![why]).overall,
+            Overall::Inconclusive
+        );
     }
 
     #[test]

@@ -65,28 +65,35 @@ const fn hook(
     }
 }
 
-/// Preference within each row: fentry/fexit (cheapest, typed), then
-/// kprobes, then tracepoints (the only kind on hosts with kprobes off and
-/// fentry refused, like this project's CI machines).
+/// Preference within each row: kprobes, then tracepoints (tp_btf), then
+/// fentry/fexit, by which programs the kernel can skip. A program that is
+/// preempted on a CPU is skipped for every other task entering its hook
+/// there until it finishes (`recursion_misses`). kprobe programs run with
+/// preemption disabled; fentry/fexit programs (5.12+) never do, and 7.x
+/// runs tracepoint programs preemptible too. Measured on Debian 7.3.4, 8
+/// writers on 2 CPUs: kprobes skipped nothing in 18 runs, tp_btf skipped
+/// in 10 of 12, fentry in 5 of 6 (9 of 12 in another series). Tracepoints
+/// still serve every probe where kprobes are off (this project's hosts),
+/// fentry what nothing else can, and any skip is counted and named.
 pub static CATALOG: &[ProbeSpec] = &[
     ProbeSpec {
         name: WRITE_BEGIN,
         need: Need::Required,
         about: "a direct write starts: offset, length, ki_flags, i_size, i_disksize",
         hooks: &[
-            hook(Fentry, "iomap_dio_rw", "5.5", &[(Fentry, "fentry_iomap_dio_rw")]),
-            hook(
-                Fentry,
-                "ext4_file_write_iter",
-                "5.5",
-                &[(Fentry, "fentry_ext4_file_write_iter")],
-            ),
             hook(Kprobe, "iomap_dio_rw", "5.5", &[(Kprobe, "kprobe_iomap_dio_rw")]),
             hook(
                 Tracepoint,
                 "iomap_dio_rw_begin",
                 "6.4",
                 &[(Tracepoint, "tp_iomap_dio_rw_begin")],
+            ),
+            hook(Fentry, "iomap_dio_rw", "5.5", &[(Fentry, "fentry_iomap_dio_rw")]),
+            hook(
+                Fentry,
+                "ext4_file_write_iter",
+                "5.5",
+                &[(Fentry, "fentry_ext4_file_write_iter")],
             ),
         ],
     },
@@ -95,19 +102,6 @@ pub static CATALOG: &[ProbeSpec] = &[
         need: Need::Verdict,
         about: "__ext4_mark_inode_dirty: the size is journaled (i_disksize)",
         hooks: &[
-            hook(
-                Fentry,
-                "__ext4_mark_inode_dirty",
-                "5.8",
-                &[(Fentry, "fentry_ext4_mark_inode_dirty")],
-            ),
-            // 5.5..5.7: a function, not yet a macro for __ext4_mark_inode_dirty.
-            hook(
-                Fentry,
-                "ext4_mark_inode_dirty",
-                "5.5",
-                &[(Fentry, "fentry_ext4_mark_inode_dirty")],
-            ),
             hook(
                 Kprobe,
                 "__ext4_mark_inode_dirty",
@@ -126,6 +120,19 @@ pub static CATALOG: &[ProbeSpec] = &[
                 "2.6.32",
                 &[(Tracepoint, "tp_ext4_mark_inode_dirty")],
             ),
+            hook(
+                Fentry,
+                "__ext4_mark_inode_dirty",
+                "5.8",
+                &[(Fentry, "fentry_ext4_mark_inode_dirty")],
+            ),
+            // 5.5..5.7: a function, not yet a macro for __ext4_mark_inode_dirty.
+            hook(
+                Fentry,
+                "ext4_mark_inode_dirty",
+                "5.5",
+                &[(Fentry, "fentry_ext4_mark_inode_dirty")],
+            ),
         ],
     },
     ProbeSpec {
@@ -134,16 +141,16 @@ pub static CATALOG: &[ProbeSpec] = &[
         about: "ext4_handle_inode_extension starts (static; absent where inlined)",
         hooks: &[
             hook(
-                Fentry,
-                "ext4_handle_inode_extension",
-                "5.5",
-                &[(Fentry, "fentry_ext4_handle_inode_extension")],
-            ),
-            hook(
                 Kprobe,
                 "ext4_handle_inode_extension",
                 "5.5",
                 &[(Kprobe, "kprobe_ext4_handle_inode_extension")],
+            ),
+            hook(
+                Fentry,
+                "ext4_handle_inode_extension",
+                "5.5",
+                &[(Fentry, "fentry_ext4_handle_inode_extension")],
             ),
         ],
     },
@@ -152,12 +159,6 @@ pub static CATALOG: &[ProbeSpec] = &[
         need: Need::Verdict,
         about: "generic_write_sync -> vfs_fsync_range -> ext4_sync_file starts",
         hooks: &[
-            hook(
-                Fentry,
-                "vfs_fsync_range",
-                "2.6.32",
-                &[(Fentry, "fentry_vfs_fsync_range")],
-            ),
             hook(
                 Kprobe,
                 "vfs_fsync_range",
@@ -170,6 +171,12 @@ pub static CATALOG: &[ProbeSpec] = &[
                 "2.6.32",
                 &[(Tracepoint, "tp_ext4_sync_file_enter")],
             ),
+            hook(
+                Fentry,
+                "vfs_fsync_range",
+                "2.6.32",
+                &[(Fentry, "fentry_vfs_fsync_range")],
+            ),
         ],
     },
     ProbeSpec {
@@ -178,16 +185,16 @@ pub static CATALOG: &[ProbeSpec] = &[
         about: "that sync returns",
         hooks: &[
             hook(
-                Fexit,
-                "vfs_fsync_range",
-                "2.6.32",
-                &[(Fexit, "fexit_vfs_fsync_range")],
-            ),
-            hook(
                 Tracepoint,
                 "ext4_sync_file_exit",
                 "2.6.32",
                 &[(Tracepoint, "tp_ext4_sync_file_exit")],
+            ),
+            hook(
+                Fexit,
+                "vfs_fsync_range",
+                "2.6.32",
+                &[(Fexit, "fexit_vfs_fsync_range")],
             ),
         ],
     },
@@ -196,15 +203,6 @@ pub static CATALOG: &[ProbeSpec] = &[
         need: Need::Verdict,
         about: "iomap_dio_complete: runs end_io and the sync, then finishes",
         hooks: &[
-            hook(
-                Fexit,
-                "iomap_dio_complete",
-                "5.5",
-                &[
-                    (Fentry, "fentry_iomap_dio_complete"),
-                    (Fexit, "fexit_iomap_dio_complete"),
-                ],
-            ),
             hook(
                 Kretprobe,
                 "iomap_dio_complete",
@@ -220,6 +218,15 @@ pub static CATALOG: &[ProbeSpec] = &[
                 "6.4",
                 &[(Tracepoint, "tp_iomap_dio_complete")],
             ),
+            hook(
+                Fexit,
+                "iomap_dio_complete",
+                "5.5",
+                &[
+                    (Fentry, "fentry_iomap_dio_complete"),
+                    (Fexit, "fexit_iomap_dio_complete"),
+                ],
+            ),
         ],
     },
     ProbeSpec {
@@ -234,3 +241,15 @@ pub static CATALOG: &[ProbeSpec] = &[
         )],
     },
 ];
+
+/// The probe a program (by its name in the object) serves.
+pub fn probe_of_program(program: &str) -> Option<&'static str> {
+    CATALOG
+        .iter()
+        .find(|spec| {
+            spec.hooks
+                .iter()
+                .any(|h| h.programs.iter().any(|(_, p)| *p == program))
+        })
+        .map(|spec| spec.name)
+}

@@ -11,7 +11,8 @@ use crate::analysis::Coverage;
 /// `--backend`: restrict every probe to one mechanism family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Backend {
-    /// The best each probe can get: fentry/fexit, then kprobes, then tracepoints.
+    /// The best each probe can get: kprobes, then tracepoints, then
+    /// fentry/fexit (in order of how rarely the kernel skips them).
     Auto,
     Fentry,
     Kprobe,
@@ -173,17 +174,47 @@ mod tests {
     #[test]
     fn auto_falls_back_in_catalog_order() {
         let sel = select(Backend::Auto, Wants::default(), |_, hook| match hook.mechanism {
-            Mechanism::Tracepoint => Ok(()),
+            Mechanism::Fentry | Mechanism::Fexit => Ok(()),
             _ => Err("EPERM".into()),
         });
         let begin = sel.probes.iter().find(|p| p.name == WRITE_BEGIN).unwrap();
-        assert_eq!(begin.served.unwrap().0, Mechanism::Tracepoint);
+        assert_eq!(begin.served.unwrap().0, Mechanism::Fentry);
         assert_eq!(
             begin.skipped.len(),
-            3,
-            "both fentry hooks, then kprobe, were tried first: {:?}",
+            2,
+            "kprobe, then the tracepoint, were tried first: {:?}",
             begin.skipped
         );
+    }
+
+    /// Programs that run with preemption disabled come first: with
+    /// everything available, every fact probe is a kprobe (the only
+    /// exception, sync_exit, has no kprobe hook), and tracepoints come next.
+    #[test]
+    fn auto_prefers_what_the_kernel_never_skips() {
+        let all = Wants {
+            follow: false,
+            timeline: true,
+        };
+        let sel = select(Backend::Auto, all, |_, _| Ok(()));
+        for p in &sel.probes {
+            let (m, _) = p.served.unwrap();
+            let want = if p.name == "sync_exit" {
+                Mechanism::Tracepoint
+            } else {
+                Mechanism::Kprobe
+            };
+            assert!(
+                m == want || (m == Mechanism::Kretprobe && want == Mechanism::Kprobe),
+                "{p:?}"
+            );
+        }
+        let sel = select(Backend::Auto, all, |_, hook| match hook.mechanism {
+            Mechanism::Kprobe | Mechanism::Kretprobe => Err("CONFIG_KPROBES off".into()),
+            _ => Ok(()),
+        });
+        let begin = sel.probes.iter().find(|p| p.name == WRITE_BEGIN).unwrap();
+        assert_eq!(begin.served.unwrap().0, Mechanism::Tracepoint);
     }
 
     #[test]

@@ -153,19 +153,33 @@ fn judge(want: Want, backend: &str, (pattern, _, writes): (&str, u64, u64), seen
     // Under stress, a short count is allowed only where the kernel's
     // skipped program runs cover it and the answer is not a clean one.
     let short = writes.saturating_sub(num("counted"));
-    let accounted = pattern == STRESS && short > 0 && skipped_runs(sum) >= short;
+    let skipped = skipped_runs(sum);
+    // The kernel skipped runs (named, counted) and the answer says so: the
+    // writes it made are judged or covered by the skips, and no verdict
+    // that a skipped size update or sync could fake is believed.
+    let doubted = sum["reasons"]
+        .to_string()
+        .contains("violations cannot be trusted");
+    let excused = pattern == STRESS
+        && skipped >= short
+        && skipped > 0
+        && seen.exit == Some(3)
+        && (num("violations") == 0 || doubted);
     let ok = match want {
         Want::Ordered => {
             forced
-                && num("ordered") == num("counted")
-                && ((seen.exit == Some(0) && short == 0) || (seen.exit == Some(3) && accounted))
+                && ((seen.exit == Some(0) && short == 0 && num("ordered") == num("counted"))
+                    || (excused
+                        && num("ordered")
+                            .saturating_add(num("violations"))
+                            .saturating_add(num("inconclusive"))
+                            == num("counted")))
         }
         Want::Violation => {
+            let all = num("violations") == num("counted") && seen.sbsu == Some(num("counted"));
             forced
-                && num("violations") == num("counted")
-                && seen.sbsu == Some(num("counted"))
-                && seen.exit == Some(1)
-                && (short == 0 || accounted)
+                && ((seen.exit == Some(1) && all && (short == 0 || (pattern == STRESS && skipped >= short)))
+                    || (excused && num("ordered") == 0))
         }
         Want::Refused(_) => false,
         Want::Unservable(probe) => {
@@ -353,7 +367,7 @@ mod tests {
         let stress = PATTERNS[2];
         let line = |exit: i32, counted: u64, reasons: &str| {
             format!(
-                "@@CASE fentry {STRESS} {exit}\n@@SUMMARY {{\"counted\":{counted},\"ordered\":{counted},\"violations\":0,\"probes\":{{\"write_begin\":\"fentry:iomap_dio_rw\"}},\"reasons\":[{reasons}]}}\n@@SBSU 0\n"
+                "@@CASE fentry {STRESS} {exit}\n@@SUMMARY {{\"counted\":{counted},\"ordered\":{counted},\"violations\":0,\"inconclusive\":0,\"probes\":{{\"write_begin\":\"fentry:iomap_dio_rw\"}},\"reasons\":[{reasons}]}}\n@@SBSU 0\n"
             )
         };
         let judge_line = |text: String| judge(Want::Ordered, "fentry", stress, &parse(&text)[0].1);
