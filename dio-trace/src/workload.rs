@@ -37,6 +37,10 @@ pub enum Pattern {
     UringDsyncAppend,
     /// 8 threads, each O_DIRECT|O_SYNC appending to its own file FILE/0..7 (counted).
     ConcurrentOSyncAppend,
+    /// O_DIRECT|O_DSYNC|O_APPEND writes to a file that already holds a
+    /// block, each asked for at offset 0: the kernel moves every one to the
+    /// end of the file (counted, at the position the kernel wrote).
+    OAppendDsync,
     /// O_DIRECT|O_SYNC overwrites inside the file's size (not extending: not counted).
     OSyncOverwrite,
     /// Plain O_DIRECT appends, no sync semantics (not counted).
@@ -48,7 +52,7 @@ pub enum Pattern {
 }
 
 impl Pattern {
-    pub const ALL: [Pattern; 11] = [
+    pub const ALL: [Pattern; 12] = [
         Pattern::OSyncAppend,
         Pattern::ODsyncAppend,
         Pattern::RwfSyncAppend,
@@ -56,6 +60,7 @@ impl Pattern {
         Pattern::AioDsyncAppend,
         Pattern::UringDsyncAppend,
         Pattern::ConcurrentOSyncAppend,
+        Pattern::OAppendDsync,
         Pattern::OSyncOverwrite,
         Pattern::DirectAppend,
         Pattern::DirectAppendFsync,
@@ -73,6 +78,7 @@ impl Pattern {
                 | Pattern::AioDsyncAppend
                 | Pattern::UringDsyncAppend
                 | Pattern::ConcurrentOSyncAppend
+                | Pattern::OAppendDsync
         )
     }
 
@@ -104,6 +110,7 @@ impl Pattern {
                 libc::O_DIRECT | libc::O_SYNC
             }
             Pattern::ODsyncAppend => libc::O_DIRECT | libc::O_DSYNC,
+            Pattern::OAppendDsync => libc::O_DIRECT | libc::O_DSYNC | libc::O_APPEND,
             Pattern::RwfSyncAppend
             | Pattern::RwfDsyncAppend
             | Pattern::AioDsyncAppend
@@ -195,15 +202,15 @@ pub fn run(pattern: Pattern, file: &Path, count: u32, size: u64) -> Result<u64> 
 fn write_file(pattern: Pattern, file: &Path, count: u32, size: usize) -> Result<u64> {
     let buf = AlignedBuf::new(size)?;
     let cpath = CString::new(file.as_os_str().as_bytes()).context("file name contains NUL")?;
-    if pattern == Pattern::OSyncOverwrite {
-        preallocate(&cpath, file, count as usize * size, &buf, size)?;
+    let keep = match pattern {
+        Pattern::OSyncOverwrite => count as usize * size,
+        Pattern::OAppendDsync => size,
+        _ => 0,
+    };
+    if keep > 0 {
+        preallocate(&cpath, file, keep, &buf, size)?;
     }
-    let flags = pattern.open_flags()
-        & if pattern == Pattern::OSyncOverwrite {
-            !libc::O_TRUNC
-        } else {
-            !0
-        };
+    let flags = pattern.open_flags() & if keep > 0 { !libc::O_TRUNC } else { !0 };
     // SAFETY: valid C string; flags are plain open(2) flags.
     let fd = unsafe { libc::open(cpath.as_ptr(), flags, 0o644) };
     if fd < 0 {
@@ -220,7 +227,12 @@ fn write_file(pattern: Pattern, file: &Path, count: u32, size: usize) -> Result<
         _ => Box::new(Pwrite),
     };
     for i in 0..count as usize {
-        let off = (i * size) as i64;
+        // O_APPEND: Linux appends whatever offset pwrite names.
+        let off = if pattern == Pattern::OAppendDsync {
+            0
+        } else {
+            (i * size) as i64
+        };
         let n = submit
             .write(fd.0, &buf, size, off, pattern.rwf())
             .with_context(|| format!("write {i} of {count} to {}", file.display()))?;

@@ -256,6 +256,49 @@ mod tests {
         Ok(())
     }
 
+    /// A `.deb` made with dpkg-deb: `control` fields and no files.
+    fn empty_deb(dir: &Path, name: &str, control: &str) -> Result<PathBuf> {
+        let root = dir.join(name);
+        std::fs::create_dir_all(root.join("DEBIAN"))?;
+        std::fs::write(root.join("DEBIAN/control"), control)?;
+        let deb = dir.join(format!("{name}.deb"));
+        host::output(
+            Command::new("dpkg-deb")
+                .args(["--build", "--root-owner-group"])
+                .arg(&root)
+                .arg(&deb),
+        )?;
+        Ok(deb)
+    }
+
+    #[test]
+    fn a_meta_package_names_the_packages_that_hold_the_kernel() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let meta = empty_deb(
+            dir.path(),
+            "linux-image-7.3.4+deb13-cloud-amd64",
+            "Package: linux-image-7.3.4+deb13-cloud-amd64\nVersion: 7.3.4-1\nArchitecture: amd64\n\
+             Maintainer: x <x@example.invalid>\nDescription: meta\n\
+             Depends: linux-base-7.3.4+deb13-cloud-amd64 (= 7.3.4-1), linux-binary-7.3.4+deb13-cloud-amd64 (= 7.3.4-1)\n",
+        )?;
+        let cache = Cache::at(dir.path().join("cache"))?;
+        let err = format!("{:#}", from_debs(&[meta], &cache).unwrap_err());
+        assert!(err.contains("meta package that holds no kernel"), "{err}");
+        assert!(
+            err.contains("linux-binary-7.3.4+deb13-cloud-amd64")
+                && err.contains("linux-modules-7.3.4+deb13-cloud-amd64"),
+            "{err}"
+        );
+        assert!(
+            !cache
+                .path("deb")
+                .read_dir()?
+                .flatten()
+                .any(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        );
+        Ok(())
+    }
+
     #[test]
     fn an_empty_folder_holds_no_kernel() -> Result<()> {
         let dir = tempfile::tempdir()?;

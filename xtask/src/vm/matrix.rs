@@ -23,9 +23,12 @@ pub fn kernels() -> Vec<KernelSpec> {
 }
 const BACKENDS: [&str; 3] = ["fentry", "kprobe", "tracepoint"];
 /// (pattern, `--count`, writes the kernel makes).
-const PATTERNS: [(&str, u64, u64); 3] = [
+const PATTERNS: [(&str, u64, u64); 4] = [
     ("o-sync-append", 3, 3),
     ("o-dsync-append", 3, 3),
+    // The caller's position is inside the file; the kernel's is its end:
+    // every backend must judge the write where the kernel put it.
+    ("o-append-dsync", 3, 3),
     // The stress case: 8 writers on the guest's 2 CPUs. Every write the
     // kernel makes must be judged, or the run must say how many program
     // runs the kernel skipped (and so be inconclusive), never a quiet short count.
@@ -364,7 +367,7 @@ mod tests {
 
     #[test]
     fn a_short_stress_count_passes_only_when_the_kernel_said_why() {
-        let stress = PATTERNS[2];
+        let stress = PATTERNS[3];
         let line = |exit: i32, counted: u64, reasons: &str| {
             format!(
                 "@@CASE fentry {STRESS} {exit}\n@@SUMMARY {{\"counted\":{counted},\"ordered\":{counted},\"violations\":0,\"inconclusive\":0,\"probes\":{{\"write_begin\":\"fentry:iomap_dio_rw\"}},\"reasons\":[{reasons}]}}\n@@SBSU 0\n"
