@@ -189,6 +189,13 @@ fn explain(step: &str, raw: &str, mechanism: Mechanism, hook: &Hook) -> String {
             mechanism.name(),
             hook.target
         )
+    } else if raw.contains("unknown BTF type") && in_loaded_ext4_module(hook.target) {
+        format!(
+            "{} is ext4's, and ext4 is a module here: aya 0.14 attaches {} programs only to vmlinux's \
+             functions and tracepoints (kprobes reach modules)",
+            hook.target,
+            mechanism.name()
+        )
     } else if raw.contains("unknown BTF type")
         || raw.contains("not found")
         || raw.contains("No such file")
@@ -202,6 +209,13 @@ fn explain(step: &str, raw: &str, mechanism: Mechanism, hook: &Hook) -> String {
         format!("{step} failed")
     };
     format!("{cause} [{raw}]")
+}
+
+/// Is `target` one of ext4's functions or tracepoints, on a kernel where
+/// ext4 is a loaded module (`initstate` exists for loadable modules only)?
+fn in_loaded_ext4_module(target: &str) -> bool {
+    (target.starts_with("ext4_") || target.starts_with("__ext4_"))
+        && std::path::Path::new("/sys/module/ext4/initstate").exists()
 }
 
 fn unload(p: &mut Program) -> Result<(), ProgramError> {
