@@ -10,6 +10,10 @@ pub enum Mechanism {
     Kretprobe = 4,
     /// BTF-typed tracepoint (`tp_btf`).
     Tracepoint = 5,
+    /// Raw tracepoint: the same arguments, untyped, read with probe reads.
+    /// Attached by name, so it reaches a module's tracepoints (ext4 as a
+    /// module), which aya 0.14's `tp_btf` cannot.
+    RawTracepoint = 6,
 }
 
 impl Mechanism {
@@ -21,6 +25,7 @@ impl Mechanism {
             3 => Mechanism::Kprobe,
             4 => Mechanism::Kretprobe,
             5 => Mechanism::Tracepoint,
+            6 => Mechanism::RawTracepoint,
             _ => return None,
         })
     }
@@ -33,6 +38,7 @@ impl Mechanism {
             Mechanism::Kprobe => "kprobe",
             Mechanism::Kretprobe => "kretprobe",
             Mechanism::Tracepoint => "tracepoint",
+            Mechanism::RawTracepoint => "raw_tracepoint",
         }
     }
 }

@@ -37,7 +37,7 @@ impl Via {
             return Via::Probe;
         }
         match mechanism {
-            Mechanism::Kprobe | Mechanism::Kretprobe => Via::Probe,
+            Mechanism::Kprobe | Mechanism::Kretprobe | Mechanism::RawTracepoint => Via::Probe,
             Mechanism::Fentry | Mechanism::Fexit | Mechanism::Tracepoint => Via::Btf,
         }
     }

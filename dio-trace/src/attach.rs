@@ -6,7 +6,7 @@ use std::os::fd::{AsFd as _, AsRawFd as _};
 
 use aya::{
     Btf, Ebpf,
-    programs::{BtfTracePoint, FEntry, FExit, KProbe, Program, ProgramError},
+    programs::{BtfTracePoint, FEntry, FExit, KProbe, Program, ProgramError, RawTracePoint},
 };
 use dio_trace_common::{
     config::{CONFIG_PROBE_READS, Config},
@@ -163,6 +163,11 @@ fn attach_one(
             p.load(hook.target, btf).map_err(load_err)?;
             p.attach().map_err(attach_err)?;
         }
+        Mechanism::RawTracepoint => {
+            let p: &mut RawTracePoint = prog.try_into().map_err(|e| chain(&e))?;
+            p.load().map_err(load_err)?;
+            p.attach(hook.target).map_err(attach_err)?;
+        }
         Mechanism::Kprobe | Mechanism::Kretprobe => {
             let p: &mut KProbe = prog.try_into().map_err(|e| chain(&e))?;
             p.load().map_err(load_err)?;
@@ -224,6 +229,7 @@ fn unload(p: &mut Program) -> Result<(), ProgramError> {
         Program::FEntry(p) => p.unload(),
         Program::FExit(p) => p.unload(),
         Program::KProbe(p) => p.unload(),
+        Program::RawTracePoint(p) => p.unload(),
         _ => Ok(()),
     }
 }

@@ -5,8 +5,8 @@
 //! Tracepoint `ext4:ext4_mark_inode_dirty(struct inode *, unsigned long IP)`.
 
 use aya_ebpf::{
-    macros::{btf_tracepoint, fentry, kprobe},
-    programs::{BtfTracePointContext, FEntryContext, ProbeContext},
+    macros::{btf_tracepoint, fentry, kprobe, raw_tracepoint},
+    programs::{BtfTracePointContext, FEntryContext, ProbeContext, RawTracePointContext},
 };
 use dio_trace_common::{
     arm::{ARM_COMPLETED, ARM_SIZE_SEEN},
@@ -27,6 +27,18 @@ pub fn tp_ext4_mark_inode_dirty(ctx: BtfTracePointContext) -> i32 {
         ctx.arg(1),
         RecordKind::MarkDirty,
         Mechanism::Tracepoint,
+    );
+    0
+}
+
+/// The same tracepoint, raw: where ext4 is a module.
+#[raw_tracepoint(tracepoint = "ext4_mark_inode_dirty")]
+pub fn raw_ext4_mark_inode_dirty(ctx: RawTracePointContext) -> i32 {
+    try_size_update(
+        ctx.arg(0),
+        ctx.arg(1),
+        RecordKind::MarkDirty,
+        Mechanism::RawTracepoint,
     );
     0
 }

@@ -6,8 +6,8 @@
 //! kprobe on `vfs_fsync_range`, the function `generic_write_sync` calls.
 
 use aya_ebpf::{
-    macros::{btf_tracepoint, fentry, fexit, kprobe},
-    programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext},
+    macros::{btf_tracepoint, fentry, fexit, kprobe, raw_tracepoint},
+    programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RawTracePointContext},
 };
 use dio_trace_common::{arm::ARM_SIZE_SEEN, kind::RecordKind, probe::Mechanism};
 
@@ -38,6 +38,32 @@ pub fn tp_ext4_sync_file_exit(ctx: BtfTracePointContext) -> i32 {
         RecordKind::SyncExit,
         ret as i64 as u64,
         Mechanism::Tracepoint,
+    );
+    0
+}
+
+/// The same tracepoints, raw: where ext4 is a module.
+#[raw_tracepoint(tracepoint = "ext4_sync_file_enter")]
+pub fn raw_ext4_sync_file_enter(ctx: RawTracePointContext) -> i32 {
+    let datasync: i32 = ctx.arg(1);
+    file_sync(
+        ctx.arg(0),
+        RecordKind::SyncEnter,
+        datasync as u64,
+        Mechanism::RawTracepoint,
+    );
+    0
+}
+
+#[raw_tracepoint(tracepoint = "ext4_sync_file_exit")]
+pub fn raw_ext4_sync_file_exit(ctx: RawTracePointContext) -> i32 {
+    let inode: *const u8 = ctx.arg(0);
+    let ret: i32 = ctx.arg(1);
+    try_sync(
+        inode,
+        RecordKind::SyncExit,
+        ret as i64 as u64,
+        Mechanism::RawTracepoint,
     );
     0
 }

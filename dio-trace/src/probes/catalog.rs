@@ -49,7 +49,7 @@ pub const SYNC_EXIT: &str = "sync_exit";
 pub const COMPLETE: &str = "dio_complete";
 pub const FOLLOW_FORK: &str = "follow_fork";
 
-use Mechanism::{Fentry, Fexit, Kprobe, Kretprobe, Tracepoint};
+use Mechanism::{Fentry, Fexit, Kprobe, Kretprobe, RawTracepoint, Tracepoint};
 
 const fn hook(
     mechanism: Mechanism,
@@ -121,6 +121,12 @@ pub static CATALOG: &[ProbeSpec] = &[
                 &[(Tracepoint, "tp_ext4_mark_inode_dirty")],
             ),
             hook(
+                RawTracepoint,
+                "ext4_mark_inode_dirty",
+                "2.6.32",
+                &[(RawTracepoint, "raw_ext4_mark_inode_dirty")],
+            ),
+            hook(
                 Fentry,
                 "__ext4_mark_inode_dirty",
                 "5.8",
@@ -172,6 +178,12 @@ pub static CATALOG: &[ProbeSpec] = &[
                 &[(Tracepoint, "tp_ext4_sync_file_enter")],
             ),
             hook(
+                RawTracepoint,
+                "ext4_sync_file_enter",
+                "2.6.32",
+                &[(RawTracepoint, "raw_ext4_sync_file_enter")],
+            ),
+            hook(
                 Fentry,
                 "vfs_fsync_range",
                 "2.6.32",
@@ -189,6 +201,12 @@ pub static CATALOG: &[ProbeSpec] = &[
                 "ext4_sync_file_exit",
                 "2.6.32",
                 &[(Tracepoint, "tp_ext4_sync_file_exit")],
+            ),
+            hook(
+                RawTracepoint,
+                "ext4_sync_file_exit",
+                "2.6.32",
+                &[(RawTracepoint, "raw_ext4_sync_file_exit")],
             ),
             hook(
                 Fexit,

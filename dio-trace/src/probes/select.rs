@@ -25,7 +25,7 @@ impl Backend {
             Backend::Auto => true,
             Backend::Fentry => matches!(m, Mechanism::Fentry | Mechanism::Fexit),
             Backend::Kprobe => matches!(m, Mechanism::Kprobe | Mechanism::Kretprobe),
-            Backend::Tracepoint => m == Mechanism::Tracepoint,
+            Backend::Tracepoint => matches!(m, Mechanism::Tracepoint | Mechanism::RawTracepoint),
         }
     }
 }

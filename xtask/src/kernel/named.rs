@@ -134,6 +134,21 @@ pub static NAMED: &[Named] = &[
         crash: false,
     },
     Named {
+        name: "debian-6.12-generic",
+        origin: Origin::Apt {
+            suite: None,
+            pattern: r"^linux-image-6\.12\.[0-9]+.*[0-9]-amd64-unsigned$",
+        },
+        about: "Debian 12 backports 6.12 generic, ext4 a module with BTF",
+        bug: false,
+        ext4: Ext4::Module { btf: true },
+        // ext4's tracepoints are served raw; its functions cannot be fentry'd.
+        unservable: &[("fentry", "size_update")],
+        refused: None,
+        ext4_btf_from: None,
+        crash: false,
+    },
+    Named {
         name: "debian-7.3",
         origin: Origin::Apt {
             suite: Some("trixie-backports"),
