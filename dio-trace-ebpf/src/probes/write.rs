@@ -140,7 +140,12 @@ pub fn try_write_begin(iocb: *const u8, iter: *const u8, mechanism: Mechanism, s
     let dev_filter = config!(filter.dev);
     if dev_filter != 0 && key.dev != dev_filter {
         count(Counter::Filtered);
-        debug!(&(), "sync direct write filtered: dev {:x} is not --dev", key.dev);
+        debug!(
+            &(),
+            "sync direct write filtered: dev {}:{} is not --dev",
+            key.dev >> 20,
+            key.dev & 0xfffff
+        );
         return;
     }
     match is_ext4(via, sb) {
@@ -149,13 +154,15 @@ pub fn try_write_begin(iocb: *const u8, iter: *const u8, mechanism: Mechanism, s
             count(Counter::OtherFs);
             if debug_on() {
                 let name = fs_name(via, sb);
-                // SAFETY: only shown; a non-UTF-8 name shows as bytes.
-                let name = unsafe { core::str::from_utf8_unchecked(&name) };
+                let len = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+                // SAFETY: only shown; a filesystem type name is ASCII.
+                let name = unsafe { core::str::from_utf8_unchecked(&name[..len]) };
                 debug!(
                     &(),
-                    "sync direct write not counted: filesystem {} (dev {:x} ino {}) is not ext4",
+                    "sync direct write not counted: filesystem {} (dev {}:{} ino {}) is not ext4",
                     name,
-                    key.dev,
+                    key.dev >> 20,
+                    key.dev & 0xfffff,
                     key.ino
                 );
             }
