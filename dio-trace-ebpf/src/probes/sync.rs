@@ -19,53 +19,39 @@ use crate::{
 
 #[btf_tracepoint(function = "ext4_sync_file_enter")]
 pub fn tp_ext4_sync_file_enter(ctx: BtfTracePointContext) -> i32 {
-    let datasync: i32 = ctx.arg(1);
-    file_sync(
-        ctx.arg(0),
-        RecordKind::SyncEnter,
-        datasync as u64,
-        Mechanism::Tracepoint,
-    );
+    sync_file_enter(ctx.arg(0), ctx.arg(1), Mechanism::Tracepoint);
     0
 }
 
 #[btf_tracepoint(function = "ext4_sync_file_exit")]
 pub fn tp_ext4_sync_file_exit(ctx: BtfTracePointContext) -> i32 {
-    let inode: *const u8 = ctx.arg(0);
-    let ret: i32 = ctx.arg(1);
-    try_sync(
-        inode,
-        RecordKind::SyncExit,
-        ret as i64 as u64,
-        Mechanism::Tracepoint,
-    );
+    sync_file_exit(ctx.arg(0), ctx.arg(1), Mechanism::Tracepoint);
     0
 }
 
 /// The same tracepoints, raw: where ext4 is a module.
 #[raw_tracepoint(tracepoint = "ext4_sync_file_enter")]
 pub fn raw_ext4_sync_file_enter(ctx: RawTracePointContext) -> i32 {
-    let datasync: i32 = ctx.arg(1);
-    file_sync(
-        ctx.arg(0),
-        RecordKind::SyncEnter,
-        datasync as u64,
-        Mechanism::RawTracepoint,
-    );
+    sync_file_enter(ctx.arg(0), ctx.arg(1), Mechanism::RawTracepoint);
     0
 }
 
 #[raw_tracepoint(tracepoint = "ext4_sync_file_exit")]
 pub fn raw_ext4_sync_file_exit(ctx: RawTracePointContext) -> i32 {
-    let inode: *const u8 = ctx.arg(0);
-    let ret: i32 = ctx.arg(1);
-    try_sync(
-        inode,
-        RecordKind::SyncExit,
-        ret as i64 as u64,
-        Mechanism::RawTracepoint,
-    );
+    sync_file_exit(ctx.arg(0), ctx.arg(1), Mechanism::RawTracepoint);
     0
+}
+
+/// `ext4_sync_file_enter(struct file *, int datasync)`, either kind.
+#[inline(always)]
+fn sync_file_enter(file: *const u8, datasync: i32, mechanism: Mechanism) {
+    file_sync(file, RecordKind::SyncEnter, datasync as u64, mechanism);
+}
+
+/// `ext4_sync_file_exit(struct inode *, int ret)`, either kind.
+#[inline(always)]
+fn sync_file_exit(inode: *const u8, ret: i32, mechanism: Mechanism) {
+    try_sync(inode, RecordKind::SyncExit, ret as i64 as u64, mechanism);
 }
 
 /// `vfs_fsync_range(struct file *, loff_t start, loff_t end, int datasync)`:
