@@ -55,6 +55,9 @@ impl KernelBtf {
             ext4_types: Ext4Types::Vmlinux,
         };
         if let Some(path) = external {
+            if !path.is_file() {
+                bail!("--btf {}: no such file", path.display());
+            }
             let ext = Btf::from_file(path)
                 .or_else(|_| Btf::from_split_file(path, &me.btf))
                 .with_context(|| {
@@ -270,5 +273,9 @@ mod tests {
         );
         let err = KernelBtf::load(Some(Path::new("/etc/hostname"))).err().unwrap();
         assert!(format!("{err:#}").contains("not a BTF file"), "{err:#}");
+        let err = KernelBtf::load(Some(Path::new("/nonexistent.btf")))
+            .err()
+            .unwrap();
+        assert!(format!("{err:#}").contains("no such file"), "{err:#}");
     }
 }
