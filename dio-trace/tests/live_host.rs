@@ -643,11 +643,30 @@ fn soak_sixteen_writers_every_write_accounted_for() {
     let sum = summary(&ls);
     eprintln!("soak: {written} writes in {secs} s; summary {sum}");
     assert_eq!(sum["lost_events"], 0, "{sum}");
-    assert_eq!(
-        sum["counted"].as_u64(),
-        Some(written),
-        "every write made is counted: {sum}"
-    );
-    assert_eq!(sum["ordered"].as_u64(), Some(written), "{sum}");
-    assert_eq!(status.code(), Some(0));
+    // Every write made is judged, or the kernel said it skipped a program
+    // run for it (a preempted program), and then the answer is not clean.
+    let counted = sum["counted"].as_u64().unwrap();
+    let skipped = skipped_runs(sum);
+    assert_eq!(sum["ordered"].as_u64(), Some(counted), "{sum}");
+    if skipped == 0 {
+        assert_eq!(counted, written, "every write made is counted: {sum}");
+        assert_eq!(status.code(), Some(0));
+    } else {
+        assert!(
+            counted + skipped >= written,
+            "skips cover the writes not judged: {sum}"
+        );
+        assert_eq!(status.code(), Some(3), "skips are never clean: {sum}");
+    }
+}
+
+/// The program runs the kernel skipped, as the summary reports them.
+fn skipped_runs(sum: &Value) -> u64 {
+    sum["reasons"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.as_str()?.strip_prefix("the kernel skipped "))
+        .filter_map(|r| r.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
 }
