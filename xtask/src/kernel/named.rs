@@ -1,8 +1,8 @@
 //! The named kernels of the test matrix, as rows of data.
 //!
 //! A row says where a kernel comes from and what is true of it (does it
-//! carry the bug, is ext4 a module, which probe no backend of a family can
-//! serve there). What each matrix case must show follows from those facts
+//! carry the bug, which probe no backend of a family can serve there, does
+//! dio-trace refuse it). What each matrix case must show follows from those facts
 //! alone; adding a kernel is adding a row, never a code path.
 
 /// Where a named kernel comes from.
@@ -19,17 +19,6 @@ pub enum Origin {
     Buggy61,
 }
 
-/// How ext4 reaches the kernel, which decides what BPF can see of it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Ext4 {
-    BuiltIn,
-    /// A module; `btf`: the kernel publishes module BTF
-    /// (`/sys/kernel/btf/ext4`, `CONFIG_DEBUG_INFO_BTF_MODULES`).
-    Module {
-        btf: bool,
-    },
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Named {
     pub name: &'static str,
@@ -39,7 +28,6 @@ pub struct Named {
     /// An extending O_SYNC/O_DSYNC direct write syncs before its size is
     /// journaled (NOTES §1, §7).
     pub bug: bool,
-    pub ext4: Ext4,
     /// (backend, probe): no hook of that family can serve the probe here.
     pub unservable: &'static [(&'static str, &'static str)],
     /// dio-trace must refuse this kernel (exit 4) with a message that
@@ -66,7 +54,6 @@ pub static NAMED: &[Named] = &[
         },
         about: "Debian 11 5.10.218 cloud, as shipped",
         bug: true,
-        ext4: Ext4::BuiltIn,
         unservable: NO_IOMAP_TRACEPOINTS,
         refused: None,
         ext4_btf_from: None,
@@ -80,7 +67,6 @@ pub static NAMED: &[Named] = &[
         },
         about: "Debian 11 5.10.218 generic, ext4 a module, no module BTF",
         bug: true,
-        ext4: Ext4::Module { btf: false },
         // With --btf: ext4's functions are a module's, which aya 0.14
         // cannot fentry.
         unservable: &[("tracepoint", "write_begin"), ("fentry", "size_update")],
@@ -96,7 +82,6 @@ pub static NAMED: &[Named] = &[
         },
         about: "Debian 12 6.1 cloud",
         bug: false,
-        ext4: Ext4::BuiltIn,
         unservable: NO_IOMAP_TRACEPOINTS,
         refused: None,
         ext4_btf_from: None,
@@ -110,7 +95,6 @@ pub static NAMED: &[Named] = &[
         },
         about: "Debian 12 6.1 generic, ext4 a module with BTF",
         bug: false,
-        ext4: Ext4::Module { btf: true },
         // fentry: iomap_dio_rw has 7 arguments (6.1 trampolines take 6)
         // and aya 0.14 has no fentry on module functions like
         // ext4_file_write_iter.
@@ -127,7 +111,6 @@ pub static NAMED: &[Named] = &[
         },
         about: "Debian 12 backports 6.12 cloud",
         bug: false,
-        ext4: Ext4::BuiltIn,
         unservable: &[],
         refused: None,
         ext4_btf_from: None,
@@ -141,7 +124,6 @@ pub static NAMED: &[Named] = &[
         },
         about: "Debian 12 backports 6.12 generic, ext4 a module with BTF",
         bug: false,
-        ext4: Ext4::Module { btf: true },
         // ext4's tracepoints are served raw; its functions cannot be fentry'd.
         unservable: &[("fentry", "size_update")],
         refused: None,
@@ -156,7 +138,6 @@ pub static NAMED: &[Named] = &[
         },
         about: "Debian 13 backports 7.3 cloud (split packages)",
         bug: false,
-        ext4: Ext4::BuiltIn,
         unservable: &[],
         refused: None,
         ext4_btf_from: None,
@@ -167,7 +148,6 @@ pub static NAMED: &[Named] = &[
         origin: Origin::Buggy61,
         about: "Debian's 6.1 source with 91562895f803 undone",
         bug: true,
-        ext4: Ext4::BuiltIn,
         unservable: NO_IOMAP_TRACEPOINTS,
         refused: None,
         ext4_btf_from: None,
