@@ -75,19 +75,11 @@ fn extract_ext4_ko(deb: &Path, dir: &Path) -> Result<PathBuf> {
             deb.display()
         );
     }
-    find(dir, "ext4.ko").with_context(|| format!("tar left no ext4.ko under {}", dir.display()))
-}
-
-fn find(dir: &Path, name: &str) -> Option<PathBuf> {
-    for e in std::fs::read_dir(dir).ok()?.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            if let Some(f) = find(&p, name) {
-                return Some(f);
-            }
-        } else if p.file_name().is_some_and(|n| n == name) {
-            return Some(p);
+    let mut found = None;
+    super::modules::walk(dir, &mut |p| {
+        if p.file_name().is_some_and(|n| n == "ext4.ko") {
+            found = Some(p.to_owned());
         }
-    }
-    None
+    })?;
+    found.with_context(|| format!("tar left no ext4.ko under {}", dir.display()))
 }

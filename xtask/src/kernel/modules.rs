@@ -114,7 +114,8 @@ impl Index {
     }
 }
 
-fn walk(dir: &Path, f: &mut dyn FnMut(&Path)) -> Result<()> {
+/// Calls `f` on every file below `dir`.
+pub(super) fn walk(dir: &Path, f: &mut dyn FnMut(&Path)) -> Result<()> {
     for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
         let path = entry?.path();
         if path.is_dir() {
