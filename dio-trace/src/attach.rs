@@ -85,12 +85,10 @@ impl Tracer {
             probe_reads: false,
         }
     }
-}
 
-impl Tracer {
     /// Program runs the kernel skipped, per program that had any: a
-    /// trampoline (fentry/fexit, 5.12+) or raw tracepoint (tp_btf) program
-    /// already running on a CPU, preempted there, is not run again on that
+    /// trampoline (fentry/fexit, 5.12+) or tracepoint program (preemptible
+    /// on 7.x) already running on a CPU, preempted there, is not run again on that
     /// CPU until it finishes; the kernel counts each such skip in the
     /// program's `recursion_misses` (and, from 6.7, a kprobe program's skip
     /// when another BPF program is active on the CPU). Kernels that do not
