@@ -145,11 +145,7 @@ pub fn is_ext4(via: Via, sb: *const u8) -> Result<bool, i32> {
             return Ok(true);
         }
     }
-    let name: *const u8 = read(via, fs_type, config!(offsets.file_system_type_name))?;
-    let mut buf = [0u8; 8];
-    // SAFETY: reads at most buf.len() bytes of a kernel string.
-    unsafe { bpf_probe_read_kernel_str_bytes(name, &mut buf) }?;
-    let ext4 = buf[..5] == *b"ext4\0";
+    let ext4 = type_name(via, fs_type)?[..5] == *b"ext4\0";
     if let (true, Some(known)) = (ext4, known) {
         // SAFETY: as above; every CPU would store the same value.
         unsafe { *known = fs_type as u64 };
@@ -157,17 +153,22 @@ pub fn is_ext4(via: Via, sb: *const u8) -> Result<bool, i32> {
     Ok(ext4)
 }
 
-/// `sb->s_type->name`, NUL-padded, for `--debug` messages.
+/// `fs_type->name`, NUL-padded (names longer than 15 bytes are cut).
+#[inline(always)]
+fn type_name(via: Via, fs_type: *const u8) -> Result<[u8; 16], i32> {
+    let name: *const u8 = read(via, fs_type, config!(offsets.file_system_type_name))?;
+    let mut buf = [0u8; 16];
+    // SAFETY: reads at most buf.len() bytes of a kernel string.
+    unsafe { bpf_probe_read_kernel_str_bytes(name, &mut buf) }?;
+    Ok(buf)
+}
+
+/// `sb->s_type->name`, for `--debug` messages (empty if unreadable).
 #[inline(always)]
 pub fn fs_name(via: Via, sb: *const u8) -> [u8; 16] {
-    let mut buf = [0u8; 16];
-    if let Ok(fs_type) = read::<*const u8>(via, sb, config!(offsets.super_block_s_type))
-        && let Ok(name) = read::<*const u8>(via, fs_type, config!(offsets.file_system_type_name))
-    {
-        // SAFETY: reads at most buf.len() bytes of a kernel string.
-        let _ = unsafe { bpf_probe_read_kernel_str_bytes(name, &mut buf) };
-    }
-    buf
+    read::<*const u8>(via, sb, config!(offsets.super_block_s_type))
+        .and_then(|fs_type| type_name(via, fs_type))
+        .unwrap_or([0; 16])
 }
 
 /// `--debug`: the loader set aya-log's level (a frozen global, so the
