@@ -4,6 +4,8 @@
 //! programs need is read from the running kernel's BTF in user space and
 //! handed over here. Nothing in the kernel programs hard-codes an offset.
 
+use crate::fs::FS_SLOTS;
+
 /// Byte offsets of the kernel struct fields the programs read.
 ///
 /// Nested members are flattened: `file_f_path_dentry` is
@@ -22,8 +24,6 @@ pub struct Offsets {
     pub inode_i_size: u32,
     pub super_block_s_dev: u32,
     pub super_block_s_type: u32,
-    pub ext4_inode_info_vfs_inode: u32,
-    pub ext4_inode_info_i_disksize: u32,
     pub dentry_d_parent: u32,
     pub dentry_d_name_name: u32,
     pub task_struct_pid: u32,
@@ -41,7 +41,33 @@ pub struct Offsets {
     /// they check which `ki_flags` layout the kernel uses.
     pub file_f_flags: u32,
 }
-const _: () = assert!(core::mem::size_of::<Offsets>() == 88);
+const _: () = assert!(core::mem::size_of::<Offsets>() == 80);
+
+/// Where one filesystem keeps the size a crash leaves, read from the
+/// running kernel's BTF (vmlinux, the module's split BTF, or `--btf`).
+/// One per [`crate::fs::Fs`] slot in [`Config::fs`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FsFacts {
+    /// `FS_*` bits; 0: nothing known, its writes are counted
+    /// (`Counter::NoFsFacts`) and never judged.
+    pub flags: u32,
+    /// Offset of the VFS `struct inode` inside the filesystem's own inode
+    /// (`ext4_inode_info.vfs_inode`, `xfs_inode.i_vnode`).
+    pub vfs_inode: u32,
+    /// Offset of the on-disk size in the filesystem's own inode
+    /// (`ext4_inode_info.i_disksize`, `xfs_inode.i_disk_size`); unused with
+    /// [`FS_DISK_SIZE_IS_I_SIZE`].
+    pub disk_size: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<FsFacts>() == 16);
+
+/// The loader read this filesystem's facts: its writes can be judged.
+pub const FS_KNOWN: u32 = 1 << 0;
+/// The size a sync makes durable is the VFS `i_size` the sync finds
+/// (f2fs: `f2fs_update_inode` copies it into the node page it writes).
+pub const FS_DISK_SIZE_IS_I_SIZE: u32 = 1 << 1;
 
 /// Bit values of `kiocb.ki_flags` in one layout. They moved with "fs:
 /// align IOCB_* flags with RWF_* flags" (5.19 upstream, and backported to
@@ -103,6 +129,8 @@ const _: () = assert!(core::mem::size_of::<Filter>() == 32);
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Config {
     pub offsets: Offsets,
+    /// Per filesystem, by [`crate::fs::Fs::slot`].
+    pub fs: [FsFacts; FS_SLOTS],
     /// Candidate `ki_flags` layouts, in the order the programs try them. A
     /// write's layout is the first whose `direct` bit is set and whose sync
     /// bits agree with the file's open flags; a write no candidate fits is
@@ -118,7 +146,7 @@ pub struct Config {
     /// per record would cost more than the record (an IPI, in a VM a VM exit).
     pub wake_bytes: u32,
 }
-const _: () = assert!(core::mem::size_of::<Config>() == 184);
+const _: () = assert!(core::mem::size_of::<Config>() == 176 + 16 * FS_SLOTS);
 
 /// Send every event of a counted write (all `mark_inode_dirty` calls, sync
 /// exits, completion entries), not only the ones the verdict rests on.
@@ -156,8 +184,6 @@ impl Config {
             inode_i_size: 0,
             super_block_s_dev: 0,
             super_block_s_type: 0,
-            ext4_inode_info_vfs_inode: 0,
-            ext4_inode_info_i_disksize: 0,
             dentry_d_parent: 0,
             dentry_d_name_name: 0,
             task_struct_pid: 0,
@@ -168,6 +194,12 @@ impl Config {
             iomap_dio_size: 0,
             file_f_flags: 0,
         },
+        fs: [FsFacts {
+            flags: 0,
+            vfs_inode: 0,
+            disk_size: 0,
+            _pad: 0,
+        }; FS_SLOTS],
         iocb: [IocbBits {
             direct: 0,
             dir_mask: 0,

@@ -25,7 +25,8 @@ pub enum Counter {
     ArmFailed = 7,
     /// Records sent.
     Sent = 8,
-    /// Sync-flavoured direct writes to a filesystem other than ext4 (not judged).
+    /// Sync-flavoured direct writes to a filesystem dio-trace has no
+    /// facts for (not ext4, XFS or f2fs): not judged.
     OtherFs = 9,
     /// [`crate::record::WriteRecord`]s the ring buffer could not take: whole
     /// writes lost (also counted in `RingbufFull`).
@@ -33,6 +34,9 @@ pub enum Counter {
     /// Direct writes whose `ki_flags` fit no candidate layout: not
     /// classified, so the run cannot be called clean.
     FlagsUnknown = 11,
+    /// Sync-flavoured direct writes to a known filesystem whose facts (its
+    /// on-disk size's offset) the loader could not read from BTF: not judged.
+    NoFsFacts = 12,
 }
 
 /// Length of the counter array.
@@ -40,7 +44,7 @@ pub const COUNTER_SLOTS: u32 = 16;
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 12] = [
+    pub const ALL: [Counter; 13] = [
         Counter::DirectWrites,
         Counter::Filtered,
         Counter::NotSync,
@@ -53,6 +57,7 @@ impl Counter {
         Counter::OtherFs,
         Counter::WritesLost,
         Counter::FlagsUnknown,
+        Counter::NoFsFacts,
     ];
 
     /// Short stable name used in reports and NDJSON.
@@ -70,6 +75,7 @@ impl Counter {
             Counter::OtherFs => "other_fs",
             Counter::WritesLost => "writes_lost",
             Counter::FlagsUnknown => "flags_unknown",
+            Counter::NoFsFacts => "no_fs_facts",
         }
     }
 }

@@ -23,6 +23,16 @@ pub enum RecordKind {
     MarkDirty = 10,
     /// `ext4_handle_inode_extension` entered (fentry/kprobe only).
     InodeExtension = 11,
+    /// XFS logs the size with the write's extent conversion
+    /// (`xfs_iomap_write_unwritten(..., update_isize=true)`, tracepoint
+    /// `xfs:xfs_unwritten_convert`): `i_disksize` is the size it logs.
+    XfsUnwrittenConvert = 12,
+    /// XFS logs the size of a write into written blocks past EOF
+    /// (`xfs_setfilesize`, tracepoint `xfs:xfs_setfilesize`).
+    XfsSetFilesize = 13,
+    /// f2fs marks the inode dirty after `f2fs_i_size_write` raised
+    /// `i_size` (`f2fs_mark_inode_dirty_sync`).
+    F2fsMarkDirty = 14,
 
     // 20..=29: syncs.
     /// The sync that `generic_write_sync` reaches started
@@ -41,12 +51,15 @@ pub enum RecordKind {
 
 impl RecordKind {
     /// Every kind, for decoders and tests.
-    pub const ALL: [RecordKind; 9] = [
+    pub const ALL: [RecordKind; 12] = [
         RecordKind::WriteBegin,
         RecordKind::WritePath,
         RecordKind::Write,
         RecordKind::MarkDirty,
         RecordKind::InodeExtension,
+        RecordKind::XfsUnwrittenConvert,
+        RecordKind::XfsSetFilesize,
+        RecordKind::F2fsMarkDirty,
         RecordKind::SyncEnter,
         RecordKind::SyncExit,
         RecordKind::CompleteEnter,
@@ -65,6 +78,18 @@ impl RecordKind {
         None
     }
 
+    /// A step that makes a size durable, whatever the filesystem: the
+    /// verdict's "size update". Its `i_disksize` is the size it makes so.
+    pub fn is_size_update(self) -> bool {
+        matches!(
+            self,
+            RecordKind::MarkDirty
+                | RecordKind::XfsUnwrittenConvert
+                | RecordKind::XfsSetFilesize
+                | RecordKind::F2fsMarkDirty
+        )
+    }
+
     /// Short stable name used in reports and NDJSON.
     pub fn name(self) -> &'static str {
         match self {
@@ -73,6 +98,9 @@ impl RecordKind {
             RecordKind::Write => "write",
             RecordKind::MarkDirty => "mark_inode_dirty",
             RecordKind::InodeExtension => "handle_inode_extension",
+            RecordKind::XfsUnwrittenConvert => "xfs_unwritten_convert",
+            RecordKind::XfsSetFilesize => "xfs_setfilesize",
+            RecordKind::F2fsMarkDirty => "f2fs_mark_inode_dirty",
             RecordKind::SyncEnter => "sync_enter",
             RecordKind::SyncExit => "sync_exit",
             RecordKind::CompleteEnter => "dio_complete_enter",

@@ -9,6 +9,7 @@
 pub mod arm;
 pub mod config;
 pub mod counters;
+pub mod fs;
 pub mod kind;
 pub mod probe;
 pub mod record;
@@ -17,7 +18,8 @@ pub mod record;
 mod user;
 
 /// Version of the record layouts in this crate (and of trace files).
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
-/// The oldest trace format this version still reads (1 lacks `Write` records).
+/// The oldest trace format this version still reads (1 lacks `Write`
+/// records; 1 and 2 know ext4 only).
 pub const OLDEST_FORMAT_VERSION: u32 = 1;

@@ -29,8 +29,12 @@ const _: () = assert!(core::mem::size_of::<RecordHeader>() == 32);
 /// - `WriteBegin`: `pos`/`len` of the write, `arg` = raw `kiocb.ki_flags`,
 ///   `flags` = [`EVENT_SYNC`]/[`EVENT_DSYNC`].
 /// - `MarkDirty`: `arg` = caller's return address (symbolize with kallsyms).
-/// - `SyncEnter`: `arg` = datasync; `pos`/`len` = the range when known.
-/// - `CompleteExit`/`SyncExit`: `arg` = return value.
+/// - `SyncEnter`: `arg` = datasync ([`DATASYNC_UNKNOWN`] when the hook
+///   does not say); `pos`/`len` = the range when known.
+/// - `SyncExit`: `arg` = return value; `pos` = f2fs's `cp_reason` (how the
+///   sync made things durable: 0 node pages for roll-forward, else a
+///   checkpoint and why), -1 elsewhere.
+/// - `CompleteExit`: `arg` = return value.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct InodeEvent {
@@ -42,7 +46,8 @@ pub struct InodeEvent {
     pub ino: u64,
     /// `inode.i_size` (in memory) when the record was made.
     pub i_size: i64,
-    /// `EXT4_I(inode)->i_disksize` (what the on-disk inode says) then.
+    /// The size a crash would leave then: ext4's `i_disksize`, XFS's
+    /// `i_disk_size`, f2fs's `i_size` (see [`crate::fs::Fs::disk_size_field`]).
     pub i_disksize: i64,
     pub pos: i64,
     pub len: u64,
@@ -72,7 +77,10 @@ pub struct Step {
     pub mechanism: u32,
     /// `EVENT_*` bits.
     pub flags: u32,
-    pub _pad: u32,
+    /// The step's [`crate::kind::RecordKind`] number: which filesystem's
+    /// size update it was. 0 (traces before format 3): the kind its slot
+    /// had then (`MarkDirty`, `SyncEnter`, `CompleteExit`).
+    pub kind: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<Step>() == 64);
@@ -99,7 +107,7 @@ const _: () = assert!(core::mem::size_of::<WriteRecord>() == 104 + 3 * 64);
 pub const EVENT_SYNC: u32 = 1 << 0;
 /// The write asked for `O_DSYNC`/`RWF_DSYNC` semantics (also set with SYNC).
 pub const EVENT_DSYNC: u32 = 1 << 1;
-/// `i_disksize` could not be read (not ext4, or the read failed).
+/// The on-disk size could not be read (the read failed).
 pub const EVENT_NO_DISKSIZE: u32 = 1 << 2;
 
 /// On a [`WriteRecord`]'s begin: the kernel forgot the write as it sent
@@ -107,6 +115,14 @@ pub const EVENT_NO_DISKSIZE: u32 = 1 << 2;
 /// because a new write to the inode took the entry's place, or read from
 /// the armed map at the end of a session.
 pub const EVENT_FINAL: u32 = 1 << 3;
+
+/// Bits 8..=11 of a write's flags: its filesystem, a [`crate::fs::Fs`]
+/// number (0 in traces older than format 3: ext4).
+pub const EVENT_FS_SHIFT: u32 = 8;
+pub const EVENT_FS_MASK: u32 = 0xf << EVENT_FS_SHIFT;
+
+/// A sync hook that does not say whether the sync was a datasync.
+pub const DATASYNC_UNKNOWN: u64 = u64::MAX;
 
 /// How many path components a [`PathRecord`] carries.
 pub const PATH_DEPTH: usize = 8;

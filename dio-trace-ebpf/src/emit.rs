@@ -101,7 +101,7 @@ pub fn step(armed: *mut ArmedWrite, sizes: &Sizes, fact: Fact) {
     // SAFETY: map value pointer, valid while the program runs.
     let slot = unsafe {
         match fact.kind {
-            RecordKind::MarkDirty => &raw mut (*armed).rec.size,
+            k if k.is_size_update() => &raw mut (*armed).rec.size,
             RecordKind::SyncEnter => &raw mut (*armed).rec.sync,
             RecordKind::CompleteExit => &raw mut (*armed).rec.complete,
             _ => return,
@@ -124,7 +124,7 @@ pub fn step(armed: *mut ArmedWrite, sizes: &Sizes, fact: Fact) {
             cpu: bpf_get_smp_processor_id(),
             mechanism: fact.mechanism as u32,
             flags: fact.flags | sizes.flags,
-            _pad: 0,
+            kind: fact.kind as u32,
         };
     }
 }

@@ -5,13 +5,14 @@
 
 use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes};
 use dio_trace_common::{
-    arm::InodeKey,
-    config::{CONFIG_PROBE_READS, IOCB_LAYOUTS, IocbBits},
+    arm::{ArmedWrite, InodeKey},
+    config::{CONFIG_PROBE_READS, FS_DISK_SIZE_IS_I_SIZE, FsFacts, IOCB_LAYOUTS, IocbBits},
+    fs::{FS_SLOTS, Fs},
     probe::Mechanism,
-    record::EVENT_NO_DISKSIZE,
+    record::{EVENT_FS_MASK, EVENT_FS_SHIFT, EVENT_NO_DISKSIZE},
 };
 
-use crate::maps::{DIO_CONFIG, EXT4_TYPE, config};
+use crate::maps::{DIO_CONFIG, FS_TYPE, config};
 
 /// How a program reads kernel memory.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -131,26 +132,64 @@ pub fn inode_key(via: Via, inode: *const u8, sb: *const u8) -> Result<InodeKey, 
     Ok(InodeKey { dev, _pad: 0, ino })
 }
 
-/// Is the superblock ext4's? `sb->s_type->name == "ext4"`: the only test
-/// that needs no symbol address (kallsyms often lists text symbols only)
-/// and that ext2/ext3 mounts served by other drivers cannot pass. The
-/// first match remembers ext4's `s_type`, so later ones compare a pointer.
+/// Which known filesystem the superblock is: `sb->s_type->name`, the
+/// only test that needs no symbol address (kallsyms often lists text
+/// symbols only) and that mounts served by other drivers (ext2 by ext4's
+/// code, for instance, is still "ext2") cannot pass. The first match
+/// remembers the filesystem's `s_type`, so later ones compare a pointer.
+/// `None`: a filesystem dio-trace has no facts for.
 #[inline(always)]
-pub fn is_ext4(via: Via, sb: *const u8) -> Result<bool, i32> {
+pub fn fs_of(via: Via, sb: *const u8) -> Result<Option<Fs>, i32> {
     let fs_type: *const u8 = read(via, sb, config!(offsets.super_block_s_type))?;
-    let known = EXT4_TYPE.get_ptr_mut(0);
-    if let Some(known) = known {
-        // SAFETY: array slot, valid while the program runs.
-        if unsafe { *known } == fs_type as u64 && !fs_type.is_null() {
-            return Ok(true);
+    if fs_type.is_null() {
+        return Ok(None);
+    }
+    for fs in Fs::ALL {
+        if let Some(known) = FS_TYPE.get(fs.slot() as u32)
+            && *known == fs_type as u64
+        {
+            return Ok(Some(fs));
         }
     }
-    let ext4 = type_name(via, fs_type)?[..5] == *b"ext4\0";
-    if let (true, Some(known)) = (ext4, known) {
-        // SAFETY: as above; every CPU would store the same value.
-        unsafe { *known = fs_type as u64 };
+    let name = type_name(via, fs_type)?;
+    for fs in Fs::ALL {
+        let want = fs.type_name();
+        if name[..want.len()] == *want {
+            if let Some(known) = FS_TYPE.get_ptr_mut(fs.slot() as u32) {
+                // SAFETY: array slot, valid while the program runs; every
+                // CPU would store the same value.
+                unsafe { *known = fs_type as u64 };
+            }
+            return Ok(Some(fs));
+        }
     }
-    Ok(ext4)
+    Ok(None)
+}
+
+/// What the loader read about a filesystem.
+#[inline(always)]
+pub fn fs_facts(fs: Fs) -> FsFacts {
+    let slot = fs.slot();
+    if slot >= FS_SLOTS {
+        return FsFacts::default();
+    }
+    // SAFETY: a read of a plain static; volatile for the loader's value.
+    unsafe { core::ptr::read_volatile(&DIO_CONFIG.fs[slot]) }
+}
+
+/// The filesystem an armed write is on (kept in its record's flags).
+#[inline(always)]
+pub fn entry_fs(entry: *const ArmedWrite) -> Fs {
+    // SAFETY: map value pointer, valid while the program runs.
+    let flags = unsafe { (*entry).rec.begin.flags };
+    Fs::from_u32((flags & EVENT_FS_MASK) >> EVENT_FS_SHIFT).unwrap_or(Fs::Ext4)
+}
+
+/// The VFS inode inside a filesystem's own inode (`&ip->i_vnode` for XFS's
+/// `struct xfs_inode *`), as the armed map knows it.
+#[inline(always)]
+pub fn vfs_inode(fs: Fs, fs_inode: *const u8) -> *const u8 {
+    fs_inode.wrapping_add(fs_facts(fs).vfs_inode as usize)
 }
 
 /// `fs_type->name`, NUL-padded (names longer than 15 bytes are cut).
@@ -182,20 +221,28 @@ pub fn debug_on() -> bool {
 pub struct Sizes {
     /// `inode->i_size`: what `stat` says now.
     pub i_size: i64,
-    /// `EXT4_I(inode)->i_disksize`: what a crash would leave.
+    /// What a crash would leave ([`Fs::disk_size_field`]).
     pub i_disksize: i64,
-    /// `EVENT_NO_DISKSIZE` when `i_disksize` could not be read.
+    /// `EVENT_NO_DISKSIZE` when it could not be read.
     pub flags: u32,
 }
 
-/// Callers guarantee an ext4 inode: an armed one, or one an ext4
-/// tracepoint handed over.
+/// Callers guarantee an inode of `fs`: an armed one, or one a tracepoint
+/// of that filesystem handed over.
 #[inline(always)]
-pub fn sizes(via: Via, inode: *const u8) -> Sizes {
+pub fn sizes(via: Via, inode: *const u8, fs: Fs) -> Sizes {
     let i_size: i64 = read(via, inode, config!(offsets.inode_i_size)).unwrap_or(-1);
-    // container_of(inode, struct ext4_inode_info, vfs_inode)->i_disksize
-    let ei = inode.wrapping_sub(config!(offsets.ext4_inode_info_vfs_inode) as usize);
-    match read::<i64>(Via::Probe, ei, config!(offsets.ext4_inode_info_i_disksize)) {
+    let facts = fs_facts(fs);
+    if facts.flags & FS_DISK_SIZE_IS_I_SIZE != 0 {
+        return Sizes {
+            i_size,
+            i_disksize: i_size,
+            flags: if i_size < 0 { EVENT_NO_DISKSIZE } else { 0 },
+        };
+    }
+    // container_of(inode, <fs inode>, vfs_inode)-><disk size>
+    let fi = inode.wrapping_sub(facts.vfs_inode as usize);
+    match read::<i64>(Via::Probe, fi, facts.disk_size) {
         Ok(d) => Sizes {
             i_size,
             i_disksize: d,
@@ -207,4 +254,10 @@ pub fn sizes(via: Via, inode: *const u8) -> Sizes {
             flags: EVENT_NO_DISKSIZE,
         },
     }
+}
+
+/// [`sizes`] of an armed write's inode.
+#[inline(always)]
+pub fn entry_sizes(via: Via, inode: *const u8, entry: *const ArmedWrite) -> Sizes {
+    sizes(via, inode, entry_fs(entry))
 }

@@ -8,6 +8,7 @@ use dio_trace_common::{
     arm::{ARM_MAP_ENTRIES, ArmedWrite, InodeKey},
     config::Config,
     counters::{COUNTER_SLOTS, Counter},
+    fs::FS_SLOTS,
 };
 
 /// Written by the loader (offsets from BTF, ki_flags bits, filters) into
@@ -97,10 +98,11 @@ pub fn filter_add(ino: u64, delta: i64) {
 #[map]
 pub static SCRATCH: PerCpuArray<ArmedWrite> = PerCpuArray::with_max_entries(1, 0);
 
-/// The address of ext4's `struct file_system_type`, once a superblock named
-/// "ext4" was seen: later writes compare one pointer instead of a string.
+/// The address of each known filesystem's `struct file_system_type`, by
+/// `Fs::slot`, once a superblock of that name was seen: later writes
+/// compare pointers instead of strings.
 #[map]
-pub static EXT4_TYPE: Array<u64> = Array::with_max_entries(1, 0);
+pub static FS_TYPE: Array<u64> = Array::with_max_entries(FS_SLOTS as u32, 0);
 
 /// Process ids to trace when `Filter::follow` is set; children join on fork.
 #[map]

@@ -2,7 +2,10 @@
 //! them all (aya closes each link with its program), so every exit path,
 //! error or signal, leaves nothing behind.
 
-use std::os::fd::{AsFd as _, AsRawFd as _};
+use std::{
+    collections::HashSet,
+    os::fd::{AsFd as _, AsRawFd as _},
+};
 
 use aya::{
     Btf, Ebpf,
@@ -77,8 +80,18 @@ impl Tracer {
 
     /// Attach every probe the catalog asks for, each with the best
     /// mechanism `backend` allows and the kernel accepts.
+    /// A hook several rows share (`vfs_fsync_range` serves every
+    /// filesystem's sync) is attached once and serves each of them.
     pub fn attach(mut ebpf: Ebpf, btf: &Btf, backend: Backend, wants: Wants) -> Self {
-        let selection = select(backend, wants, |_, hook| attach_hook(&mut ebpf, btf, hook));
+        let mut attached: HashSet<&'static str> = HashSet::new();
+        let selection = select(backend, wants, |_, hook| {
+            if hook.programs.iter().all(|(_, p)| attached.contains(p)) {
+                return Ok(());
+            }
+            attach_hook(&mut ebpf, btf, hook)?;
+            attached.extend(hook.programs.iter().map(|(_, p)| *p));
+            Ok(())
+        });
         Self {
             ebpf,
             selection,
@@ -119,7 +132,7 @@ fn recursion_misses(fdinfo: &str) -> Option<u64> {
 /// parts already attached so a half hook never emits.
 fn attach_hook(ebpf: &mut Ebpf, btf: &Btf, hook: &Hook) -> Result<(), String> {
     for (i, &(mechanism, program)) in hook.programs.iter().enumerate() {
-        if let Err(e) = attach_one(ebpf, btf, mechanism, program, hook) {
+        if let Err(e) = attach_one(ebpf, btf, mechanism, program, hook.target_of(i), hook) {
             // Unload the failed part too: a later hook may load the same
             // program against another target.
             for &(_, done) in &hook.programs[..=i] {
@@ -138,38 +151,39 @@ fn attach_one(
     btf: &Btf,
     mechanism: Mechanism,
     name: &str,
+    target: &str,
     hook: &Hook,
 ) -> Result<(), String> {
     let prog = ebpf
         .program_mut(name)
         .ok_or_else(|| format!("program {name} is not in this build"))?;
-    let load_err = |e: ProgramError| explain("load", &chain(&e), mechanism, hook);
-    let attach_err = |e: ProgramError| explain("attach", &chain(&e), mechanism, hook);
+    let load_err = |e: ProgramError| explain("load", &chain(&e), mechanism, target, hook.since);
+    let attach_err = |e: ProgramError| explain("attach", &chain(&e), mechanism, target, hook.since);
     match mechanism {
         Mechanism::Tracepoint => {
             let p: &mut BtfTracePoint = prog.try_into().map_err(|e| chain(&e))?;
-            p.load(hook.target, btf).map_err(load_err)?;
+            p.load(target, btf).map_err(load_err)?;
             p.attach().map_err(attach_err)?;
         }
         Mechanism::Fentry => {
             let p: &mut FEntry = prog.try_into().map_err(|e| chain(&e))?;
-            p.load(hook.target, btf).map_err(load_err)?;
+            p.load(target, btf).map_err(load_err)?;
             p.attach().map_err(attach_err)?;
         }
         Mechanism::Fexit => {
             let p: &mut FExit = prog.try_into().map_err(|e| chain(&e))?;
-            p.load(hook.target, btf).map_err(load_err)?;
+            p.load(target, btf).map_err(load_err)?;
             p.attach().map_err(attach_err)?;
         }
         Mechanism::RawTracepoint => {
             let p: &mut RawTracePoint = prog.try_into().map_err(|e| chain(&e))?;
             p.load().map_err(load_err)?;
-            p.attach(hook.target).map_err(attach_err)?;
+            p.attach(target).map_err(attach_err)?;
         }
         Mechanism::Kprobe | Mechanism::Kretprobe => {
             let p: &mut KProbe = prog.try_into().map_err(|e| chain(&e))?;
             p.load().map_err(load_err)?;
-            p.attach(hook.target, 0).map_err(attach_err)?;
+            p.attach(target, 0).map_err(attach_err)?;
         }
     }
     Ok(())
@@ -179,7 +193,7 @@ fn attach_one(
 const VERIFIER_REFUSED: &str = "the verifier refused the program";
 
 /// The usual causes, said plainly, with the raw error kept for reports.
-fn explain(step: &str, raw: &str, mechanism: Mechanism, hook: &Hook) -> String {
+fn explain(step: &str, raw: &str, mechanism: Mechanism, target: &str, since: &str) -> String {
     let cause = if raw.contains("(os error 13)") {
         VERIFIER_REFUSED.to_owned()
     } else if raw.contains("kprobe/type") {
@@ -190,13 +204,15 @@ fn explain(step: &str, raw: &str, mechanism: Mechanism, hook: &Hook) -> String {
         format!(
             "the kernel cannot attach {} to {} (ENOTSUPP: e.g. more arguments than BPF trampolines take)",
             mechanism.name(),
-            hook.target
+            target
         )
-    } else if raw.contains("unknown BTF type") && in_loaded_ext4_module(hook.target) {
+    } else if let Some(module) = in_loaded_fs_module(target)
+        && raw.contains("unknown BTF type")
+    {
         format!(
-            "{} is ext4's, and ext4 is a module here: aya 0.14 attaches {} programs only to vmlinux's \
+            "{} is {module}'s, and {module} is a module here: aya 0.14 attaches {} programs only to vmlinux's \
              functions and tracepoints (kprobes reach modules)",
-            hook.target,
+            target,
             mechanism.name()
         )
     } else if raw.contains("unknown BTF type")
@@ -205,8 +221,7 @@ fn explain(step: &str, raw: &str, mechanism: Mechanism, hook: &Hook) -> String {
         || raw.contains("ENOENT")
     {
         format!(
-            "{} does not exist in this kernel (added in {}; or inlined)",
-            hook.target, hook.since
+            "{target} does not exist in this kernel (added in {since}; or inlined)"
         )
     } else {
         format!("{step} failed")
@@ -214,11 +229,14 @@ fn explain(step: &str, raw: &str, mechanism: Mechanism, hook: &Hook) -> String {
     format!("{cause} [{raw}]")
 }
 
-/// Is `target` one of ext4's functions or tracepoints, on a kernel where
-/// ext4 is a loaded module (`initstate` exists for loadable modules only)?
-fn in_loaded_ext4_module(target: &str) -> bool {
-    (target.starts_with("ext4_") || target.starts_with("__ext4_"))
-        && std::path::Path::new("/sys/module/ext4/initstate").exists()
+/// The filesystem whose functions or tracepoints `target` names, when it
+/// is a loaded module here (`initstate` exists for loadable modules only).
+fn in_loaded_fs_module(target: &str) -> Option<&'static str> {
+    dio_trace_common::fs::Fs::ALL
+        .iter()
+        .map(|fs| fs.name())
+        .find(|m| target.trim_start_matches('_').starts_with(&format!("{m}_")))
+        .filter(|m| std::path::Path::new(&format!("/sys/module/{m}/initstate")).exists())
 }
 
 fn unload(p: &mut Program) -> Result<(), ProgramError> {

@@ -7,7 +7,7 @@ use crate::{
     attach::{Attach, Tracer},
     error::{EnvError, chain},
     exit::Exit,
-    kernel::{btf::Ext4Types, dev_string, facts::KernelFacts},
+    kernel::{btf::Types, dev_string, facts::KernelFacts},
     probes::{
         catalog::CATALOG,
         select::{Backend, Wants},
@@ -18,12 +18,20 @@ pub fn print(backend: Backend, btf_file: Option<&Path>) -> anyhow::Result<Exit> 
     let facts = KernelFacts::gather(btf_file)?;
     println!("kernel:        {}", facts.release);
     println!("btf:           {}", crate::kernel::btf::VMLINUX_BTF);
-    let ext4 = match &facts.ext4_types {
-        Ext4Types::Vmlinux => "vmlinux (ext4 built in)".to_owned(),
-        Ext4Types::Module => format!("{} (ext4 is a module)", crate::kernel::btf::EXT4_MODULE_BTF),
-        Ext4Types::File(p) => format!("{} (--btf)", p.display()),
-    };
-    println!("ext4 types:    {ext4}");
+    for st in &facts.fs {
+        let name = st.fs.name();
+        let from = match &st.source {
+            Ok(Types::Vmlinux) if st.facts.disk_size == 0 => "nothing of its own to read".to_owned(),
+            Ok(Types::Vmlinux) => format!("vmlinux ({name} built in)"),
+            Ok(Types::Module) => format!(
+                "{} ({name} is a module)",
+                crate::kernel::btf::module_btf(name).display()
+            ),
+            Ok(Types::File(p)) => format!("{} (--btf)", p.display()),
+            Err(why) => format!("NONE: its writes are counted, never judged: {why}"),
+        };
+        println!("{:<15}{} ({from})", format!("{name} facts:"), st.fs.disk_size_field());
+    }
     println!("tracefs:       {}", facts.tracefs.display());
     println!("ki_flags:      {}", facts.iocb_source);
     for (i, b) in facts.iocb.iter().enumerate() {
@@ -37,17 +45,17 @@ pub fn print(backend: Backend, btf_file: Option<&Path>) -> anyhow::Result<Exit> 
         facts.open.direct, facts.open.dsync, facts.open.sync
     );
     println!("offsets:       {:?}", facts.offsets);
-    let ext4: Vec<String> = facts
+    let mounts: Vec<String> = facts
         .mounts
-        .ext4_mounts()
-        .map(|m| format!("{} ({})", m.mount_point, dev_string(m.dev)))
+        .supported_mounts()
+        .map(|m| format!("{} {} ({})", m.fstype, m.mount_point, dev_string(m.dev)))
         .collect();
     println!(
-        "ext4 mounts:   {}",
-        if ext4.is_empty() {
-            "none".into()
+        "mounts:        {}",
+        if mounts.is_empty() {
+            "none of ext4, xfs, f2fs".into()
         } else {
-            ext4.join(", ")
+            mounts.join(", ")
         }
     );
 
@@ -72,7 +80,7 @@ pub fn print(backend: Backend, btf_file: Option<&Path>) -> anyhow::Result<Exit> 
             "plain loads through BTF-typed pointers (tp_btf, fentry/fexit), probe reads elsewhere"
         }
     );
-    println!("probes (--backend {backend:?}):");
+    println!("probes (--backend {backend:?}; prefixed ones are that filesystem's, the rest ext4's or shared):");
     for p in &tracer.selection.probes {
         let about = CATALOG
             .iter()
@@ -80,17 +88,30 @@ pub fn print(backend: Backend, btf_file: Option<&Path>) -> anyhow::Result<Exit> 
             .map(|s| s.about)
             .unwrap_or("");
         match p.served {
-            Some((m, target)) => println!("  {:<13} {:<10} {target:<24} {about}", p.name, m.name()),
-            None => println!("  {:<13} {:<10} {:<24} {about}", p.name, "-", "unavailable"),
+            Some((m, target)) => println!("  {:<16} {:<10} {target:<24} {about}", p.name, m.name()),
+            None => println!("  {:<16} {:<10} {:<24} {about}", p.name, "-", "unavailable"),
         }
         for s in &p.skipped {
-            println!("  {:<13}   skipped {s}", "");
+            println!("  {:<16}   skipped {s}", "");
         }
     }
     let problems = tracer.selection.problems();
+    let mut judged = Vec::new();
+    for (st, cov) in facts.fs.iter().map(|st| (st, tracer.selection.coverage().of(st.fs))) {
+        let ok = st.source.is_ok() && cov.size_update && cov.sync;
+        if ok {
+            judged.push(st.fs.name());
+        } else {
+            println!(
+                "note: {} writes would be inconclusive here: {}",
+                st.fs.name(),
+                tracer.selection.fs_problems(st.fs).join("; ")
+            );
+        }
+    }
     drop(tracer);
     if problems.is_empty() {
-        println!("ready: every probe the verdict needs is served");
+        println!("ready: every probe the verdict needs is served (judged: {})", judged.join(", "));
         Ok(Exit::Ordered)
     } else {
         for p in &problems {

@@ -17,8 +17,7 @@ use crate::{
     report::Show,
 };
 
-/// Filesystems whose size updates dio-trace can see.
-pub const SUPPORTED_FS: &[&str] = &["ext4"];
+use dio_trace_common::fs::Fs;
 
 #[derive(Clone, Debug)]
 pub struct Plan {
@@ -121,11 +120,11 @@ pub fn check_path(p: &Path) -> anyhow::Result<(String, u32)> {
     let table = mounts::MountTable::load()?;
     let (dev, fstype) =
         mounts::device_of(&abs, &table).map_err(|e| UsageError(format!("--path {}: {e:#}", p.display())))?;
-    if !SUPPORTED_FS.contains(&fstype.as_str()) {
+    if !Fs::ALL.iter().any(|fs| fs.name() == fstype) {
         return Err(EnvError(format!(
-            "{} is on {fstype}, not a supported filesystem (supported: {}); trace a path on ext4",
+            "{} is on {fstype}, not a supported filesystem (supported: {}); trace a path on one of them",
             p.display(),
-            SUPPORTED_FS.join(", ")
+            Fs::ALL.map(Fs::name).join(", ")
         ))
         .into());
     }

@@ -5,12 +5,12 @@
 use std::collections::HashMap;
 
 use crate::{
-    analysis::{Coverage, Engine, EngineConfig, Summary, summary::summarize},
+    analysis::{Engine, EngineConfig, Summary, summary::summarize},
     collect::{
         counters::Reading,
         feed::{Annotator, Feed},
     },
-    probes::catalog::{COMPLETE, SIZE_UPDATE, SYNC_ENTER},
+    probes::catalog,
     report::{Reporter, RunInfo},
     trace::reader::{Frame, Trace},
 };
@@ -41,11 +41,7 @@ pub fn replay(
 ) -> anyhow::Result<(Summary, RunInfo)> {
     let served = |name: &str| trace.header.probes.get(name).is_some_and(Option::is_some);
     let engine = Engine::new(EngineConfig {
-        coverage: Coverage {
-            size_update: served(SIZE_UPDATE),
-            sync: served(SYNC_ENTER),
-            complete: served(COMPLETE),
-        },
+        coverage: catalog::coverage(served),
         path_prefix,
         ..EngineConfig::default()
     });

@@ -22,7 +22,7 @@ use crate::{
         ringbuf::RingReader,
     },
     error::{EnvError, LoadError, UsageError, chain},
-    kernel::facts::KernelFacts,
+    kernel::{btf::FsStatus, facts::KernelFacts},
     loader::{ARMED_MAP, COUNTERS_MAP, EVENTS_MAP, FOLLOW_MAP},
     plan::Plan,
     probes::{
@@ -37,6 +37,7 @@ use dio_trace_common::{
     arm::{ARM_MAP_ENTRIES, ARM_SENT, ArmedWrite},
     config::{CONFIG_DEBUG, CONFIG_FULL_TIMELINE},
     counters::Counter,
+    fs::Fs,
 };
 
 /// What to trace.
@@ -202,6 +203,7 @@ pub async fn trace(
         }
     }
     let skipped = tracer.skipped_runs();
+    let selection = tracer.selection.clone();
     // Detach first: what the maps hold is then final.
     drop(tracer);
     if let Some(log) = kernel_log.as_mut() {
@@ -238,12 +240,12 @@ pub async fn trace(
     {
         problems.push(p);
     }
-    let other_fs = reading.get(Counter::OtherFs);
-    if feed.engine.tally().counted() == 0 && other_fs > 0 {
-        problems.push(format!(
-            "{other_fs} direct writes went to filesystems other than ext4, which dio-trace cannot judge"
-        ));
+    for fs in Fs::ALL {
+        if feed.engine.tally().by_fs[fs.slot()] > 0 {
+            problems.extend(selection.fs_problems(fs));
+        }
     }
+    problems.extend(unjudged_fs(&reading, &facts.fs));
     info.counters = reading;
     if let Some(w) = feed.take_recorder() {
         w.finish(&Trailer {
@@ -286,6 +288,33 @@ fn kernel_problems(r: &crate::collect::counters::Reading) -> Vec<String> {
         p.push(format!(
             "{} counted writes could not be tracked (armed-inode map full)",
             r.get(Counter::ArmFailed)
+        ));
+    }
+    p
+}
+
+/// Sync-flavoured direct writes the kernel saw on a filesystem it could
+/// not judge: never silently left out.
+fn unjudged_fs(r: &crate::collect::counters::Reading, fs: &[FsStatus]) -> Vec<String> {
+    let mut p = Vec::new();
+    let other = r.get(Counter::OtherFs);
+    if other > 0 {
+        p.push(format!(
+            "{other} sync-flavoured direct writes went to a filesystem dio-trace has no facts for (it knows {}): \
+             not judged; --debug names the filesystem",
+            Fs::ALL.map(Fs::name).join(", ")
+        ));
+    }
+    let no_facts = r.get(Counter::NoFsFacts);
+    if no_facts > 0 {
+        let why: Vec<String> = fs
+            .iter()
+            .filter_map(|s| s.source.as_ref().err().map(|e| format!("{}: {e}", s.fs.name())))
+            .collect();
+        p.push(format!(
+            "{no_facts} sync-flavoured direct writes went to a filesystem whose on-disk size dio-trace could not \
+             locate, so they were not judged ({})",
+            why.join("; ")
         ));
     }
     p

@@ -20,7 +20,7 @@ use dio_trace_common::{
 
 use crate::{
     emit::{Fact, full_timeline, retire, step},
-    facts::{Via, file_inode, iocb_file, is_dsync, read, sizes},
+    facts::{Via, entry_sizes, file_inode, iocb_file, is_dsync, read},
     maps::{IN_CALL, config},
     probes::armed,
 };
@@ -162,7 +162,7 @@ fn emit(via: Via, inode: *const u8, error: i32, ret: i64, kind: RecordKind, mech
     let Some(entry) = armed(via, inode) else {
         return;
     };
-    let sz = sizes(via, inode);
+    let sz = entry_sizes(via, inode, entry);
     let done = kind == RecordKind::CompleteExit;
     // SAFETY: map value pointer, valid while the program runs.
     let state = unsafe {

@@ -1,19 +1,29 @@
 //! The sync `generic_write_sync` runs (it is inline: what we see is
 //! `vfs_fsync_range` -> `ext4_sync_file`).
 //!
-//! Tracepoints `ext4:ext4_sync_file_enter(struct file *, int datasync)` and
-//! `ext4:ext4_sync_file_exit(struct inode *, int ret)`; fentry/fexit and
-//! kprobe on `vfs_fsync_range`, the function `generic_write_sync` calls.
+//! Per filesystem, the tracepoints of its `->fsync` (`ext4:ext4_sync_file_enter(struct
+//! file *, int datasync)` and `ext4:ext4_sync_file_exit(struct inode *, int
+//! ret)`; `xfs:xfs_file_fsync(struct xfs_inode *)`;
+//! `f2fs:f2fs_sync_file_enter(struct inode *)` and
+//! `f2fs:f2fs_sync_file_exit(struct inode *, int cp_reason, int datasync,
+//! int ret)`); for every filesystem at once, fentry/fexit and kprobe on
+//! `vfs_fsync_range`, the function `generic_write_sync` calls.
 
 use aya_ebpf::{
     macros::{btf_tracepoint, fentry, fexit, kprobe, raw_tracepoint},
     programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RawTracePointContext},
 };
-use dio_trace_common::{arm::ARM_SIZE_SEEN, kind::RecordKind, probe::Mechanism};
+use dio_trace_common::{
+    arm::ARM_SIZE_SEEN,
+    fs::Fs,
+    kind::RecordKind,
+    probe::Mechanism,
+    record::DATASYNC_UNKNOWN,
+};
 
 use crate::{
     emit::{Fact, full_timeline, retire, step},
-    facts::{Via, file_inode, sizes},
+    facts::{Via, entry_sizes, file_inode, vfs_inode},
     probes::armed,
 };
 
@@ -42,6 +52,88 @@ pub fn raw_ext4_sync_file_exit(ctx: RawTracePointContext) -> i32 {
     0
 }
 
+/// `xfs:xfs_file_fsync(struct xfs_inode *)`: no datasync argument.
+#[btf_tracepoint(function = "xfs_file_fsync")]
+pub fn tp_xfs_file_fsync(ctx: BtfTracePointContext) -> i32 {
+    let ip: *const u8 = ctx.arg(0);
+    try_sync(
+        vfs_inode(Fs::Xfs, ip),
+        RecordKind::SyncEnter,
+        DATASYNC_UNKNOWN,
+        -1,
+        Mechanism::Tracepoint,
+    );
+    0
+}
+
+#[raw_tracepoint(tracepoint = "xfs_file_fsync")]
+pub fn raw_xfs_file_fsync(ctx: RawTracePointContext) -> i32 {
+    let ip: *const u8 = ctx.arg(0);
+    try_sync(
+        vfs_inode(Fs::Xfs, ip),
+        RecordKind::SyncEnter,
+        DATASYNC_UNKNOWN,
+        -1,
+        Mechanism::RawTracepoint,
+    );
+    0
+}
+
+/// `f2fs:f2fs_sync_file_enter(struct inode *)`: no datasync argument.
+#[btf_tracepoint(function = "f2fs_sync_file_enter")]
+pub fn tp_f2fs_sync_file_enter(ctx: BtfTracePointContext) -> i32 {
+    try_sync(
+        ctx.arg(0),
+        RecordKind::SyncEnter,
+        DATASYNC_UNKNOWN,
+        -1,
+        Mechanism::Tracepoint,
+    );
+    0
+}
+
+#[raw_tracepoint(tracepoint = "f2fs_sync_file_enter")]
+pub fn raw_f2fs_sync_file_enter(ctx: RawTracePointContext) -> i32 {
+    try_sync(
+        ctx.arg(0),
+        RecordKind::SyncEnter,
+        DATASYNC_UNKNOWN,
+        -1,
+        Mechanism::RawTracepoint,
+    );
+    0
+}
+
+/// `f2fs:f2fs_sync_file_exit(struct inode *, int cp_reason, int datasync,
+/// int ret)`: `cp_reason` says whether the sync took a checkpoint (not 0)
+/// or wrote node pages for roll-forward recovery (0), which decides what
+/// a crash keeps.
+#[btf_tracepoint(function = "f2fs_sync_file_exit")]
+pub fn tp_f2fs_sync_file_exit(ctx: BtfTracePointContext) -> i32 {
+    let (cp_reason, ret): (i32, i32) = (ctx.arg(1), ctx.arg(3));
+    try_sync(
+        ctx.arg(0),
+        RecordKind::SyncExit,
+        ret as i64 as u64,
+        cp_reason as i64,
+        Mechanism::Tracepoint,
+    );
+    0
+}
+
+#[raw_tracepoint(tracepoint = "f2fs_sync_file_exit")]
+pub fn raw_f2fs_sync_file_exit(ctx: RawTracePointContext) -> i32 {
+    let (cp_reason, ret): (i32, i32) = (ctx.arg(1), ctx.arg(3));
+    try_sync(
+        ctx.arg(0),
+        RecordKind::SyncExit,
+        ret as i64 as u64,
+        cp_reason as i64,
+        Mechanism::RawTracepoint,
+    );
+    0
+}
+
 /// `ext4_sync_file_enter(struct file *, int datasync)`, either kind.
 #[inline(always)]
 fn sync_file_enter(file: *const u8, datasync: i32, mechanism: Mechanism) {
@@ -51,7 +143,7 @@ fn sync_file_enter(file: *const u8, datasync: i32, mechanism: Mechanism) {
 /// `ext4_sync_file_exit(struct inode *, int ret)`, either kind.
 #[inline(always)]
 fn sync_file_exit(inode: *const u8, ret: i32, mechanism: Mechanism) {
-    try_sync(inode, RecordKind::SyncExit, ret as i64 as u64, mechanism);
+    try_sync(inode, RecordKind::SyncExit, ret as i64 as u64, -1, mechanism);
 }
 
 /// `vfs_fsync_range(struct file *, loff_t start, loff_t end, int datasync)`:
@@ -92,13 +184,15 @@ pub fn kprobe_vfs_fsync_range(ctx: ProbeContext) -> u32 {
 #[inline(always)]
 fn file_sync(file: *const u8, kind: RecordKind, arg: u64, mechanism: Mechanism) {
     if let Ok(inode) = file_inode(Via::of(mechanism), file) {
-        try_sync(inode, kind, arg, mechanism);
+        try_sync(inode, kind, arg, -1, mechanism);
     }
 }
 
-/// `arg` is datasync for `SyncEnter`, the return value for `SyncExit`.
+/// `arg` is datasync for `SyncEnter`, the return value for `SyncExit`;
+/// `detail` goes into the step's `pos`: f2fs's `cp_reason` at its exit, -1
+/// where the hook has none.
 #[inline(always)]
-pub fn try_sync(inode: *const u8, kind: RecordKind, arg: u64, mechanism: Mechanism) {
+pub fn try_sync(inode: *const u8, kind: RecordKind, arg: u64, detail: i64, mechanism: Mechanism) {
     let full = full_timeline();
     // Sync exits are timeline detail.
     if kind == RecordKind::SyncExit && !full {
@@ -113,8 +207,15 @@ pub fn try_sync(inode: *const u8, kind: RecordKind, arg: u64, mechanism: Mechani
     if !full && unsafe { (*entry).rec.sync.ts_ns } != 0 {
         return;
     }
-    let sz = sizes(via, inode);
-    step(entry, &sz, Fact::new(kind, mechanism, arg));
+    let sz = entry_sizes(via, inode, entry);
+    step(
+        entry,
+        &sz,
+        Fact {
+            pos: detail,
+            ..Fact::new(kind, mechanism, arg)
+        },
+    );
     // A sync after the covering size update settles the verdict (ordered):
     // send the write now, and its completion finds nothing armed, which
     // is cheap. Otherwise the write waits for its completion and size

@@ -15,14 +15,15 @@ use dio_trace_common::{
     counters::Counter,
     kind::RecordKind,
     probe::Mechanism,
-    record::{EVENT_DSYNC, EVENT_SYNC, InodeEvent},
+    config::FS_KNOWN,
+    record::{EVENT_DSYNC, EVENT_FS_SHIFT, EVENT_SYNC, InodeEvent},
 };
 
 use crate::{
     emit::{Fact, full_timeline, header, inode_event, path_record, retire, send_write},
     facts::{
-        Sizes, Via, debug_on, dir_mask, file_inode, fs_name, inode_key, inode_sb, iocb_file, iocb_layout,
-        is_ext4, read, sizes,
+        Sizes, Via, debug_on, dir_mask, file_inode, fs_facts, fs_name, fs_of, inode_key, inode_sb, iocb_file,
+        iocb_layout, read, sizes,
     },
     maps::{ARMED, LAST_PATH, PATH_SENT, SCRATCH, SentPath, config, count, filter_add},
     probes::{armed, task_passes},
@@ -45,6 +46,23 @@ pub fn fentry_iomap_dio_rw(ctx: FEntryContext) -> i32 {
     0
 }
 
+/// `__iomap_dio_rw`: what `iomap_dio_rw` calls, and what f2fs calls
+/// directly (with `iomap_dio_complete` after it), so one hook sees the
+/// direct writes of every iomap filesystem.
+#[fentry(function = "__iomap_dio_rw")]
+pub fn fentry_iomap_dio_rw_core(ctx: FEntryContext) -> i32 {
+    try_write_begin(ctx.arg(0), ctx.arg(1), Mechanism::Fentry, true);
+    0
+}
+
+#[kprobe]
+pub fn kprobe_iomap_dio_rw_core(ctx: ProbeContext) -> u32 {
+    if let (Some(iocb), Some(iter)) = (ctx.arg(0), ctx.arg(1)) {
+        try_write_begin(iocb, iter, Mechanism::Kprobe, true);
+    }
+    0
+}
+
 /// `ext4_file_write_iter(struct kiocb *, struct iov_iter *)`: for fentry
 /// where `iomap_dio_rw` cannot be traced (7 arguments: BPF trampolines
 /// took at most 6 before 6.x). Buffered writes pass here too and leave at
@@ -64,9 +82,11 @@ pub fn kprobe_iomap_dio_rw(ctx: ProbeContext) -> u32 {
 }
 
 /// A write is counted when it is direct, sync-flavoured (`IOCB_DSYNC`,
-/// which the kernel also sets for `O_SYNC` and `IS_SYNC` inodes) and ends
-/// past the smaller of `i_size` and `i_disksize` (ext4's own test for an
-/// extending write, `ext4_extending_io`). The cheap tests come first: a
+/// which the kernel also sets for `O_SYNC` and `IS_SYNC` inodes), on a
+/// filesystem whose facts the loader read, and ends past the smaller of
+/// `i_size` and the on-disk size (ext4's own test for an extending write,
+/// `ext4_extending_io`; XFS's `xfs_dio_write_end_io` updates the on-disk
+/// size exactly then). The cheap tests come first: a
 /// direct write without sync semantics, the common case on busy hosts,
 /// costs three reads and a counter.
 ///
@@ -148,9 +168,9 @@ pub fn try_write_begin(iocb: *const u8, iter: *const u8, mechanism: Mechanism, s
         );
         return;
     }
-    match is_ext4(via, sb) {
-        Ok(true) => {}
-        Ok(false) => {
+    let fs = match fs_of(via, sb) {
+        Ok(Some(fs)) => fs,
+        Ok(None) => {
             count(Counter::OtherFs);
             if debug_on() {
                 let name = fs_name(via, sb);
@@ -159,7 +179,7 @@ pub fn try_write_begin(iocb: *const u8, iter: *const u8, mechanism: Mechanism, s
                 let name = unsafe { core::str::from_utf8_unchecked(&name[..len]) };
                 debug!(
                     &(),
-                    "sync direct write not counted: filesystem {} (dev {}:{} ino {}) is not ext4",
+                    "sync direct write not judged: dio-trace has no facts for filesystem {} (dev {}:{} ino {})",
                     name,
                     key.dev >> 20,
                     key.dev & 0xfffff,
@@ -172,10 +192,22 @@ pub fn try_write_begin(iocb: *const u8, iter: *const u8, mechanism: Mechanism, s
             count(Counter::ReadFailed);
             return;
         }
+    };
+    if fs_facts(fs).flags & FS_KNOWN == 0 {
+        count(Counter::NoFsFacts);
+        debug!(
+            &(),
+            "sync direct write not judged: the loader could not read {}'s on-disk size offset (dev {}:{} ino {})",
+            fs.name(),
+            key.dev >> 20,
+            key.dev & 0xfffff,
+            key.ino
+        );
+        return;
     }
     let mut pos: i64 = read(via, iocb, config!(offsets.kiocb_ki_pos)).unwrap_or(-1);
     let len: u64 = read(via, iter, config!(offsets.iov_iter_count)).unwrap_or(0);
-    let sz = sizes(via, inode);
+    let sz = sizes(via, inode, fs);
     if !settled && ki_flags & bits.append != 0 {
         // Where generic_write_checks() will put it. Another appender may
         // still grow the file first: the completion corrects the position
@@ -206,7 +238,7 @@ pub fn try_write_begin(iocb: *const u8, iter: *const u8, mechanism: Mechanism, s
         }
         return;
     }
-    let mut flags = EVENT_DSYNC;
+    let mut flags = EVENT_DSYNC | (fs as u32) << EVENT_FS_SHIFT;
     if ki_flags & bits.sync != 0 {
         flags |= EVENT_SYNC;
     }

@@ -9,6 +9,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use dio_trace_common::{
+    fs::FS_SLOTS,
     kind::RecordKind,
     record::{EVENT_DSYNC, EVENT_SYNC},
 };
@@ -86,6 +87,8 @@ pub struct Tally {
     /// Begins superseded by a new begin on the same inode before any event
     /// of theirs: attempts that never ran (EAGAIN retries).
     pub abandoned: u64,
+    /// Writes judged, by filesystem ([`Fs::slot`]).
+    pub by_fs: [u64; FS_SLOTS],
 }
 
 impl Tally {
@@ -224,7 +227,7 @@ impl Engine {
         };
         let end = w.begin.end();
         match ev.kind {
-            RecordKind::MarkDirty if ev.disksize().is_some_and(|d| d >= end) => w.size_seen = true,
+            k if k.is_size_update() && ev.disksize().is_some_and(|d| d >= end) => w.size_seen = true,
             RecordKind::CompleteExit => w.completed_at = Some(ev.ts_ns),
             _ => {}
         }
@@ -274,6 +277,9 @@ impl Engine {
             Verdict::Inconclusive(_) => self.tally.inconclusive += 1,
             Verdict::Failed(_) => self.tally.failed += 1,
         }
+        if !matches!(verdict, Verdict::Failed(_)) {
+            self.tally.by_fs[w.begin.fs().slot()] += 1;
+        }
         out.push(WriteReport {
             begin: w.begin,
             path: w.path,
@@ -285,7 +291,7 @@ impl Engine {
 
 /// The rule for a counted write, checked again here so that every backend
 /// is held to it: sync-flavoured (DSYNC is set for SYNC too) and ending past
-/// the smaller of `i_size` and `i_disksize` when it began.
+/// the smaller of `i_size` and the on-disk size when it began.
 fn counts(begin: &Event) -> bool {
     let sync = begin.flags & (EVENT_DSYNC | EVENT_SYNC) != 0;
     let on_disk = match begin.disksize() {

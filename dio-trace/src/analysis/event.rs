@@ -2,9 +2,10 @@
 //! that produced them.
 
 use dio_trace_common::{
+    fs::Fs,
     kind::RecordKind,
     probe::Mechanism,
-    record::{EVENT_NO_DISKSIZE, EVENT_SYNC},
+    record::{EVENT_FS_MASK, EVENT_FS_SHIFT, EVENT_NO_DISKSIZE, EVENT_SYNC},
 };
 
 /// One inode fact, as any backend reports it.
@@ -37,9 +38,15 @@ impl Event {
         self.pos.saturating_add(self.len as i64)
     }
 
-    /// `i_disksize`, if the kernel could read it.
+    /// The on-disk size (`i_disksize` on ext4), if the kernel could read it.
     pub fn disksize(&self) -> Option<i64> {
         (self.flags & EVENT_NO_DISKSIZE == 0).then_some(self.i_disksize)
+    }
+
+    /// The filesystem of the write (`WriteBegin`): 0 in traces before
+    /// format 3 means ext4; decoding refuses numbers it does not know.
+    pub fn fs(&self) -> Fs {
+        Fs::from_u32((self.flags & EVENT_FS_MASK) >> EVENT_FS_SHIFT).unwrap_or(Fs::Ext4)
     }
 
     /// "sync" for O_SYNC/RWF_SYNC, "dsync" for O_DSYNC/RWF_DSYNC.

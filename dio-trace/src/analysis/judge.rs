@@ -1,24 +1,42 @@
 //! The rule itself: one write's events in, one verdict out.
 
-use dio_trace_common::kind::RecordKind;
+use dio_trace_common::{
+    fs::{FS_SLOTS, Fs},
+    kind::RecordKind,
+};
 
 use super::event::Event;
 
-/// Which facts the attached probes can deliver. A verdict that needs a
-/// missing fact is inconclusive, never "ordered".
+/// Which facts the attached probes can deliver, per filesystem where the
+/// fact is the filesystem's own. A verdict that needs a missing fact is
+/// inconclusive, never "ordered".
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Coverage {
+    /// The completion (iomap's, shared by every filesystem).
+    pub complete: bool,
+    /// By [`Fs::slot`].
+    pub fs: [FsCoverage; FS_SLOTS],
+}
+
+/// A filesystem's own facts: its size update and its sync.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FsCoverage {
     pub size_update: bool,
     pub sync: bool,
-    pub complete: bool,
 }
 
 impl Coverage {
     pub const ALL: Coverage = Coverage {
-        size_update: true,
-        sync: true,
         complete: true,
+        fs: [FsCoverage {
+            size_update: true,
+            sync: true,
+        }; FS_SLOTS],
     };
+
+    pub fn of(&self, fs: Fs) -> FsCoverage {
+        self.fs[fs.slot()]
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,11 +81,14 @@ impl Verdict {
 /// Judge one write from its `WriteBegin` and the events of its inode that
 /// followed, in kernel order. `lost` says records of it may be missing.
 ///
-/// Ordered: the first sync is preceded by a size update (`mark_inode_dirty`)
-/// whose `i_disksize` covers the write's end. Violation: that sync comes
-/// first, or the completion ends with no sync at all.
+/// Ordered: the first sync is preceded by a size update (the write's
+/// filesystem's: `mark_inode_dirty` on ext4) whose on-disk size covers the
+/// write's end. Violation: that sync comes first, or the completion ends
+/// with no sync at all.
 pub fn judge(begin: &Event, events: &[Event], lost: bool, cov: Coverage) -> Verdict {
     let end = begin.end();
+    let fs = begin.fs();
+    let fs_cov = cov.of(fs);
     let complete = events.iter().find(|e| e.kind == RecordKind::CompleteExit);
     if let Some(c) = complete {
         let ret = c.arg as i64;
@@ -80,28 +101,32 @@ pub fn judge(begin: &Event, events: &[Event], lost: bool, cov: Coverage) -> Verd
             "some of this write's records were lost (ring buffer full); raise --ringbuf-size".into(),
         );
     }
-    let covers = |e: &&Event| e.kind == RecordKind::MarkDirty && e.disksize().is_some_and(|d| d >= end);
+    let covers = |e: &&Event| e.kind.is_size_update() && e.disksize().is_some_and(|d| d >= end);
     let size_at = events.iter().position(|e| covers(&e));
     let sync_at = events.iter().position(|e| e.kind == RecordKind::SyncEnter);
     match (sync_at, size_at) {
         (Some(s), Some(u)) if u < s => Verdict::Ordered,
         (Some(s), _) => {
-            if !cov.size_update {
-                return Verdict::Inconclusive(
-                    "the size-update probe (ext4_mark_inode_dirty) is not attached".into(),
-                );
+            if !fs_cov.size_update {
+                return Verdict::Inconclusive(format!(
+                    "the {} size-update probe ({}) is not attached",
+                    fs.name(),
+                    fs.size_step()
+                ));
             }
             match events[s].disksize() {
-                Some(d) if d >= end => Verdict::Inconclusive(
-                    "i_disksize covered the write when the sync began, but no size update was seen before it"
-                        .into(),
-                ),
+                Some(d) if d >= end => Verdict::Inconclusive(format!(
+                    "{} covered the write when the sync began, but no size update was seen before it",
+                    fs.disk_size_field()
+                )),
                 _ => Verdict::Violation(ViolationKind::SyncBeforeSizeUpdate),
             }
         }
-        (None, _) if !cov.sync => {
-            Verdict::Inconclusive("the sync probe (ext4_sync_file) is not attached".into())
-        }
+        (None, _) if !fs_cov.sync => Verdict::Inconclusive(format!(
+            "the {} sync probe ({}) is not attached",
+            fs.name(),
+            fs.sync_step()
+        )),
         (None, _) if complete.is_some() => Verdict::Violation(ViolationKind::SyncMissing),
         (None, _) if !cov.complete => Verdict::Inconclusive(
             "no sync seen and the completion probe (iomap_dio_complete) is not attached".into(),

@@ -10,5 +10,5 @@ pub mod summary;
 
 pub use engine::{Engine, EngineConfig};
 pub use event::{Event, Input};
-pub use judge::{Coverage, Verdict, ViolationKind};
+pub use judge::{Coverage, FsCoverage, Verdict, ViolationKind};
 pub use summary::{Overall, Summary};

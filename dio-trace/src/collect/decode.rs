@@ -4,7 +4,8 @@
 use dio_trace_common::{
     kind::RecordKind,
     probe::Mechanism,
-    record::{InodeEvent, PathRecord, RecordHeader, Step, WriteRecord},
+    fs::Fs,
+    record::{EVENT_FS_MASK, EVENT_FS_SHIFT, InodeEvent, PathRecord, RecordHeader, Step, WriteRecord},
 };
 use thiserror::Error;
 
@@ -18,6 +19,8 @@ pub enum DecodeError {
     Kind(u32),
     #[error("unknown mechanism {0}")]
     Mechanism(u32),
+    #[error("unknown filesystem {0}")]
+    Filesystem(u32),
     #[error("{kind} record of {len} bytes, expected {want}")]
     Size {
         kind: &'static str,
@@ -115,6 +118,10 @@ fn event(kind: RecordKind, mechanism: Mechanism, r: &InodeEvent) -> Event {
 /// same facts: the begin, then each step seen, by time.
 fn write(r: WriteRecord) -> Result<Vec<Event>, DecodeError> {
     let mechanism = |m: u32| Mechanism::from_u32(m).ok_or(DecodeError::Mechanism(m));
+    let fs = (r.begin.flags & EVENT_FS_MASK) >> EVENT_FS_SHIFT;
+    if Fs::from_u32(fs).is_none() {
+        return Err(DecodeError::Filesystem(fs));
+    }
     let mut events = Vec::with_capacity(4);
     events.push(event(
         RecordKind::WriteBegin,
@@ -127,6 +134,10 @@ fn write(r: WriteRecord) -> Result<Vec<Event>, DecodeError> {
         (RecordKind::CompleteExit, &r.complete),
     ] {
         if s.ts_ns != 0 {
+            let kind = match s.kind {
+                0 => kind,
+                n => RecordKind::from_u32(n).ok_or(DecodeError::Kind(n))?,
+            };
             let e = step(kind, mechanism(s.mechanism)?, s, &events[0]);
             events.push(e);
         }

@@ -4,42 +4,57 @@
 //! each offset the programs read is looked up here by name, through
 //! anonymous unions and nested structs, and passed in as a global.
 //!
-//! ext4's own types (`ext4_inode_info`) live where ext4 does: in
-//! `vmlinux` when it is built in, in the module's split BTF
-//! (`/sys/kernel/btf/ext4`, 5.11+ with `CONFIG_DEBUG_INFO_BTF_MODULES`)
-//! when it is a module, or, on a kernel that publishes no module BTF, in a
-//! BTF file the user makes from the debug package (`--btf FILE`, as
-//! bpftrace's `BPFTRACE_BTF` and libbpf's `btf_custom_path`).
+//! A filesystem's own types (`ext4_inode_info`, `xfs_inode`) live where
+//! the filesystem does: in `vmlinux` when it is built in, in the module's
+//! split BTF (`/sys/kernel/btf/ext4`, 5.11+ with
+//! `CONFIG_DEBUG_INFO_BTF_MODULES`) when it is a module, or, on a kernel
+//! that publishes no module BTF, in a BTF file the user makes from the
+//! debug package (`--btf FILE`, as bpftrace's `BPFTRACE_BTF` and libbpf's
+//! `btf_custom_path`).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use btf_rs::{Btf, Type};
-use dio_trace_common::config::Offsets;
+use dio_trace_common::{
+    config::{FS_DISK_SIZE_IS_I_SIZE, FS_KNOWN, FsFacts, Offsets},
+    fs::Fs,
+};
 
 /// Where the kernel publishes its own BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
-/// ext4's module BTF, split on top of vmlinux's.
-pub const EXT4_MODULE_BTF: &str = "/sys/kernel/btf/ext4";
+/// Where a module's BTF is, split on top of vmlinux's.
+pub fn module_btf(module: &str) -> PathBuf {
+    Path::new("/sys/kernel/btf").join(module)
+}
 
-/// Where ext4's types came from, for `dio-trace info`.
+/// Where a filesystem's types came from, for `dio-trace info`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Ext4Types {
-    /// ext4 is built in.
+pub enum Types {
+    /// Built in.
     Vmlinux,
-    /// ext4 is a module with its own BTF.
+    /// A module with its own BTF.
     Module,
     /// A file given with `--btf`.
     File(PathBuf),
 }
 
+/// One filesystem's facts for the programs, or why there are none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FsStatus {
+    pub fs: Fs,
+    pub facts: FsFacts,
+    /// Where its types came from, or why its facts are missing.
+    pub source: Result<Types, String>,
+}
+
 /// The running kernel's types.
 pub struct KernelBtf {
     btf: Btf,
-    /// ext4's types when they are not in `btf`: split module BTF (which
-    /// also resolves vmlinux's) or a standalone file.
-    ext4: Option<Btf>,
-    pub ext4_types: Ext4Types,
+    /// Filesystem types that are not in `btf`: split module BTF (which
+    /// also resolves vmlinux's) or the `--btf` file, searched first.
+    extra: Vec<(Types, Btf)>,
+    pub ext4_types: Types,
 }
 
 impl KernelBtf {
@@ -51,8 +66,8 @@ impl KernelBtf {
         })?;
         let mut me = Self {
             btf,
-            ext4: None,
-            ext4_types: Ext4Types::Vmlinux,
+            extra: Vec::new(),
+            ext4_types: Types::Vmlinux,
         };
         if let Some(path) = external {
             if !path.is_file() {
@@ -66,32 +81,88 @@ impl KernelBtf {
                         path.display()
                     )
                 })?;
-            me.ext4 = Some(ext);
-            me.ext4_types = Ext4Types::File(path.to_owned());
-            me.require_ext4()?;
-            return Ok(me);
+            me.extra.push((Types::File(path.to_owned()), ext));
         }
-        if me.named_struct_in(&me.btf, "ext4_inode_info").is_ok() {
-            return Ok(me);
+        // Filesystem modules with their own BTF (the ones loaded now).
+        for fs in Fs::ALL {
+            let path = module_btf(fs.name());
+            if path.exists() {
+                let split = Btf::from_split_file(&path, &me.btf)
+                    .with_context(|| format!("cannot read {}'s module BTF at {}", fs.name(), path.display()))?;
+                me.extra.push((Types::Module, split));
+            }
         }
-        if Path::new(EXT4_MODULE_BTF).exists() {
-            let split = Btf::from_split_file(EXT4_MODULE_BTF, &me.btf)
-                .with_context(|| format!("cannot read ext4's module BTF at {EXT4_MODULE_BTF}"))?;
-            me.ext4 = Some(split);
-            me.ext4_types = Ext4Types::Module;
-            me.require_ext4()?;
-            return Ok(me);
+        match me.named_struct_from("ext4_inode_info") {
+            Some(types) => me.ext4_types = types,
+            None if external.is_some() => bail!(
+                "--btf {}: it has no struct ext4_inode_info",
+                external.unwrap_or(Path::new("")).display()
+            ),
+            None => bail!("{}", missing_ext4_types()),
         }
-        bail!("{}", missing_ext4_types())
+        Ok(me)
     }
 
-    fn require_ext4(&self) -> Result<()> {
-        self.named_struct("ext4_inode_info").map(|_| ()).with_context(|| {
-            format!(
-                "ext4's types ({:?}) have no struct ext4_inode_info",
-                self.ext4_types
-            )
-        })
+    /// Where `struct name` is found.
+    fn named_struct_from(&self, name: &str) -> Option<Types> {
+        // --btf first, as for offsets; then vmlinux before the modules,
+        // whose split BTF resolves vmlinux's types too.
+        let found = |(t, btf): &&(Types, Btf)| self.named_struct_in(btf, name).is_ok().then(|| t.clone());
+        let mut extra = self.extra.iter();
+        extra
+            .clone()
+            .filter(|(t, _)| matches!(t, Types::File(_)))
+            .find_map(|e| found(&e))
+            .or_else(|| self.named_struct_in(&self.btf, name).is_ok().then_some(Types::Vmlinux))
+            .or_else(|| extra.find_map(|e| found(&e)))
+    }
+
+    /// Each filesystem's facts: where its on-disk size lives.
+    pub fn fs_facts(&self) -> Vec<FsStatus> {
+        Fs::ALL.iter().map(|&fs| self.fs_status(fs)).collect()
+    }
+
+    fn fs_status(&self, fs: Fs) -> FsStatus {
+        let known = |vfs_inode, disk_size, flags, source| FsStatus {
+            fs,
+            facts: FsFacts {
+                flags: FS_KNOWN | flags,
+                vfs_inode,
+                disk_size,
+                _pad: 0,
+            },
+            source: Ok(source),
+        };
+        let missing = |why: String| FsStatus {
+            fs,
+            facts: FsFacts::default(),
+            source: Err(why),
+        };
+        match fs {
+            Fs::Ext4 => match (
+                self.offset("ext4_inode_info", "vfs_inode"),
+                self.offset("ext4_inode_info", "i_disksize"),
+            ) {
+                (Ok(v), Ok(d)) => known(v, d, 0, self.ext4_types.clone()),
+                (Err(e), _) | (_, Err(e)) => missing(format!("{e:#}")),
+            },
+            Fs::Xfs => {
+                let Some(types) = self.named_struct_from("xfs_inode") else {
+                    return missing(missing_module_types("xfs", "struct xfs_inode"));
+                };
+                // i_disk_size since 5.13; before, the on-disk copy i_d.di_size.
+                let disk = self
+                    .offset("xfs_inode", "i_disk_size")
+                    .or_else(|_| self.offset("xfs_inode", "i_d.di_size"));
+                match (self.offset("xfs_inode", "i_vnode"), disk) {
+                    (Ok(v), Ok(d)) => known(v, d, 0, types),
+                    (Err(e), _) | (_, Err(e)) => missing(format!("{e:#}")),
+                }
+            }
+            // f2fs writes the VFS i_size into the node page at the sync:
+            // nothing of its own to read.
+            Fs::F2fs => known(0, 0, FS_DISK_SIZE_IS_I_SIZE, Types::Vmlinux),
+        }
     }
 
     /// Does a function of this name exist (as BTF `FUNC`)?
@@ -135,8 +206,6 @@ impl KernelBtf {
             inode_i_size: self.offset("inode", "i_size")?,
             super_block_s_dev: self.offset("super_block", "s_dev")?,
             super_block_s_type: self.offset("super_block", "s_type")?,
-            ext4_inode_info_vfs_inode: self.offset("ext4_inode_info", "vfs_inode")?,
-            ext4_inode_info_i_disksize: self.offset("ext4_inode_info", "i_disksize")?,
             dentry_d_parent: self.offset("dentry", "d_parent")?,
             dentry_d_name_name: self.offset("dentry", "d_name.name")?,
             task_struct_pid: self.offset("task_struct", "pid")?,
@@ -155,9 +224,9 @@ impl KernelBtf {
         })
     }
 
-    /// `struct name` and the BTF it was found in: ext4's types first.
+    /// `struct name` and the BTF it was found in: modules' and `--btf`'s first.
     fn named_struct(&self, name: &str) -> Result<(&Btf, Type)> {
-        for btf in self.ext4.iter().chain(std::iter::once(&self.btf)) {
+        for btf in self.extra.iter().map(|(_, b)| b).chain(std::iter::once(&self.btf)) {
             if let Ok(ty) = self.named_struct_in(btf, name) {
                 return Ok((btf, ty));
             }
@@ -174,6 +243,21 @@ impl KernelBtf {
     }
 }
 
+/// Why a module filesystem's types are missing (not fatal: its writes are
+/// then counted and reported, never judged).
+fn missing_module_types(module: &str, what: &str) -> String {
+    if !Path::new("/sys/module").join(module).exists() {
+        return format!(
+            "{module} was not loaded when dio-trace started, so {what} is not in BTF: mount it (or `modprobe {module}`) first"
+        );
+    }
+    format!(
+        "{module} is a module and the kernel publishes no BTF for it (no {}), so {what} cannot be read; \
+         give its types with --btf (made with `pahole --btf_encode_detached` from the -dbg package's {module}.ko)",
+        module_btf(module).display()
+    )
+}
+
 /// Why ext4's types cannot be had, and how to get them.
 fn missing_ext4_types() -> String {
     let release = super::release();
@@ -185,7 +269,7 @@ fn missing_ext4_types() -> String {
     }
     format!(
         "ext4 is a module on this kernel ({release}) and the kernel publishes no BTF for modules \
-         (no {EXT4_MODULE_BTF}; CONFIG_DEBUG_INFO_BTF_MODULES came in 5.11), so the offsets of \
+         (no /sys/kernel/btf/ext4; CONFIG_DEBUG_INFO_BTF_MODULES came in 5.11), so the offsets of \
          struct ext4_inode_info (i_disksize, the size a crash leaves) cannot be read. Give dio-trace \
          ext4's types with --btf FILE, made from the kernel's debug package: \
          `apt-get install linux-image-{release}-dbg dwarves && pahole --btf_encode_detached=ext4.btf \
@@ -233,6 +317,7 @@ fn find_member(btf: &Btf, ty: &Type, field: &str) -> Result<Option<(u32, Type)>>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dio_trace_common::fs::FS_SLOTS;
 
     /// Reads this machine's BTF; skipped (loudly) where there is none.
     #[test]
@@ -247,7 +332,9 @@ mod tests {
         // kernel in scope; the rest must at least be distinct and non-zero.
         assert_eq!(off.kiocb_ki_filp, 0);
         assert!(off.inode_i_size > off.inode_i_sb);
-        assert!(off.ext4_inode_info_i_disksize > 0);
+        let fs = btf.fs_facts();
+        assert!(fs[Fs::Ext4.slot()].facts.disk_size > 0);
+        assert_eq!(fs.len(), FS_SLOTS);
         assert!(off.dentry_d_name_name > off.dentry_d_parent);
         assert!(btf.offset("inode", "no_such_field").is_err());
         assert!(btf.has_function("iomap_dio_complete"));
@@ -262,15 +349,9 @@ mod tests {
             return;
         }
         let btf = KernelBtf::load(Some(Path::new(VMLINUX_BTF))).unwrap();
-        assert_eq!(btf.ext4_types, Ext4Types::File(VMLINUX_BTF.into()));
-        assert_eq!(
-            btf.offsets().unwrap().ext4_inode_info_i_disksize,
-            KernelBtf::load(None)
-                .unwrap()
-                .offsets()
-                .unwrap()
-                .ext4_inode_info_i_disksize
-        );
+        assert_eq!(btf.ext4_types, Types::File(VMLINUX_BTF.into()));
+        let disk = |b: &KernelBtf| b.fs_facts()[Fs::Ext4.slot()].facts.disk_size;
+        assert_eq!(disk(&btf), disk(&KernelBtf::load(None).unwrap()));
         let err = KernelBtf::load(Some(Path::new("/etc/hostname"))).err().unwrap();
         assert!(format!("{err:#}").contains("not a BTF file"), "{err:#}");
         let err = KernelBtf::load(Some(Path::new("/nonexistent.btf")))

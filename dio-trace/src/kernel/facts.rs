@@ -4,10 +4,13 @@
 
 use std::path::{Path, PathBuf};
 
-use dio_trace_common::config::{Config, Filter, IOCB_LAYOUTS, IocbBits, Offsets, OpenFlags};
+use dio_trace_common::{
+    config::{Config, Filter, FsFacts, IOCB_LAYOUTS, IocbBits, Offsets, OpenFlags},
+    fs::FS_SLOTS,
+};
 
 use super::{
-    btf::{Ext4Types, KernelBtf},
+    btf::{FsStatus, KernelBtf},
     iocb,
     kallsyms::Kallsyms,
     mounts::MountTable,
@@ -18,8 +21,8 @@ use crate::error::EnvError;
 pub struct KernelFacts {
     pub release: String,
     pub offsets: Offsets,
-    /// Where ext4's struct offsets came from.
-    pub ext4_types: Ext4Types,
+    /// Each filesystem's facts (by `Fs::slot`), or why they are missing.
+    pub fs: Vec<FsStatus>,
     /// Candidate `ki_flags` layouts, in the order the programs try them.
     pub iocb: [IocbBits; IOCB_LAYOUTS],
     pub iocb_source: iocb::Source,
@@ -60,7 +63,7 @@ impl KernelFacts {
         Ok(Self {
             release,
             offsets,
-            ext4_types: btf.ext4_types.clone(),
+            fs: btf.fs_facts(),
             iocb,
             iocb_source,
             open: iocb::open_flags(),
@@ -73,8 +76,13 @@ impl KernelFacts {
     /// The loader global for a run with `filter` (the loader adds what
     /// depends on the ring buffer's size).
     pub fn config(&self, filter: Filter, flags: u32) -> Config {
+        let mut fs = [FsFacts::default(); FS_SLOTS];
+        for st in &self.fs {
+            fs[st.fs.slot()] = st.facts;
+        }
         Config {
             offsets: self.offsets,
+            fs,
             iocb: self.iocb,
             open: self.open,
             filter,

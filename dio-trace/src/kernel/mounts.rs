@@ -1,6 +1,6 @@
 //! `/proc/self/mountinfo`: which filesystem a device holds and where it is
 //! mounted, to turn the dentry names the kernel sends into a full path and
-//! to refuse paths that are not on ext4.
+//! to refuse paths on filesystems dio-trace does not judge.
 
 use std::path::Path;
 
@@ -41,9 +41,11 @@ impl MountTable {
             .map(|m| m.fstype.as_str())
     }
 
-    /// Every ext4 mount.
-    pub fn ext4_mounts(&self) -> impl Iterator<Item = &Mount> {
-        self.mounts.iter().filter(|m| m.fstype == "ext4")
+    /// Every mount of a filesystem dio-trace judges.
+    pub fn supported_mounts(&self) -> impl Iterator<Item = &Mount> {
+        self.mounts
+            .iter()
+            .filter(|m| dio_trace_common::fs::Fs::ALL.iter().any(|fs| fs.name() == m.fstype))
     }
 
     /// Full path of a file given its path from the filesystem root

@@ -2,7 +2,12 @@
 //! the mechanisms that can serve it in order of preference. `select.rs`
 //! applies this table; nothing else decides how a probe attaches.
 
-use dio_trace_common::probe::Mechanism;
+use dio_trace_common::{
+    fs::{FS_SLOTS, Fs},
+    probe::Mechanism,
+};
+
+use crate::analysis::{Coverage, FsCoverage};
 
 /// How badly the verdict needs a probe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,7 +29,8 @@ pub enum Need {
 pub struct Hook {
     /// The mechanism reported for the probe.
     pub mechanism: Mechanism,
-    /// Tracepoint name (tp_btf) or kernel function.
+    /// Tracepoint name (tp_btf) or kernel function; `a+b` when the
+    /// programs attach to different targets (the i-th program to the i-th).
     pub target: &'static str,
     /// First kernel that has the target, for messages.
     pub since: &'static str,
@@ -35,6 +41,10 @@ pub struct Hook {
 #[derive(Clone, Copy, Debug)]
 pub struct ProbeSpec {
     pub name: &'static str,
+    /// The filesystem whose fact it gives; `None`: every filesystem's
+    /// (iomap's write start and completion). A filesystem's missing probe
+    /// matters only to that filesystem's writes.
+    pub fs: Option<Fs>,
     pub need: Need,
     /// What it tells, for `dio-trace info` and errors.
     pub about: &'static str,
@@ -48,6 +58,35 @@ pub const SYNC_ENTER: &str = "sync_enter";
 pub const SYNC_EXIT: &str = "sync_exit";
 pub const COMPLETE: &str = "dio_complete";
 pub const FOLLOW_FORK: &str = "follow_fork";
+pub const XFS_SIZE_UPDATE: &str = "xfs_size_update";
+pub const XFS_SYNC_ENTER: &str = "xfs_sync_enter";
+pub const F2FS_SIZE_UPDATE: &str = "f2fs_size_update";
+pub const F2FS_SYNC_ENTER: &str = "f2fs_sync_enter";
+pub const F2FS_SYNC_EXIT: &str = "f2fs_sync_exit";
+
+/// Each filesystem's (size update, sync) rows, by [`Fs::slot`]. ext4's
+/// keep the names they had when ext4 was the only filesystem: recorded
+/// traces name them so.
+pub const FS_FACT_PROBES: [(Fs, &str, &str); FS_SLOTS] = [
+    (Fs::Ext4, SIZE_UPDATE, SYNC_ENTER),
+    (Fs::Xfs, XFS_SIZE_UPDATE, XFS_SYNC_ENTER),
+    (Fs::F2fs, F2FS_SIZE_UPDATE, F2FS_SYNC_ENTER),
+];
+
+/// What the verdict can rest on, given which probes are served.
+pub fn coverage(served: impl Fn(&str) -> bool) -> Coverage {
+    let mut fs = Coverage::ALL.fs;
+    for (f, size, sync) in FS_FACT_PROBES {
+        fs[f.slot()] = FsCoverage {
+            size_update: served(size),
+            sync: served(sync),
+        };
+    }
+    Coverage {
+        complete: served(COMPLETE),
+        fs,
+    }
+}
 
 use Mechanism::{Fentry, Fexit, Kprobe, Kretprobe, RawTracepoint, Tracepoint};
 
@@ -78,9 +117,13 @@ const fn hook(
 pub static CATALOG: &[ProbeSpec] = &[
     ProbeSpec {
         name: WRITE_BEGIN,
+        fs: None,
         need: Need::Required,
-        about: "a direct write starts: offset, length, ki_flags, i_size, i_disksize",
+        about: "a direct write starts: offset, length, ki_flags, i_size, on-disk size",
         hooks: &[
+            // __iomap_dio_rw first: f2fs calls it directly, ext4 and XFS
+            // through iomap_dio_rw.
+            hook(Kprobe, "__iomap_dio_rw", "5.13", &[(Kprobe, "kprobe_iomap_dio_rw_core")]),
             hook(Kprobe, "iomap_dio_rw", "5.5", &[(Kprobe, "kprobe_iomap_dio_rw")]),
             hook(
                 Tracepoint,
@@ -88,6 +131,7 @@ pub static CATALOG: &[ProbeSpec] = &[
                 "6.4",
                 &[(Tracepoint, "tp_iomap_dio_rw_begin")],
             ),
+            hook(Fentry, "__iomap_dio_rw", "5.13", &[(Fentry, "fentry_iomap_dio_rw_core")]),
             hook(Fentry, "iomap_dio_rw", "5.5", &[(Fentry, "fentry_iomap_dio_rw")]),
             hook(
                 Fentry,
@@ -99,6 +143,7 @@ pub static CATALOG: &[ProbeSpec] = &[
     },
     ProbeSpec {
         name: SIZE_UPDATE,
+        fs: Some(Fs::Ext4),
         need: Need::Verdict,
         about: "__ext4_mark_inode_dirty: the size is journaled (i_disksize)",
         hooks: &[
@@ -143,6 +188,7 @@ pub static CATALOG: &[ProbeSpec] = &[
     },
     ProbeSpec {
         name: INODE_EXTENSION,
+        fs: Some(Fs::Ext4),
         need: Need::Timeline,
         about: "ext4_handle_inode_extension starts (static; absent where inlined)",
         hooks: &[
@@ -162,6 +208,7 @@ pub static CATALOG: &[ProbeSpec] = &[
     },
     ProbeSpec {
         name: SYNC_ENTER,
+        fs: Some(Fs::Ext4),
         need: Need::Verdict,
         about: "generic_write_sync -> vfs_fsync_range -> ext4_sync_file starts",
         hooks: &[
@@ -193,6 +240,7 @@ pub static CATALOG: &[ProbeSpec] = &[
     },
     ProbeSpec {
         name: SYNC_EXIT,
+        fs: Some(Fs::Ext4),
         need: Need::Timeline,
         about: "that sync returns",
         hooks: &[
@@ -217,7 +265,156 @@ pub static CATALOG: &[ProbeSpec] = &[
         ],
     },
     ProbeSpec {
+        name: XFS_SIZE_UPDATE,
+        fs: Some(Fs::Xfs),
+        need: Need::Verdict,
+        about: "XFS logs the size (i_disk_size) with the write's extent conversion or xfs_setfilesize",
+        hooks: &[
+            hook(
+                Kprobe,
+                "xfs_iomap_write_unwritten+xfs_setfilesize",
+                "2.6.32",
+                &[
+                    (Kprobe, "kprobe_xfs_iomap_write_unwritten"),
+                    (Kprobe, "kprobe_xfs_setfilesize"),
+                ],
+            ),
+            hook(
+                Tracepoint,
+                "xfs_unwritten_convert+xfs_setfilesize",
+                "2.6.32",
+                &[
+                    (Tracepoint, "tp_xfs_unwritten_convert"),
+                    (Tracepoint, "tp_xfs_setfilesize"),
+                ],
+            ),
+            hook(
+                RawTracepoint,
+                "xfs_unwritten_convert+xfs_setfilesize",
+                "2.6.32",
+                &[
+                    (RawTracepoint, "raw_xfs_unwritten_convert"),
+                    (RawTracepoint, "raw_xfs_setfilesize"),
+                ],
+            ),
+            hook(
+                Fentry,
+                "xfs_iomap_write_unwritten+xfs_setfilesize",
+                "2.6.32",
+                &[
+                    (Fentry, "fentry_xfs_iomap_write_unwritten"),
+                    (Fentry, "fentry_xfs_setfilesize"),
+                ],
+            ),
+        ],
+    },
+    ProbeSpec {
+        name: XFS_SYNC_ENTER,
+        fs: Some(Fs::Xfs),
+        need: Need::Verdict,
+        about: "generic_write_sync -> vfs_fsync_range -> xfs_file_fsync starts",
+        hooks: &[
+            hook(
+                Kprobe,
+                "vfs_fsync_range",
+                "2.6.32",
+                &[(Kprobe, "kprobe_vfs_fsync_range")],
+            ),
+            hook(
+                Tracepoint,
+                "xfs_file_fsync",
+                "2.6.32",
+                &[(Tracepoint, "tp_xfs_file_fsync")],
+            ),
+            hook(
+                RawTracepoint,
+                "xfs_file_fsync",
+                "2.6.32",
+                &[(RawTracepoint, "raw_xfs_file_fsync")],
+            ),
+            hook(
+                Fentry,
+                "vfs_fsync_range",
+                "2.6.32",
+                &[(Fentry, "fentry_vfs_fsync_range")],
+            ),
+        ],
+    },
+    ProbeSpec {
+        name: F2FS_SIZE_UPDATE,
+        fs: Some(Fs::F2fs),
+        need: Need::Verdict,
+        about: "f2fs_i_size_write raises i_size and marks the inode dirty (the next sync writes it)",
+        hooks: &[
+            hook(
+                Kprobe,
+                "f2fs_mark_inode_dirty_sync",
+                "4.9",
+                &[(Kprobe, "kprobe_f2fs_mark_inode_dirty_sync")],
+            ),
+            hook(
+                Fentry,
+                "f2fs_mark_inode_dirty_sync",
+                "4.9",
+                &[(Fentry, "fentry_f2fs_mark_inode_dirty_sync")],
+            ),
+        ],
+    },
+    ProbeSpec {
+        name: F2FS_SYNC_ENTER,
+        fs: Some(Fs::F2fs),
+        need: Need::Verdict,
+        about: "generic_write_sync -> vfs_fsync_range -> f2fs_sync_file starts",
+        hooks: &[
+            hook(
+                Kprobe,
+                "vfs_fsync_range",
+                "2.6.32",
+                &[(Kprobe, "kprobe_vfs_fsync_range")],
+            ),
+            hook(
+                Tracepoint,
+                "f2fs_sync_file_enter",
+                "3.8",
+                &[(Tracepoint, "tp_f2fs_sync_file_enter")],
+            ),
+            hook(
+                RawTracepoint,
+                "f2fs_sync_file_enter",
+                "3.8",
+                &[(RawTracepoint, "raw_f2fs_sync_file_enter")],
+            ),
+            hook(
+                Fentry,
+                "vfs_fsync_range",
+                "2.6.32",
+                &[(Fentry, "fentry_vfs_fsync_range")],
+            ),
+        ],
+    },
+    ProbeSpec {
+        name: F2FS_SYNC_EXIT,
+        fs: Some(Fs::F2fs),
+        need: Need::Timeline,
+        about: "f2fs_sync_file returns, with cp_reason: a checkpoint (and why) or node pages for roll-forward",
+        hooks: &[
+            hook(
+                Tracepoint,
+                "f2fs_sync_file_exit",
+                "3.8",
+                &[(Tracepoint, "tp_f2fs_sync_file_exit")],
+            ),
+            hook(
+                RawTracepoint,
+                "f2fs_sync_file_exit",
+                "3.8",
+                &[(RawTracepoint, "raw_f2fs_sync_file_exit")],
+            ),
+        ],
+    },
+    ProbeSpec {
         name: COMPLETE,
+        fs: None,
         need: Need::Verdict,
         about: "iomap_dio_complete: runs end_io and the sync, then finishes",
         hooks: &[
@@ -249,6 +446,7 @@ pub static CATALOG: &[ProbeSpec] = &[
     },
     ProbeSpec {
         name: FOLLOW_FORK,
+        fs: None,
         need: Need::Follow,
         about: "a followed process forks: its child is followed too",
         hooks: &[hook(
@@ -259,6 +457,17 @@ pub static CATALOG: &[ProbeSpec] = &[
         )],
     },
 ];
+
+impl Hook {
+    /// What the `i`-th program attaches to.
+    pub fn target_of(&self, i: usize) -> &'static str {
+        let mut parts = self.target.split('+');
+        match parts.clone().nth(1) {
+            None => self.target,
+            Some(_) => parts.nth(i).unwrap_or(self.target),
+        }
+    }
+}
 
 /// The probe a program (by its name in the object) serves.
 pub fn probe_of_program(program: &str) -> Option<&'static str> {

@@ -3,7 +3,7 @@
 //! one it skipped. A probe the verdict needs that attaches nowhere is named
 //! in the summary and keeps the answer from being "ordered".
 
-use dio_trace_common::probe::Mechanism;
+use dio_trace_common::{fs::Fs, probe::Mechanism};
 
 use super::catalog::{CATALOG, Need, ProbeSpec};
 use crate::analysis::Coverage;
@@ -34,6 +34,7 @@ impl Backend {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProbeStatus {
     pub name: &'static str,
+    pub fs: Option<Fs>,
     pub need: Need,
     /// The mechanism and target that serve it, if any did.
     pub served: Option<(Mechanism, &'static str)>,
@@ -58,19 +59,27 @@ impl Selection {
     }
 
     pub fn coverage(&self) -> Coverage {
-        use super::catalog::{COMPLETE, SIZE_UPDATE, SYNC_ENTER};
-        Coverage {
-            size_update: self.served(SIZE_UPDATE),
-            sync: self.served(SYNC_ENTER),
-            complete: self.served(COMPLETE),
-        }
+        super::catalog::coverage(|name| self.served(name))
     }
 
-    /// Problems that keep a run from being "ordered".
+    /// Problems that keep any run from being "ordered": the probes every
+    /// filesystem needs (write start, completion, following).
     pub fn problems(&self) -> Vec<String> {
+        self.unserved_where(|p| p.fs.is_none())
+    }
+
+    /// Problems of one filesystem's own probes: they matter once a write
+    /// to it was judged (a filesystem nobody wrote to needs no probes, and
+    /// its writes are inconclusive by [`Self::coverage`] anyway).
+    pub fn fs_problems(&self, fs: Fs) -> Vec<String> {
+        self.unserved_where(|p| p.fs == Some(fs))
+    }
+
+    fn unserved_where(&self, keep: impl Fn(&ProbeStatus) -> bool) -> Vec<String> {
         self.probes
             .iter()
             .filter(|p| p.served.is_none() && matches!(p.need, Need::Required | Need::Verdict | Need::Follow))
+            .filter(|p| keep(p))
             .map(|p| format!("probe {} could not attach: {}", p.name, p.skipped.join("; ")))
             .collect()
     }
@@ -99,6 +108,7 @@ pub fn select(
         }
         let mut status = ProbeStatus {
             name: spec.name,
+            fs: spec.fs,
             need: spec.need,
             served: None,
             skipped: Vec::new(),
@@ -143,8 +153,10 @@ mod tests {
             }
         });
         assert!(sel.served(WRITE_BEGIN));
-        assert!(!sel.coverage().size_update);
-        let problems = sel.problems();
+        assert!(!sel.coverage().of(Fs::Ext4).size_update);
+        assert!(sel.coverage().of(Fs::Xfs).size_update);
+        assert!(sel.problems().is_empty(), "ext4's own probe");
+        let problems = sel.fs_problems(Fs::Ext4);
         assert_eq!(problems.len(), 1);
         assert!(problems[0].contains("no such tracepoint"), "{problems:?}");
     }
@@ -181,15 +193,15 @@ mod tests {
         assert_eq!(begin.served.unwrap().0, Mechanism::Fentry);
         assert_eq!(
             begin.skipped.len(),
-            2,
-            "kprobe, then the tracepoint, were tried first: {:?}",
+            3,
+            "kprobes, then the tracepoint, were tried first: {:?}",
             begin.skipped
         );
     }
 
     /// Programs that run with preemption disabled come first: with
     /// everything available, every fact probe is a kprobe (the only
-    /// exception, sync_exit, has no kprobe hook), and tracepoints come next.
+    /// exceptions, the sync exits, have no kprobe hook), and tracepoints come next.
     #[test]
     fn auto_prefers_what_the_kernel_never_skips() {
         let all = Wants {
@@ -199,7 +211,7 @@ mod tests {
         let sel = select(Backend::Auto, all, |_, _| Ok(()));
         for p in &sel.probes {
             let (m, _) = p.served.unwrap();
-            let want = if p.name == "sync_exit" {
+            let want = if p.name.ends_with("sync_exit") {
                 Mechanism::Tracepoint
             } else {
                 Mechanism::Kprobe
@@ -227,8 +239,8 @@ mod tests {
         assert_eq!(names(true, false), names(false, false) + 1);
         assert_eq!(
             names(false, true),
-            names(false, false) + 2,
-            "sync_exit and inode_extension"
+            names(false, false) + 3,
+            "sync_exit, f2fs_sync_exit and inode_extension"
         );
     }
 }

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use dio_trace_common::kind::RecordKind;
+use dio_trace_common::{kind::RecordKind, record::DATASYNC_UNKNOWN};
 
 use super::{Reporter, RunInfo, Show, backend_of};
 use crate::{
@@ -36,8 +36,12 @@ fn step(e: &Event, t0: u64) -> String {
     let us = e.ts_ns.saturating_sub(t0) as f64 / 1000.0;
     let disk = e.disksize().map(|d| format!(" disk={d}")).unwrap_or_default();
     let extra = match e.kind {
-        RecordKind::MarkDirty => e.caller.as_ref().map(|c| format!(" ({c})")).unwrap_or_default(),
+        RecordKind::MarkDirty | RecordKind::F2fsMarkDirty => {
+            e.caller.as_ref().map(|c| format!(" ({c})")).unwrap_or_default()
+        }
+        RecordKind::SyncEnter if e.arg == DATASYNC_UNKNOWN => String::new(),
         RecordKind::SyncEnter => format!(" datasync={}", e.arg),
+        RecordKind::SyncExit if e.pos >= 0 => format!(" cp_reason={}", e.pos),
         _ => String::new(),
     };
     format!("{} +{us:.0}us{disk}{extra}", e.kind.name())
@@ -62,9 +66,10 @@ impl<W: Write> Reporter for Human<W> {
         };
         writeln!(
             self.out,
-            "{label:<12} pid {} ({}) dev {} ino {} {} off={} len={} {}{detail} [{}]",
+            "{label:<12} pid {} ({}) {} dev {} ino {} {} off={} len={} {}{detail} [{}]",
             b.tgid,
             b.comm,
+            b.fs().name(),
             dev_string(b.dev),
             b.ino,
             w.path.as_deref().unwrap_or("<path unknown>"),

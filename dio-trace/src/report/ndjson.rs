@@ -6,7 +6,7 @@
 //!   the default of `watch`, only violations and inconclusive ones): `verdict` ("ordered" |
 //!   "violation" | "inconclusive" | "failed"), `kind` (violation kind or
 //!   null), `reason` (why inconclusive, or null), `pid`, `tid`, `comm`,
-//!   `dev` ("major:minor"), `ino`, `path` (null when unresolved), `offset`,
+//!   `dev` ("major:minor"), `fs` ("ext4" | "xfs" | "f2fs"), `ino`, `path` (null when unresolved), `offset`,
 //!   `len`, `sync` ("sync" | "dsync"), `backend`, `events`.
 //! - `violation`: the same fields, for each violating write, after its
 //!   `write` line.
@@ -19,12 +19,15 @@
 //!
 //! `events` entries: `t_ns` (from the write's start), `event`, `mechanism`,
 //! `pid`, `cpu`, `i_size`, `i_disksize` (null when unreadable), and per
-//! event `caller` (size updates), `datasync` (sync_enter), `ret`
-//! (completions and sync exits), `error` (completions).
+//! event `caller` (size updates), `datasync` (sync_enter; null where the
+//! filesystem's tracepoint does not say), `ret` (completions and sync
+//! exits), `cp_reason` (f2fs sync exits: 0 the sync wrote node pages for
+//! roll-forward recovery, else it took a checkpoint, the kernel's
+//! `enum cp_reason_type`), `error` (completions).
 
 use std::io::Write;
 
-use dio_trace_common::{counters::Counter, kind::RecordKind};
+use dio_trace_common::{counters::Counter, kind::RecordKind, record::DATASYNC_UNKNOWN};
 use serde_json::{Value, json};
 
 use super::{Reporter, RunInfo, Show, backend_of};
@@ -62,10 +65,11 @@ pub fn event_json(e: &Event, t0: u64) -> Value {
         "i_disksize": e.disksize(),
     });
     let extra = match e.kind {
-        RecordKind::MarkDirty => {
+        RecordKind::MarkDirty | RecordKind::F2fsMarkDirty => {
             json!({ "caller": e.caller.clone().unwrap_or_else(|| format!("{:#x}", e.arg)) })
         }
-        RecordKind::SyncEnter => json!({ "datasync": e.arg }),
+        RecordKind::SyncEnter => json!({ "datasync": (e.arg != DATASYNC_UNKNOWN).then_some(e.arg) }),
+        RecordKind::SyncExit if e.pos >= 0 => json!({ "ret": e.arg as i64, "cp_reason": e.pos }),
         RecordKind::SyncExit => json!({ "ret": e.arg as i64 }),
         RecordKind::CompleteExit | RecordKind::CompleteEnter => {
             json!({ "ret": e.arg as i64, "error": e.pos })
@@ -99,6 +103,7 @@ pub fn write_json(kind: &str, w: &WriteReport) -> Value {
         "tid": b.pid,
         "comm": b.comm,
         "dev": dev_string(b.dev),
+        "fs": b.fs().name(),
         "ino": b.ino,
         "path": w.path,
         "offset": b.pos,

@@ -2,9 +2,10 @@
 //! ways a trace can be incomplete.
 
 use dio_trace_common::{
+    fs::Fs,
     kind::RecordKind::{self, *},
     probe::Mechanism,
-    record::{EVENT_DSYNC, EVENT_SYNC},
+    record::{EVENT_DSYNC, EVENT_FS_SHIFT, EVENT_SYNC},
 };
 
 use super::*;
@@ -242,11 +243,10 @@ fn a_violation_closes_after_lingering_for_the_late_update() {
 
 #[test]
 fn a_missing_size_probe_is_inconclusive_not_a_violation() {
+    let mut coverage = Coverage::ALL;
+    coverage.fs[Fs::Ext4.slot()].size_update = false;
     let mut e = Engine::new(EngineConfig {
-        coverage: Coverage {
-            size_update: false,
-            ..Coverage::ALL
-        },
+        coverage,
         ..EngineConfig::default()
     });
     for ev in [begin(1, 0, EVENT_DSYNC), sync(1, 10, 4096), complete(1, 20)] {
@@ -254,6 +254,76 @@ fn a_missing_size_probe_is_inconclusive_not_a_violation() {
     }
     let out = e.finish();
     assert!(matches!(out[0].verdict, Verdict::Inconclusive(_)));
+}
+
+/// The filesystem of a write, as its record's flags carry it.
+fn on(fs: Fs, flags: u32) -> u32 {
+    flags | (fs as u32) << EVENT_FS_SHIFT
+}
+
+#[test]
+fn each_filesystem_s_size_update_counts_for_its_writes() {
+    for (fs, kind) in [
+        (Fs::Xfs, XfsUnwrittenConvert),
+        (Fs::Xfs, XfsSetFilesize),
+        (Fs::F2fs, F2fsMarkDirty),
+    ] {
+        let size = Event {
+            kind,
+            ..dirty(1, 5, 8192)
+        };
+        let (out, t) = run(events(vec![
+            begin(1, 0, on(fs, EVENT_DSYNC)),
+            size,
+            sync(1, 10, 8192),
+            complete(1, 20),
+        ]));
+        assert_eq!(out[0].verdict, Verdict::Ordered, "{fs:?} {kind:?}");
+        assert_eq!(t.by_fs[fs.slot()], 1);
+        // f2fs's order (NOTES §8): the sync finds the old size, the size
+        // write comes after the completion.
+        let late = Event {
+            kind,
+            ..dirty(1, 30, 8192)
+        };
+        let (out, _) = run(events(vec![
+            begin(1, 0, on(fs, EVENT_DSYNC)),
+            sync(1, 10, 4096),
+            complete(1, 20),
+            late,
+        ]));
+        assert_eq!(
+            out[0].verdict,
+            Verdict::Violation(ViolationKind::SyncBeforeSizeUpdate),
+            "{fs:?}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_probe_of_one_filesystem_leaves_the_others_judged() {
+    let mut coverage = Coverage::ALL;
+    coverage.fs[Fs::F2fs.slot()] = crate::analysis::FsCoverage {
+        size_update: false,
+        sync: false,
+    };
+    let mut e = Engine::new(EngineConfig {
+        coverage,
+        ..EngineConfig::default()
+    });
+    let ext4 = [begin(1, 0, EVENT_DSYNC), dirty(1, 5, 8192), sync(1, 10, 8192), complete(1, 20)];
+    let f2fs = [begin(2, 0, on(Fs::F2fs, EVENT_DSYNC)), complete(2, 20)];
+    let mut out = Vec::new();
+    for ev in ext4.into_iter().chain(f2fs) {
+        out.extend(e.push(Input::Event(ev)));
+    }
+    out.extend(e.finish());
+    let verdict = |ino| out.iter().find(|w| w.begin.ino == ino).unwrap().verdict.clone();
+    assert_eq!(verdict(1), Verdict::Ordered);
+    let Verdict::Inconclusive(why) = verdict(2) else {
+        panic!("{:?}", verdict(2))
+    };
+    assert!(why.contains("f2fs sync probe"), "{why}");
 }
 
 #[test]

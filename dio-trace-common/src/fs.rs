@@ -1,0 +1,86 @@
+//! The filesystems whose size updates and syncs the programs can read.
+//!
+//! A filesystem enters as facts, not as code in the verdict: where its
+//! on-disk size lives ([`crate::config::FsFacts`], from BTF), which kernel
+//! step makes that size durable and which step is the sync (the probe
+//! catalog's rows). The verdict reads only "size update" and "sync".
+
+/// A filesystem the programs know, by number. The number travels in each
+/// write's record (`EVENT_FS_*` bits of its flags); 0 there means ext4,
+/// the only filesystem of trace formats before 3.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Fs {
+    Ext4 = 1,
+    Xfs = 2,
+    F2fs = 3,
+}
+
+/// How many filesystems [`crate::config::Config::fs`] has slots for.
+pub const FS_SLOTS: usize = 3;
+
+impl Fs {
+    pub const ALL: [Fs; FS_SLOTS] = [Fs::Ext4, Fs::Xfs, Fs::F2fs];
+
+    /// Its slot in [`crate::config::Config::fs`].
+    pub const fn slot(self) -> usize {
+        self as usize - 1
+    }
+
+    /// The filesystem with this number; 0 is ext4 (older traces).
+    pub fn from_u32(n: u32) -> Option<Fs> {
+        Some(match n {
+            0 | 1 => Fs::Ext4,
+            2 => Fs::Xfs,
+            3 => Fs::F2fs,
+            _ => return None,
+        })
+    }
+
+    /// `file_system_type.name`, as `/proc/mounts` shows it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Fs::Ext4 => "ext4",
+            Fs::Xfs => "xfs",
+            Fs::F2fs => "f2fs",
+        }
+    }
+
+    /// The filesystem type name, NUL-terminated, as the kernel stores it.
+    pub const fn type_name(self) -> &'static [u8] {
+        match self {
+            Fs::Ext4 => b"ext4\0",
+            Fs::Xfs => b"xfs\0",
+            Fs::F2fs => b"f2fs\0",
+        }
+    }
+
+    /// The field a crash leaves as the file's size, for messages.
+    pub const fn disk_size_field(self) -> &'static str {
+        match self {
+            Fs::Ext4 => "ext4_inode_info.i_disksize",
+            Fs::Xfs => "xfs_inode.i_disk_size",
+            // f2fs_update_inode() copies i_size into the node page the
+            // sync writes: what the sync finds in i_size is what lasts.
+            Fs::F2fs => "inode.i_size (f2fs writes it into the node page at the sync)",
+        }
+    }
+
+    /// The kernel step that makes the size durable, for messages.
+    pub const fn size_step(self) -> &'static str {
+        match self {
+            Fs::Ext4 => "ext4_mark_inode_dirty",
+            Fs::Xfs => "xfs_iomap_write_unwritten/xfs_setfilesize",
+            Fs::F2fs => "f2fs_mark_inode_dirty_sync (f2fs_i_size_write)",
+        }
+    }
+
+    /// The kernel's sync for this filesystem, for messages.
+    pub const fn sync_step(self) -> &'static str {
+        match self {
+            Fs::Ext4 => "ext4_sync_file",
+            Fs::Xfs => "xfs_file_fsync",
+            Fs::F2fs => "f2fs_sync_file",
+        }
+    }
+}
