@@ -4,7 +4,17 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use dio_trace_common::fs::Fs;
+
 use crate::{probes::select::Backend, report::Show, workload::Pattern};
+
+/// `ext4`, `xfs` or `f2fs`.
+fn parse_fs(s: &str) -> Result<Fs, String> {
+    Fs::ALL
+        .into_iter()
+        .find(|fs| fs.name() == s)
+        .ok_or_else(|| format!("{s:?}: dio-trace judges {}", Fs::ALL.map(Fs::name).join(", ")))
+}
 
 const EXAMPLES: &str = "\
 Examples:
@@ -13,6 +23,7 @@ Examples:
   dio-trace watch --path /srv/db            the whole host, writes under /srv/db only, until Ctrl-C
   dio-trace watch --duration 60s --comm postgres
   dio-trace verify                          drive known write patterns on a scratch ext4 image
+  dio-trace verify --fs xfs                 the same on a scratch XFS image
   dio-trace info                            what this kernel offers each probe
 
 Exit status: 0 all counted writes ordered, 1 violation, 2 usage error,
@@ -59,7 +70,7 @@ pub struct TraceOpts {
     /// Only this device: "major:minor" or a block device path like /dev/loop0.
     #[arg(long, value_name = "DEV")]
     pub dev: Option<String>,
-    /// Only writes to this file or to files under this directory (must be on ext4).
+    /// Only writes to this file or to files under this directory (on ext4, XFS or f2fs).
     #[arg(long, value_name = "PATH")]
     pub path: Option<PathBuf>,
     /// Force one mechanism for every probe instead of the best available.
@@ -171,10 +182,15 @@ pub struct CheckArgs {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// Directory to write in (must be on ext4). Default: a scratch ext4 image
-    /// on a loop device, made and removed by dio-trace.
+    /// Directory to write in (on ext4, XFS or f2fs). Default: a scratch
+    /// image of --fs on a loop device, made and removed by dio-trace.
     #[arg(long, value_name = "PATH")]
     pub dir: Option<PathBuf>,
+    /// Filesystem of the scratch image: ext4, xfs or f2fs (mkfs from
+    /// e2fsprogs, xfsprogs, f2fs-tools). With --dir, the directory's own
+    /// filesystem is used.
+    #[arg(long, value_name = "FS", default_value = "ext4", value_parser = parse_fs, conflicts_with = "dir")]
+    pub fs: Fs,
     /// Writes per pattern.
     #[arg(long, default_value_t = 8)]
     pub count: u32,

@@ -1,10 +1,13 @@
-//! A throw-away ext4 filesystem on a loop device, for `verify`, the demo
-//! and the live tests. Dropping it unmounts and detaches everything.
+//! A throw-away filesystem (ext4, XFS or f2fs) on a loop device, for
+//! `verify`, the demo and the live tests. Dropping it unmounts and
+//! detaches everything.
 
 use std::{
     path::{Path, PathBuf},
     process::Command,
 };
+
+use dio_trace_common::fs::Fs;
 
 use crate::error::EnvError;
 
@@ -15,10 +18,28 @@ pub struct Scratch {
     mounted: bool,
 }
 
-fn run(cmd: &mut Command, what: &str) -> Result<String, EnvError> {
+/// How to make a filesystem on a device, and the Debian package with the tool.
+fn mkfs(fs: Fs) -> (&'static str, &'static [&'static str], &'static str) {
+    match fs {
+        Fs::Ext4 => ("mkfs.ext4", &["-q", "-F", "-E", "nodiscard"], "e2fsprogs"),
+        Fs::Xfs => ("mkfs.xfs", &["-q", "-f", "-K"], "xfsprogs"),
+        Fs::F2fs => ("mkfs.f2fs", &["-q", "-f"], "f2fs-tools"),
+    }
+}
+
+/// The smallest image each filesystem's tools accept, rounded up (XFS
+/// refuses filesystems under 300 MiB since xfsprogs 5.19).
+pub fn min_size_mib(fs: Fs) -> u64 {
+    match fs {
+        Fs::Xfs => 320,
+        Fs::Ext4 | Fs::F2fs => 64,
+    }
+}
+
+fn run(cmd: &mut Command, what: &str, package: &str) -> Result<String, EnvError> {
     let out = cmd.output().map_err(|e| {
         EnvError(format!(
-            "{what}: cannot run {:?}: {e}; install it (apt-get install e2fsprogs mount)",
+            "{what}: cannot run {:?}: {e}; install it (apt-get install {package})",
             cmd.get_program()
         ))
     })?;
@@ -32,9 +53,11 @@ fn run(cmd: &mut Command, what: &str) -> Result<String, EnvError> {
 }
 
 impl Scratch {
-    /// Make a `size_mib` image, attach it to a free loop device, make ext4
-    /// on it and mount it in a fresh temporary directory.
-    pub fn create(size_mib: u64) -> Result<Self, EnvError> {
+    /// Make a `size_mib` image (at least [`min_size_mib`]), attach it to a
+    /// free loop device, make `fs` on it and mount it in a fresh temporary
+    /// directory.
+    pub fn create(size_mib: u64, fs: Fs) -> Result<Self, EnvError> {
+        let size_mib = size_mib.max(min_size_mib(fs));
         let root = std::env::temp_dir().join(format!(
             "dio-trace-scratch-{}-{}",
             std::process::id(),
@@ -48,24 +71,30 @@ impl Scratch {
             loopdev: None,
             mounted: false,
         };
-        let image = s.root.join("ext4.img");
+        let image = s.root.join(format!("{}.img", fs.name()));
         std::fs::File::create(&image)
             .and_then(|f| f.set_len(size_mib << 20))
             .map_err(|e| EnvError(format!("cannot create {}: {e}", image.display())))?;
         let dev = run(
             Command::new("losetup").args(["--find", "--show"]).arg(&image),
             "attaching a loop device (needs root and the loop module)",
+            "mount",
         )?;
         s.loopdev = Some(dev.clone());
+        let (tool, args, package) = mkfs(fs);
         run(
-            Command::new("mkfs.ext4")
-                .args(["-q", "-F", "-E", "nodiscard"])
-                .arg(&dev),
-            "making ext4",
+            Command::new(tool).args(args).arg(&dev),
+            &format!("making {}", fs.name()),
+            package,
         )?;
         run(
-            Command::new("mount").arg(&dev).arg(&s.mount),
-            "mounting the scratch ext4",
+            Command::new("mount").args(["-t", fs.name()]).arg(&dev).arg(&s.mount),
+            &format!(
+                "mounting the scratch {} (does this kernel have it? `modprobe {}`)",
+                fs.name(),
+                fs.name()
+            ),
+            "mount",
         )?;
         s.mounted = true;
         Ok(s)

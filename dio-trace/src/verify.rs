@@ -101,8 +101,11 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<Exit> {
             d.clone()
         }
         None => {
-            eprintln!("dio-trace verify: making a scratch ext4 image on a loop device");
-            scratch = Scratch::create(256)?;
+            eprintln!(
+                "dio-trace verify: making a scratch {} image on a loop device",
+                a.fs.name()
+            );
+            scratch = Scratch::create(256, a.fs)?;
             eprintln!(
                 "dio-trace verify: {} on {}",
                 scratch.dir().display(),

@@ -52,7 +52,7 @@ fn check(args: &[&str]) -> (i32, String, String) {
 
 /// The fixture `name` in both formats replays to its live run.
 fn replay_matches_live(name: &str, want_exit: i32, want_verdict: &str) {
-    for (dir, version) in [("", dio_trace_common::FORMAT_VERSION), ("v1/", 1)] {
+    for (dir, version) in [("", dio_trace_common::FORMAT_VERSION), ("v2/", 2), ("v1/", 1)] {
         let trace = fixture(&format!("{dir}{name}.dtr"));
         let bytes = std::fs::read(&trace).unwrap();
         assert_eq!(bytes[8..12], version.to_le_bytes(), "{dir}{name}: format");

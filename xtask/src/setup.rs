@@ -10,6 +10,9 @@ use anyhow::{Context as _, Result, bail};
 /// benchmarks.
 pub const DEBIAN_PACKAGES: &[&str] = &[
     "e2fsprogs",
+    // verify --fs xfs|f2fs and the VM cells make these filesystems.
+    "xfsprogs",
+    "f2fs-tools",
     "util-linux",
     "mount",
     "qemu-system-x86",
