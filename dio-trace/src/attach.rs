@@ -220,9 +220,7 @@ fn explain(step: &str, raw: &str, mechanism: Mechanism, target: &str, since: &st
         || raw.contains("No such file")
         || raw.contains("ENOENT")
     {
-        format!(
-            "{target} does not exist in this kernel (added in {since}; or inlined)"
-        )
+        format!("{target} does not exist in this kernel (added in {since}; or inlined)")
     } else {
         format!("{step} failed")
     };

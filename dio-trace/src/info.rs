@@ -30,7 +30,11 @@ pub fn print(backend: Backend, btf_file: Option<&Path>) -> anyhow::Result<Exit> 
             Ok(Types::File(p)) => format!("{} (--btf)", p.display()),
             Err(why) => format!("NONE: its writes are counted, never judged: {why}"),
         };
-        println!("{:<15}{} ({from})", format!("{name} facts:"), st.fs.disk_size_field());
+        println!(
+            "{:<15}{} ({from})",
+            format!("{name} facts:"),
+            st.fs.disk_size_field()
+        );
     }
     println!("tracefs:       {}", facts.tracefs.display());
     println!("ki_flags:      {}", facts.iocb_source);
@@ -80,7 +84,9 @@ pub fn print(backend: Backend, btf_file: Option<&Path>) -> anyhow::Result<Exit> 
             "plain loads through BTF-typed pointers (tp_btf, fentry/fexit), probe reads elsewhere"
         }
     );
-    println!("probes (--backend {backend:?}; prefixed ones are that filesystem's, the rest ext4's or shared):");
+    println!(
+        "probes (--backend {backend:?}; prefixed ones are that filesystem's, the rest ext4's or shared):"
+    );
     for p in &tracer.selection.probes {
         let about = CATALOG
             .iter()
@@ -97,7 +103,11 @@ pub fn print(backend: Backend, btf_file: Option<&Path>) -> anyhow::Result<Exit> 
     }
     let problems = tracer.selection.problems();
     let mut judged = Vec::new();
-    for (st, cov) in facts.fs.iter().map(|st| (st, tracer.selection.coverage().of(st.fs))) {
+    for (st, cov) in facts
+        .fs
+        .iter()
+        .map(|st| (st, tracer.selection.coverage().of(st.fs)))
+    {
         let ok = st.source.is_ok() && cov.size_update && cov.sync;
         if ok {
             judged.push(st.fs.name());
@@ -111,7 +121,10 @@ pub fn print(backend: Backend, btf_file: Option<&Path>) -> anyhow::Result<Exit> 
     }
     drop(tracer);
     if problems.is_empty() {
-        println!("ready: every probe the verdict needs is served (judged: {})", judged.join(", "));
+        println!(
+            "ready: every probe the verdict needs is served (judged: {})",
+            judged.join(", ")
+        );
         Ok(Exit::Ordered)
     } else {
         for p in &problems {

@@ -88,7 +88,10 @@ impl Scratch {
             package,
         )?;
         run(
-            Command::new("mount").args(["-t", fs.name()]).arg(&dev).arg(&s.mount),
+            Command::new("mount")
+                .args(["-t", fs.name()])
+                .arg(&dev)
+                .arg(&s.mount),
             &format!(
                 "mounting the scratch {} (does this kernel have it? `modprobe {}`)",
                 fs.name(),

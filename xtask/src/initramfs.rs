@@ -65,16 +65,20 @@ pub struct Spec<'a> {
     pub files: &'a [GuestFile],
     /// Shell script run by `/init` once the system is up.
     pub script: &'a str,
-    /// Mount `/dev/vda` (ext4) on `/mnt` before the script.
-    pub mount_disk: bool,
+    /// Mount `/dev/vda` on `/mnt` before the script, with this filesystem.
+    pub mount_disk: Option<&'a str>,
 }
 
 /// Writes the initramfs for `spec` to `out`.
 pub fn build(spec: &Spec<'_>, out: &Path) -> Result<()> {
     ensure_packages(&["busybox-static"])?;
     let modules = match &spec.kernel.modules {
-        Some(dir) => modules::load_order(dir, modules::GUEST, modules::GUEST_OPTIONAL)
-            .with_context(|| format!("collecting virtio and ext4 modules from {}", dir.display()))?,
+        Some(dir) => {
+            let mut wanted = modules::GUEST.to_vec();
+            wanted.extend(spec.mount_disk.filter(|fs| *fs != "ext4"));
+            modules::load_order(dir, &wanted, modules::GUEST_OPTIONAL)
+                .with_context(|| format!("collecting virtio and filesystem modules from {}", dir.display()))?
+        }
         None => Vec::new(),
     };
     let file = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
@@ -149,21 +153,23 @@ fn add_guest_file<W: std::io::Write>(archive: &mut newc::Writer<W>, f: &GuestFil
 /// [`INIT_ERROR_MARKER`] so the host can tell setup errors from test
 /// failures; `reboot -f` ends the guest (QEMU runs with `-no-reboot`, and a
 /// tinyconfig kernel has no ACPI power-off).
-fn init_script(mount_disk: bool) -> String {
-    let disk = if mount_disk {
-        r#"
+fn init_script(mount_disk: Option<&str>) -> String {
+    let disk = if let Some(fs) = mount_disk {
+        format!(
+            r#"
 i=0
 while [ ! -b /dev/vda ]; do
     i=$((i + 1))
     [ "$i" -gt 100 ] && fail "no /dev/vda after 10 s (virtio_blk missing?)"
     sleep 0.1
 done
-mount -t ext4 /dev/vda /mnt || fail "mount -t ext4 /dev/vda /mnt"
+mount -t {fs} /dev/vda /mnt || fail "mount -t {fs} /dev/vda /mnt"
 "#
+        )
     } else {
-        ""
+        String::new()
     };
-    let umount = if mount_disk {
+    let umount = if mount_disk.is_some() {
         "umount /mnt || echo \"warning: umount /mnt failed\"\n"
     } else {
         ""
@@ -329,9 +335,9 @@ mod tests {
 
     #[test]
     fn init_mounts_disk_only_when_asked() {
-        assert!(init_script(true).contains("mount -t ext4 /dev/vda /mnt"));
-        assert!(!init_script(false).contains("/dev/vda"));
-        let init = init_script(false);
+        assert!(init_script(Some("ext4")).contains("mount -t ext4 /dev/vda /mnt"));
+        assert!(!init_script(None).contains("/dev/vda"));
+        let init = init_script(None);
         assert!(init.contains(EXIT_MARKER) && init.contains("reboot -f"));
         assert!(init.contains("mount -t tracefs tracefs /sys/kernel/tracing"));
     }

@@ -37,13 +37,15 @@ pub fn run() -> Result<()> {
     let kernels = matrix::kernels();
     let mut score = matrix::run(&kernels, &opts)?;
     crate::vm::verify::run(&kernels, &opts, &mut score)?;
+    println!("test: XFS and f2fs in QEMU");
+    crate::vm::fs_cells::run(&opts, &mut score)?;
 
     println!("test: crash ground truth in QEMU");
     let cache = crate::kernel::Cache::from_env()?;
     let dio = traced::dio_trace_file()?;
     for spec in kernels.iter().filter(|k| k.row().is_some_and(|r| r.crash)) {
         let kernel = crate::kernel::resolve(spec, &cache)?;
-        for r in crash::run(&kernel, &dio, &opts)? {
+        for r in crash::run(&kernel, &dio, &opts, crash::Setup::EXT4)? {
             let line = format!(
                 "{spec} {}: verdict {} with {} bytes after the crash",
                 r.pattern, r.verdict, r.size

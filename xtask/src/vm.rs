@@ -16,6 +16,7 @@ pub mod crash;
 mod crash_probe;
 mod disk;
 mod fixtures;
+pub mod fs_cells;
 pub mod matrix;
 mod qemu;
 pub mod traced;
@@ -86,7 +87,7 @@ pub fn boot(guest: &Guest<'_>, opts: &VmOptions) -> Result<Outcome> {
         kernel: guest.kernel,
         files: guest.files,
         script: guest.script,
-        mount_disk: guest.disk.is_some(),
+        mount_disk: guest.disk.map(Disk::fs),
     };
     initramfs::build(&spec, &initrd).context("building the initramfs")?;
     qemu::run(&qemu::Boot {

@@ -177,7 +177,13 @@ pub fn kprobe_xfs_iomap_write_unwritten(ctx: ProbeContext) -> u32 {
         ctx.arg::<u64>(3),
     ) && update & 0xff != 0
     {
-        try_xfs_size(ip, offset, count, RecordKind::XfsUnwrittenConvert, Mechanism::Kprobe);
+        try_xfs_size(
+            ip,
+            offset,
+            count,
+            RecordKind::XfsUnwrittenConvert,
+            Mechanism::Kprobe,
+        );
     }
     0
 }
@@ -279,7 +285,13 @@ fn try_xfs_size(ip: *const u8, offset: i64, count: i64, kind: RecordKind, mechan
 /// cover the write (or with a full timeline), and retire the write when
 /// that was all it waited for.
 #[inline(always)]
-fn size_step(entry: *mut dio_trace_common::arm::ArmedWrite, sz: &Sizes, kind: RecordKind, mechanism: Mechanism, ip: u64) {
+fn size_step(
+    entry: *mut dio_trace_common::arm::ArmedWrite,
+    sz: &Sizes,
+    kind: RecordKind,
+    mechanism: Mechanism,
+    ip: u64,
+) {
     // SAFETY: map value pointer, valid while the program runs.
     let (state, first_cover) = unsafe {
         let covers = kind.is_size_update() && sz.i_disksize >= (*entry).end;

@@ -14,11 +14,7 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RawTracePointContext},
 };
 use dio_trace_common::{
-    arm::ARM_SIZE_SEEN,
-    fs::Fs,
-    kind::RecordKind,
-    probe::Mechanism,
-    record::DATASYNC_UNKNOWN,
+    arm::ARM_SIZE_SEEN, fs::Fs, kind::RecordKind, probe::Mechanism, record::DATASYNC_UNKNOWN,
 };
 
 use crate::{

@@ -12,10 +12,10 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use dio_trace_common::{
     arm::{ARM_SENT, ArmedWrite, InodeKey},
+    config::FS_KNOWN,
     counters::Counter,
     kind::RecordKind,
     probe::Mechanism,
-    config::FS_KNOWN,
     record::{EVENT_DSYNC, EVENT_FS_SHIFT, EVENT_SYNC, InodeEvent},
 };
 

@@ -2,9 +2,9 @@
 //! a record or an error, never a panic (trace files go through here too).
 
 use dio_trace_common::{
+    fs::Fs,
     kind::RecordKind,
     probe::Mechanism,
-    fs::Fs,
     record::{EVENT_FS_MASK, EVENT_FS_SHIFT, InodeEvent, PathRecord, RecordHeader, Step, WriteRecord},
 };
 use thiserror::Error;

@@ -87,8 +87,9 @@ impl KernelBtf {
         for fs in Fs::ALL {
             let path = module_btf(fs.name());
             if path.exists() {
-                let split = Btf::from_split_file(&path, &me.btf)
-                    .with_context(|| format!("cannot read {}'s module BTF at {}", fs.name(), path.display()))?;
+                let split = Btf::from_split_file(&path, &me.btf).with_context(|| {
+                    format!("cannot read {}'s module BTF at {}", fs.name(), path.display())
+                })?;
                 me.extra.push((Types::Module, split));
             }
         }
@@ -113,7 +114,11 @@ impl KernelBtf {
             .clone()
             .filter(|(t, _)| matches!(t, Types::File(_)))
             .find_map(|e| found(&e))
-            .or_else(|| self.named_struct_in(&self.btf, name).is_ok().then_some(Types::Vmlinux))
+            .or_else(|| {
+                self.named_struct_in(&self.btf, name)
+                    .is_ok()
+                    .then_some(Types::Vmlinux)
+            })
             .or_else(|| extra.find_map(|e| found(&e)))
     }
 
@@ -226,7 +231,12 @@ impl KernelBtf {
 
     /// `struct name` and the BTF it was found in: modules' and `--btf`'s first.
     fn named_struct(&self, name: &str) -> Result<(&Btf, Type)> {
-        for btf in self.extra.iter().map(|(_, b)| b).chain(std::iter::once(&self.btf)) {
+        for btf in self
+            .extra
+            .iter()
+            .map(|(_, b)| b)
+            .chain(std::iter::once(&self.btf))
+        {
             if let Ok(ty) = self.named_struct_in(btf, name) {
                 return Ok((btf, ty));
             }

@@ -43,9 +43,11 @@ impl MountTable {
 
     /// Every mount of a filesystem dio-trace judges.
     pub fn supported_mounts(&self) -> impl Iterator<Item = &Mount> {
-        self.mounts
-            .iter()
-            .filter(|m| dio_trace_common::fs::Fs::ALL.iter().any(|fs| fs.name() == m.fstype))
+        self.mounts.iter().filter(|m| {
+            dio_trace_common::fs::Fs::ALL
+                .iter()
+                .any(|fs| fs.name() == m.fstype)
+        })
     }
 
     /// Full path of a file given its path from the filesystem root

@@ -123,7 +123,12 @@ pub static CATALOG: &[ProbeSpec] = &[
         hooks: &[
             // __iomap_dio_rw first: f2fs calls it directly, ext4 and XFS
             // through iomap_dio_rw.
-            hook(Kprobe, "__iomap_dio_rw", "5.13", &[(Kprobe, "kprobe_iomap_dio_rw_core")]),
+            hook(
+                Kprobe,
+                "__iomap_dio_rw",
+                "5.13",
+                &[(Kprobe, "kprobe_iomap_dio_rw_core")],
+            ),
             hook(Kprobe, "iomap_dio_rw", "5.5", &[(Kprobe, "kprobe_iomap_dio_rw")]),
             hook(
                 Tracepoint,
@@ -131,7 +136,12 @@ pub static CATALOG: &[ProbeSpec] = &[
                 "6.4",
                 &[(Tracepoint, "tp_iomap_dio_rw_begin")],
             ),
-            hook(Fentry, "__iomap_dio_rw", "5.13", &[(Fentry, "fentry_iomap_dio_rw_core")]),
+            hook(
+                Fentry,
+                "__iomap_dio_rw",
+                "5.13",
+                &[(Fentry, "fentry_iomap_dio_rw_core")],
+            ),
             hook(Fentry, "iomap_dio_rw", "5.5", &[(Fentry, "fentry_iomap_dio_rw")]),
             hook(
                 Fentry,

@@ -27,6 +27,8 @@ enum VmCommand {
     Verify(VerifyArgs),
     /// The kernel matrix: every kernel x backend x sync flavour, asserted.
     Matrix(MatrixArgs),
+    /// XFS and f2fs on the Debian kernels that ship them, asserted.
+    Filesystems,
     /// dio-trace's verdict against what survives a crash, per sync flavour;
     /// the last line is `verdict=.. crash=..`; exits 0 when they agree.
     Crash(CrashArgs),
@@ -44,7 +46,8 @@ enum VmCommand {
 #[derive(Args)]
 struct BootArgs {
     /// A named kernel (debian-5.10, debian-5.10-generic, debian-6.1,
-    /// debian-6.1-generic, debian-6.12, debian-7.3, buggy-6.1), a bzImage,
+    /// debian-6.1-generic, debian-6.12, debian-6.12-generic, debian-7.3,
+    /// buggy-6.1), a bzImage,
     /// a linux-image .deb, a linux-binary.deb,linux-modules.deb pair, or a
     /// folder they were unpacked to.
     #[arg(long)]
@@ -122,6 +125,27 @@ struct MatrixArgs {
 struct CrashArgs {
     #[command(flatten)]
     boot: BootArgs,
+    /// Filesystem of the scratch disk: ext4, xfs or f2fs (f2fs needs a
+    /// generic kernel: Debian's cloud kernels do not build it).
+    #[arg(long, default_value = "ext4", value_parser = ["ext4", "xfs", "f2fs"])]
+    fs: String,
+    /// Give the file a second hard link first (every f2fs fsync then takes
+    /// a checkpoint instead of writing node pages for roll-forward).
+    #[arg(long)]
+    hardlink: bool,
+}
+
+impl CrashArgs {
+    fn setup(&self) -> crash::Setup {
+        crash::Setup {
+            fs: match self.fs.as_str() {
+                "xfs" => "xfs",
+                "f2fs" => "f2fs",
+                _ => "ext4",
+            },
+            hardlink: self.hardlink,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -137,6 +161,15 @@ struct CrashProbeArgs {
 pub fn run(args: VmArgs) -> Result<()> {
     match args.command {
         VmCommand::Run(a) => vm_dio(a),
+        VmCommand::Filesystems => {
+            let mut score = matrix::Score::default();
+            super::fs_cells::run(&matrix::quiet_options(), &mut score)?;
+            println!("vm: {} passed, {} failed", score.passed, score.failed);
+            if score.failed > 0 {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         VmCommand::Verify(a) => vm_verify(a),
         VmCommand::Matrix(a) => vm_matrix(a),
         VmCommand::Crash(a) => vm_crash(a),
@@ -173,7 +206,11 @@ fn vm_verify(args: VerifyArgs) -> Result<()> {
     ];
     let code = dio_in_guest(&args.boot, &verify)?;
     if args.crash {
-        vm_crash(CrashArgs { boot: args.boot })?;
+        vm_crash(CrashArgs {
+            boot: args.boot,
+            fs: "ext4".into(),
+            hardlink: false,
+        })?;
     }
     std::process::exit(code)
 }
@@ -198,11 +235,17 @@ fn vm_crash(args: CrashArgs) -> Result<()> {
     let dio = traced::dio_trace_file()?;
     let cache = Cache::from_env()?;
     let kernel = kernel::resolve(&args.boot.kernel, &cache)?;
-    let results = crash::run(&kernel, &dio, &args.boot.options())?;
+    let setup = args.setup();
+    let results = crash::run(&kernel, &dio, &args.boot.options(), setup)?;
     for r in &results {
+        let cp = r
+            .cp_reason
+            .map(|c| format!(", sync cp_reason={c}"))
+            .unwrap_or_default();
         println!(
-            "{} {}: dio-trace said {}, {} of {} bytes survived the crash ({})",
+            "{} {} {}: dio-trace said {}, {} of {} bytes survived the crash ({}){cp}",
             args.boot.kernel,
+            setup.label(),
             r.pattern,
             r.verdict,
             r.size,

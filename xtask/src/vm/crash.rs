@@ -11,6 +11,12 @@
 //! journal, and with it an earlier write's late size update: only the last
 //! write before a crash shows the truth. The journal's periodic commit is
 //! pushed to 60 s in boot 1 for the same reason.
+//!
+//! The disk can hold XFS or f2fs instead ([`Setup`]); and the file can get a
+//! second hard link before the writes, which makes every f2fs fsync take a
+//! checkpoint (`need_do_checkpoint`: `CP_HARDLINK`) instead of writing node
+//! pages for roll-forward recovery. The f2fs runs keep the full timeline, so
+//! the sync's `cp_reason` is printed with the verdict.
 
 use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
@@ -22,10 +28,33 @@ use crate::kernel::Kernel;
 const PATTERNS: [&str; 2] = ["o-sync-append", "o-dsync-append"];
 const BLOCK: u64 = 4096;
 
+/// The disk and file a crash runs on.
+#[derive(Clone, Copy, Debug)]
+pub struct Setup {
+    /// "ext4", "xfs" or "f2fs".
+    pub fs: &'static str,
+    /// Give the file a second hard link before writing.
+    pub hardlink: bool,
+}
+
+impl Setup {
+    pub const EXT4: Setup = Setup {
+        fs: "ext4",
+        hardlink: false,
+    };
+
+    /// For labels: `f2fs+hardlink`.
+    pub fn label(&self) -> String {
+        format!("{}{}", self.fs, if self.hardlink { "+hardlink" } else { "" })
+    }
+}
+
 /// One pattern's verdict and ground truth.
 #[derive(Debug)]
 pub struct CrashResult {
     pub pattern: &'static str,
+    /// f2fs's `cp_reason` at the last sync's exit, when the run saw it.
+    pub cp_reason: Option<i64>,
     /// dio-trace's overall verdict ("ordered" | "violation" | "inconclusive").
     pub verdict: String,
     /// Bytes that survived the crash.
@@ -49,12 +78,28 @@ impl CrashResult {
     }
 }
 
-fn write_and_crash(pattern: &str) -> String {
+fn write_and_crash(pattern: &str, setup: Setup) -> String {
+    let commit = if setup.fs == "ext4" {
+        "mount -o remount,commit=60 /mnt\n"
+    } else {
+        ""
+    };
+    let link = if setup.hardlink {
+        "touch /mnt/probe && ln /mnt/probe /mnt/probe-link\n"
+    } else {
+        ""
+    };
+    let timeline = if setup.fs == "f2fs" {
+        " --full-timeline"
+    } else {
+        ""
+    };
     format!(
-        "mount -o remount,commit=60 /mnt\n\
-         dio-trace run --json -- dio-trace write --pattern {pattern} --count 2 /mnt/probe >/tmp/out 2>/tmp/err\n\
+        "{commit}{link}\
+         dio-trace run --json{timeline} -- dio-trace write --pattern {pattern} --count 2 /mnt/probe >/tmp/out 2>/tmp/err\n\
          echo \"@@EXIT $?\"\n\
          grep '\"type\":\"summary\"' /tmp/out | sed 's/^/@@SUMMARY /'\n\
+         grep -o '\"cp_reason\":[0-9-]*' /tmp/out | tail -1 | sed 's/^/@@CP /'\n\
          echo c > /proc/sysrq-trigger\n\
          sleep 5\n\
          echo 'sysrq did not crash the kernel'\n\
@@ -70,17 +115,26 @@ fn marked<'a>(console: &'a str, marker: &str) -> Option<&'a str> {
 }
 
 /// Both patterns on `kernel`.
-pub fn run(kernel: &Kernel, dio: &GuestFile, opts: &VmOptions) -> Result<Vec<CrashResult>> {
-    PATTERNS.iter().map(|p| one(kernel, dio, p, opts)).collect()
+pub fn run(kernel: &Kernel, dio: &GuestFile, opts: &VmOptions, setup: Setup) -> Result<Vec<CrashResult>> {
+    PATTERNS
+        .iter()
+        .map(|p| one(kernel, dio, p, opts, setup))
+        .collect()
 }
 
-fn one(kernel: &Kernel, dio: &GuestFile, pattern: &'static str, opts: &VmOptions) -> Result<CrashResult> {
-    let disk = Disk::ext4(128)?;
+fn one(
+    kernel: &Kernel,
+    dio: &GuestFile,
+    pattern: &'static str,
+    opts: &VmOptions,
+    setup: Setup,
+) -> Result<CrashResult> {
+    let disk = Disk::of(setup.fs, 128)?;
     let first = boot(
         &Guest {
             kernel,
             files: std::slice::from_ref(dio),
-            script: &write_and_crash(pattern),
+            script: &write_and_crash(pattern, setup),
             disk: Some(&disk),
         },
         opts,
@@ -97,10 +151,13 @@ fn one(kernel: &Kernel, dio: &GuestFile, pattern: &'static str, opts: &VmOptions
             )
         })?;
     let verdict = summary["verdict"].as_str().unwrap_or("missing").to_owned();
+    let cp_reason =
+        marked(&first.console, "@@CP ").and_then(|c| c.trim_start_matches("\"cp_reason\":").parse().ok());
     let size = super::crash_probe::surviving_size(kernel, &disk, opts)
         .with_context(|| format!("{pattern}: boot 2"))?;
     Ok(CrashResult {
         pattern,
+        cp_reason,
         verdict,
         size,
     })
@@ -130,6 +187,7 @@ mod tests {
     fn r(verdict: &str, size: u64) -> CrashResult {
         CrashResult {
             pattern: "o-sync-append",
+            cp_reason: None,
             verdict: verdict.into(),
             size,
         }

@@ -1,5 +1,5 @@
-//! The guest's scratch disk: a raw file with an ext4 filesystem made on
-//! the host, attached as virtio-blk (`/dev/vda`). It lives in a temporary
+//! The guest's scratch disk: a raw file with a filesystem (ext4, XFS or
+//! f2fs) made on the host, attached as virtio-blk (`/dev/vda`). It lives in a temporary
 //! directory for as long as the value does, so one `Disk` can serve two
 //! boots (write and crash, then remount and inspect).
 
@@ -14,6 +14,7 @@ use crate::kernel::host::{self, ensure_packages};
 pub struct Disk {
     _dir: TempDir,
     path: PathBuf,
+    fs: &'static str,
 }
 
 impl Disk {
@@ -21,19 +22,39 @@ impl Disk {
     /// 4 KiB blocks (mke2fs would pick 1 KiB for small disks, which
     /// changes the direct-I/O alignment rules).
     pub fn ext4(size_mib: u64) -> Result<Self> {
-        ensure_packages(&["e2fsprogs"])?;
+        Self::of("ext4", size_mib)
+    }
+
+    /// A new disk holding an empty `fs` ("ext4", "xfs" or "f2fs"), at
+    /// least as big as that filesystem's tools accept.
+    pub fn of(fs: &'static str, size_mib: u64) -> Result<Self> {
+        let (package, tool, args, min_mib): (&str, &str, &[&str], u64) = match fs {
+            "ext4" => (
+                "e2fsprogs",
+                "mkfs.ext4",
+                &["-F", "-q", "-b", "4096", "-L", "dio-trace"],
+                0,
+            ),
+            // xfsprogs refuses filesystems under 300 MiB.
+            "xfs" => ("xfsprogs", "mkfs.xfs", &["-f", "-q", "-L", "dio-trace"], 320),
+            "f2fs" => ("f2fs-tools", "mkfs.f2fs", &["-f", "-q", "-l", "dio-trace"], 0),
+            other => anyhow::bail!("no scratch disk for filesystem {other:?} (ext4, xfs, f2fs)"),
+        };
+        let size_mib = size_mib.max(min_mib);
+        ensure_packages(&[package])?;
         let dir = tempfile::tempdir().context("creating a directory for the scratch disk")?;
         let path = dir.path().join("disk.img");
         let file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
         file.set_len(size_mib << 20)
             .with_context(|| format!("sizing {}", path.display()))?;
         drop(file);
-        host::output(
-            Command::new("mkfs.ext4")
-                .args(["-F", "-q", "-b", "4096", "-L", "dio-trace"])
-                .arg(&path),
-        )?;
-        Ok(Self { _dir: dir, path })
+        host::output(Command::new(tool).args(args).arg(&path))?;
+        Ok(Self { _dir: dir, path, fs })
+    }
+
+    /// Its filesystem, as `mount -t` takes it.
+    pub fn fs(&self) -> &'static str {
+        self.fs
     }
 
     /// The raw image file.

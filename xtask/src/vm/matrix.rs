@@ -61,7 +61,7 @@ pub fn want(row: &Named, backend: &str, helped: bool) -> Want {
 
 /// One case's outcome as the guest reported it.
 #[derive(Debug, Default)]
-struct Seen {
+pub(super) struct Seen {
     exit: Option<i32>,
     summary: Option<Value>,
     sbsu: Option<u64>,
@@ -98,7 +98,7 @@ fn script(btf: &str) -> String {
 }
 
 /// Parse the guest's `@@` lines into (backend, pattern) -> Seen.
-fn parse(console: &str) -> Vec<((String, String), Seen)> {
+pub(super) fn parse(console: &str) -> Vec<((String, String), Seen)> {
     let mut out: Vec<((String, String), Seen)> = Vec::new();
     for line in console.lines() {
         let Some(at) = line.find("@@") else { continue };
@@ -133,7 +133,12 @@ fn parse(console: &str) -> Vec<((String, String), Seen)> {
 }
 
 /// Why a case fails, or None when it shows what it must.
-fn judge(want: Want, backend: &str, (pattern, _, writes): (&str, u64, u64), seen: &Seen) -> Option<String> {
+pub(super) fn judge(
+    want: Want,
+    backend: &str,
+    (pattern, _, writes): (&str, u64, u64),
+    seen: &Seen,
+) -> Option<String> {
     if let Want::Refused(needle) = want {
         let ok = seen.exit == Some(4) && seen.err.contains(needle);
         return (!ok).then(|| {

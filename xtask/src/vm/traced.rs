@@ -40,7 +40,18 @@ pub fn btf_arg(kernel: &Kernel) -> String {
 /// Boot `kernel` with dio-trace in /bin (and its ext4 BTF, if it has one)
 /// and a fresh scratch ext4 on /mnt, and run `script`.
 pub fn boot_with_dio(kernel: &Kernel, dio: &GuestFile, script: &str, opts: &VmOptions) -> Result<Outcome> {
-    let disk = Disk::ext4(256)?;
+    boot_with_dio_on("ext4", kernel, dio, script, opts)
+}
+
+/// [`boot_with_dio`] with a scratch disk of `fs` ("ext4", "xfs", "f2fs").
+pub fn boot_with_dio_on(
+    fs: &'static str,
+    kernel: &Kernel,
+    dio: &GuestFile,
+    script: &str,
+    opts: &VmOptions,
+) -> Result<Outcome> {
+    let disk = Disk::of(fs, 256)?;
     let mut files = vec![dio.clone()];
     if let Some(btf) = &kernel.ext4_btf {
         files.push(GuestFile {

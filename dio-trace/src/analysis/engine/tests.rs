@@ -311,7 +311,12 @@ fn a_missing_probe_of_one_filesystem_leaves_the_others_judged() {
         coverage,
         ..EngineConfig::default()
     });
-    let ext4 = [begin(1, 0, EVENT_DSYNC), dirty(1, 5, 8192), sync(1, 10, 8192), complete(1, 20)];
+    let ext4 = [
+        begin(1, 0, EVENT_DSYNC),
+        dirty(1, 5, 8192),
+        sync(1, 10, 8192),
+        complete(1, 20),
+    ];
     let f2fs = [begin(2, 0, on(Fs::F2fs, EVENT_DSYNC)), complete(2, 20)];
     let mut out = Vec::new();
     for ev in ext4.into_iter().chain(f2fs) {
