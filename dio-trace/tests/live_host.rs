@@ -206,6 +206,22 @@ fn verify_judges_every_pattern_on_xfs() {
     }
 }
 
+/// A sync direct write on a filesystem dio-trace has no facts for (ext2,
+/// which iomap serves too) is counted in the kernel and never called
+/// clean; `--debug` names the filesystem.
+#[test]
+fn writes_on_a_filesystem_without_facts_are_inconclusive() {
+    let Some(_s) = live("ext2") else { return };
+    let e2 = Scratch::ext2(64).expect("scratch ext2");
+    let (code, ls, err) = run_write(&["--debug"], "o-sync-append", 2, &e2.dir().join("f"));
+    let sum = summary(&ls);
+    assert_eq!(code, 3, "{err}");
+    assert_eq!(sum["verdict"], "inconclusive");
+    assert_eq!(sum["counters"]["other_fs"], 2, "{sum}");
+    assert!(sum["reasons"].to_string().contains("no facts for"), "{sum}");
+    assert!(err.contains("filesystem ext2"), "{err}");
+}
+
 #[test]
 fn rwf_dsync_appends_are_counted_too() {
     assert_all_ordered("rwf-dsync-append", "dsync");

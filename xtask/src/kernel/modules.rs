@@ -19,9 +19,10 @@ use super::host;
 /// Modules needed to see the scratch disk as `/dev/vda` and mount it:
 /// generic kernels build ext4 (and jbd2, mbcache) as modules too.
 pub const GUEST: &[&str] = &["virtio_pci", "virtio_blk", "ext4"];
-/// Loaded where they exist: ext4's checksums need a crc32c driver, which
-/// ext4 asks for by name (a soft dependency `depends=` does not list).
-pub const GUEST_OPTIONAL: &[&str] = &["crc32c_generic"];
+/// Loaded where they exist: ext4's (and XFS's) checksums need a crc32c
+/// driver, f2fs's a crc32 one, which they ask for by name (a soft
+/// dependency `depends=` does not list).
+pub const GUEST_OPTIONAL: &[&str] = &["crc32c_generic", "crc32_generic"];
 
 /// One module to load: its name and uncompressed bytes.
 pub struct Module {
