@@ -116,6 +116,13 @@ pub const EVENT_NO_DISKSIZE: u32 = 1 << 2;
 /// the armed map at the end of a session.
 pub const EVENT_FINAL: u32 = 1 << 3;
 
+/// On a sync (its `SyncExit`, or in a whole-write record its sync step):
+/// the sync made the write's blocks durable for roll-forward recovery
+/// (f2fs's `cp_reason` 0, `CP_NO_NEEDED`: it wrote the file's node pages
+/// with fsync marks, and mounting after a crash rebuilds the size from
+/// them) instead of taking a checkpoint of the in-memory inode.
+pub const EVENT_ROLL_FORWARD: u32 = 1 << 4;
+
 /// Bits 8..=11 of a write's flags: its filesystem, a [`crate::fs::Fs`]
 /// number (0 in traces older than format 3: ext4).
 pub const EVENT_FS_SHIFT: u32 = 8;

@@ -14,7 +14,11 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RawTracePointContext},
 };
 use dio_trace_common::{
-    arm::ARM_SIZE_SEEN, fs::Fs, kind::RecordKind, probe::Mechanism, record::DATASYNC_UNKNOWN,
+    arm::ARM_SIZE_SEEN,
+    fs::Fs,
+    kind::RecordKind,
+    probe::Mechanism,
+    record::{DATASYNC_UNKNOWN, EVENT_ROLL_FORWARD},
 };
 
 use crate::{
@@ -56,7 +60,6 @@ pub fn tp_xfs_file_fsync(ctx: BtfTracePointContext) -> i32 {
         vfs_inode(Fs::Xfs, ip),
         RecordKind::SyncEnter,
         DATASYNC_UNKNOWN,
-        -1,
         Mechanism::Tracepoint,
     );
     0
@@ -69,7 +72,6 @@ pub fn raw_xfs_file_fsync(ctx: RawTracePointContext) -> i32 {
         vfs_inode(Fs::Xfs, ip),
         RecordKind::SyncEnter,
         DATASYNC_UNKNOWN,
-        -1,
         Mechanism::RawTracepoint,
     );
     0
@@ -82,7 +84,6 @@ pub fn tp_f2fs_sync_file_enter(ctx: BtfTracePointContext) -> i32 {
         ctx.arg(0),
         RecordKind::SyncEnter,
         DATASYNC_UNKNOWN,
-        -1,
         Mechanism::Tracepoint,
     );
     0
@@ -94,7 +95,6 @@ pub fn raw_f2fs_sync_file_enter(ctx: RawTracePointContext) -> i32 {
         ctx.arg(0),
         RecordKind::SyncEnter,
         DATASYNC_UNKNOWN,
-        -1,
         Mechanism::RawTracepoint,
     );
     0
@@ -107,26 +107,14 @@ pub fn raw_f2fs_sync_file_enter(ctx: RawTracePointContext) -> i32 {
 #[btf_tracepoint(function = "f2fs_sync_file_exit")]
 pub fn tp_f2fs_sync_file_exit(ctx: BtfTracePointContext) -> i32 {
     let (cp_reason, ret): (i32, i32) = (ctx.arg(1), ctx.arg(3));
-    try_sync(
-        ctx.arg(0),
-        RecordKind::SyncExit,
-        ret as i64 as u64,
-        cp_reason as i64,
-        Mechanism::Tracepoint,
-    );
+    f2fs_sync_exit(ctx.arg(0), cp_reason, ret, Mechanism::Tracepoint);
     0
 }
 
 #[raw_tracepoint(tracepoint = "f2fs_sync_file_exit")]
 pub fn raw_f2fs_sync_file_exit(ctx: RawTracePointContext) -> i32 {
     let (cp_reason, ret): (i32, i32) = (ctx.arg(1), ctx.arg(3));
-    try_sync(
-        ctx.arg(0),
-        RecordKind::SyncExit,
-        ret as i64 as u64,
-        cp_reason as i64,
-        Mechanism::RawTracepoint,
-    );
+    f2fs_sync_exit(ctx.arg(0), cp_reason, ret, Mechanism::RawTracepoint);
     0
 }
 
@@ -139,7 +127,7 @@ fn sync_file_enter(file: *const u8, datasync: i32, mechanism: Mechanism) {
 /// `ext4_sync_file_exit(struct inode *, int ret)`, either kind.
 #[inline(always)]
 fn sync_file_exit(inode: *const u8, ret: i32, mechanism: Mechanism) {
-    try_sync(inode, RecordKind::SyncExit, ret as i64 as u64, -1, mechanism);
+    try_sync(inode, RecordKind::SyncExit, ret as i64 as u64, mechanism);
 }
 
 /// `vfs_fsync_range(struct file *, loff_t start, loff_t end, int datasync)`:
@@ -180,15 +168,57 @@ pub fn kprobe_vfs_fsync_range(ctx: ProbeContext) -> u32 {
 #[inline(always)]
 fn file_sync(file: *const u8, kind: RecordKind, arg: u64, mechanism: Mechanism) {
     if let Ok(inode) = file_inode(Via::of(mechanism), file) {
-        try_sync(inode, kind, arg, -1, mechanism);
+        try_sync(inode, kind, arg, mechanism);
     }
 }
 
-/// `arg` is datasync for `SyncEnter`, the return value for `SyncExit`;
-/// `detail` goes into the step's `pos`: f2fs's `cp_reason` at its exit, -1
-/// where the hook has none.
+/// How an f2fs sync made things durable: `cp_reason` 0 wrote node pages
+/// for roll-forward recovery (which rebuilds the size from the write's
+/// blocks), anything else took a checkpoint of the in-memory inode, with
+/// whatever `i_size` it had. Without a full timeline the exit only amends
+/// the first sync's step, which the write's record carries.
 #[inline(always)]
-pub fn try_sync(inode: *const u8, kind: RecordKind, arg: u64, detail: i64, mechanism: Mechanism) {
+fn f2fs_sync_exit(inode: *const u8, cp_reason: i32, ret: i32, mechanism: Mechanism) {
+    let flags = if cp_reason == 0 && ret == 0 {
+        EVENT_ROLL_FORWARD
+    } else {
+        0
+    };
+    if full_timeline() {
+        let via = Via::of(mechanism);
+        let Some(entry) = armed(via, inode) else {
+            return;
+        };
+        let sz = entry_sizes(via, inode, entry);
+        step(
+            entry,
+            &sz,
+            Fact {
+                pos: cp_reason as i64,
+                flags,
+                ..Fact::new(RecordKind::SyncExit, mechanism, ret as i64 as u64)
+            },
+        );
+        return;
+    }
+    let Some(entry) = armed(Via::of(mechanism), inode) else {
+        return;
+    };
+    // SAFETY: map value pointer, valid while the program runs.
+    unsafe {
+        let sync = &raw mut (*entry).rec.sync;
+        if (*sync).ts_ns != 0 && (*sync).pos < 0 {
+            (*sync).pos = cp_reason as i64;
+            (*sync).flags |= flags;
+        }
+    }
+}
+
+/// `arg` is datasync for `SyncEnter`, the return value for `SyncExit`.
+/// The step's `pos` is -1: how the sync ended is not known yet (f2fs's
+/// exit fills it in, [`f2fs_sync_exit`]).
+#[inline(always)]
+pub fn try_sync(inode: *const u8, kind: RecordKind, arg: u64, mechanism: Mechanism) {
     let full = full_timeline();
     // Sync exits are timeline detail.
     if kind == RecordKind::SyncExit && !full {
@@ -208,7 +238,7 @@ pub fn try_sync(inode: *const u8, kind: RecordKind, arg: u64, detail: i64, mecha
         entry,
         &sz,
         Fact {
-            pos: detail,
+            pos: -1,
             ..Fact::new(kind, mechanism, arg)
         },
     );

@@ -3,6 +3,7 @@
 use dio_trace_common::{
     fs::{FS_SLOTS, Fs},
     kind::RecordKind,
+    record::EVENT_ROLL_FORWARD,
 };
 
 use super::event::Event;
@@ -18,11 +19,15 @@ pub struct Coverage {
     pub fs: [FsCoverage; FS_SLOTS],
 }
 
-/// A filesystem's own facts: its size update and its sync.
+/// A filesystem's own facts: its size update and its sync, and, where
+/// the sync's path decides what lasts (f2fs: roll-forward or checkpoint),
+/// how the sync ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FsCoverage {
     pub size_update: bool,
     pub sync: bool,
+    /// How the sync ended is known (always, where it does not matter).
+    pub sync_path: bool,
 }
 
 impl Coverage {
@@ -31,6 +36,7 @@ impl Coverage {
         fs: [FsCoverage {
             size_update: true,
             sync: true,
+            sync_path: true,
         }; FS_SLOTS],
     };
 
@@ -78,13 +84,27 @@ impl Verdict {
     }
 }
 
+/// Did the sync at the head of `from` end by making the write's blocks
+/// durable for roll-forward recovery? Its own step says so (whole-write
+/// records) or its exit does (full timelines).
+fn rolled_forward(from: &[Event]) -> bool {
+    let flagged = |e: &Event| e.flags & EVENT_ROLL_FORWARD != 0;
+    flagged(&from[0])
+        || from[1..]
+            .iter()
+            .find(|e| matches!(e.kind, RecordKind::SyncExit | RecordKind::SyncEnter))
+            .is_some_and(|e| e.kind == RecordKind::SyncExit && flagged(e))
+}
+
 /// Judge one write from its `WriteBegin` and the events of its inode that
 /// followed, in kernel order. `lost` says records of it may be missing.
 ///
 /// Ordered: the first sync is preceded by a size update (the write's
 /// filesystem's: `mark_inode_dirty` on ext4) whose on-disk size covers the
-/// write's end. Violation: that sync comes first, or the completion ends
-/// with no sync at all.
+/// write's end, or the kernel says that sync made the write's blocks
+/// durable for roll-forward recovery, which rebuilds the size (f2fs).
+/// Violation: that sync comes first and took no such path, or the
+/// completion ends with no sync at all.
 pub fn judge(begin: &Event, events: &[Event], lost: bool, cov: Coverage) -> Verdict {
     let end = begin.end();
     let fs = begin.fs();
@@ -112,6 +132,16 @@ pub fn judge(begin: &Event, events: &[Event], lost: bool, cov: Coverage) -> Verd
                     "the {} size-update probe ({}) is not attached",
                     fs.name(),
                     fs.size_step()
+                ));
+            }
+            if rolled_forward(&events[s..]) {
+                return Verdict::Ordered;
+            }
+            if !fs_cov.sync_path {
+                return Verdict::Inconclusive(format!(
+                    "the {} sync ran before the size update, and how it ended (its sync-exit probe) is not \
+                     attached: a sync that writes node pages for roll-forward recovery keeps the size",
+                    fs.name()
                 ));
             }
             match events[s].disksize() {

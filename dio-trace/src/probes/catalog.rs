@@ -64,22 +64,24 @@ pub const F2FS_SIZE_UPDATE: &str = "f2fs_size_update";
 pub const F2FS_SYNC_ENTER: &str = "f2fs_sync_enter";
 pub const F2FS_SYNC_EXIT: &str = "f2fs_sync_exit";
 
-/// Each filesystem's (size update, sync) rows, by [`Fs::slot`]. ext4's
-/// keep the names they had when ext4 was the only filesystem: recorded
-/// traces name them so.
-pub const FS_FACT_PROBES: [(Fs, &str, &str); FS_SLOTS] = [
-    (Fs::Ext4, SIZE_UPDATE, SYNC_ENTER),
-    (Fs::Xfs, XFS_SIZE_UPDATE, XFS_SYNC_ENTER),
-    (Fs::F2fs, F2FS_SIZE_UPDATE, F2FS_SYNC_ENTER),
+/// Each filesystem's (size update, sync, how the sync ended) rows, by
+/// [`Fs::slot`]; the last only where the sync's path decides what lasts.
+/// ext4's keep the names they had when ext4 was the only filesystem:
+/// recorded traces name them so.
+pub const FS_FACT_PROBES: [(Fs, &str, &str, Option<&str>); FS_SLOTS] = [
+    (Fs::Ext4, SIZE_UPDATE, SYNC_ENTER, None),
+    (Fs::Xfs, XFS_SIZE_UPDATE, XFS_SYNC_ENTER, None),
+    (Fs::F2fs, F2FS_SIZE_UPDATE, F2FS_SYNC_ENTER, Some(F2FS_SYNC_EXIT)),
 ];
 
 /// What the verdict can rest on, given which probes are served.
 pub fn coverage(served: impl Fn(&str) -> bool) -> Coverage {
     let mut fs = Coverage::ALL.fs;
-    for (f, size, sync) in FS_FACT_PROBES {
+    for (f, size, sync, path) in FS_FACT_PROBES {
         fs[f.slot()] = FsCoverage {
             size_update: served(size),
             sync: served(sync),
+            sync_path: path.is_none_or(&served),
         };
     }
     Coverage {
@@ -405,8 +407,8 @@ pub static CATALOG: &[ProbeSpec] = &[
     ProbeSpec {
         name: F2FS_SYNC_EXIT,
         fs: Some(Fs::F2fs),
-        need: Need::Timeline,
-        about: "f2fs_sync_file returns, with cp_reason: a checkpoint (and why) or node pages for roll-forward",
+        need: Need::Verdict,
+        about: "f2fs_sync_file returns, with cp_reason: node pages for roll-forward (0) or a checkpoint (why)",
         hooks: &[
             hook(
                 Tracepoint,

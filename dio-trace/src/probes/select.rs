@@ -239,8 +239,8 @@ mod tests {
         assert_eq!(names(true, false), names(false, false) + 1);
         assert_eq!(
             names(false, true),
-            names(false, false) + 3,
-            "sync_exit, f2fs_sync_exit and inode_extension"
+            names(false, false) + 2,
+            "sync_exit and inode_extension"
         );
     }
 }

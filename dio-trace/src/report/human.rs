@@ -3,7 +3,10 @@
 
 use std::io::Write;
 
-use dio_trace_common::{kind::RecordKind, record::DATASYNC_UNKNOWN};
+use dio_trace_common::{
+    kind::RecordKind,
+    record::{DATASYNC_UNKNOWN, EVENT_ROLL_FORWARD},
+};
 
 use super::{Reporter, RunInfo, Show, backend_of};
 use crate::{
@@ -39,12 +42,25 @@ fn step(e: &Event, t0: u64) -> String {
         RecordKind::MarkDirty | RecordKind::F2fsMarkDirty => {
             e.caller.as_ref().map(|c| format!(" ({c})")).unwrap_or_default()
         }
-        RecordKind::SyncEnter if e.arg == DATASYNC_UNKNOWN => String::new(),
-        RecordKind::SyncEnter => format!(" datasync={}", e.arg),
-        RecordKind::SyncExit if e.pos >= 0 => format!(" cp_reason={}", e.pos),
+        RecordKind::SyncEnter | RecordKind::SyncExit => {
+            let datasync = match (e.kind, e.arg) {
+                (RecordKind::SyncEnter, a) if a != DATASYNC_UNKNOWN => format!(" datasync={a}"),
+                _ => String::new(),
+            };
+            format!("{datasync}{}", sync_path(e))
+        }
         _ => String::new(),
     };
     format!("{} +{us:.0}us{disk}{extra}", e.kind.name())
+}
+
+/// How an f2fs sync ended (`pos` holds its `cp_reason`, -1 elsewhere).
+fn sync_path(e: &Event) -> String {
+    match e.pos {
+        p if p < 0 => String::new(),
+        0 if e.flags & EVENT_ROLL_FORWARD != 0 => " cp_reason=0 (roll-forward)".into(),
+        p => format!(" cp_reason={p} (checkpoint)"),
+    }
 }
 
 impl<W: Write> Reporter for Human<W> {

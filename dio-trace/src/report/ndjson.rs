@@ -21,9 +21,10 @@
 //! `pid`, `cpu`, `i_size`, `i_disksize` (null when unreadable), and per
 //! event `caller` (size updates), `datasync` (sync_enter; null where the
 //! filesystem's tracepoint does not say), `ret` (completions and sync
-//! exits), `cp_reason` (f2fs sync exits: 0 the sync wrote node pages for
-//! roll-forward recovery, else it took a checkpoint, the kernel's
-//! `enum cp_reason_type`), `error` (completions).
+//! exits), `cp_reason` (f2fs syncs, null elsewhere: 0 the sync wrote node
+//! pages for roll-forward recovery, else it took a checkpoint, the
+//! kernel's `enum cp_reason_type`, e.g. 3 `CP_HARDLINK`), `error`
+//! (completions).
 
 use std::io::Write;
 
@@ -68,9 +69,11 @@ pub fn event_json(e: &Event, t0: u64) -> Value {
         RecordKind::MarkDirty | RecordKind::F2fsMarkDirty => {
             json!({ "caller": e.caller.clone().unwrap_or_else(|| format!("{:#x}", e.arg)) })
         }
-        RecordKind::SyncEnter => json!({ "datasync": (e.arg != DATASYNC_UNKNOWN).then_some(e.arg) }),
-        RecordKind::SyncExit if e.pos >= 0 => json!({ "ret": e.arg as i64, "cp_reason": e.pos }),
-        RecordKind::SyncExit => json!({ "ret": e.arg as i64 }),
+        RecordKind::SyncEnter => json!({
+            "datasync": (e.arg != DATASYNC_UNKNOWN).then_some(e.arg),
+            "cp_reason": (e.pos >= 0).then_some(e.pos),
+        }),
+        RecordKind::SyncExit => json!({ "ret": e.arg as i64, "cp_reason": (e.pos >= 0).then_some(e.pos) }),
         RecordKind::CompleteExit | RecordKind::CompleteEnter => {
             json!({ "ret": e.arg as i64, "error": e.pos })
         }

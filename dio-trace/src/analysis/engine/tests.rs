@@ -5,7 +5,7 @@ use dio_trace_common::{
     fs::Fs,
     kind::RecordKind::{self, *},
     probe::Mechanism,
-    record::{EVENT_DSYNC, EVENT_FS_SHIFT, EVENT_SYNC},
+    record::{EVENT_DSYNC, EVENT_FS_SHIFT, EVENT_ROLL_FORWARD, EVENT_SYNC},
 };
 
 use super::*;
@@ -300,12 +300,61 @@ fn each_filesystem_s_size_update_counts_for_its_writes() {
     }
 }
 
+/// f2fs syncs before its size write; what lasts depends on the sync's
+/// path (README, "Filesystems": the crash ground truth).
+#[test]
+fn an_f2fs_sync_that_rolls_forward_keeps_the_write_one_that_checkpoints_does_not() {
+    let late = Event {
+        kind: F2fsMarkDirty,
+        ..dirty(1, 30, 8192)
+    };
+    let case = |sync_flags: u32, exit: Option<u32>, cov: Coverage| {
+        let mut evs = vec![
+            begin(1, 0, on(Fs::F2fs, EVENT_SYNC | EVENT_DSYNC)),
+            Event {
+                flags: sync_flags,
+                ..sync(1, 10, 4096)
+            },
+        ];
+        if let Some(flags) = exit {
+            evs.push(Event {
+                flags,
+                pos: if flags == 0 { 3 } else { 0 },
+                ..ev(SyncExit, 1, 15)
+            });
+        }
+        evs.extend([complete(1, 20), late.clone()]);
+        let mut e = Engine::new(EngineConfig {
+            coverage: cov,
+            ..EngineConfig::default()
+        });
+        let mut out = Vec::new();
+        for x in evs {
+            out.extend(e.push(Input::Event(x)));
+        }
+        out.extend(e.finish());
+        out[0].verdict.clone()
+    };
+    let all = Coverage::ALL;
+    // Whole-write records: the exit amended the sync's own step.
+    assert_eq!(case(EVENT_ROLL_FORWARD, None, all), Verdict::Ordered);
+    // Full timelines: the exit is its own event.
+    assert_eq!(case(0, Some(EVENT_ROLL_FORWARD), all), Verdict::Ordered);
+    let checkpoint = Verdict::Violation(ViolationKind::SyncBeforeSizeUpdate);
+    assert_eq!(case(0, Some(0), all), checkpoint);
+    assert_eq!(case(0, None, all), checkpoint);
+    let mut blind = all;
+    blind.fs[Fs::F2fs.slot()].sync_path = false;
+    assert!(matches!(case(0, None, blind), Verdict::Inconclusive(_)));
+}
+
 #[test]
 fn a_missing_probe_of_one_filesystem_leaves_the_others_judged() {
     let mut coverage = Coverage::ALL;
     coverage.fs[Fs::F2fs.slot()] = crate::analysis::FsCoverage {
         size_update: false,
         sync: false,
+        sync_path: false,
     };
     let mut e = Engine::new(EngineConfig {
         coverage,
