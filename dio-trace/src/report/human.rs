@@ -115,7 +115,9 @@ impl<W: Write> Reporter for Human<W> {
         )?;
         writeln!(self.out, "probes: {}", info.probe_line())?;
         let verdict = match s.overall {
-            Overall::Ordered => "ORDERED: every size-extending sync write journaled its size before its sync",
+            Overall::Ordered => {
+                "ORDERED: every size-extending sync write made its size durable before or by its sync"
+            }
             Overall::Violation => "VIOLATION: a sync ran before the size update of a size-extending write",
             Overall::Inconclusive => "INCONCLUSIVE",
         };

@@ -27,8 +27,12 @@ enum VmCommand {
     Verify(VerifyArgs),
     /// The kernel matrix: every kernel x backend x sync flavour, asserted.
     Matrix(MatrixArgs),
-    /// XFS and f2fs on the Debian kernels that ship them, asserted.
-    Filesystems,
+    /// XFS and f2fs on the Debian kernels that ship them, asserted
+    /// (`--crash`: also their crash ground truth).
+    Filesystems {
+        #[arg(long)]
+        crash: bool,
+    },
     /// dio-trace's verdict against what survives a crash, per sync flavour;
     /// the last line is `verdict=.. crash=..`; exits 0 when they agree.
     Crash(CrashArgs),
@@ -88,6 +92,9 @@ struct RunArgs {
     /// Attach a fresh 128 MiB ext4 scratch disk, mounted on /mnt.
     #[arg(long)]
     disk: bool,
+    /// The scratch disk's filesystem instead of ext4: xfs or f2fs.
+    #[arg(long, value_name = "FS", requires = "disk", value_parser = ["ext4", "xfs", "f2fs"])]
+    disk_fs: Option<String>,
     /// Shell command run in the guest (after `--`).
     #[arg(last = true, required = true, value_name = "COMMAND")]
     command: Vec<String>,
@@ -161,9 +168,12 @@ struct CrashProbeArgs {
 pub fn run(args: VmArgs) -> Result<()> {
     match args.command {
         VmCommand::Run(a) => vm_dio(a),
-        VmCommand::Filesystems => {
+        VmCommand::Filesystems { crash } => {
             let mut score = matrix::Score::default();
             super::fs_cells::run(&matrix::quiet_options(), &mut score)?;
+            if crash {
+                super::fs_cells::crash(&matrix::quiet_options(), &mut score)?;
+            }
             println!("vm: {} passed, {} failed", score.passed, score.failed);
             if score.failed > 0 {
                 std::process::exit(1);
@@ -270,7 +280,12 @@ fn vm_run(args: RunArgs) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let cache = Cache::from_env()?;
     let kernel = kernel::resolve(&args.boot.kernel, &cache)?;
-    let disk = if args.disk { Some(Disk::ext4(128)?) } else { None };
+    let fs = match args.disk_fs.as_deref() {
+        Some("xfs") => "xfs",
+        Some("f2fs") => "f2fs",
+        _ => "ext4",
+    };
+    let disk = if args.disk { Some(Disk::of(fs, 128)?) } else { None };
     let script = format!("{}\n", args.command.join(" "));
     let outcome = boot(
         &Guest {

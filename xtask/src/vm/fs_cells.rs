@@ -6,10 +6,14 @@
 //! What a cell must show follows from the filesystem's facts (NOTES §8,
 //! and the crash ground truth in the README): XFS logs the size in its
 //! `end_io`, before iomap's sync, in every version; f2fs syncs inside
-//! `iomap_dio_complete` while `i_size` is old and writes the size after.
+//! `iomap_dio_complete` while `i_size` is old and writes the size after,
+//! which a crash survives when the sync writes node pages for roll-forward
+//! recovery and does not when it takes a checkpoint (a file with a second
+//! hard link always does).
 
 use anyhow::Result;
 
+use super::crash::Setup;
 use super::matrix::{Score, Want, judge, parse};
 use super::{VmOptions, traced};
 use crate::initramfs::GuestFile;
@@ -19,6 +23,8 @@ use crate::kernel::{self, Cache, KernelSpec};
 pub struct FsCell {
     pub kernel: &'static str,
     pub fs: &'static str,
+    /// Give each file a second hard link before writing.
+    pub hardlink: bool,
     pub backends: &'static [&'static str],
 }
 
@@ -29,34 +35,113 @@ pub const FS_CELLS: &[FsCell] = &[
     FsCell {
         kernel: "debian-6.1",
         fs: "xfs",
+        hardlink: false,
         backends: &["kprobe"],
     },
     FsCell {
         kernel: "debian-6.12",
         fs: "xfs",
+        hardlink: false,
         backends: &["kprobe", "tracepoint"],
     },
     FsCell {
         kernel: "debian-7.3",
         fs: "xfs",
+        hardlink: false,
         backends: &["kprobe", "tracepoint"],
     },
     FsCell {
         kernel: "debian-6.1-generic",
         fs: "f2fs",
+        hardlink: false,
+        backends: &["kprobe"],
+    },
+    FsCell {
+        kernel: "debian-6.1-generic",
+        fs: "f2fs",
+        hardlink: true,
         backends: &["kprobe"],
     },
     FsCell {
         kernel: "debian-6.12-generic",
         fs: "f2fs",
+        hardlink: false,
+        backends: &["kprobe"],
+    },
+    FsCell {
+        kernel: "debian-6.12-generic",
+        fs: "f2fs",
+        hardlink: true,
         backends: &["kprobe"],
     },
 ];
 
-/// The order a filesystem's direct writes complete in, as its code has it.
-pub fn want(fs: &str) -> Want {
-    match fs {
-        "f2fs" => Want::Violation,
+/// Crash ground truth beyond ext4 (`cargo xtask vm crash --fs`): XFS, and
+/// f2fs with a sync that rolls forward and one that takes a checkpoint.
+pub const CRASH_CELLS: &[(&str, Setup)] = &[
+    (
+        "debian-6.1",
+        Setup {
+            fs: "xfs",
+            hardlink: false,
+        },
+    ),
+    (
+        "debian-6.1-generic",
+        Setup {
+            fs: "f2fs",
+            hardlink: false,
+        },
+    ),
+    (
+        "debian-6.1-generic",
+        Setup {
+            fs: "f2fs",
+            hardlink: true,
+        },
+    ),
+    (
+        "debian-6.12-generic",
+        Setup {
+            fs: "f2fs",
+            hardlink: true,
+        },
+    ),
+];
+
+/// Every crash cell: the verdict and the crash must agree.
+pub fn crash(opts: &VmOptions, score: &mut Score) -> Result<()> {
+    let cache = Cache::from_env()?;
+    let dio: GuestFile = traced::dio_trace_file()?;
+    for (name, setup) in CRASH_CELLS {
+        let spec = KernelSpec::Named(kernel::named::find(name).expect("a named kernel"));
+        let kernel = kernel::resolve(&spec, &cache)?;
+        for r in super::crash::run(&kernel, &dio, opts, *setup)? {
+            let cp = r
+                .cp_reason
+                .map(|c| format!(", sync cp_reason {c}"))
+                .unwrap_or_default();
+            let why = (!r.agrees()).then(|| "the verdict and the crash disagree".to_owned());
+            score.record(
+                why,
+                format_args!(
+                    "crash {name} {} {}: verdict {} with {} bytes after the crash{cp}",
+                    setup.label(),
+                    r.pattern,
+                    r.verdict,
+                    r.size
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// What a filesystem's counted writes must show: f2fs's sync before its
+/// size write is a violation only where the sync takes a checkpoint.
+pub fn want(fs: &str, hardlink: bool) -> Want {
+    match (fs, hardlink) {
+        ("f2fs", true) => Want::Violation,
         _ => Want::Ordered,
     }
 }
@@ -68,10 +153,13 @@ const PATTERNS: [(&str, u64, u64); 3] = [
     ("o-append-dsync", 3, 3),
 ];
 
-fn script(backends: &[&str]) -> String {
+fn script(backends: &[&str], hardlink: bool) -> String {
     let mut s = String::from("set +e\n");
     for b in backends {
         for (p, count, _) in PATTERNS {
+            if hardlink {
+                s += &format!("touch /mnt/{b}-{p} && ln /mnt/{b}-{p} /mnt/{b}-{p}.link\n");
+            }
             s += &format!(
                 "dio-trace run --backend {b} --json -- dio-trace write --pattern {p} --count {count} /mnt/{b}-{p} >/tmp/out 2>/tmp/err\n\
                  echo \"@@CASE {b} {p} $?\"\n\
@@ -91,7 +179,13 @@ pub fn run(opts: &VmOptions, score: &mut Score) -> Result<()> {
     for cell in FS_CELLS {
         let spec = KernelSpec::Named(kernel::named::find(cell.kernel).expect("a named kernel"));
         let kernel = kernel::resolve(&spec, &cache)?;
-        let outcome = traced::boot_with_dio_on(cell.fs, &kernel, &dio, &script(cell.backends), opts)?;
+        let outcome = traced::boot_with_dio_on(
+            cell.fs,
+            &kernel,
+            &dio,
+            &script(cell.backends, cell.hardlink),
+            opts,
+        )?;
         let seen = parse(&outcome.console);
         for b in cell.backends {
             for case_def @ (p, _, _) in PATTERNS {
@@ -100,7 +194,7 @@ pub fn run(opts: &VmOptions, score: &mut Score) -> Result<()> {
                     .find(|((sb, sp), _)| sb == b && sp == p)
                     .map(|(_, s)| s);
                 let why = match case {
-                    Some(s) => judge(want(cell.fs), b, case_def, s),
+                    Some(s) => judge(want(cell.fs, cell.hardlink), b, case_def, s),
                     None => Some(format!(
                         "the guest did not report this case: {}",
                         outcome.failure()
@@ -108,7 +202,13 @@ pub fn run(opts: &VmOptions, score: &mut Score) -> Result<()> {
                 };
                 score.record(
                     why,
-                    format_args!("{} {} {b} {p}: {:?}", cell.kernel, cell.fs, want(cell.fs)),
+                    format_args!(
+                        "{} {}{} {b} {p}: {:?}",
+                        cell.kernel,
+                        cell.fs,
+                        if cell.hardlink { "+hardlink" } else { "" },
+                        want(cell.fs, cell.hardlink)
+                    ),
                 );
             }
         }
@@ -132,6 +232,8 @@ mod tests {
             assert!(kernel::named::find(c.kernel).is_some(), "{}", c.kernel);
             assert!(["xfs", "f2fs"].contains(&c.fs));
         }
-        assert_eq!(want("xfs"), Want::Ordered);
+        assert_eq!(want("xfs", false), Want::Ordered);
+        assert_eq!(want("f2fs", false), Want::Ordered);
+        assert_eq!(want("f2fs", true), Want::Violation);
     }
 }
