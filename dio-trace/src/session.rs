@@ -99,6 +99,7 @@ pub async fn trace(
     let mut tracer = Tracer::start(&config, &how).map_err(|e| EnvError(chain(&e)))?;
     let mut info = RunInfo::new(facts.release.clone(), &tracer.selection.probes);
     let mut problems = tracer.selection.problems();
+    problems.extend(unseen_mounts(&tracer.selection, &facts, plan.filter.dev));
     let engine = Engine::new(EngineConfig {
         coverage: tracer.selection.coverage(),
         path_prefix: plan.path_prefix.clone(),
@@ -291,6 +292,29 @@ fn kernel_problems(r: &crate::collect::counters::Reading) -> Vec<String> {
         ));
     }
     p
+}
+
+/// Mounts whose writes the write-start probe cannot see, when it is one
+/// filesystem's own function: never a silent miss. Only mounts the run
+/// could trace (`--dev`/`--path` keep the others out).
+fn unseen_mounts(selection: &crate::probes::select::Selection, facts: &KernelFacts, dev: u32) -> Vec<String> {
+    let Some(only) = selection.write_begin_only() else {
+        return Vec::new();
+    };
+    facts
+        .mounts
+        .supported_mounts()
+        .filter(|m| m.fstype != only.name() && (dev == 0 || m.dev == dev))
+        .map(|m| {
+            format!(
+                "direct writes to {} at {} cannot be seen: the write-start probe is {}'s own function here \
+                 (iomap's cannot be traced with this backend); try --backend kprobe",
+                m.fstype,
+                m.mount_point,
+                only.name()
+            )
+        })
+        .collect()
 }
 
 /// Sync-flavoured direct writes the kernel saw on a filesystem it could

@@ -36,6 +36,9 @@ pub struct Hook {
     pub since: &'static str,
     /// Programs to load and attach, in order: (how, name in the object).
     pub programs: &'static [(Mechanism, &'static str)],
+    /// The one filesystem whose events the target sees (a filesystem's
+    /// own function standing in for iomap's); `None`: every filesystem's.
+    pub only: Option<Fs>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -103,6 +106,7 @@ const fn hook(
         target,
         since,
         programs,
+        only: None,
     }
 }
 
@@ -145,12 +149,15 @@ pub static CATALOG: &[ProbeSpec] = &[
                 &[(Fentry, "fentry_iomap_dio_rw_core")],
             ),
             hook(Fentry, "iomap_dio_rw", "5.5", &[(Fentry, "fentry_iomap_dio_rw")]),
-            hook(
-                Fentry,
-                "ext4_file_write_iter",
-                "5.5",
-                &[(Fentry, "fentry_ext4_file_write_iter")],
-            ),
+            Hook {
+                only: Some(Fs::Ext4),
+                ..hook(
+                    Fentry,
+                    "ext4_file_write_iter",
+                    "5.5",
+                    &[(Fentry, "fentry_ext4_file_write_iter")],
+                )
+            },
         ],
     },
     ProbeSpec {

@@ -38,6 +38,8 @@ pub struct ProbeStatus {
     pub need: Need,
     /// The mechanism and target that serve it, if any did.
     pub served: Option<(Mechanism, &'static str)>,
+    /// The one filesystem the serving hook sees, if it sees only one.
+    pub served_only: Option<Fs>,
     /// Why each candidate was passed over.
     pub skipped: Vec<String>,
 }
@@ -66,6 +68,16 @@ impl Selection {
     /// filesystem needs (write start, completion, following).
     pub fn problems(&self) -> Vec<String> {
         self.unserved_where(|p| p.fs.is_none())
+    }
+
+    /// The filesystem the write-start probe is limited to, when its hook
+    /// is one filesystem's own function (ext4's `write_iter` where fentry
+    /// cannot reach iomap's): writes to the others are not seen at all.
+    pub fn write_begin_only(&self) -> Option<Fs> {
+        self.probes
+            .iter()
+            .find(|p| p.name == super::catalog::WRITE_BEGIN)
+            .and_then(|p| p.served_only)
     }
 
     /// Problems of one filesystem's own probes: they matter once a write
@@ -111,6 +123,7 @@ pub fn select(
             fs: spec.fs,
             need: spec.need,
             served: None,
+            served_only: None,
             skipped: Vec::new(),
         };
         for hook in spec.hooks {
@@ -121,6 +134,7 @@ pub fn select(
             match try_attach(spec, hook) {
                 Ok(()) => {
                     status.served = Some((hook.mechanism, hook.target));
+                    status.served_only = hook.only;
                     break;
                 }
                 Err(why) => status
@@ -191,6 +205,21 @@ mod tests {
         });
         let begin = sel.probes.iter().find(|p| p.name == WRITE_BEGIN).unwrap();
         assert_eq!(begin.served.unwrap().0, Mechanism::Fentry);
+        assert_eq!(
+            sel.write_begin_only(),
+            None,
+            "iomap's own function sees every filesystem"
+        );
+        // Where fentry cannot reach iomap, ext4's write_iter stands in: it
+        // sees ext4 only, and the selection says so.
+        let sel = select(Backend::Fentry, Wants::default(), |_, hook| {
+            if hook.target.contains("iomap") {
+                Err("ENOTSUPP".into())
+            } else {
+                Ok(())
+            }
+        });
+        assert_eq!(sel.write_begin_only(), Some(Fs::Ext4));
         assert_eq!(
             begin.skipped.len(),
             3,
