@@ -1,8 +1,9 @@
 //! `dio-trace check` on traces recorded on real kernels (fixtures made by
 //! `cargo xtask vm fixtures` on the buggy 6.1 build and on Debian 6.1 and
 //! 6.12): the replay must give exactly the verdicts seen live, for traces of
-//! this format (whole-write records) and of format 1 (`fixtures/v1/`, one
-//! record per event, recorded by the previous version). And every kind of
+//! this format (whole-write records naming their filesystem), of format 2
+//! (`fixtures/v2/`, ext4 only) and of format 1 (`fixtures/v1/`, one record
+//! per event), each recorded by the version of its day. And every kind of
 //! bad file gets one clear line and exit 4. No root needed.
 
 use std::{
