@@ -5,7 +5,8 @@
 //! ```text
 //! magic    8 bytes  "DIOTRACE"
 //! version  u32 LE   format version; readers refuse versions they do not know
-//!                   (2 added whole-write records; 1 is still read)
+//!                   (3 added the filesystem and step kinds to whole-write
+//!                   records, 2 added whole-write records; 2 and 1 are still read)
 //! frames   ...      until the end frame
 //! ```
 //!
