@@ -56,47 +56,27 @@ pub fn raw_ext4_sync_file_exit(ctx: RawTracePointContext) -> i32 {
 #[btf_tracepoint(function = "xfs_file_fsync")]
 pub fn tp_xfs_file_fsync(ctx: BtfTracePointContext) -> i32 {
     let ip: *const u8 = ctx.arg(0);
-    try_sync(
-        vfs_inode(Fs::Xfs, ip),
-        RecordKind::SyncEnter,
-        DATASYNC_UNKNOWN,
-        Mechanism::Tracepoint,
-    );
+    sync_enter_untyped(vfs_inode(Fs::Xfs, ip), Mechanism::Tracepoint);
     0
 }
 
 #[raw_tracepoint(tracepoint = "xfs_file_fsync")]
 pub fn raw_xfs_file_fsync(ctx: RawTracePointContext) -> i32 {
     let ip: *const u8 = ctx.arg(0);
-    try_sync(
-        vfs_inode(Fs::Xfs, ip),
-        RecordKind::SyncEnter,
-        DATASYNC_UNKNOWN,
-        Mechanism::RawTracepoint,
-    );
+    sync_enter_untyped(vfs_inode(Fs::Xfs, ip), Mechanism::RawTracepoint);
     0
 }
 
 /// `f2fs:f2fs_sync_file_enter(struct inode *)`: no datasync argument.
 #[btf_tracepoint(function = "f2fs_sync_file_enter")]
 pub fn tp_f2fs_sync_file_enter(ctx: BtfTracePointContext) -> i32 {
-    try_sync(
-        ctx.arg(0),
-        RecordKind::SyncEnter,
-        DATASYNC_UNKNOWN,
-        Mechanism::Tracepoint,
-    );
+    sync_enter_untyped(ctx.arg(0), Mechanism::Tracepoint);
     0
 }
 
 #[raw_tracepoint(tracepoint = "f2fs_sync_file_enter")]
 pub fn raw_f2fs_sync_file_enter(ctx: RawTracePointContext) -> i32 {
-    try_sync(
-        ctx.arg(0),
-        RecordKind::SyncEnter,
-        DATASYNC_UNKNOWN,
-        Mechanism::RawTracepoint,
-    );
+    sync_enter_untyped(ctx.arg(0), Mechanism::RawTracepoint);
     0
 }
 
@@ -116,6 +96,12 @@ pub fn raw_f2fs_sync_file_exit(ctx: RawTracePointContext) -> i32 {
     let (cp_reason, ret): (i32, i32) = (ctx.arg(1), ctx.arg(3));
     f2fs_sync_exit(ctx.arg(0), cp_reason, ret, Mechanism::RawTracepoint);
     0
+}
+
+/// A sync's start from a hook that does not say whether it is a datasync.
+#[inline(always)]
+fn sync_enter_untyped(inode: *const u8, mechanism: Mechanism) {
+    try_sync(inode, RecordKind::SyncEnter, DATASYNC_UNKNOWN, mechanism);
 }
 
 /// `ext4_sync_file_enter(struct file *, int datasync)`, either kind.

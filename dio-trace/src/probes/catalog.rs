@@ -110,6 +110,21 @@ const fn hook(
     }
 }
 
+/// `vfs_fsync_range`, what `generic_write_sync` calls: every filesystem's
+/// sync at once, so each filesystem's sync row starts and ends with it.
+const VFS_FSYNC_KPROBE: Hook = hook(
+    Kprobe,
+    "vfs_fsync_range",
+    "2.6.32",
+    &[(Kprobe, "kprobe_vfs_fsync_range")],
+);
+const VFS_FSYNC_FENTRY: Hook = hook(
+    Fentry,
+    "vfs_fsync_range",
+    "2.6.32",
+    &[(Fentry, "fentry_vfs_fsync_range")],
+);
+
 /// Preference within each row: kprobes, then tracepoints (tp_btf), then
 /// fentry/fexit, by which programs the kernel can skip. A program that is
 /// preempted on a CPU is skipped for every other task entering its hook
@@ -231,12 +246,7 @@ pub static CATALOG: &[ProbeSpec] = &[
         need: Need::Verdict,
         about: "generic_write_sync -> vfs_fsync_range -> ext4_sync_file starts",
         hooks: &[
-            hook(
-                Kprobe,
-                "vfs_fsync_range",
-                "2.6.32",
-                &[(Kprobe, "kprobe_vfs_fsync_range")],
-            ),
+            VFS_FSYNC_KPROBE,
             hook(
                 Tracepoint,
                 "ext4_sync_file_enter",
@@ -249,12 +259,7 @@ pub static CATALOG: &[ProbeSpec] = &[
                 "2.6.32",
                 &[(RawTracepoint, "raw_ext4_sync_file_enter")],
             ),
-            hook(
-                Fentry,
-                "vfs_fsync_range",
-                "2.6.32",
-                &[(Fentry, "fentry_vfs_fsync_range")],
-            ),
+            VFS_FSYNC_FENTRY,
         ],
     },
     ProbeSpec {
@@ -333,12 +338,7 @@ pub static CATALOG: &[ProbeSpec] = &[
         need: Need::Verdict,
         about: "generic_write_sync -> vfs_fsync_range -> xfs_file_fsync starts",
         hooks: &[
-            hook(
-                Kprobe,
-                "vfs_fsync_range",
-                "2.6.32",
-                &[(Kprobe, "kprobe_vfs_fsync_range")],
-            ),
+            VFS_FSYNC_KPROBE,
             hook(
                 Tracepoint,
                 "xfs_file_fsync",
@@ -351,12 +351,7 @@ pub static CATALOG: &[ProbeSpec] = &[
                 "2.6.32",
                 &[(RawTracepoint, "raw_xfs_file_fsync")],
             ),
-            hook(
-                Fentry,
-                "vfs_fsync_range",
-                "2.6.32",
-                &[(Fentry, "fentry_vfs_fsync_range")],
-            ),
+            VFS_FSYNC_FENTRY,
         ],
     },
     ProbeSpec {
@@ -385,12 +380,7 @@ pub static CATALOG: &[ProbeSpec] = &[
         need: Need::Verdict,
         about: "generic_write_sync -> vfs_fsync_range -> f2fs_sync_file starts",
         hooks: &[
-            hook(
-                Kprobe,
-                "vfs_fsync_range",
-                "2.6.32",
-                &[(Kprobe, "kprobe_vfs_fsync_range")],
-            ),
+            VFS_FSYNC_KPROBE,
             hook(
                 Tracepoint,
                 "f2fs_sync_file_enter",
@@ -403,12 +393,7 @@ pub static CATALOG: &[ProbeSpec] = &[
                 "3.8",
                 &[(RawTracepoint, "raw_f2fs_sync_file_enter")],
             ),
-            hook(
-                Fentry,
-                "vfs_fsync_range",
-                "2.6.32",
-                &[(Fentry, "fentry_vfs_fsync_range")],
-            ),
+            VFS_FSYNC_FENTRY,
         ],
     },
     ProbeSpec {

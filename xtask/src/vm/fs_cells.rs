@@ -14,7 +14,7 @@
 use anyhow::Result;
 
 use super::crash::Setup;
-use super::matrix::{Score, Want, judge, parse};
+use super::matrix::{Score, Want, find_case, judged, parse};
 use super::{VmOptions, traced};
 use crate::initramfs::GuestFile;
 use crate::kernel::{self, Cache, KernelSpec};
@@ -189,17 +189,8 @@ pub fn run(opts: &VmOptions, score: &mut Score) -> Result<()> {
         let seen = parse(&outcome.console);
         for b in cell.backends {
             for case_def @ (p, _, _) in PATTERNS {
-                let case = seen
-                    .iter()
-                    .find(|((sb, sp), _)| sb == b && sp == p)
-                    .map(|(_, s)| s);
-                let why = match case {
-                    Some(s) => judge(want(cell.fs, cell.hardlink), b, case_def, s),
-                    None => Some(format!(
-                        "the guest did not report this case: {}",
-                        outcome.failure()
-                    )),
-                };
+                let case = find_case(&seen, b, p);
+                let why = judged(want(cell.fs, cell.hardlink), b, case_def, case, &outcome);
                 score.record(
                     why,
                     format_args!(

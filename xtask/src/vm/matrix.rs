@@ -132,6 +132,34 @@ pub(super) fn parse(console: &str) -> Vec<((String, String), Seen)> {
     out
 }
 
+/// The guest's report of (backend, pattern), if it made one.
+pub(super) fn find_case<'a>(
+    seen: &'a [((String, String), Seen)],
+    backend: &str,
+    pattern: &str,
+) -> Option<&'a Seen> {
+    seen.iter()
+        .find(|((b, p), _)| b == backend && p == pattern)
+        .map(|(_, s)| s)
+}
+
+/// [`judge`] a case, or say that the guest never reported it.
+pub(super) fn judged(
+    want: Want,
+    backend: &str,
+    case_def: (&str, u64, u64),
+    case: Option<&Seen>,
+    outcome: &super::Outcome,
+) -> Option<String> {
+    match case {
+        Some(s) => judge(want, backend, case_def, s),
+        None => Some(format!(
+            "the guest did not report this case: {}",
+            outcome.failure()
+        )),
+    }
+}
+
 /// Why a case fails, or None when it shows what it must.
 pub(super) fn judge(
     want: Want,
@@ -296,17 +324,8 @@ pub fn run(kernels: &[KernelSpec], opts: &VmOptions) -> Result<Score> {
         }
         for b in BACKENDS {
             for case_def @ (p, _, _) in PATTERNS {
-                let case = seen
-                    .iter()
-                    .find(|((sb, sp), _)| sb == b && sp == p)
-                    .map(|(_, s)| s);
-                let why = match case {
-                    Some(s) => judge(want(row, b, helped), b, case_def, s),
-                    None => Some(format!(
-                        "the guest did not report this case: {}",
-                        outcome.failure()
-                    )),
-                };
+                let case = find_case(&seen, b, p);
+                let why = judged(want(row, b, helped), b, case_def, case, &outcome);
                 if let (Some(s), "o-sync-append") = (case, p) {
                     table.push(support_row(row, b, s));
                 }
