@@ -31,6 +31,10 @@ pub struct FsCell {
 /// Where each filesystem is checked: the kernels that ship it, through
 /// kprobes (every Debian kernel has them), and through tracepoints where
 /// iomap has its own (6.4+; XFS's are then raw tracepoints of a module).
+/// f2fs's sync path (`cp_reason`) comes from its tracepoint only, so its
+/// cells run `auto` (kprobes, and that tracepoint): a forced kprobe or
+/// fentry backend leaves f2fs writes inconclusive, which is the honest
+/// answer there.
 pub const FS_CELLS: &[FsCell] = &[
     FsCell {
         kernel: "debian-6.1",
@@ -54,25 +58,25 @@ pub const FS_CELLS: &[FsCell] = &[
         kernel: "debian-6.1-generic",
         fs: "f2fs",
         hardlink: false,
-        backends: &["kprobe"],
+        backends: &["auto"],
     },
     FsCell {
         kernel: "debian-6.1-generic",
         fs: "f2fs",
         hardlink: true,
-        backends: &["kprobe"],
+        backends: &["auto"],
     },
     FsCell {
         kernel: "debian-6.12-generic",
         fs: "f2fs",
         hardlink: false,
-        backends: &["kprobe"],
+        backends: &["auto"],
     },
     FsCell {
         kernel: "debian-6.12-generic",
         fs: "f2fs",
         hardlink: true,
-        backends: &["kprobe"],
+        backends: &["auto"],
     },
 ];
 
