@@ -157,8 +157,13 @@ const PATTERNS: [(&str, u64, u64); 3] = [
     ("o-append-dsync", 3, 3),
 ];
 
+/// The cases, then (where files need no second link) `dio-trace verify`
+/// on the same disk: every pattern, judged as on ext4.
 fn script(backends: &[&str], hardlink: bool) -> String {
     let mut s = String::from("set +e\n");
+    if !hardlink {
+        s += &super::verify::script("");
+    }
     for b in backends {
         for (p, count, _) in PATTERNS {
             if hardlink {
@@ -191,6 +196,14 @@ pub fn run(opts: &VmOptions, score: &mut Score) -> Result<()> {
             opts,
         )?;
         let seen = parse(&outcome.console);
+        if !cell.hardlink {
+            let label = format!("{} {}", cell.kernel, cell.fs);
+            let counted = match want(cell.fs, false) {
+                Want::Violation => "VIOLATION",
+                _ => "ORDERED",
+            };
+            super::verify::score_patterns(&label, &outcome, counted, score);
+        }
         for b in cell.backends {
             for case_def @ (p, _, _) in PATTERNS {
                 let case = find_case(&seen, b, p);

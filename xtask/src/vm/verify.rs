@@ -1,4 +1,5 @@
-//! `dio-trace verify` inside each kernel of the matrix: on the buggy
+//! `dio-trace verify` inside each kernel of the matrix (and on the XFS and
+//! f2fs disks of the filesystem cells): on the buggy
 //! kernel every sync-flavoured extending pattern must be a VIOLATION, on
 //! fixed kernels ORDERED; the patterns that must not count must be
 //! NOT-APPLICABLE everywhere.
@@ -13,19 +14,15 @@ use crate::kernel::{self, Cache, KernelSpec, Named};
 const COUNT: u32 = 3;
 
 /// `btf`: ` --btf FILE` where the kernel needs ext4's BTF from a file.
-fn script(btf: &str) -> String {
+pub(super) fn script(btf: &str) -> String {
     format!(
         "dio-trace verify{btf} --dir /mnt --count {COUNT} --json 2>/dev/null | sed 's/^/@@V /'\necho \"@@VEXIT $?\"\n"
     )
 }
 
-/// What one pattern must show on `row`'s kernel.
-fn want(row: &Named, expect: &str) -> &'static str {
-    match expect {
-        "not-applicable" => "NOT-APPLICABLE",
-        _ if row.bug => "VIOLATION",
-        _ => "ORDERED",
-    }
+/// What a counted pattern must show on `row`'s kernel.
+fn want(row: &Named) -> &'static str {
+    if row.bug { "VIOLATION" } else { "ORDERED" }
 }
 
 pub fn run(kernels: &[KernelSpec], opts: &VmOptions, score: &mut Score) -> Result<()> {
@@ -42,37 +39,47 @@ pub fn run(kernels: &[KernelSpec], opts: &VmOptions, score: &mut Score) -> Resul
             continue;
         }
         let outcome = traced::boot_with_dio(&kernel, &dio, &script(&traced::btf_arg(&kernel)), opts)?;
-        let rows: Vec<Value> = outcome
-            .console
-            .lines()
-            .filter_map(|l| l.split("@@V ").nth(1))
-            .filter_map(|j| serde_json::from_str(j).ok())
-            .filter(|v: &Value| v["type"] == "pattern")
-            .collect();
-        if rows.is_empty() {
-            score.failed += 1;
-            println!("FAIL verify {spec}: no pattern results: {}", outcome.failure());
-            continue;
-        }
-        for r in rows {
-            let (pattern, got) = (
-                r["pattern"].as_str().unwrap_or("?"),
-                r["verdict"].as_str().unwrap_or("?"),
-            );
-            let w = want(row, r["expect"].as_str().unwrap_or("?"));
-            // Counted patterns must count each write once, no more, no less.
-            let counts_right = r["expect"] == "not-applicable" || r["counted"] == r["writes"];
-            if got == w && counts_right {
-                score.passed += 1;
-                println!("PASS verify {spec} {pattern}: {got} ({} counted)", r["counted"]);
-            } else {
-                score.failed += 1;
-                println!(
-                    "FAIL verify {spec} {pattern}: want {w} with {} counted, got {got} with {} counted ({})",
-                    r["writes"], r["counted"], r["reason"]
-                );
-            }
-        }
+        score_patterns(&spec.to_string(), &outcome, want(row), score);
     }
     Ok(())
+}
+
+/// Score the pattern lines [`script`] printed in `outcome`'s console:
+/// counted patterns must show `counted_want` with every write counted
+/// once, the others NOT-APPLICABLE.
+pub(super) fn score_patterns(label: &str, outcome: &super::Outcome, counted_want: &str, score: &mut Score) {
+    let rows: Vec<Value> = outcome
+        .console
+        .lines()
+        .filter_map(|l| l.split("@@V ").nth(1))
+        .filter_map(|j| serde_json::from_str(j).ok())
+        .filter(|v: &Value| v["type"] == "pattern")
+        .collect();
+    if rows.is_empty() {
+        score.failed += 1;
+        println!("FAIL verify {label}: no pattern results: {}", outcome.failure());
+        return;
+    }
+    for r in rows {
+        let (pattern, got) = (
+            r["pattern"].as_str().unwrap_or("?"),
+            r["verdict"].as_str().unwrap_or("?"),
+        );
+        let w = match r["expect"].as_str() {
+            Some("not-applicable") => "NOT-APPLICABLE",
+            _ => counted_want,
+        };
+        // Counted patterns must count each write once, no more, no less.
+        let counts_right = r["expect"] == "not-applicable" || r["counted"] == r["writes"];
+        let why = (got != w || !counts_right).then(|| {
+            format!(
+                "want {w} with {} counted, got {got} with {} counted ({})",
+                r["writes"], r["counted"], r["reason"]
+            )
+        });
+        score.record(
+            why,
+            format_args!("verify {label} {pattern}: {got} ({} counted)", r["counted"]),
+        );
+    }
 }
