@@ -93,14 +93,11 @@ impl KernelBtf {
                 me.extra.push((Types::Module, split));
             }
         }
-        match me.named_struct_from("ext4_inode_info") {
-            Some(types) => me.ext4_types = types,
-            None if external.is_some() => bail!(
-                "--btf {}: it has no struct ext4_inode_info",
-                external.unwrap_or(Path::new("")).display()
-            ),
-            None => bail!("{}", missing_ext4_types()),
-        }
+        me.ext4_types = match (me.named_struct_from("ext4_inode_info"), external) {
+            (Some(types), _) => types,
+            (None, Some(path)) => bail!("--btf {}: it has no struct ext4_inode_info", path.display()),
+            (None, None) => bail!("{}", missing_ext4_types()),
+        };
         Ok(me)
     }
 
