@@ -119,7 +119,11 @@ pub struct Filter {
     pub dev: u32,
     /// Bytes of `comm` to compare, 0 for any.
     pub comm_len: u32,
-    pub _pad: u32,
+    /// Bit `n` set: keep tasks whose cgroup v2 ancestor at level `n` (the
+    /// root is level 0) is in the `CGROUPS` map. 0 keeps every cgroup.
+    /// The levels of the `--cgroup` directories: each costs a helper call
+    /// and a lookup per direct write, so only those levels are tried.
+    pub cgroup_levels: u32,
     pub comm: [u8; 16],
 }
 const _: () = assert!(core::mem::size_of::<Filter>() == 32);
@@ -217,7 +221,7 @@ impl Config {
             follow: 0,
             dev: 0,
             comm_len: 0,
-            _pad: 0,
+            cgroup_levels: 0,
             comm: [0; 16],
         },
         flags: 0,

@@ -15,6 +15,10 @@ pub enum RecordKind {
     /// A whole write: start, size update, sync, completion
     /// ([`crate::record::WriteRecord`]).
     Write = 3,
+    /// The cgroup (v2) of the process whose counted write follows
+    /// ([`crate::record::CgroupRecord`]): sent once per process and cgroup,
+    /// not with every write (format 3).
+    TaskCgroup = 4,
 
     // 10..=19: size updates.
     /// `__ext4_mark_inode_dirty` ran for an armed inode (tracepoint
@@ -51,10 +55,11 @@ pub enum RecordKind {
 
 impl RecordKind {
     /// Every kind, for decoders and tests.
-    pub const ALL: [RecordKind; 12] = [
+    pub const ALL: [RecordKind; 13] = [
         RecordKind::WriteBegin,
         RecordKind::WritePath,
         RecordKind::Write,
+        RecordKind::TaskCgroup,
         RecordKind::MarkDirty,
         RecordKind::InodeExtension,
         RecordKind::XfsUnwrittenConvert,
@@ -96,6 +101,7 @@ impl RecordKind {
             RecordKind::WriteBegin => "write_begin",
             RecordKind::WritePath => "write_path",
             RecordKind::Write => "write",
+            RecordKind::TaskCgroup => "task_cgroup",
             RecordKind::MarkDirty => "mark_inode_dirty",
             RecordKind::InodeExtension => "handle_inode_extension",
             RecordKind::XfsUnwrittenConvert => "xfs_unwritten_convert",

@@ -151,3 +151,14 @@ pub struct PathRecord {
     pub names: [[u8; PATH_NAME_LEN]; PATH_DEPTH],
 }
 const _: () = assert!(core::mem::size_of::<PathRecord>() == 32 + 24 + PATH_DEPTH * PATH_NAME_LEN);
+
+/// The cgroup v2 id (the inode number of its directory under the cgroup2
+/// mount) of the process `header.tgid`: sent before that process's first
+/// counted write, and again when it moved to another cgroup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CgroupRecord {
+    pub header: RecordHeader,
+    pub cgroup_id: u64,
+}
+const _: () = assert!(core::mem::size_of::<CgroupRecord>() == 40);

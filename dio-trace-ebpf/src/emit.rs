@@ -17,7 +17,9 @@ use dio_trace_common::{
     counters::Counter,
     kind::RecordKind,
     probe::Mechanism,
-    record::{EVENT_FINAL, InodeEvent, PATH_DEPTH, PathRecord, RecordHeader, Step, WriteRecord},
+    record::{
+        CgroupRecord, EVENT_FINAL, InodeEvent, PATH_DEPTH, PathRecord, RecordHeader, Step, WriteRecord,
+    },
 };
 
 use crate::{
@@ -221,6 +223,23 @@ pub fn inode_event(armed: *mut ArmedWrite, sizes: &Sizes, fact: Fact) {
     });
     entry.submit(wake());
     count(Counter::Sent);
+}
+
+/// Send the cgroup of the task making a counted write, before the write's
+/// own record: once per process and cgroup (`CGROUP_SENT`). False when
+/// the ring was full (counted, and tried again at the next write).
+#[inline(always)]
+pub fn cgroup_record(cgroup_id: u64, mechanism: Mechanism, armed: *mut ArmedWrite) -> bool {
+    let Some(mut entry) = EVENTS.reserve::<CgroupRecord>(0) else {
+        lost_one(armed);
+        return false;
+    };
+    entry.write(CgroupRecord {
+        header: header(RecordKind::TaskCgroup, mechanism, 0),
+        cgroup_id,
+    });
+    entry.submit(wake());
+    true
 }
 
 /// Send the file's path as dentry names, leaf first, walking `d_parent`

@@ -2,7 +2,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use dio_trace_common::{
     arm::{ARM_MAP_ENTRIES, ArmedWrite, InodeKey},
@@ -107,6 +107,20 @@ pub static FS_TYPE: Array<u64> = Array::with_max_entries(FS_SLOTS as u32, 0);
 /// Process ids to trace when `Filter::follow` is set; children join on fork.
 #[map]
 pub static FOLLOW: LruHashMap<u32, u8> = LruHashMap::with_max_entries(8192, 0);
+
+/// The cgroup v2 ids `--cgroup` keeps, whatever their level
+/// (`Filter::cgroup_levels` says which levels to look at). Set by the
+/// loader before tracing starts.
+#[map]
+pub static CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(MAX_CGROUPS, 0);
+
+/// How many `--cgroup` directories one run can keep.
+pub const MAX_CGROUPS: u32 = 64;
+
+/// The cgroup id last sent for each process (by tgid): a process's cgroup
+/// goes out once, before its first counted write, and again when it moves.
+#[map]
+pub static CGROUP_SENT: LruHashMap<u32, u64> = LruHashMap::with_max_entries(8192, 0);
 
 /// Files whose path was already sent, by (dev, ino) with the inode's
 /// generation as value: a path goes out once per file, not once per write,

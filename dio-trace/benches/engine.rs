@@ -26,6 +26,9 @@ impl Annotator for NoNames {
     fn path(&mut self, _: u32, _: u64, _: u32, _: &[String], _: bool) -> Option<String> {
         None
     }
+    fn cgroup(&mut self, _: u64) -> Option<String> {
+        None
+    }
 }
 
 fn bytes<T: Copy>(v: &T) -> Vec<u8> {

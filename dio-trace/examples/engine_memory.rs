@@ -45,6 +45,7 @@ fn main() {
             arg: 0,
             comm: "writer".into(),
             caller: None,
+            cgroup: None,
         };
         engine.push(Input::Event(begin));
         engine.push(Input::Path {

@@ -73,6 +73,12 @@ pub struct TraceOpts {
     /// Only writes to this file or to files under this directory (on ext4, XFS or f2fs).
     #[arg(long, value_name = "PATH")]
     pub path: Option<PathBuf>,
+    /// Only tasks in this cgroup v2 or below it: one container or service
+    /// (repeatable; filtered in the kernel). A directory under the cgroup2
+    /// mount (/sys/fs/cgroup/system.slice/db.service) or a path as
+    /// /proc/PID/cgroup shows it (/system.slice/db.service).
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Vec<PathBuf>,
     /// Force one mechanism for every probe instead of the best available.
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     pub backend: Backend,

@@ -13,6 +13,7 @@ pub const EVENTS_MAP: &str = "EVENTS";
 pub const COUNTERS_MAP: &str = "COUNTERS";
 pub const FOLLOW_MAP: &str = "FOLLOW";
 pub const ARMED_MAP: &str = "ARMED";
+pub const CGROUPS_MAP: &str = "CGROUPS";
 
 /// Create the maps and parse the programs with `config` baked in, and a
 /// ring buffer of `ringbuf_bytes` that wakes user space a quarter full.

@@ -12,7 +12,7 @@ use dio_trace_common::config::{CONFIG_DEBUG, CONFIG_FULL_TIMELINE, CONFIG_PROBE_
 use crate::{
     cli::TraceOpts,
     error::{EnvError, UsageError},
-    kernel::{kernel_dev, kernel_dev_from_st, mounts},
+    kernel::{cgroups, kernel_dev, kernel_dev_from_st, mounts},
     probes::select::Backend,
     report::Show,
 };
@@ -22,6 +22,8 @@ use dio_trace_common::fs::Fs;
 #[derive(Clone, Debug)]
 pub struct Plan {
     pub filter: Filter,
+    /// `--cgroup` directories: their ids go into the kernel's `CGROUPS` map.
+    pub cgroups: Vec<cgroups::Kept>,
     pub follow_pids: Vec<u32>,
     pub path_prefix: Option<String>,
     pub backend: Backend,
@@ -55,6 +57,8 @@ impl Plan {
         if let Some(dev) = &opts.dev {
             filter.dev = parse_dev(dev)?;
         }
+        let cgroups = kept_cgroups(&opts.cgroup)?;
+        filter.cgroup_levels = cgroups.iter().fold(0, |m, c| m | 1 << c.level);
         let path_prefix = match &opts.path {
             Some(p) => {
                 let (abs, dev) = check_path(p)?;
@@ -73,6 +77,7 @@ impl Plan {
         };
         Ok(Self {
             filter,
+            cgroups,
             follow_pids: opts.pid.clone(),
             path_prefix,
             backend: opts.backend,
@@ -90,6 +95,24 @@ impl Plan {
         self.filter.follow != 0
     }
 }
+
+/// `--cgroup` arguments to the directories they name (none: no filter).
+fn kept_cgroups(args: &[PathBuf]) -> Result<Vec<cgroups::Kept>, UsageError> {
+    if args.is_empty() {
+        return Ok(Vec::new());
+    }
+    if args.len() > MAX_CGROUPS {
+        return Err(UsageError(format!(
+            "--cgroup given {} times; dio-trace keeps at most {MAX_CGROUPS} cgroups (give a common parent instead)",
+            args.len()
+        )));
+    }
+    let root = cgroups::root()?;
+    args.iter().map(|a| cgroups::resolve(&root, a)).collect()
+}
+
+/// Entries of the kernel's `CGROUPS` map (`dio-trace-ebpf/src/maps.rs`).
+pub const MAX_CGROUPS: usize = 64;
 
 fn flag(on: bool, bit: u32) -> u32 {
     if on { bit } else { 0 }

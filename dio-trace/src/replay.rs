@@ -21,11 +21,16 @@ use dio_trace_common::counters::Counter;
 pub struct Recorded {
     symbols: HashMap<u64, String>,
     paths: HashMap<(u32, u64), Option<String>>,
+    cgroups: HashMap<u64, Option<String>>,
 }
 
 impl Annotator for Recorded {
     fn caller(&mut self, addr: u64) -> Option<String> {
         self.symbols.get(&addr).cloned()
+    }
+
+    fn cgroup(&mut self, id: u64) -> Option<String> {
+        self.cgroups.get(&id).cloned().flatten()
     }
 
     fn path(&mut self, dev: u32, ino: u64, _tgid: u32, _names: &[String], _complete: bool) -> Option<String> {
@@ -59,6 +64,9 @@ pub fn replay(
             }
             Frame::Path { dev, ino, path } => {
                 feed.annotator_mut().paths.insert((*dev, *ino), path.clone());
+            }
+            Frame::Cgroup { id, path } => {
+                feed.annotator_mut().cgroups.insert(*id, path.clone());
             }
             Frame::Record(bytes) => {
                 feed.record(bytes)?;

@@ -23,7 +23,7 @@ use crate::{
     },
     error::{EnvError, LoadError, UsageError, chain},
     kernel::{btf::FsStatus, facts::KernelFacts},
-    loader::{ARMED_MAP, COUNTERS_MAP, EVENTS_MAP, FOLLOW_MAP},
+    loader::{ARMED_MAP, CGROUPS_MAP, COUNTERS_MAP, EVENTS_MAP, FOLLOW_MAP},
     plan::Plan,
     probes::{
         catalog::{SIZE_UPDATE, SYNC_ENTER, WRITE_BEGIN, probe_of_program},
@@ -143,6 +143,13 @@ pub async fn trace(
     if let Some(map) = follow.as_mut() {
         for pid in crate::procs::with_descendants(&plan.follow_pids) {
             map.insert(pid, 1, 0)?;
+        }
+    }
+    if !plan.cgroups.is_empty() {
+        let mut kept: BpfHashMap<MapData, u64, u8> =
+            BpfHashMap::try_from(take(&mut tracer, CGROUPS_MAP)?).map_err(|e| map_error(CGROUPS_MAP, e))?;
+        for c in &plan.cgroups {
+            kept.insert(c.id, 1, 0)?;
         }
     }
 

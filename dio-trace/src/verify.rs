@@ -131,6 +131,7 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<Exit> {
             comm: None,
             dev: None,
             path: Some(file.clone()),
+            cgroup: vec![],
             backend: a.backend,
             ringbuf_size: 4 << 20,
             json: a.json,

@@ -397,6 +397,86 @@ fn pid_filter_keeps_other_writers_out() {
     );
 }
 
+/// A cgroup v2 made for one test under the cgroup2 root, with a child;
+/// removed (children first) when dropped, once its processes are gone.
+struct TestCgroup {
+    parent: std::path::PathBuf,
+    child: std::path::PathBuf,
+}
+
+impl TestCgroup {
+    fn create(root: &Path) -> TestCgroup {
+        let parent = root.join(format!("dio-trace-test-{}", std::process::id()));
+        let child = parent.join("inner");
+        std::fs::create_dir_all(&child).expect("make a child cgroup");
+        TestCgroup { parent, child }
+    }
+
+    /// Move process `pid` into the child cgroup.
+    fn enter(&self, pid: u32) {
+        std::fs::write(self.child.join("cgroup.procs"), pid.to_string()).expect("move into the cgroup");
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.child);
+        let _ = std::fs::remove_dir(&self.parent);
+    }
+}
+
+#[test]
+fn cgroup_filter_keeps_other_cgroups_out_and_names_the_writers_cgroup() {
+    let Some(s) = live("cgroup-filter") else { return };
+    let root = match dio_trace::kernel::cgroups::root() {
+        Ok(r) => r,
+        Err(e) if std::env::var_os("CI").is_none() => {
+            eprintln!("SKIPPED cgroup-filter: {e}");
+            return;
+        }
+        Err(e) => panic!("cgroup-filter: {e}"),
+    };
+    let cg = TestCgroup::create(&root);
+    let (mine, other) = (s.dir().join("mine"), s.dir().join("other"));
+    let (a, b) = (held_writer(&mine, 4), held_writer(&other, 7));
+    cg.enter(a.id());
+    // The parent is kept: the writer in its child passes at the parent's
+    // level; `b`, in the test's own cgroup, does not.
+    let (mut w, rest) = attached_watcher(&["--cgroup".into(), cg.parent.display().to_string()]);
+    release_and_wait(vec![a, b]);
+    interrupt(&w);
+    let status = w.wait().unwrap();
+    let ls = rest.join().unwrap();
+    let sum = summary(&ls);
+    assert_eq!(sum["counted"], 4, "{sum}");
+    assert_eq!(status.code(), Some(0), "{sum}");
+    let want = format!("/{}", cg.child.strip_prefix(&root).unwrap().display());
+    let writes = of_type(&ls, "write");
+    assert_eq!(writes.len(), 4);
+    for l in writes {
+        assert_eq!(l["path"], mine.display().to_string());
+        assert_eq!(l["cgroup"], want.as_str(), "{l}");
+    }
+    assert!(
+        sum["counters"]["filtered"].as_u64().unwrap() >= 7,
+        "the other writer's writes were filtered in the kernel: {sum}"
+    );
+    // The same path, in the form /proc/PID/cgroup shows, is accepted too;
+    // a cgroup that does not exist is a usage error that says what to give.
+    let out = Command::new(BIN)
+        .args([
+            "watch",
+            "--duration",
+            "1ms",
+            "--cgroup",
+            "/no-such-cgroup-dio-trace",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cgroup v2 directory"));
+}
+
 #[test]
 fn path_filter_keeps_other_trees_out() {
     let Some(s) = live("path-filter") else { return };

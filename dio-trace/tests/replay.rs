@@ -1,8 +1,9 @@
 //! `dio-trace check` on traces recorded on real kernels (fixtures made by
 //! `cargo xtask vm fixtures` on the buggy 6.1 build and on Debian 6.1 and
 //! 6.12): the replay must give exactly the verdicts seen live, for traces of
-//! this format (whole-write records naming their filesystem), of format 2
-//! (`fixtures/v2/`, ext4 only) and of format 1 (`fixtures/v1/`, one record
+//! this format (whole-write records naming their filesystem, and cgroup
+//! records), of format 2 (`fixtures/v2/`, ext4 only, no cgroups) and of
+//! format 1 (`fixtures/v1/`, one record
 //! per event), each recorded by the version of its day. And every kind of
 //! bad file gets one clear line and exit 4. No root needed.
 
@@ -51,7 +52,7 @@ fn check(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// The fixture `name` in both formats replays to its live run.
+/// The fixture `name` in every format replays to its live run.
 fn replay_matches_live(name: &str, want_exit: i32, want_verdict: &str) {
     for (dir, version) in [("", dio_trace_common::FORMAT_VERSION), ("v2/", 2), ("v1/", 1)] {
         let trace = fixture(&format!("{dir}{name}.dtr"));

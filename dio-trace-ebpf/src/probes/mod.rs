@@ -8,15 +8,15 @@ pub mod size;
 pub mod sync;
 pub mod write;
 
-use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid};
+use aya_ebpf::helpers::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid};
 use dio_trace_common::arm::{ARM_SENT, ArmedWrite};
 
 use crate::{
     facts::{Via, read},
-    maps::{ARMED, FOLLOW, config, maybe_armed},
+    maps::{ARMED, CGROUPS, FOLLOW, config, maybe_armed},
 };
 
-/// Does the current task pass the pid/comm filters?
+/// Does the current task pass the pid/comm/cgroup filters?
 #[inline(always)]
 pub fn task_passes() -> bool {
     if config!(filter.follow) != 0 {
@@ -38,7 +38,34 @@ pub fn task_passes() -> bool {
             i += 1;
         }
     }
+    let levels = config!(filter.cgroup_levels);
+    if levels != 0 {
+        return in_kept_cgroup(levels);
+    }
     true
+}
+
+/// Is the current task in (or below) one of the `--cgroup` directories?
+/// Only the levels those directories sit at are looked at: with `--cgroup`
+/// off this is dead code the verifier drops, so kernels whose tracing
+/// programs lack `bpf_get_current_ancestor_cgroup_id` (before 5.10) load
+/// as before.
+#[inline(always)]
+fn in_kept_cgroup(levels: u32) -> bool {
+    let mut level = 0;
+    while level < 32 {
+        if levels & (1 << level) != 0 {
+            // SAFETY: helper without preconditions; 0 when the task's
+            // cgroup is above this level.
+            let id = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
+            // SAFETY: read-only lookup of a plain u8 value.
+            if id != 0 && unsafe { CGROUPS.get(id) }.is_some() {
+                return true;
+            }
+        }
+        level += 1;
+    }
+    false
 }
 
 /// The armed entry of an inode (by address), if a counted write to it is

@@ -4,7 +4,7 @@
 //! unsigned int dio_flags, size_t done_before)`, Linux 6.4+; before that,
 //! the entry of `iomap_dio_rw` with the same two first arguments.
 
-use aya_ebpf::helpers::bpf_get_current_comm;
+use aya_ebpf::helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid};
 use aya_ebpf::{
     macros::{btf_tracepoint, fentry, kprobe},
     programs::{BtfTracePointContext, FEntryContext, ProbeContext},
@@ -20,12 +20,12 @@ use dio_trace_common::{
 };
 
 use crate::{
-    emit::{Fact, full_timeline, header, inode_event, path_record, retire, send_write},
+    emit::{Fact, cgroup_record, full_timeline, header, inode_event, path_record, retire, send_write},
     facts::{
         Sizes, Via, debug_on, dir_mask, file_inode, fs_facts, fs_name, fs_of, inode_key, inode_sb, iocb_file,
         iocb_layout, read, sizes,
     },
-    maps::{ARMED, LAST_PATH, PATH_SENT, SCRATCH, SentPath, config, count, filter_add},
+    maps::{ARMED, CGROUP_SENT, LAST_PATH, PATH_SENT, SCRATCH, SentPath, config, count, filter_add},
     probes::{armed, task_passes},
 };
 
@@ -272,6 +272,26 @@ pub fn try_write_begin(iocb: *const u8, iter: *const u8, mechanism: Mechanism, s
         path_record(dentry, mechanism, entry);
         let _ = PATH_SENT.insert(key, generation, 0);
         remember_path(key, generation);
+    }
+    send_cgroup(mechanism, entry);
+}
+
+/// The writer's cgroup, unless this process's current one was sent already.
+#[inline(always)]
+fn send_cgroup(mechanism: Mechanism, entry: *mut ArmedWrite) {
+    // SAFETY: helpers without preconditions.
+    let (tgid, cgroup) = unsafe {
+        (
+            (bpf_get_current_pid_tgid() >> 32) as u32,
+            bpf_get_current_cgroup_id(),
+        )
+    };
+    // SAFETY: read-only copy of a plain value.
+    if unsafe { CGROUP_SENT.get(tgid) }.copied() == Some(cgroup) {
+        return;
+    }
+    if cgroup_record(cgroup, mechanism, entry) {
+        let _ = CGROUP_SENT.insert(tgid, cgroup, 0);
     }
 }
 

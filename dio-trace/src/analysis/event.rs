@@ -30,6 +30,9 @@ pub struct Event {
     pub comm: String,
     /// Symbolized `arg` for size updates (`ext4_dio_write_end_io+0x..`).
     pub caller: Option<String>,
+    /// The writer's cgroup v2 path (`WriteBegin` only), from the root of
+    /// the cgroup2 mount, when the kernel sent it and it could be named.
+    pub cgroup: Option<String>,
 }
 
 impl Event {

@@ -5,7 +5,7 @@ use dio_trace_common::{
     fs::Fs,
     kind::RecordKind,
     probe::Mechanism,
-    record::{EVENT_FS_MASK, EVENT_FS_SHIFT, InodeEvent, PathRecord, RecordHeader, Step, WriteRecord},
+    record::{CgroupRecord, EVENT_FS_MASK, EVENT_FS_SHIFT, InodeEvent, PathRecord, RecordHeader, Step, WriteRecord},
 };
 use thiserror::Error;
 
@@ -43,6 +43,11 @@ pub enum Decoded {
         tgid: u32,
         names: Vec<String>,
         complete: bool,
+    },
+    /// The cgroup v2 id of process `tgid`, for its writes that follow.
+    Cgroup {
+        tgid: u32,
+        id: u64,
     },
 }
 
@@ -86,6 +91,13 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
             complete: r.complete != 0,
         });
     }
+    if kind == RecordKind::TaskCgroup {
+        let r: CgroupRecord = pod(bytes, kind.name())?;
+        return Ok(Decoded::Cgroup {
+            tgid: r.header.tgid,
+            id: r.cgroup_id,
+        });
+    }
     if kind == RecordKind::Write {
         return write(pod(bytes, kind.name())?).map(Decoded::Write);
     }
@@ -111,6 +123,7 @@ fn event(kind: RecordKind, mechanism: Mechanism, r: &InodeEvent) -> Event {
         arg: r.arg,
         comm: c_str(&r.comm),
         caller: None,
+        cgroup: None,
     }
 }
 
@@ -166,6 +179,7 @@ fn step(kind: RecordKind, mechanism: Mechanism, s: &Step, begin: &Event) -> Even
         arg: s.arg,
         comm: String::new(),
         caller: None,
+        cgroup: None,
     }
 }
 
@@ -239,6 +253,27 @@ mod tests {
         r.names[1][..3].copy_from_slice(b"dir");
         let d = decode(&as_bytes(&r)).unwrap();
         assert!(matches!(d, Decoded::Path { ref names, complete: true, .. } if names == &["file", "dir"]));
+    }
+
+    #[test]
+    fn cgroup_records_name_their_process() {
+        let r = CgroupRecord {
+            header: RecordHeader {
+                kind: RecordKind::TaskCgroup as u32,
+                mechanism: Mechanism::Kprobe as u32,
+                tgid: 42,
+                ..RecordHeader::default()
+            },
+            cgroup_id: 7_777,
+        };
+        assert_eq!(decode(&as_bytes(&r)), Ok(Decoded::Cgroup { tgid: 42, id: 7_777 }));
+        assert!(matches!(
+            decode(&as_bytes(&r)[..36]),
+            Err(DecodeError::Size {
+                kind: "task_cgroup",
+                ..
+            })
+        ));
     }
 
     fn step(ts_ns: u64, i_disksize: i64, arg: u64) -> Step {

@@ -20,6 +20,8 @@ use crate::{
 pub trait Annotator {
     fn caller(&mut self, addr: u64) -> Option<String>;
     fn path(&mut self, dev: u32, ino: u64, tgid: u32, names: &[String], complete: bool) -> Option<String>;
+    /// The path of cgroup v2 `id` from the cgroup2 root.
+    fn cgroup(&mut self, id: u64) -> Option<String>;
 }
 
 pub struct Feed<A> {
@@ -40,6 +42,9 @@ pub struct Feed<A> {
     /// every write; each begin gets the last one known, and a new path
     /// record (a reused inode number) replaces it.
     paths: std::collections::HashMap<(u32, u64), Option<String>>,
+    /// Cgroup paths by process (tgid), from the kernel's cgroup records:
+    /// each write's begin gets its process's.
+    cgroups: std::collections::HashMap<u32, Option<String>>,
 }
 
 /// Paths remembered at most; past it the cache starts over (a write whose
@@ -58,6 +63,7 @@ impl<A: Annotator> Feed<A> {
             writes: 0,
             ready: Vec::new(),
             paths: std::collections::HashMap::new(),
+            cgroups: std::collections::HashMap::new(),
         }
     }
 
@@ -108,6 +114,16 @@ impl<A: Annotator> Feed<A> {
                 self.paths.insert((dev, ino), path.clone());
                 inputs.push(Input::Path { dev, ino, path });
             }
+            Ok(Decoded::Cgroup { tgid, id }) => {
+                let path = self.annotator.cgroup(id);
+                if let Some(w) = self.recorder.as_mut() {
+                    w.cgroup(id, path.as_deref())?;
+                }
+                if self.cgroups.len() >= MAX_PATHS {
+                    self.cgroups.clear();
+                }
+                self.cgroups.insert(tgid, path);
+            }
             Err(_) => self.undecodable += 1,
         }
         if let Some(w) = self.recorder.as_mut() {
@@ -128,6 +144,9 @@ impl<A: Annotator> Feed<A> {
             if let (Some(w), Some(name)) = (self.recorder.as_mut(), &e.caller) {
                 w.symbol(e.arg, name)?;
             }
+        }
+        if e.kind == RecordKind::WriteBegin {
+            e.cgroup = self.cgroups.get(&e.tgid).cloned().flatten();
         }
         let key = e.key();
         let known = (e.kind == RecordKind::WriteBegin)

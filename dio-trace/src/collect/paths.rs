@@ -5,11 +5,12 @@
 use std::os::unix::fs::MetadataExt as _;
 
 use super::feed::Annotator;
-use crate::kernel::{kallsyms::Kallsyms, kernel_dev_from_st, mounts::MountTable};
+use crate::kernel::{cgroups::CgroupNames, kallsyms::Kallsyms, kernel_dev_from_st, mounts::MountTable};
 
 pub struct LiveAnnotator {
     mounts: MountTable,
     kallsyms: Kallsyms,
+    cgroups: CgroupNames,
     /// Callers already named: a few call sites make every size update, so
     /// each is looked up and formatted once.
     callers: std::collections::HashMap<u64, Option<String>>,
@@ -23,6 +24,7 @@ impl LiveAnnotator {
         Self {
             mounts,
             kallsyms,
+            cgroups: CgroupNames::live(),
             callers: std::collections::HashMap::new(),
         }
     }
@@ -38,6 +40,10 @@ impl Annotator for LiveAnnotator {
             .entry(addr)
             .or_insert_with(|| kallsyms.symbolize(addr))
             .clone()
+    }
+
+    fn cgroup(&mut self, id: u64) -> Option<String> {
+        self.cgroups.name(id)
     }
 
     fn path(&mut self, dev: u32, ino: u64, tgid: u32, names: &[String], complete: bool) -> Option<String> {

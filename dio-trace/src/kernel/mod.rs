@@ -5,6 +5,7 @@
 //! that lacks a fact is reported before anything is attached.
 
 pub mod btf;
+pub mod cgroups;
 pub mod facts;
 pub mod iocb;
 pub mod kallsyms;

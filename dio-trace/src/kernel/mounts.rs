@@ -41,6 +41,14 @@ impl MountTable {
             .map(|m| m.fstype.as_str())
     }
 
+    /// Where filesystems of this type are mounted.
+    pub fn mount_points<'a>(&'a self, fstype: &'a str) -> impl Iterator<Item = &'a str> {
+        self.mounts
+            .iter()
+            .filter(move |m| m.fstype == fstype)
+            .map(|m| m.mount_point.as_str())
+    }
+
     /// Every mount of a filesystem dio-trace judges.
     pub fn supported_mounts(&self) -> impl Iterator<Item = &Mount> {
         self.mounts.iter().filter(|m| {

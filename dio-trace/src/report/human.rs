@@ -95,6 +95,9 @@ impl<W: Write> Reporter for Human<W> {
             backend_of(w),
         )?;
         if !matches!(w.verdict, Verdict::Ordered) {
+            if let Some(cg) = b.cgroup.as_deref().filter(|c| *c != "/") {
+                writeln!(self.out, "    cgroup {cg}")?;
+            }
             writeln!(self.out, "    {}", timeline(w))?;
         }
         self.out.flush()

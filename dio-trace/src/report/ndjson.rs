@@ -6,7 +6,9 @@
 //!   the default of `watch`, only violations and inconclusive ones): `verdict` ("ordered" |
 //!   "violation" | "inconclusive" | "failed"), `kind` (violation kind or
 //!   null), `reason` (why inconclusive, or null), `pid`, `tid`, `comm`,
-//!   `dev` ("major:minor"), `fs` ("ext4" | "xfs" | "f2fs"), `ino`, `path` (null when unresolved), `offset`,
+//!   `dev` ("major:minor"), `fs` ("ext4" | "xfs" | "f2fs"), `ino`, `path` (null when unresolved), `cgroup`
+//!   (the writer's cgroup v2 path from the cgroup2 root, e.g.
+//!   "/system.slice/db.service"; null when unknown), `offset`,
 //!   `len`, `sync` ("sync" | "dsync"), `backend`, `events`.
 //! - `violation`: the same fields, for each violating write, after its
 //!   `write` line.
@@ -109,6 +111,7 @@ pub fn write_json(kind: &str, w: &WriteReport) -> Value {
         "fs": b.fs().name(),
         "ino": b.ino,
         "path": w.path,
+        "cgroup": b.cgroup,
         "offset": b.pos,
         "len": b.len,
         "sync": b.sync_flavour(),

@@ -6,7 +6,8 @@
 //! magic    8 bytes  "DIOTRACE"
 //! version  u32 LE   format version; readers refuse versions they do not know
 //!                   (3 added the filesystem and step kinds to whole-write
-//!                   records, 2 added whole-write records; 2 and 1 are still read)
+//!                   records, and cgroup records and frames; 2 added
+//!                   whole-write records; 2 and 1 are still read)
 //! frames   ...      until the end frame
 //! ```
 //!
@@ -22,8 +23,9 @@
 //! | 4 `PATH` | u32 LE dev, u64 LE ino, then the UTF-8 path (empty: unresolved) |
 //! | 5 `LOST` | u64 LE records lost, u64 LE kernel time (ns) |
 //! | 6 `END` (last) | JSON [`Trailer`]: final kernel counters, problems seen live |
+//! | 7 `CGROUP` | u64 LE cgroup id, then the UTF-8 path from the cgroup2 root live tracing gave it (empty: unresolved) |
 //!
-//! Annotation frames (SYMBOL, PATH) come before the RECORD they annotate,
+//! Annotation frames (SYMBOL, PATH, CGROUP) come before the RECORD they annotate,
 //! so a reader replays in one pass. A file without an END frame was cut
 //! short and is refused: its writes may be incomplete.
 
@@ -42,6 +44,7 @@ pub const SYMBOL: u8 = 3;
 pub const PATH: u8 = 4;
 pub const LOST: u8 = 5;
 pub const END: u8 = 6;
+pub const CGROUP: u8 = 7;
 
 /// Largest frame a reader accepts (a header with many probes is < 64 KiB).
 pub const MAX_FRAME: u32 = 1 << 20;

@@ -6,7 +6,7 @@ use std::io::Read;
 use dio_trace_common::{FORMAT_VERSION, OLDEST_FORMAT_VERSION};
 use thiserror::Error;
 
-use super::{END, HEADER, Header, LOST, MAGIC, MAX_FRAME, PATH, RECORD, SYMBOL, Trailer};
+use super::{CGROUP, END, HEADER, Header, LOST, MAGIC, MAX_FRAME, PATH, RECORD, SYMBOL, Trailer};
 
 #[derive(Debug, Error)]
 pub enum TraceError {
@@ -42,6 +42,10 @@ pub enum Frame {
     Lost {
         records: u64,
         ts_ns: u64,
+    },
+    Cgroup {
+        id: u64,
+        path: Option<String>,
     },
 }
 
@@ -145,6 +149,13 @@ pub fn parse(data: &[u8]) -> Result<Trace, TraceError> {
                 trace.frames.push(Frame::Path {
                     dev: u32_le(payload),
                     ino: u64_le(&payload[4..]),
+                    path: (!path.is_empty()).then_some(path),
+                });
+            }
+            CGROUP if payload.len() >= 8 => {
+                let path = String::from_utf8_lossy(&payload[8..]).into_owned();
+                trace.frames.push(Frame::Cgroup {
+                    id: u64_le(payload),
                     path: (!path.is_empty()).then_some(path),
                 });
             }

@@ -11,7 +11,7 @@ use anyhow::{Context as _, Result};
 use bytes::{BufMut as _, BytesMut};
 use dio_trace_common::FORMAT_VERSION;
 
-use super::{END, HEADER, Header, LOST, MAGIC, PATH, RECORD, SYMBOL, Trailer};
+use super::{CGROUP, END, HEADER, Header, LOST, MAGIC, PATH, RECORD, SYMBOL, Trailer};
 
 pub struct TraceWriter {
     out: BufWriter<File>,
@@ -74,6 +74,14 @@ impl TraceWriter {
         self.frame.put_slice(path.unwrap_or("").as_bytes());
         let f = self.frame.split().freeze();
         self.frame(PATH, &f)
+    }
+
+    pub fn cgroup(&mut self, id: u64, path: Option<&str>) -> std::io::Result<()> {
+        self.frame.clear();
+        self.frame.put_u64_le(id);
+        self.frame.put_slice(path.unwrap_or("").as_bytes());
+        let f = self.frame.split().freeze();
+        self.frame(CGROUP, &f)
     }
 
     pub fn lost(&mut self, records: u64, ts_ns: u64) -> std::io::Result<()> {

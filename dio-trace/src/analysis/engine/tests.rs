@@ -32,6 +32,7 @@ fn ev(kind: RecordKind, ino: u64, ts: u64) -> Event {
         arg: 0,
         comm: "writer".into(),
         caller: None,
+        cgroup: None,
     }
 }
 
