@@ -137,6 +137,12 @@ pub struct WatchArgs {
     /// Stop after this long (e.g. 30s, 5m, 1h; plain numbers are seconds).
     #[arg(long, value_name = "TIME", value_parser = parse_duration)]
     pub duration: Option<std::time::Duration>,
+    /// Serve Prometheus metrics at http://ADDR/metrics while watching.
+    /// Alone: 127.0.0.1:9436 (loopback). PORT or :PORT: loopback on that
+    /// port; IP:PORT: that address (0.0.0.0:9436 for every interface).
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:9436",
+          value_parser = crate::metrics::parse_addr)]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Args)]

@@ -1,12 +1,17 @@
 //! One function per subcommand; each returns the exit status it earned.
 
-use std::io::{self, IsTerminal as _};
+use std::{
+    io::{self, IsTerminal as _},
+    sync::{Arc, Mutex},
+};
 
 use crate::{
     analysis::Overall,
     cli::{CheckArgs, Cli, Command, ExpectArg, InfoArgs, RecordArgs, RunArgs, WatchArgs, WriteArgs},
     error::EnvError,
     exit::Exit,
+    kernel::mounts::MountTable,
+    metrics::{self, Metrics, MetricsReporter},
     plan::Plan,
     replay,
     report::{
@@ -80,13 +85,25 @@ fn watch(a: WatchArgs) -> anyhow::Result<Exit> {
     if !plan.json && io::stderr().is_terminal() {
         eprintln!("dio-trace: watching; Ctrl-C to stop and print the summary");
     }
-    let mut rep = reporter(plan.json, plan.show);
-    let outcome = runtime()?.block_on(session::trace(
-        &plan,
-        Target::Watch(a.duration),
-        rep.as_mut(),
-        None,
-    ))?;
+    let mut main = reporter(plan.json, plan.show);
+    let served = match a.metrics {
+        Some(addr) => {
+            let listener = metrics::bind(addr)?;
+            Some((Arc::new(Mutex::new(Metrics::new(MountTable::load()?))), listener))
+        }
+        None => None,
+    };
+    let mut metrics_rep = served.as_ref().map(|(m, _)| MetricsReporter(m.clone()));
+    let mut tee = Tee(vec![main.as_mut()]);
+    if let Some(m) = metrics_rep.as_mut() {
+        tee.0.push(m);
+    }
+    let outcome = runtime()?.block_on(async {
+        if let Some((m, listener)) = served {
+            Metrics::serve(m, listener)?;
+        }
+        session::trace(&plan, Target::Watch(a.duration), &mut tee, None).await
+    })?;
     Ok(explain(&outcome))
 }
 

@@ -17,6 +17,7 @@ pub mod exit;
 pub mod info;
 pub mod kernel;
 pub mod loader;
+pub mod metrics;
 pub mod plan;
 pub mod probes;
 pub mod procs;

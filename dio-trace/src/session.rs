@@ -195,8 +195,10 @@ pub async fn trace(
                     log.drain();
                 }
                 ring.drain(|b| feed.record(b))?;
-                feed.counters(&counters.read(), monotonic_ns())?;
+                let reading = counters.read();
+                feed.counters(&reading, monotonic_ns())?;
                 feed.tick(monotonic_ns());
+                reporter.counters(&reading)?;
             }
             status = async { child.as_mut().expect("guarded").await }, if child.is_some() => {
                 child_status = Some(status??);

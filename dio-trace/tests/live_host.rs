@@ -825,3 +825,168 @@ fn skipped_runs(sum: &Value) -> u64 {
         .filter_map(|r| r.split_whitespace().next()?.parse::<u64>().ok())
         .sum()
 }
+
+/// A program from a Debian package `cargo xtask setup` installs: its path,
+/// or None (after saying SKIPPED) outside CI; in CI its absence fails.
+fn required_tool(test: &str, name: &str, package: &str) -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        if std::env::var_os("CI").is_some() {
+            panic!("{test}: `{name}` is missing (Debian package {package}; `cargo xtask setup` installs it)");
+        }
+        eprintln!("SKIPPED {test}: `{name}` is missing (apt-get install {package})");
+    }
+    found
+}
+
+/// A port nobody listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The body of `GET http://127.0.0.1:port/path` (HTTP/1.0: the server
+/// closes when done), or None when nothing answers 200 (yet).
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::Read as _;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    (head.split(' ').nth(1) == Some("200")).then(|| body.to_owned())
+}
+
+/// One number from Prometheus' query API, once the query has a result.
+fn prometheus_value(port: u16, query: &str) -> Option<f64> {
+    let q: String = query
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let body = http_get(port, &format!("/api/v1/query?query={q}"))?;
+    let v: Value = serde_json::from_str(&body).ok()?;
+    v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+}
+
+/// Kills a helper process (Prometheus) however the test ends.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn prometheus_scrapes_the_exact_counts_of_a_live_watch() {
+    let Some(s) = live("prometheus") else { return };
+    let Some(prometheus) = required_tool("prometheus", "prometheus", "prometheus") else {
+        return;
+    };
+    let Some(promtool) = required_tool("prometheus", "promtool", "prometheus") else {
+        return;
+    };
+    let (metrics_port, prom_port) = (free_port(), free_port());
+    let (mut w, rest) = attached_watcher(&[
+        "--metrics".into(),
+        metrics_port.to_string(),
+        "--path".into(),
+        s.dir().display().to_string(),
+    ]);
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global: {{scrape_interval: 1s}}\nscrape_configs:\n  - job_name: dio-trace\n    static_configs: [{{targets: ['127.0.0.1:{metrics_port}']}}]\n"
+        ),
+    )
+    .unwrap();
+    let _prom = Killed(
+        Command::new(prometheus)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                tmp.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let write = |pattern: &str, count: u32| {
+        let file = s.dir().join(pattern);
+        let st = Command::new(BIN)
+            .args(["write", "--pattern", pattern, "--count", &count.to_string()])
+            .arg(&file)
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success());
+    };
+    write("o-sync-append", 5);
+    write("o-dsync-append", 3);
+    write("direct-append", 4);
+    let dev = {
+        use std::os::unix::fs::MetadataExt as _;
+        let d = std::fs::metadata(s.dir()).unwrap().dev();
+        format!("{}:{}", libc::major(d), libc::minor(d))
+    };
+    let ordered = format!(r#"dio_trace_writes_counted_total{{verdict="ordered",fs="ext4",device="{dev}"}}"#);
+    let mut got = None;
+    for _ in 0..60 {
+        got = prometheus_value(prom_port, &ordered);
+        if got == Some(8.0) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(got, Some(8.0), "Prometheus' answer to {ordered}");
+    let q = |query: &str| prometheus_value(prom_port, query);
+    assert_eq!(q(r#"up{job="dio-trace"}"#), Some(1.0));
+    assert_eq!(
+        q(r#"sum(dio_trace_writes_counted_total{verdict!="ordered"}) or vector(0)"#),
+        Some(0.0)
+    );
+    assert!(
+        q(r#"dio_trace_direct_writes_not_counted_total{reason="not_sync"}"#).unwrap_or(0.0) >= 4.0,
+        "the 4 plain direct appends are not counted, reason not_sync"
+    );
+    assert_eq!(q("dio_trace_records_lost_total"), Some(0.0));
+    assert_eq!(q(r#"count(dio_trace_probe_info{mechanism!="none"})"#), Some(4.0));
+    assert_eq!(q("count(dio_trace_build_info)"), Some(1.0));
+    // What the endpoint serves is valid Prometheus text, lint-clean.
+    let text = http_get(metrics_port, "/metrics").unwrap();
+    let mut check = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    check.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    interrupt(&w);
+    assert_eq!(w.wait().unwrap().code(), Some(0));
+    let ls = rest.join().unwrap();
+    assert_eq!(summary(&ls)["counted"], 8);
+}

@@ -20,6 +20,8 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "cpio",
     "fio",
     "bpftrace",
+    // `watch --metrics` is tested against a real Prometheus and promtool.
+    "prometheus",
 ];
 
 /// bpf-linker release that uses rustc's own LLVM (no system LLVM needed).

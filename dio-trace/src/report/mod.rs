@@ -61,6 +61,9 @@ impl Reporter for Tee<'_> {
     fn write(&mut self, w: &WriteReport) -> std::io::Result<()> {
         self.0.iter_mut().try_for_each(|r| r.write(w))
     }
+    fn counters(&mut self, r: &Reading) -> std::io::Result<()> {
+        self.0.iter_mut().try_for_each(|x| x.counters(r))
+    }
     fn finish(&mut self, s: &Summary, info: &RunInfo) -> std::io::Result<()> {
         self.0.iter_mut().try_for_each(|r| r.finish(s, info))
     }
@@ -87,6 +90,10 @@ pub trait Reporter {
     fn start(&mut self, info: &RunInfo) -> std::io::Result<()>;
     /// A write was closed with a verdict.
     fn write(&mut self, w: &WriteReport) -> std::io::Result<()>;
+    /// The kernel's counters, read again (every 100 ms while tracing).
+    fn counters(&mut self, _reading: &Reading) -> std::io::Result<()> {
+        Ok(())
+    }
     /// The run ended.
     fn finish(&mut self, summary: &Summary, info: &RunInfo) -> std::io::Result<()>;
 }
