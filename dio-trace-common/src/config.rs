@@ -165,6 +165,11 @@ pub const CONFIG_PROBE_READS: u32 = 1 << 1;
 /// write they saw was not counted.
 pub const CONFIG_DEBUG: u32 = 1 << 2;
 
+/// The kernel has cgroups (`CONFIG_CGROUPS`): the programs send each
+/// writer's cgroup id. Without them the cgroup helpers do not exist and a
+/// program that calls one is refused, so the call must be dead code.
+pub const CONFIG_CGROUP_IDS: u32 = 1 << 3;
+
 /// aya-log's level global in the kernel programs (frozen at load).
 pub const LOG_LEVEL_GLOBAL: &str = "AYA_LOG_LEVEL";
 /// aya-log's `Level::Debug`: messages at it and above are sent.

@@ -8,7 +8,7 @@ use std::{
 use crate::{
     analysis::Overall,
     cli::{CheckArgs, Cli, Command, ExpectArg, InfoArgs, RecordArgs, RunArgs, WatchArgs, WriteArgs},
-    error::EnvError,
+    error::{EnvError, UsageError},
     exit::Exit,
     kernel::mounts::MountTable,
     metrics::{self, Metrics, MetricsReporter},
@@ -19,6 +19,7 @@ use crate::{
         human::Human,
         junit::{Expect, Junit},
         ndjson::Ndjson,
+        output::Output,
     },
     session::{self, Outcome, Target},
     trace::reader,
@@ -45,10 +46,14 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// NDJSON or text on stdout, showing `show`.
 pub fn reporter(json: bool, show: Show) -> Box<dyn Reporter> {
+    reporter_to(Box::new(io::stdout().lock()), json, show)
+}
+
+fn reporter_to(out: Box<dyn io::Write>, json: bool, show: Show) -> Box<dyn Reporter> {
     if json {
-        Box::new(Ndjson::new(io::stdout().lock(), show))
+        Box::new(Ndjson::new(out, show))
     } else {
-        Box::new(Human::new(io::stdout().lock(), show))
+        Box::new(Human::new(out, show))
     }
 }
 
@@ -85,7 +90,14 @@ fn watch(a: WatchArgs) -> anyhow::Result<Exit> {
     if !plan.json && io::stderr().is_terminal() {
         eprintln!("dio-trace: watching; Ctrl-C to stop and print the summary");
     }
-    let mut main = reporter(plan.json, plan.show);
+    let mut main = match &a.output {
+        Some(path) => {
+            let out =
+                Output::create(path).map_err(|e| UsageError(format!("--output {}: {e}", path.display())))?;
+            reporter_to(Box::new(out), plan.json, plan.show)
+        }
+        None => reporter(plan.json, plan.show),
+    };
     let served = match a.metrics {
         Some(addr) => {
             let listener = metrics::bind(addr)?;

@@ -18,6 +18,7 @@ pub mod info;
 pub mod kernel;
 pub mod loader;
 pub mod metrics;
+pub mod notify;
 pub mod plan;
 pub mod probes;
 pub mod procs;

@@ -100,6 +100,10 @@ pub async fn trace(
     let mut info = RunInfo::new(facts.release.clone(), &tracer.selection.probes);
     let mut problems = tracer.selection.problems();
     problems.extend(unseen_mounts(&tracer.selection, &facts, plan.filter.dev));
+    if crate::notify::expected() && !problems.is_empty() {
+        // A service is ready only when its verdicts can be trusted.
+        return Err(EnvError(format!("not ready: {}", problems.join("; "))).into());
+    }
     let engine = Engine::new(EngineConfig {
         coverage: tracer.selection.coverage(),
         path_prefix: plan.path_prefix.clone(),
@@ -180,6 +184,10 @@ pub async fn trace(
     };
 
     let mut ring = RingReader::new(ring)?;
+    crate::notify::send(&format!(
+        "READY=1\nSTATUS=watching; probes: {}",
+        info.probe_line()
+    ))?;
     let mut tick = tokio::time::interval(TICK);
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;

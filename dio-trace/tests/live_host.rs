@@ -990,3 +990,116 @@ fn prometheus_scrapes_the_exact_counts_of_a_live_watch() {
     let ls = rest.join().unwrap();
     assert_eq!(summary(&ls)["counted"], 8);
 }
+
+/// `dio-trace watch ARGS` with `$NOTIFY_SOCKET` set, as systemd runs a
+/// `Type=notify` unit, returned with what it sent once it said READY.
+fn notified_watcher(args: &[String], dir: &Path) -> (Watcher, String) {
+    let sock_path = dir.join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let w = Watcher(
+        Command::new(BIN)
+            .arg("watch")
+            .args(args)
+            .env("NOTIFY_SOCKET", &sock_path)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut buf = [0u8; 4096];
+    let n = sock.recv(&mut buf).expect("no READY=1 within 60 s");
+    (w, String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+#[test]
+fn systemd_hears_ready_only_once_the_probes_are_attached() {
+    let Some(s) = live("sd-notify") else { return };
+    let before = bpf_prog_count();
+    let (mut w, said) = notified_watcher(&["--json".into()], s.dir());
+    assert!(said.starts_with("READY=1\n"), "{said:?}");
+    assert!(said.contains("STATUS=watching; probes: "), "{said:?}");
+    for probe in ["write_begin=", "size_update=", "sync_enter=", "dio_complete="] {
+        assert!(said.contains(probe), "{said:?} lacks {probe}");
+    }
+    assert!(
+        bpf_prog_count() >= before + 4,
+        "READY=1 came before the 4 programs the verdict needs were attached"
+    );
+    interrupt(&w);
+    w.wait().unwrap();
+}
+
+/// Lines of an NDJSON file, of type `t`.
+fn file_lines_of(path: &Path, t: &str) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["type"] == t)
+        .collect()
+}
+
+#[test]
+fn sighup_reopens_the_output_file_for_logrotate() {
+    let Some(s) = live("sighup") else { return };
+    let out = s.dir().join("watch.ndjson");
+    let rotated = s.dir().join("watch.ndjson.1");
+    let (mut w, _) = notified_watcher(
+        &[
+            "--json".into(),
+            "--show".into(),
+            "all".into(),
+            "--path".into(),
+            s.dir().display().to_string(),
+            "--output".into(),
+            out.display().to_string(),
+        ],
+        s.dir(),
+    );
+    let write = |name: &str, count: u32| {
+        let st = Command::new(BIN)
+            .args([
+                "write",
+                "--pattern",
+                "o-sync-append",
+                "--count",
+                &count.to_string(),
+            ])
+            .arg(s.dir().join(name))
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success());
+    };
+    let wait_for = |path: &Path, n: usize| {
+        for _ in 0..100 {
+            if file_lines_of(path, "write").len() >= n {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    write("before", 2);
+    wait_for(&out, 2);
+    // What logrotate does: move the file away, then signal.
+    std::fs::rename(&out, &rotated).unwrap();
+    signal(&w, libc::SIGHUP);
+    write("after", 3);
+    wait_for(&out, 3);
+    interrupt(&w);
+    assert_eq!(w.wait().unwrap().code(), Some(0));
+    let old = file_lines_of(&rotated, "write");
+    let new = file_lines_of(&out, "write");
+    assert_eq!(old.len(), 2, "the rotated file keeps the writes before SIGHUP");
+    assert_eq!(new.len(), 3, "the new file has the writes after it");
+    assert!(
+        old.iter()
+            .all(|l| l["path"].as_str().unwrap().ends_with("/before"))
+    );
+    assert!(
+        new.iter()
+            .all(|l| l["path"].as_str().unwrap().ends_with("/after"))
+    );
+    assert_eq!(file_lines_of(&out, "summary").len(), 1);
+    assert_eq!(file_lines_of(&out, "summary")[0]["counted"], 5);
+}

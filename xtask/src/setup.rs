@@ -29,6 +29,7 @@ const BPF_LINKER_VERSION: &str = "0.10.4";
 
 pub fn run() -> Result<()> {
     debian_packages()?;
+    python_packages()?;
     nightly_with_rust_src()?;
     bpf_linker()?;
     println!("setup: done");
@@ -67,6 +68,27 @@ fn debian_packages() -> Result<()> {
         .args(["install", "-y", "-q", "--no-install-recommends"])
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// PyPI packages: (command it installs, `package==version`). The Kubernetes
+/// manifest is validated against the official schema, which
+/// kubernetes-validate carries (no network at test time).
+const PYTHON_PACKAGES: &[(&str, &str)] = &[("kubernetes-validate", "kubernetes-validate==1.37.0")];
+
+fn python_packages() -> Result<()> {
+    for (command, spec) in PYTHON_PACKAGES {
+        let present = Command::new(command)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if present {
+            println!("setup: {command} present");
+            continue;
+        }
+        println!("setup: installing {spec} from PyPI");
+        sh(Command::new("python3").args(["-m", "pip", "install", "-q", spec]))?;
+    }
+    Ok(())
 }
 
 fn nightly_with_rust_src() -> Result<()> {

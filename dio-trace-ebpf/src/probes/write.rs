@@ -12,7 +12,7 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use dio_trace_common::{
     arm::{ARM_SENT, ArmedWrite, InodeKey},
-    config::FS_KNOWN,
+    config::{CONFIG_CGROUP_IDS, FS_KNOWN},
     counters::Counter,
     kind::RecordKind,
     probe::Mechanism,
@@ -279,6 +279,9 @@ pub fn try_write_begin(iocb: *const u8, iter: *const u8, mechanism: Mechanism, s
 /// The writer's cgroup, unless this process's current one was sent already.
 #[inline(always)]
 fn send_cgroup(mechanism: Mechanism, entry: *mut ArmedWrite) {
+    if config!(flags) & CONFIG_CGROUP_IDS == 0 {
+        return;
+    }
     // SAFETY: helpers without preconditions.
     let (tgid, cgroup) = unsafe {
         (

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use dio_trace_common::{
-    config::{Config, Filter, FsFacts, IOCB_LAYOUTS, IocbBits, Offsets, OpenFlags},
+    config::{CONFIG_CGROUP_IDS, Config, Filter, FsFacts, IOCB_LAYOUTS, IocbBits, Offsets, OpenFlags},
     fs::FS_SLOTS,
 };
 
@@ -80,13 +80,19 @@ impl KernelFacts {
         for st in &self.fs {
             fs[st.fs.slot()] = st.facts;
         }
+        // A kernel without cgroups has no /proc/self/cgroup.
+        let cgroups = if std::path::Path::new("/proc/self/cgroup").exists() {
+            CONFIG_CGROUP_IDS
+        } else {
+            0
+        };
         Config {
             offsets: self.offsets,
             fs,
             iocb: self.iocb,
             open: self.open,
             filter,
-            flags,
+            flags: flags | cgroups,
             wake_bytes: 0,
         }
     }

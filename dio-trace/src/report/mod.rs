@@ -4,6 +4,7 @@
 pub mod human;
 pub mod junit;
 pub mod ndjson;
+pub mod output;
 
 use std::collections::BTreeMap;
 
