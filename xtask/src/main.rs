@@ -4,6 +4,7 @@
 mod bench;
 mod build;
 mod demo;
+mod dist;
 mod fuzz;
 mod initramfs;
 mod kernel;
@@ -36,6 +37,10 @@ enum Command {
     /// Measure what dio-trace costs fio workloads on a scratch ext4, beside
     /// untraced runs and an equivalent bpftrace script (BENCHMARKS.md).
     Bench(bench::BenchArgs),
+    /// Build what hosts install: the static release binary and a .deb with
+    /// it, the systemd unit and the alert rules (target/dist/), and check
+    /// both (no dynamic dependencies; dpkg -i into a scratch root works).
+    Dist,
     /// Fuzz the trace reader and the record decoder (cargo-fuzz, nightly).
     Fuzz(fuzz::FuzzArgs),
 }
@@ -49,5 +54,6 @@ fn main() -> anyhow::Result<()> {
         Command::Kernel(args) => kernel::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Fuzz(args) => fuzz::run(args),
+        Command::Dist => dist::run(),
     }
 }

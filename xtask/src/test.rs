@@ -32,6 +32,10 @@ pub fn run() -> Result<()> {
         &["test", "-p", "dio-trace", "-p", "dio-trace-common", "-p", "xtask"],
     )?;
 
+    println!("test: dist (static binary, .deb installed into a scratch root)");
+    let d = crate::dist::build()?;
+    crate::dist::check(&d)?;
+
     println!("test: kernel matrix in QEMU (kernels are downloaded or built once, then cached)");
     let opts = matrix::quiet_options();
     let kernels = matrix::kernels();

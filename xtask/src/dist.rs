@@ -1,0 +1,177 @@
+//! `cargo xtask dist`: what goes onto hosts. The release binary built
+//! statically (glibc with `+crt-static`, as the QEMU guests run it: no
+//! glibc version to match, so it runs on Debian 11, whose 5.10 kernel has
+//! the bug), and a Debian package with the binary, the systemd unit and
+//! the alert rules. Then it checks both: no dynamic dependencies, and the
+//! package installed into a scratch root gives a `dio-trace info` that
+//! runs and the unit in place.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, Result, bail, ensure};
+
+use crate::build::workspace;
+
+/// What `dist` made.
+pub struct Dist {
+    pub binary: PathBuf,
+    pub deb: PathBuf,
+}
+
+/// Files of the package besides the binary: (source under the workspace,
+/// installed path, mode).
+const PACKAGED: &[(&str, &str, u32)] = &[
+    (
+        "deploy/systemd/dio-trace.service",
+        "lib/systemd/system/dio-trace.service",
+        0o644,
+    ),
+    (
+        "deploy/prometheus/dio-trace.rules.yml",
+        "usr/share/dio-trace/prometheus/dio-trace.rules.yml",
+        0o644,
+    ),
+    (
+        "deploy/kubernetes/dio-trace.yaml",
+        "usr/share/dio-trace/kubernetes/dio-trace.yaml",
+        0o644,
+    ),
+    ("README.md", "usr/share/doc/dio-trace/README.md", 0o644),
+];
+
+pub fn run() -> Result<()> {
+    let d = build()?;
+    check(&d)?;
+    println!("dist: {}", d.binary.display());
+    println!("dist: {}", d.deb.display());
+    println!(
+        "dist: on a host: dpkg -i {} && systemctl enable --now dio-trace",
+        d.deb.file_name().unwrap_or_default().to_string_lossy()
+    );
+    Ok(())
+}
+
+/// Build the static binary and the package into `target/dist/`.
+pub fn build() -> Result<Dist> {
+    let out = workspace().join("target/dist");
+    std::fs::create_dir_all(&out)?;
+    let binary = out.join("dio-trace");
+    std::fs::copy(crate::build::static_binary()?, &binary).context("copying the static binary")?;
+    let version = env!("CARGO_PKG_VERSION");
+    let stage = out.join("deb-root");
+    if stage.exists() {
+        std::fs::remove_dir_all(&stage)?;
+    }
+    install(&binary, &stage.join("usr/bin/dio-trace"), 0o755)?;
+    for (src, dst, mode) in PACKAGED {
+        install(&workspace().join(src), &stage.join(dst), *mode)?;
+    }
+    let control = format!(
+        "Package: dio-trace\n\
+         Version: {version}\n\
+         Architecture: amd64\n\
+         Maintainer: dio-trace developers <dio-trace@example.invalid>\n\
+         Section: admin\n\
+         Priority: optional\n\
+         Description: flag direct-I/O syncs that run before the file-size update\n \
+         dio-trace watches, with eBPF, how the kernel completes O_DIRECT writes\n \
+         with O_SYNC/O_DSYNC semantics, and flags any sync that runs before the\n \
+         size update of a size-extending write (the ext4 bug of Linux 5.5-6.6).\n \
+         Statically linked. Ships a systemd unit (dio-trace.service, NDJSON to the\n \
+         journal, Prometheus metrics on 127.0.0.1:9436) and alert rules.\n"
+    );
+    std::fs::create_dir_all(stage.join("DEBIAN"))?;
+    std::fs::write(stage.join("DEBIAN/control"), control)?;
+    let deb = out.join(format!("dio-trace_{version}_amd64.deb"));
+    run_ok(
+        Command::new("dpkg-deb")
+            .args(["--root-owner-group", "-Zgzip", "--build"])
+            .arg(&stage)
+            .arg(&deb),
+    )?;
+    Ok(Dist { binary, deb })
+}
+
+fn install(src: &Path, dst: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::create_dir_all(dst.parent().expect("absolute"))?;
+    std::fs::copy(src, dst).with_context(|| format!("copying {}", src.display()))?;
+    std::fs::set_permissions(dst, std::fs::Permissions::from_mode(mode))?;
+    Ok(())
+}
+
+fn run_ok(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !out.status.success() {
+        bail!("{cmd:?} failed with {}:\n{text}", out.status);
+    }
+    Ok(text)
+}
+
+/// The binary needs no loader and no shared library; the package installs
+/// with `dpkg -i` (into a scratch root with its own dpkg database, so the
+/// host's is untouched) and what it installed works.
+pub fn check(d: &Dist) -> Result<()> {
+    let headers = run_ok(Command::new("readelf").arg("--program-headers").arg(&d.binary))?;
+    ensure!(
+        !headers.contains("INTERP"),
+        "{} asks for a dynamic loader (PT_INTERP): it is not static",
+        d.binary.display()
+    );
+    let dynamic = run_ok(Command::new("readelf").arg("--dynamic").arg(&d.binary))?;
+    ensure!(
+        !dynamic.contains("(NEEDED)"),
+        "{} needs shared libraries:\n{dynamic}",
+        d.binary.display()
+    );
+    println!("dist: {} has no dynamic dependencies", d.binary.display());
+
+    let root = tempfile::tempdir()?;
+    let admin = root.path().join("var/lib/dpkg");
+    for dir in ["info", "updates", "triggers"] {
+        std::fs::create_dir_all(admin.join(dir))?;
+    }
+    std::fs::write(admin.join("status"), "")?;
+    run_ok(
+        Command::new("dpkg")
+            .arg(format!("--root={}", root.path().display()))
+            .args(["--force-not-root", "--force-script-chrootless", "-i"])
+            .arg(&d.deb),
+    )?;
+    let listed = run_ok(
+        Command::new("dpkg")
+            .arg(format!("--root={}", root.path().display()))
+            .args(["-s", "dio-trace"]),
+    )?;
+    ensure!(
+        listed.contains("Status: install ok installed"),
+        "dpkg -s dio-trace:\n{listed}"
+    );
+    let unit = root.path().join("lib/systemd/system/dio-trace.service");
+    ensure!(
+        std::fs::read(&unit)? == std::fs::read(workspace().join("deploy/systemd/dio-trace.service"))?,
+        "{} is not the repository's unit",
+        unit.display()
+    );
+    let info = Command::new(root.path().join("usr/bin/dio-trace"))
+        .arg("info")
+        .output()
+        .context("running the installed dio-trace info")?;
+    let text = String::from_utf8_lossy(&info.stdout);
+    ensure!(
+        info.status.success() && text.contains("write_begin"),
+        "the installed `dio-trace info` exited {}:\n{text}{}",
+        info.status,
+        String::from_utf8_lossy(&info.stderr)
+    );
+    println!("dist: dpkg -i into a scratch root: the unit in place, `dio-trace info` exits 0");
+    Ok(())
+}
