@@ -239,6 +239,7 @@ pub fn cgroup_record(cgroup_id: u64, mechanism: Mechanism, armed: *mut ArmedWrit
         cgroup_id,
     });
     entry.submit(wake());
+    count(Counter::Sent);
     true
 }
 

@@ -101,7 +101,11 @@ fn watch(a: WatchArgs) -> anyhow::Result<Exit> {
     let served = match a.metrics {
         Some(addr) => {
             let listener = metrics::bind(addr)?;
-            Some((Arc::new(Mutex::new(Metrics::new(MountTable::load()?))), listener))
+            let kept = plan.cgroups.iter().map(|c| c.path.clone()).collect();
+            Some((
+                Arc::new(Mutex::new(Metrics::new(MountTable::load()?, kept))),
+                listener,
+            ))
         }
         None => None,
     };

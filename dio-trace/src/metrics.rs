@@ -43,6 +43,9 @@ struct WriteLabels {
     fs: String,
     /// "major:minor".
     device: String,
+    /// The `--cgroup` directory the writer was in (at most 64 of them);
+    /// empty without `--cgroup`.
+    cgroup: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -89,10 +92,13 @@ pub struct Metrics {
     last: Reading,
     /// Filesystem type by device, for the `fs` label.
     mounts: MountTable,
+    /// `--cgroup` paths, for the `cgroup` label.
+    kept: Vec<String>,
 }
 
 impl Metrics {
-    pub fn new(mounts: MountTable) -> Self {
+    /// `kept`: the `--cgroup` paths (from the cgroup2 root), if any.
+    pub fn new(mounts: MountTable, kept: Vec<String>) -> Self {
         let mut r = Registry::with_prefix("dio_trace");
         let counted = Family::<WriteLabels, Counter>::default();
         r.register(
@@ -147,6 +153,7 @@ impl Metrics {
             build,
             last: Reading::default(),
             mounts,
+            kept,
         }
     }
 
@@ -334,12 +341,26 @@ impl Reporter for MetricsReporter {
             _ => String::new(),
         };
         let fs = m.mounts.fstype(w.begin.dev).unwrap_or("unknown").to_owned();
+        // The deepest --cgroup directory holding the writer's cgroup.
+        let cgroup = w
+            .begin
+            .cgroup
+            .as_deref()
+            .and_then(|cg| {
+                m.kept
+                    .iter()
+                    .filter(|k| crate::analysis::engine::under(cg, k))
+                    .max_by_key(|k| k.len())
+            })
+            .cloned()
+            .unwrap_or_default();
         m.counted
             .get_or_create(&WriteLabels {
                 verdict: w.verdict.name().into(),
                 kind,
                 fs,
                 device: dev_string(w.begin.dev),
+                cgroup,
             })
             .inc();
         Ok(())
@@ -381,7 +402,7 @@ mod tests {
 
     #[test]
     fn counters_get_their_total_in_prometheus_text() {
-        let mut m = Metrics::new(MountTable::default());
+        let mut m = Metrics::new(MountTable::default(), Vec::new());
         m.counters(&Reading::default());
         let text = prometheus_text(&m.encode());
         assert!(

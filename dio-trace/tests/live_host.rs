@@ -442,8 +442,38 @@ fn cgroup_filter_keeps_other_cgroups_out_and_names_the_writers_cgroup() {
     cg.enter(a.id());
     // The parent is kept: the writer in its child passes at the parent's
     // level; `b`, in the test's own cgroup, does not.
-    let (mut w, rest) = attached_watcher(&["--cgroup".into(), cg.parent.display().to_string()]);
+    let port = free_port();
+    let (mut w, rest) = attached_watcher(&[
+        "--cgroup".into(),
+        cg.parent.display().to_string(),
+        "--metrics".into(),
+        port.to_string(),
+    ]);
     release_and_wait(vec![a, b]);
+    // The metrics name the --cgroup the writes were kept by.
+    let kept = format!("/{}", cg.parent.strip_prefix(&root).unwrap().display());
+    let want_line = r#"verdict="ordered",kind="",fs="ext4","#;
+    let mut metrics = String::new();
+    for _ in 0..50 {
+        metrics = http_get(port, "/metrics").unwrap_or_default();
+        if metrics
+            .lines()
+            .any(|l| l.contains(want_line) && l.ends_with(" 4"))
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let counted: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("dio_trace_writes_counted_total{"))
+        .collect();
+    assert_eq!(counted.len(), 1, "{metrics}");
+    assert!(
+        counted[0].ends_with(&format!(r#",cgroup="{kept}"}} 4"#)),
+        "{}",
+        counted[0]
+    );
     interrupt(&w);
     let status = w.wait().unwrap();
     let ls = rest.join().unwrap();
@@ -582,6 +612,16 @@ fn a_recorded_trace_replays_to_the_live_verdicts() {
         "replay differs from the live run"
     );
     assert_eq!(summary(&replay_lines)["counted"], 4);
+    // The writer's cgroup (ours: the command inherits it) is named live and
+    // comes back from the file.
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    if let Some(cg) = own.lines().find_map(|l| l.strip_prefix("0::"))
+        && dio_trace::kernel::cgroups::root().is_ok()
+    {
+        for l in of_type(&replay_lines, "write") {
+            assert_eq!(l["cgroup"], cg, "{l}");
+        }
+    }
 }
 
 /// `dio-trace watch --json --ringbuf-size 4K [extra]` over 8 writers making
@@ -764,9 +804,26 @@ fn soak_sixteen_writers_every_write_accounted_for() {
         .unwrap_or(60);
     let dir = s.dir().join("soak");
     std::fs::create_dir_all(&dir).unwrap();
-    let (mut w, rest) = attached_watcher(&["--path".into(), dir.display().to_string()]);
+    // With metrics served: their families must stay bounded too.
+    let (mut w, rest) = attached_watcher(&[
+        "--path".into(),
+        dir.display().to_string(),
+        "--metrics".into(),
+        free_port().to_string(),
+    ]);
     let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    let written: u64 = std::thread::scope(|scope| {
+    let sampling = std::sync::atomic::AtomicBool::new(true);
+    let (written, rss): (u64, Vec<u64>) = std::thread::scope(|scope| {
+        let pid = w.id();
+        let sampling = &sampling;
+        let sampler = scope.spawn(move || {
+            let mut rss = Vec::new();
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                rss.push(rss_kib(pid));
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            rss
+        });
         let writers: Vec<_> = (0..16)
             .map(|i| {
                 let dir = &dir;
@@ -790,13 +847,35 @@ fn soak_sixteen_writers_every_write_accounted_for() {
                 })
             })
             .collect();
-        writers.into_iter().map(|h| h.join().unwrap()).sum()
+        let written = writers.into_iter().map(|h| h.join().unwrap()).sum();
+        sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+        (written, sampler.join().unwrap())
     });
     interrupt(&w);
     let status = w.wait().unwrap();
     let ls = rest.join().unwrap();
     let sum = summary(&ls);
     eprintln!("soak: {written} writes in {secs} s; summary {sum}");
+    // Flat memory: what the watcher holds once warm (a quarter in) is what
+    // it holds at the end, though every round wrote new files from new
+    // processes (paths, cgroups, writes in flight: all bounded caches).
+    let window = |at: usize| -> u64 {
+        let w = &rss[at.saturating_sub(4)..(at + 4).min(rss.len())];
+        let mut w = w.to_vec();
+        w.sort_unstable();
+        w[w.len() / 2]
+    };
+    let (warm, end) = (window(rss.len() / 4), window(rss.len() - 1));
+    eprintln!(
+        "soak: watch RSS {warm} KiB a quarter in, {end} KiB at the end ({} samples, peak {} KiB)",
+        rss.len(),
+        rss.iter().max().unwrap()
+    );
+    assert!(
+        end <= warm + 512,
+        "watch's memory grew {} KiB over the last three quarters of the soak ({warm} -> {end} KiB)",
+        end.saturating_sub(warm)
+    );
     assert_eq!(sum["lost_events"], 0, "{sum}");
     // Every write made is judged, or the kernel said it skipped a program
     // run for it (a preempted program), and then the answer is not clean.
@@ -813,6 +892,16 @@ fn soak_sixteen_writers_every_write_accounted_for() {
         );
         assert_eq!(status.code(), Some(3), "skips are never clean: {sum}");
     }
+}
+
+/// Resident set of process `pid`, in KiB (0 once it is gone).
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// The program runs the kernel skipped, as the summary reports them.

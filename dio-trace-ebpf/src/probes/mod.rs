@@ -57,7 +57,7 @@ fn in_kept_cgroup(levels: u32) -> bool {
         if levels & (1 << level) != 0 {
             // SAFETY: helper without preconditions; 0 when the task's
             // cgroup is above this level.
-            let id = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
+            let id = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
             // SAFETY: read-only lookup of a plain u8 value.
             if id != 0 && unsafe { CGROUPS.get(id) }.is_some() {
                 return true;

@@ -302,7 +302,7 @@ fn counts(begin: &Event) -> bool {
 }
 
 /// `path` is `prefix` or lies below it.
-fn under(path: &str, prefix: &str) -> bool {
+pub fn under(path: &str, prefix: &str) -> bool {
     let prefix = prefix.trim_end_matches('/');
     path == prefix || path.strip_prefix(prefix).is_some_and(|r| r.starts_with('/')) || prefix.is_empty()
 }
