@@ -10,7 +10,6 @@ use crate::{
     cli::{CheckArgs, Cli, Command, ExpectArg, InfoArgs, RecordArgs, RunArgs, WatchArgs, WriteArgs},
     error::{EnvError, UsageError},
     exit::Exit,
-    kernel::mounts::MountTable,
     metrics::{self, Metrics, MetricsReporter},
     plan::Plan,
     replay,
@@ -102,10 +101,7 @@ fn watch(a: WatchArgs) -> anyhow::Result<Exit> {
         Some(addr) => {
             let listener = metrics::bind(addr)?;
             let kept = plan.cgroups.iter().map(|c| c.path.clone()).collect();
-            Some((
-                Arc::new(Mutex::new(Metrics::new(MountTable::load()?, kept))),
-                listener,
-            ))
+            Some((Arc::new(Mutex::new(Metrics::new(kept))), listener))
         }
         None => None,
     };

@@ -27,7 +27,7 @@ use crate::{
     analysis::{Summary, Verdict, engine::WriteReport},
     collect::counters::Reading,
     error::EnvError,
-    kernel::{dev_string, mounts::MountTable},
+    kernel::dev_string,
     report::{Reporter, RunInfo},
 };
 
@@ -90,15 +90,13 @@ pub struct Metrics {
     build: Family<BuildLabels, Gauge>,
     /// The kernel reading already added.
     last: Reading,
-    /// Filesystem type by device, for the `fs` label.
-    mounts: MountTable,
     /// `--cgroup` paths, for the `cgroup` label.
     kept: Vec<String>,
 }
 
 impl Metrics {
     /// `kept`: the `--cgroup` paths (from the cgroup2 root), if any.
-    pub fn new(mounts: MountTable, kept: Vec<String>) -> Self {
+    pub fn new(kept: Vec<String>) -> Self {
         let mut r = Registry::with_prefix("dio_trace");
         let counted = Family::<WriteLabels, Counter>::default();
         r.register(
@@ -152,7 +150,6 @@ impl Metrics {
             probes,
             build,
             last: Reading::default(),
-            mounts,
             kept,
         }
     }
@@ -340,7 +337,7 @@ impl Reporter for MetricsReporter {
             Verdict::Violation(k) => k.name().to_owned(),
             _ => String::new(),
         };
-        let fs = m.mounts.fstype(w.begin.dev).unwrap_or("unknown").to_owned();
+        let fs = w.begin.fs().name().to_owned();
         // The deepest --cgroup directory holding the writer's cgroup.
         let cgroup = w
             .begin
@@ -402,7 +399,7 @@ mod tests {
 
     #[test]
     fn counters_get_their_total_in_prometheus_text() {
-        let mut m = Metrics::new(MountTable::default(), Vec::new());
+        let mut m = Metrics::new(Vec::new());
         m.counters(&Reading::default());
         let text = prometheus_text(&m.encode());
         assert!(

@@ -1055,7 +1055,10 @@ fn prometheus_scrapes_the_exact_counts_of_a_live_watch() {
         "the 4 plain direct appends are not counted, reason not_sync"
     );
     assert_eq!(q("dio_trace_records_lost_total"), Some(0.0));
-    assert_eq!(q(r#"count(dio_trace_probe_info{mechanism!="none"})"#), Some(4.0));
+    let (probes, attached) = (
+        q("count(dio_trace_probe_info)"),
+        q(r#"count(dio_trace_probe_info{mechanism!="none"})"#),
+    );
     assert_eq!(q("count(dio_trace_build_info)"), Some(1.0));
     // What the endpoint serves is valid Prometheus text, lint-clean.
     let text = http_get(metrics_port, "/metrics").unwrap();
@@ -1077,7 +1080,13 @@ fn prometheus_scrapes_the_exact_counts_of_a_live_watch() {
     interrupt(&w);
     assert_eq!(w.wait().unwrap().code(), Some(0));
     let ls = rest.join().unwrap();
-    assert_eq!(summary(&ls)["counted"], 8);
+    let sum = summary(&ls);
+    assert_eq!(sum["counted"], 8);
+    // One probe_info series per probe the run reports, attached or not.
+    let reported = sum["probes"].as_object().unwrap();
+    let served = reported.values().filter(|v| !v.is_null()).count();
+    assert_eq!(probes, Some(reported.len() as f64), "{sum}");
+    assert_eq!(attached, Some(served as f64), "{sum}");
 }
 
 /// `dio-trace watch ARGS` with `$NOTIFY_SOCKET` set, as systemd runs a

@@ -5,7 +5,9 @@ use dio_trace_common::{
     fs::Fs,
     kind::RecordKind,
     probe::Mechanism,
-    record::{CgroupRecord, EVENT_FS_MASK, EVENT_FS_SHIFT, InodeEvent, PathRecord, RecordHeader, Step, WriteRecord},
+    record::{
+        CgroupRecord, EVENT_FS_MASK, EVENT_FS_SHIFT, InodeEvent, PathRecord, RecordHeader, Step, WriteRecord,
+    },
 };
 use thiserror::Error;
 
