@@ -234,10 +234,13 @@ pub fn cgroup_record(cgroup_id: u64, mechanism: Mechanism, armed: *mut ArmedWrit
         lost_one(armed);
         return false;
     };
-    entry.write(CgroupRecord {
-        header: header(RecordKind::TaskCgroup, mechanism, 0),
-        cgroup_id,
-    });
+    let rec = entry.as_mut_ptr();
+    // SAFETY: `rec` points at a reserved, writable CgroupRecord in the ring;
+    // filled in place, with no copy on the stack.
+    unsafe {
+        (*rec).header = header(RecordKind::TaskCgroup, mechanism, 0);
+        (*rec).cgroup_id = cgroup_id;
+    }
     entry.submit(wake());
     count(Counter::Sent);
     true

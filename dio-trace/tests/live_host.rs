@@ -508,6 +508,21 @@ fn cgroup_filter_keeps_other_cgroups_out_and_names_the_writers_cgroup() {
 }
 
 #[test]
+fn comm_filter_is_an_exact_match() {
+    let Some(s) = live("comm-filter") else { return };
+    // The writer's name is "dio-trace": a prefix or a longer name is not it.
+    for (comm, counted) in [("dio-trace", 3), ("dio-trac", 0), ("dio-tracex", 0)] {
+        let file = s.dir().join(format!("f-{comm}"));
+        let (_, ls, stderr) = run_write(&["--comm", comm], "o-sync-append", 3, &file);
+        let sum = summary(&ls);
+        assert_eq!(sum["counted"], counted, "--comm {comm}: {sum}\n{stderr}");
+        // Other tasks on the host are filtered too (run follows its command).
+        let filtered = sum["counters"]["filtered"].as_u64().unwrap();
+        assert!(filtered >= 3 - counted, "--comm {comm}: {sum}");
+    }
+}
+
+#[test]
 fn path_filter_keeps_other_trees_out() {
     let Some(s) = live("path-filter") else { return };
     let (da, db) = (s.dir().join("a"), s.dir().join("b"));

@@ -251,6 +251,7 @@ pub fn try_write_begin(iocb: *const u8, iter: *const u8, mechanism: Mechanism, s
         return;
     };
     count(Counter::Armed);
+    send_cgroup(mechanism, entry);
     if full_timeline() {
         inode_event(
             entry,
@@ -273,15 +274,20 @@ pub fn try_write_begin(iocb: *const u8, iter: *const u8, mechanism: Mechanism, s
         let _ = PATH_SENT.insert(key, generation, 0);
         remember_path(key, generation);
     }
-    send_cgroup(mechanism, entry);
 }
 
 /// The writer's cgroup, unless this process's current one was sent already.
 #[inline(always)]
 fn send_cgroup(mechanism: Mechanism, entry: *mut ArmedWrite) {
-    if config!(flags) & CONFIG_CGROUP_IDS == 0 {
-        return;
+    if config!(flags) & CONFIG_CGROUP_IDS != 0 {
+        send_cgroup_once(mechanism, entry);
     }
+}
+
+/// Not inlined: a BPF subprogram, whose stack is its own, not added to the
+/// write start's, which is near the verifier's 512-byte limit on 6.1.
+#[inline(never)]
+fn send_cgroup_once(mechanism: Mechanism, entry: *mut ArmedWrite) {
     // SAFETY: helpers without preconditions.
     let (tgid, cgroup) = unsafe {
         (
