@@ -10,26 +10,14 @@ use std::{
     process::{Command, Output},
 };
 
+mod common;
+
+use common::required_tool;
+
 const BIN: &str = env!("CARGO_BIN_EXE_dio-trace");
 
 fn deploy(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy").join(rel)
-}
-
-/// `name` on PATH, or None after SKIPPED (a failure under CI).
-fn tool(test: &str, name: &str, from: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        if std::env::var_os("CI").is_some() {
-            panic!("{test}: `{name}` is missing ({from}; `cargo xtask setup` installs it)");
-        }
-        eprintln!("SKIPPED {test}: `{name}` is missing ({from})");
-    }
-    found
 }
 
 fn text(o: &Output) -> String {
@@ -42,7 +30,7 @@ fn text(o: &Output) -> String {
 
 #[test]
 fn alert_rules_load_and_fire_when_they_should() {
-    let Some(promtool) = tool("alert-rules", "promtool", "Debian package prometheus") else {
+    let Some(promtool) = required_tool("alert-rules", "promtool", "Debian package prometheus") else {
         return;
     };
     let dir = deploy("prometheus");
@@ -67,7 +55,7 @@ fn alert_rules_load_and_fire_when_they_should() {
 
 #[test]
 fn the_systemd_unit_verifies() {
-    let Some(analyze) = tool("systemd-unit", "systemd-analyze", "Debian package systemd") else {
+    let Some(analyze) = required_tool("systemd-unit", "systemd-analyze", "Debian package systemd") else {
         return;
     };
     let unit = std::fs::read_to_string(deploy("systemd/dio-trace.service")).unwrap();
@@ -100,7 +88,7 @@ fn the_systemd_unit_verifies() {
 
 #[test]
 fn the_daemonset_validates_against_the_kubernetes_schema() {
-    let Some(validate) = tool("daemonset", "kubernetes-validate", "PyPI kubernetes-validate") else {
+    let Some(validate) = required_tool("daemonset", "kubernetes-validate", "PyPI kubernetes-validate") else {
         return;
     };
     let manifest = deploy("kubernetes/dio-trace.yaml");

@@ -12,9 +12,12 @@ use std::{
     time::Duration,
 };
 
+use common::required_tool;
 use dio_trace::scratch::Scratch;
 use dio_trace_common::fs::Fs;
 use serde_json::Value;
+
+mod common;
 
 const BIN: &str = env!("CARGO_BIN_EXE_dio-trace");
 
@@ -930,23 +933,6 @@ fn skipped_runs(sum: &Value) -> u64 {
         .sum()
 }
 
-/// A program from a Debian package `cargo xtask setup` installs: its path,
-/// or None (after saying SKIPPED) outside CI; in CI its absence fails.
-fn required_tool(test: &str, name: &str, package: &str) -> Option<std::path::PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        if std::env::var_os("CI").is_some() {
-            panic!("{test}: `{name}` is missing (Debian package {package}; `cargo xtask setup` installs it)");
-        }
-        eprintln!("SKIPPED {test}: `{name}` is missing (apt-get install {package})");
-    }
-    found
-}
-
 /// A port nobody listens on now.
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -996,10 +982,10 @@ impl Drop for Killed {
 #[test]
 fn prometheus_scrapes_the_exact_counts_of_a_live_watch() {
     let Some(s) = live("prometheus") else { return };
-    let Some(prometheus) = required_tool("prometheus", "prometheus", "prometheus") else {
+    let Some(prometheus) = required_tool("prometheus", "prometheus", "Debian package prometheus") else {
         return;
     };
-    let Some(promtool) = required_tool("prometheus", "promtool", "prometheus") else {
+    let Some(promtool) = required_tool("prometheus", "promtool", "Debian package prometheus") else {
         return;
     };
     let (metrics_port, prom_port) = (free_port(), free_port());
