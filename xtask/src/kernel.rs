@@ -1,5 +1,6 @@
 //! Kernels to boot in the VM: Debian's packaged ones, a 6.1 built with the
-//! ext4 O_SYNC direct-I/O bug put back, or files the caller names.
+//! ext4 O_SYNC direct-I/O bug put back, a 7.3 built with the 2025 O_DSYNC
+//! regression put back, or files the caller names.
 //!
 //! `cargo xtask kernel <spec>` resolves a spec and prints where the kernel
 //! is; `vm` does the same before booting.
@@ -141,7 +142,7 @@ pub fn resolve(spec: &KernelSpec, cache: &Cache) -> Result<Kernel> {
                 }
                 debian::packaged(&apt, pattern, cache).with_context(|| format!("getting {}", n.name))?
             }
-            named::Origin::Buggy61 => (buggy::build(cache)?, None),
+            named::Origin::Built(recipe) => (recipe.build(cache)?, None),
         },
         KernelSpec::Debs(debs) => debian::from_debs(debs, cache)?,
         KernelSpec::Dir(dir) => debian::from_dir(dir)?,
@@ -167,7 +168,8 @@ fn bzimage_file(path: &Path) -> Result<PathBuf> {
 /// `cargo xtask kernel`: resolve a kernel spec and print its paths.
 #[derive(Args)]
 pub struct KernelArgs {
-    /// A named kernel (debian-5.10, debian-6.1, debian-7.3, buggy-6.1, ...),
+    /// A named kernel (debian-5.10, debian-6.1, debian-7.3, buggy-6.1,
+    /// buggy-7.3, ...),
     /// a bzImage, a linux-image .deb, a linux-binary.deb,linux-modules.deb
     /// pair, or a folder they were unpacked to.
     spec: KernelSpec,

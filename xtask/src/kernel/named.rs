@@ -15,8 +15,8 @@ pub enum Origin {
         suite: Option<&'static str>,
         pattern: &'static str,
     },
-    /// Debian's 6.1 source with 91562895f803 undone (`buggy.rs`).
-    Buggy61,
+    /// Built from Debian's source with a fix undone (`buggy.rs`).
+    Built(&'static super::buggy::Recipe),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,6 +28,11 @@ pub struct Named {
     /// An extending O_SYNC/O_DSYNC direct write syncs before its size is
     /// journaled (NOTES §1, §7).
     pub bug: bool,
+    /// An O_DSYNC/RWF_DSYNC direct write into new or unwritten blocks
+    /// (appends, fallocated space) runs no sync at all: 6.15's
+    /// d279c80e0bac, fixed by 6b65028e2b51 in 6.17-rc3 and 6.16.3 (NOTES
+    /// §9). O_SYNC writes still sync.
+    pub dsync_skip: bool,
     /// (backend, probe): no hook of that family can serve the probe here.
     pub unservable: &'static [(&'static str, &'static str)],
     /// dio-trace must refuse this kernel (exit 4) with a message that
@@ -54,6 +59,7 @@ pub static NAMED: &[Named] = &[
         },
         about: "Debian 11 5.10.218 cloud, as shipped",
         bug: true,
+        dsync_skip: false,
         unservable: NO_IOMAP_TRACEPOINTS,
         refused: None,
         ext4_btf_from: None,
@@ -67,6 +73,7 @@ pub static NAMED: &[Named] = &[
         },
         about: "Debian 11 5.10.218 generic, ext4 a module, no module BTF",
         bug: true,
+        dsync_skip: false,
         // With --btf: ext4's functions are a module's, which aya 0.14
         // cannot fentry.
         unservable: &[("tracepoint", "write_begin"), ("fentry", "size_update")],
@@ -82,6 +89,7 @@ pub static NAMED: &[Named] = &[
         },
         about: "Debian 12 6.1 cloud",
         bug: false,
+        dsync_skip: false,
         unservable: NO_IOMAP_TRACEPOINTS,
         refused: None,
         ext4_btf_from: None,
@@ -95,6 +103,7 @@ pub static NAMED: &[Named] = &[
         },
         about: "Debian 12 6.1 generic, ext4 a module with BTF",
         bug: false,
+        dsync_skip: false,
         // fentry: iomap_dio_rw has 7 arguments (6.1 trampolines take 6)
         // and aya 0.14 has no fentry on module functions like
         // ext4_file_write_iter.
@@ -111,6 +120,7 @@ pub static NAMED: &[Named] = &[
         },
         about: "Debian 12 backports 6.12 cloud",
         bug: false,
+        dsync_skip: false,
         unservable: &[],
         refused: None,
         ext4_btf_from: None,
@@ -124,6 +134,7 @@ pub static NAMED: &[Named] = &[
         },
         about: "Debian 12 backports 6.12 generic, ext4 a module with BTF",
         bug: false,
+        dsync_skip: false,
         // ext4's tracepoints are served raw; its functions cannot be fentry'd.
         unservable: &[("fentry", "size_update")],
         refused: None,
@@ -138,6 +149,7 @@ pub static NAMED: &[Named] = &[
         },
         about: "Debian 13 backports 7.3 cloud (split packages)",
         bug: false,
+        dsync_skip: false,
         unservable: &[],
         refused: None,
         ext4_btf_from: None,
@@ -145,10 +157,22 @@ pub static NAMED: &[Named] = &[
     },
     Named {
         name: "buggy-6.1",
-        origin: Origin::Buggy61,
+        origin: Origin::Built(&super::buggy::BUGGY_61),
         about: "Debian's 6.1 source with 91562895f803 undone",
         bug: true,
+        dsync_skip: false,
         unservable: NO_IOMAP_TRACEPOINTS,
+        refused: None,
+        ext4_btf_from: None,
+        crash: true,
+    },
+    Named {
+        name: "buggy-7.3",
+        origin: Origin::Built(&super::buggy::BUGGY_73),
+        about: "Debian's 7.3 source with d279c80e0bac's O_DSYNC decision re-created",
+        bug: false,
+        dsync_skip: true,
+        unservable: &[],
         refused: None,
         ext4_btf_from: None,
         crash: true,
@@ -175,6 +199,15 @@ mod tests {
             assert_eq!(find(n.name), Some(n));
         }
         assert_eq!(find("debian-4.19"), None);
+    }
+
+    #[test]
+    fn the_dsync_regression_has_its_kernel_and_a_fixed_twin() {
+        let k = find("buggy-7.3").unwrap();
+        assert!(k.dsync_skip && !k.bug && k.crash);
+        let fixed = find("debian-7.3").unwrap();
+        assert!(!fixed.dsync_skip && !fixed.bug);
+        assert_eq!(NAMED.iter().filter(|n| n.dsync_skip).count(), 1);
     }
 
     #[test]
