@@ -40,8 +40,18 @@ pub struct Offsets {
     /// `file.f_flags`: the open flags, whose values are UAPI (stable), so
     /// they check which `ki_flags` layout the kernel uses.
     pub file_f_flags: u32,
+    /// `struct iomap`'s `offset`, `length`, `type` (u16) and `flags`
+    /// (u16): the mapping a direct write goes into (`new_extent` probe).
+    pub iomap_offset: u32,
+    pub iomap_length: u32,
+    pub iomap_type: u32,
+    pub iomap_flags: u32,
+    /// `struct iomap_iter`'s `inode` and `iomap` (5.15+; 0 before), for
+    /// kprobe/fexit on `iomap_iter`.
+    pub iomap_iter_inode: u32,
+    pub iomap_iter_iomap: u32,
 }
-const _: () = assert!(core::mem::size_of::<Offsets>() == 80);
+const _: () = assert!(core::mem::size_of::<Offsets>() == 104);
 
 /// Where one filesystem keeps the size a crash leaves, read from the
 /// running kernel's BTF (vmlinux, the module's split BTF, or `--btf`).
@@ -150,7 +160,7 @@ pub struct Config {
     /// per record would cost more than the record (an IPI, in a VM a VM exit).
     pub wake_bytes: u32,
 }
-const _: () = assert!(core::mem::size_of::<Config>() == 176 + 16 * FS_SLOTS);
+const _: () = assert!(core::mem::size_of::<Config>() == 200 + 16 * FS_SLOTS);
 
 /// Send every event of a counted write (all `mark_inode_dirty` calls, sync
 /// exits, completion entries), not only the ones the verdict rests on.
@@ -202,6 +212,12 @@ impl Config {
             inode_i_generation: 0,
             iomap_dio_size: 0,
             file_f_flags: 0,
+            iomap_offset: 0,
+            iomap_length: 0,
+            iomap_type: 0,
+            iomap_flags: 0,
+            iomap_iter_inode: 0,
+            iomap_iter_iomap: 0,
         },
         fs: [FsFacts {
             flags: 0,

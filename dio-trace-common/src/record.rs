@@ -131,6 +131,19 @@ pub const EVENT_FS_MASK: u32 = 0xf << EVENT_FS_SHIFT;
 /// A sync hook that does not say whether the sync was a datasync.
 pub const DATASYNC_UNKNOWN: u64 = u64::MAX;
 
+/// On a [`WriteRecord`]'s begin: a write that does not extend the file,
+/// counted because its blocks were new or unwritten (`iomap->type ==
+/// IOMAP_UNWRITTEN` or `IOMAP_F_NEW`: fallocated space, holes). It needs no
+/// size update, only its sync; one that completes without a sync is the
+/// 6.15 O_DSYNC regression (d279c80e0bac). Files written before this bit
+/// existed (formats 1 and 2, early format 3) never carry it.
+pub const EVENT_NEW_EXTENT: u32 = 1 << 5;
+
+/// `iomap.type` of an unwritten extent (`IOMAP_UNWRITTEN`, stable since 4.8).
+pub const IOMAP_UNWRITTEN: u16 = 3;
+/// `iomap.flags` bit of blocks allocated by this very mapping (`IOMAP_F_NEW`).
+pub const IOMAP_F_NEW: u16 = 1;
+
 /// How many path components a [`PathRecord`] carries.
 pub const PATH_DEPTH: usize = 8;
 /// Bytes kept of each component (NUL-terminated when shorter).

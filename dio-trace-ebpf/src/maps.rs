@@ -146,6 +146,43 @@ pub struct SentPath {
 #[map]
 pub static IN_CALL: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 0);
 
+/// A sync-flavoured direct write that does not extend its file, by task
+/// (`pid_tgid`): it is counted only if the blocks it goes into turn out
+/// to be new or unwritten (`probes/extent.rs`), which the kernel decides
+/// after the write's start, while it maps the write.
+#[map]
+pub static PENDING: LruHashMap<u64, Pending> = LruHashMap::with_max_entries(4096, 0);
+
+/// Where the write's start builds a [`Pending`] note: too big for its stack.
+#[map]
+pub static PENDING_SCRATCH: PerCpuArray<Pending> = PerCpuArray::with_max_entries(1, 0);
+
+/// What the write's start knew of a [`PENDING`] write.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Pending {
+    /// The inode's address ([`ARMED`]'s key) and the file's dentry (for
+    /// the path record; the open file holds it while the write runs).
+    pub inode: u64,
+    pub dentry: u64,
+    pub key: InodeKey,
+    pub pos: i64,
+    pub len: u64,
+    pub i_size: i64,
+    pub i_disksize: i64,
+    pub size_flags: u32,
+    pub ki_flags: u32,
+    pub flags: u32,
+    pub mechanism: u32,
+    pub generation: u32,
+    pub _pad: u32,
+}
+
+/// The `struct iomap_iter *` a kprobe on `iomap_iter`'s entry saw, by
+/// task, for the kretprobe (which has only the return value).
+#[map]
+pub static ITER_CALL: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 0);
+
 /// Add one to a counter. Never fails: a missing slot is a build bug.
 #[inline(always)]
 pub fn count(counter: Counter) {

@@ -21,7 +21,7 @@ use dio_trace_common::{
 use crate::{
     emit::{Fact, full_timeline, retire, step},
     facts::{Via, entry_sizes, file_inode, iocb_file, is_dsync, read},
-    maps::{IN_CALL, config},
+    maps::{IN_CALL, PENDING, config},
     probes::armed,
 };
 
@@ -32,6 +32,7 @@ pub fn tp_iomap_dio_complete(ctx: BtfTracePointContext) -> i32 {
     let ret: i64 = ctx.arg(2);
     let via = Via::of(Mechanism::Tracepoint);
     if let Some(inode) = sync_write_inode(via, iocb) {
+        forget_pending();
         emit(
             via,
             inode,
@@ -84,6 +85,7 @@ fn enter(dio: *const u8, mechanism: Mechanism) {
     let Some(inode) = sync_write_inode(via, iocb) else {
         return;
     };
+    forget_pending();
     let Some(entry) = armed(via, inode) else {
         return;
     };
@@ -139,6 +141,14 @@ fn exit(ret: i64, mechanism: Mechanism) {
         RecordKind::CompleteExit,
         mechanism,
     );
+}
+
+/// A sync write of this task is completing: whatever it left pending
+/// (`extent.rs`) was mapped by now, and must not be matched by a later
+/// mapping of the inode.
+#[inline(always)]
+fn forget_pending() {
+    let _ = PENDING.remove(bpf_get_current_pid_tgid());
 }
 
 /// The inode of a sync-flavoured write's kiocb. Only those can be armed,

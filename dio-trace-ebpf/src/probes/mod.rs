@@ -3,6 +3,7 @@
 //! their context and call it.
 
 pub mod complete;
+pub mod extent;
 pub mod follow;
 pub mod size;
 pub mod sync;

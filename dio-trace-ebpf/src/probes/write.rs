@@ -25,7 +25,10 @@ use crate::{
         Sizes, Via, debug_on, dir_mask, file_inode, fs_facts, fs_name, fs_of, inode_key, inode_sb, iocb_file,
         iocb_layout, read, sizes,
     },
-    maps::{ARMED, CGROUP_SENT, LAST_PATH, PATH_SENT, SCRATCH, SentPath, config, count, filter_add},
+    maps::{
+        ARMED, CGROUP_SENT, LAST_PATH, PATH_SENT, PENDING, PENDING_SCRATCH, Pending, SCRATCH, SentPath,
+        config, count, filter_add,
+    },
     probes::{armed, task_passes},
 };
 
@@ -221,6 +224,14 @@ pub fn try_write_begin(iocb: *const u8, iter: *const u8, mechanism: Mechanism, s
         sz.i_size
     };
     let addr = inode as u64;
+    let id = bpf_get_current_pid_tgid();
+    let generation = read::<u32>(via, inode, config!(offsets.inode_i_generation)).unwrap_or(0);
+    let dentry =
+        read::<*const u8>(Via::Probe, file, config!(offsets.file_f_path_dentry)).unwrap_or(core::ptr::null());
+    let mut flags = EVENT_DSYNC | (fs as u32) << EVENT_FS_SHIFT;
+    if ki_flags & bits.sync != 0 {
+        flags |= EVENT_SYNC;
+    }
     if pos < 0 || end <= on_disk {
         count(Counter::NotExtending);
         debug!(
@@ -236,43 +247,104 @@ pub fn try_write_begin(iocb: *const u8, iter: *const u8, mechanism: Mechanism, s
         if let Some(old) = armed(via, inode) {
             retire(old);
         }
+        // Counted after all if it goes into new or unwritten blocks
+        // (`extent.rs`): the kernel maps it next.
+        if pos >= 0
+            && len > 0
+            && let Some(pending) = PENDING_SCRATCH.get_ptr_mut(0)
+        {
+            // Filled in per-CPU scratch, not on the stack: the write start's
+            // frame is near the verifier's 512 bytes on 6.1 fentry.
+            // SAFETY: per-CPU scratch, only this program run uses it.
+            unsafe {
+                *pending = Pending {
+                    inode: addr,
+                    dentry: dentry as u64,
+                    key,
+                    pos,
+                    len,
+                    i_size: sz.i_size,
+                    i_disksize: sz.i_disksize,
+                    size_flags: sz.flags,
+                    ki_flags,
+                    flags,
+                    mechanism: mechanism as u32,
+                    generation,
+                    _pad: 0,
+                };
+                let _ = PENDING.insert(id, &*pending, 0);
+            }
+        }
         return;
     }
-    let mut flags = EVENT_DSYNC | (fs as u32) << EVENT_FS_SHIFT;
-    if ki_flags & bits.sync != 0 {
-        flags |= EVENT_SYNC;
-    }
-    let Some(entry) = arm(addr, end, &sz, key, pos, len, ki_flags, flags, mechanism) else {
+    let _ = PENDING.remove(id);
+    count_write(
+        Counted {
+            addr,
+            end,
+            key,
+            pos,
+            len,
+            ki_flags,
+            flags,
+            state: 0,
+            generation,
+            mechanism,
+        },
+        &sz,
+        dentry,
+    );
+}
+
+/// What makes a write counted, for [`count_write`].
+pub struct Counted {
+    /// The inode's address.
+    pub addr: u64,
+    /// The size a sync must find journaled.
+    pub end: i64,
+    pub key: InodeKey,
+    pub pos: i64,
+    pub len: u64,
+    pub ki_flags: u32,
+    /// `EVENT_*` bits of the begin.
+    pub flags: u32,
+    /// `ARM_*` bits it starts with.
+    pub state: u32,
+    pub generation: u32,
+    pub mechanism: Mechanism,
+}
+
+/// Arm a counted write and send its file's path if not sent yet.
+#[inline(always)]
+pub fn count_write(w: Counted, sz: &Sizes, dentry: *const u8) {
+    let Some(entry) = arm(&w, sz) else {
         count(Counter::ArmFailed);
         debug!(
             &(),
-            "counted write on ino {} could not be armed (map full)", key.ino
+            "counted write on ino {} could not be armed (map full)", w.key.ino
         );
         return;
     };
     count(Counter::Armed);
-    send_cgroup(mechanism, entry);
+    send_cgroup(w.mechanism, entry);
     if full_timeline() {
         inode_event(
             entry,
-            &sz,
+            sz,
             Fact {
                 kind: RecordKind::WriteBegin,
-                mechanism,
-                pos,
-                len,
-                arg: ki_flags as u64,
-                flags,
+                mechanism: w.mechanism,
+                pos: w.pos,
+                len: w.len,
+                arg: w.ki_flags as u64,
+                flags: w.flags,
             },
         );
     }
-    let generation = read::<u32>(via, inode, config!(offsets.inode_i_generation)).unwrap_or(0);
-    if !path_sent(key, generation)
-        && let Ok(dentry) = read::<*const u8>(Via::Probe, file, config!(offsets.file_f_path_dentry))
-    {
-        path_record(dentry, mechanism, entry);
-        let _ = PATH_SENT.insert(key, generation, 0);
-        remember_path(key, generation);
+    if !dentry.is_null() && !path_sent(w.key, w.generation) {
+        path_record(dentry, w.mechanism, entry);
+        let _ = PATH_SENT.insert(w.key, w.generation, 0);
+        remember_path(w.key, w.generation);
     }
 }
 
@@ -343,19 +415,10 @@ fn remember_path(key: InodeKey, generation: u32) {
 /// scratch, and is filled in place like a reused one.
 // Entries go in by reference: by value would copy 312 bytes onto the
 // 512-byte BPF stack.
-#[allow(clippy::too_many_arguments, clippy::needless_borrows_for_generic_args)]
+#[allow(clippy::needless_borrows_for_generic_args)]
 #[inline(always)]
-fn arm(
-    addr: u64,
-    end: i64,
-    sz: &Sizes,
-    key: InodeKey,
-    pos: i64,
-    len: u64,
-    ki_flags: u32,
-    flags: u32,
-    mechanism: Mechanism,
-) -> Option<*mut ArmedWrite> {
+fn arm(w: &Counted, sz: &Sizes) -> Option<*mut ArmedWrite> {
+    let addr = w.addr;
     let entry = match ARMED.get_ptr_mut(addr) {
         Some(old) => {
             // SAFETY: map value pointer, valid while the program runs.
@@ -382,27 +445,27 @@ fn arm(
             ARMED.get_ptr_mut(addr)?
         }
     };
-    filter_add(key.ino, 1);
+    filter_add(w.key.ino, 1);
     // SAFETY: map value pointer, valid while the program runs; the steps
     // need only their timestamps cleared ("not seen"); the state goes last.
     unsafe {
-        (*entry).end = end;
+        (*entry).end = w.end;
         (*entry).rec.begin = InodeEvent {
-            header: header(RecordKind::Write, mechanism, 0),
-            dev: key.dev,
-            flags: flags | sz.flags,
-            ino: key.ino,
+            header: header(RecordKind::Write, w.mechanism, 0),
+            dev: w.key.dev,
+            flags: w.flags | sz.flags,
+            ino: w.key.ino,
             i_size: sz.i_size,
             i_disksize: sz.i_disksize,
-            pos,
-            len,
-            arg: ki_flags as u64,
+            pos: w.pos,
+            len: w.len,
+            arg: w.ki_flags as u64,
             comm: bpf_get_current_comm().unwrap_or([0; 16]),
         };
         (*entry).rec.size.ts_ns = 0;
         (*entry).rec.sync.ts_ns = 0;
         (*entry).rec.complete.ts_ns = 0;
-        (*entry).state = 0;
+        (*entry).state = w.state;
     }
     Some(entry)
 }

@@ -209,12 +209,13 @@ impl Engine {
                 key,
                 OpenWrite {
                     lost: ev.lost > 0,
+                    // A write into new blocks inside the file has no size to update.
+                    size_seen: ev.new_extent(),
                     begin: ev,
                     path: None,
                     excluded: false,
                     events: Vec::new(),
                     completed_at: None,
-                    size_seen: false,
                 },
             );
             return;
@@ -290,15 +291,16 @@ impl Engine {
 }
 
 /// The rule for a counted write, checked again here so that every backend
-/// is held to it: sync-flavoured (DSYNC is set for SYNC too) and ending past
-/// the smaller of `i_size` and the on-disk size when it began.
+/// is held to it: sync-flavoured (DSYNC is set for SYNC too) and either
+/// ending past the smaller of `i_size` and the on-disk size when it began, or
+/// going into new or unwritten blocks (the kernel saw its mapping).
 fn counts(begin: &Event) -> bool {
     let sync = begin.flags & (EVENT_DSYNC | EVENT_SYNC) != 0;
     let on_disk = match begin.disksize() {
         Some(d) => d.min(begin.i_size),
         None => begin.i_size,
     };
-    sync && begin.pos >= 0 && begin.end() > on_disk
+    sync && begin.pos >= 0 && (begin.end() > on_disk || begin.new_extent())
 }
 
 /// `path` is `prefix` or lies below it.

@@ -5,7 +5,7 @@ use dio_trace_common::{
     fs::Fs,
     kind::RecordKind,
     probe::Mechanism,
-    record::{EVENT_FS_MASK, EVENT_FS_SHIFT, EVENT_NO_DISKSIZE, EVENT_SYNC},
+    record::{EVENT_FS_MASK, EVENT_FS_SHIFT, EVENT_NEW_EXTENT, EVENT_NO_DISKSIZE, EVENT_SYNC},
 };
 
 /// One inode fact, as any backend reports it.
@@ -50,6 +50,12 @@ impl Event {
     /// format 3 means ext4; decoding refuses numbers it does not know.
     pub fn fs(&self) -> Fs {
         Fs::from_u32((self.flags & EVENT_FS_MASK) >> EVENT_FS_SHIFT).unwrap_or(Fs::Ext4)
+    }
+
+    /// Counted for going into new or unwritten blocks inside the file, not
+    /// for extending it (`WriteBegin` only): it needs a sync, no size update.
+    pub fn new_extent(&self) -> bool {
+        self.flags & EVENT_NEW_EXTENT != 0
     }
 
     /// "sync" for O_SYNC/RWF_SYNC, "dsync" for O_DSYNC/RWF_DSYNC.

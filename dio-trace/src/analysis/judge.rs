@@ -50,9 +50,14 @@ pub enum ViolationKind {
     /// The sync ran while the on-disk size still lacked the write (the
     /// ext4 bug of 5.5..6.6, fixed by 91562895f803).
     SyncBeforeSizeUpdate,
-    /// The completion finished without any sync (the class of 6.15's
-    /// d279c80e0bac on FUA devices).
+    /// A size-extending write's completion finished without any sync (the
+    /// O_DSYNC appends of 6.15's d279c80e0bac).
     SyncMissing,
+    /// A write into new or unwritten blocks inside the file (fallocated
+    /// space, holes) finished without any sync: its extent conversion or
+    /// allocation was never made durable (the other writes d279c80e0bac
+    /// broke, which need no size update at all).
+    SyncMissingNewExtent,
 }
 
 impl ViolationKind {
@@ -60,6 +65,7 @@ impl ViolationKind {
         match self {
             ViolationKind::SyncBeforeSizeUpdate => "sync_before_size_update",
             ViolationKind::SyncMissing => "sync_missing",
+            ViolationKind::SyncMissingNewExtent => "sync_missing_new_extent",
         }
     }
 }
@@ -104,7 +110,9 @@ fn rolled_forward(from: &[Event]) -> bool {
 /// write's end, or the kernel says that sync made the write's blocks
 /// durable for roll-forward recovery, which rebuilds the size (f2fs).
 /// Violation: that sync comes first and took no such path, or the
-/// completion ends with no sync at all.
+/// completion ends with no sync at all. A write counted for its new or
+/// unwritten blocks ([`Event::new_extent`]) needs no size update: its sync
+/// alone makes it ordered.
 pub fn judge(begin: &Event, events: &[Event], lost: bool, cov: Coverage) -> Verdict {
     let end = begin.end();
     let fs = begin.fs();
@@ -121,9 +129,15 @@ pub fn judge(begin: &Event, events: &[Event], lost: bool, cov: Coverage) -> Verd
             "some of this write's records were lost (ring buffer full); raise --ringbuf-size".into(),
         );
     }
+    let sync_at = events.iter().position(|e| e.kind == RecordKind::SyncEnter);
+    if begin.new_extent() {
+        return match sync_at {
+            Some(_) => Verdict::Ordered,
+            None => no_sync(fs, complete.is_some(), cov, ViolationKind::SyncMissingNewExtent),
+        };
+    }
     let covers = |e: &&Event| e.kind.is_size_update() && e.disksize().is_some_and(|d| d >= end);
     let size_at = events.iter().position(|e| covers(&e));
-    let sync_at = events.iter().position(|e| e.kind == RecordKind::SyncEnter);
     match (sync_at, size_at) {
         (Some(s), Some(u)) if u < s => Verdict::Ordered,
         (Some(s), _) => {
@@ -152,15 +166,26 @@ pub fn judge(begin: &Event, events: &[Event], lost: bool, cov: Coverage) -> Verd
                 _ => Verdict::Violation(ViolationKind::SyncBeforeSizeUpdate),
             }
         }
-        (None, _) if !fs_cov.sync => Verdict::Inconclusive(format!(
+        (None, _) => no_sync(fs, complete.is_some(), cov, ViolationKind::SyncMissing),
+    }
+}
+
+/// A write that saw no sync: `kind` if it completed without one and the
+/// probes could have seen both, else why it cannot be judged.
+fn no_sync(fs: Fs, completed: bool, cov: Coverage, kind: ViolationKind) -> Verdict {
+    if !cov.of(fs).sync {
+        Verdict::Inconclusive(format!(
             "the {} sync probe ({}) is not attached",
             fs.name(),
             fs.sync_step()
-        )),
-        (None, _) if complete.is_some() => Verdict::Violation(ViolationKind::SyncMissing),
-        (None, _) if !cov.complete => Verdict::Inconclusive(
+        ))
+    } else if completed {
+        Verdict::Violation(kind)
+    } else if !cov.complete {
+        Verdict::Inconclusive(
             "no sync seen and the completion probe (iomap_dio_complete) is not attached".into(),
-        ),
-        (None, _) => Verdict::Inconclusive("the write's completion was not observed".into()),
+        )
+    } else {
+        Verdict::Inconclusive("the write's completion was not observed".into())
     }
 }

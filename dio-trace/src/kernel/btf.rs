@@ -223,6 +223,13 @@ impl KernelBtf {
             iomap_dio_size: self.offset("iomap_dio", "size").unwrap_or(0),
             inode_i_generation: self.offset("inode", "i_generation")?,
             file_f_flags: self.offset("file", "f_flags")?,
+            iomap_offset: self.offset("iomap", "offset")?,
+            iomap_length: self.offset("iomap", "length")?,
+            iomap_type: self.offset("iomap", "type")?,
+            iomap_flags: self.offset("iomap", "flags")?,
+            // 0: no iomap_iter (before 5.15); its hooks then do not load.
+            iomap_iter_inode: self.offset("iomap_iter", "inode").unwrap_or(0),
+            iomap_iter_iomap: self.offset("iomap_iter", "iomap").unwrap_or(0),
         })
     }
 
@@ -346,6 +353,8 @@ mod tests {
         assert!(btf.offset("inode", "no_such_field").is_err());
         assert!(btf.has_function("iomap_dio_complete"));
         assert!(off.file_f_flags > 0 && off.iomap_dio_size > off.iomap_dio_iocb);
+        assert!(off.iomap_flags > off.iomap_type && off.iomap_type > off.iomap_length);
+        assert!(off.iomap_iter_iomap > off.iomap_iter_inode);
     }
 
     /// `--btf` takes a standalone BTF file; vmlinux's own is one.

@@ -60,6 +60,7 @@ pub const INODE_EXTENSION: &str = "inode_extension";
 pub const SYNC_ENTER: &str = "sync_enter";
 pub const SYNC_EXIT: &str = "sync_exit";
 pub const COMPLETE: &str = "dio_complete";
+pub const NEW_EXTENT: &str = "new_extent";
 pub const FOLLOW_FORK: &str = "follow_fork";
 pub const XFS_SIZE_UPDATE: &str = "xfs_size_update";
 pub const XFS_SYNC_ENTER: &str = "xfs_sync_enter";
@@ -445,6 +446,45 @@ pub static CATALOG: &[ProbeSpec] = &[
                     (Fentry, "fentry_iomap_dio_complete"),
                     (Fexit, "fexit_iomap_dio_complete"),
                 ],
+            ),
+        ],
+    },
+    ProbeSpec {
+        name: NEW_EXTENT,
+        fs: None,
+        need: Need::Verdict,
+        about: "the blocks a direct write goes into: new or unwritten ones count a write that does not extend",
+        hooks: &[
+            hook(
+                Kretprobe,
+                "iomap_iter",
+                "5.15",
+                &[(Kprobe, "kprobe_iomap_iter"), (Kretprobe, "kretprobe_iomap_iter")],
+            ),
+            hook(
+                Kprobe,
+                "iomap_dio_actor",
+                "5.5",
+                &[(Kprobe, "kprobe_iomap_dio_actor")],
+            ),
+            hook(
+                Tracepoint,
+                "iomap_iter_dstmap",
+                "5.15",
+                &[(Tracepoint, "tp_iomap_iter_dstmap")],
+            ),
+            hook(
+                Tracepoint,
+                "iomap_apply_dstmap",
+                "5.5",
+                &[(Tracepoint, "tp_iomap_apply_dstmap")],
+            ),
+            hook(Fexit, "iomap_iter", "5.15", &[(Fexit, "fexit_iomap_iter")]),
+            hook(
+                Fentry,
+                "iomap_dio_actor",
+                "5.5",
+                &[(Fentry, "fentry_iomap_dio_actor")],
             ),
         ],
     },

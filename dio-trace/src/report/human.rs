@@ -82,7 +82,7 @@ impl<W: Write> Reporter for Human<W> {
         };
         writeln!(
             self.out,
-            "{label:<12} pid {} ({}) {} dev {} ino {} {} off={} len={} {}{detail} [{}]",
+            "{label:<12} pid {} ({}) {} dev {} ino {} {} off={} len={} {}{}{detail} [{}]",
             b.tgid,
             b.comm,
             b.fs().name(),
@@ -92,6 +92,7 @@ impl<W: Write> Reporter for Human<W> {
             b.pos,
             b.len,
             b.sync_flavour().to_uppercase(),
+            if b.new_extent() { " into-new-blocks" } else { "" },
             backend_of(w),
         )?;
         if !matches!(w.verdict, Verdict::Ordered) {

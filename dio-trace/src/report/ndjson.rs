@@ -9,7 +9,9 @@
 //!   `dev` ("major:minor"), `fs` ("ext4" | "xfs" | "f2fs"), `ino`, `path` (null when unresolved), `cgroup`
 //!   (the writer's cgroup v2 path from the cgroup2 root, e.g.
 //!   "/system.slice/db.service"; null when unknown), `offset`,
-//!   `len`, `sync` ("sync" | "dsync"), `backend`, `events`.
+//!   `len`, `sync` ("sync" | "dsync"), `new_extent` (true: counted for
+//!   going into new or unwritten blocks inside the file, not for extending
+//!   it), `backend`, `events`.
 //! - `violation`: the same fields, for each violating write, after its
 //!   `write` line.
 //! - `summary`, last: `kernel`, `writes` (direct writes the kernel saw that
@@ -115,6 +117,7 @@ pub fn write_json(kind: &str, w: &WriteReport) -> Value {
         "offset": b.pos,
         "len": b.len,
         "sync": b.sync_flavour(),
+        "new_extent": b.new_extent(),
         "backend": backend_of(w),
         "events": events,
     })

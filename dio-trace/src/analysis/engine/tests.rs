@@ -5,7 +5,7 @@ use dio_trace_common::{
     fs::Fs,
     kind::RecordKind::{self, *},
     probe::Mechanism,
-    record::{EVENT_DSYNC, EVENT_FS_SHIFT, EVENT_ROLL_FORWARD, EVENT_SYNC},
+    record::{EVENT_DSYNC, EVENT_FS_SHIFT, EVENT_NEW_EXTENT, EVENT_ROLL_FORWARD, EVENT_SYNC},
 };
 
 use super::*;
@@ -123,6 +123,64 @@ fn completion_without_any_sync_is_a_violation() {
         complete(1, 30),
     ]));
     assert_eq!(out[0].verdict, Verdict::Violation(ViolationKind::SyncMissing));
+}
+
+/// A 4 KiB O_DSYNC write at 0 into fallocated (unwritten) blocks of an
+/// 8192-byte file: it extends nothing.
+fn into_fallocated(ino: u64) -> Event {
+    Event {
+        pos: 0,
+        i_size: 8192,
+        i_disksize: 8192,
+        ..begin(ino, 0, EVENT_DSYNC | EVENT_NEW_EXTENT)
+    }
+}
+
+#[test]
+fn a_write_into_new_blocks_is_ordered_by_its_sync_alone() {
+    // No size update is seen or needed: i_disksize covers the write.
+    let (out, t) = run(events(vec![
+        into_fallocated(1),
+        sync(1, 20, 8192),
+        complete(1, 30),
+    ]));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].verdict, Verdict::Ordered);
+    assert_eq!((t.ordered, t.counted()), (1, 1));
+}
+
+#[test]
+fn a_write_into_new_blocks_without_a_sync_has_its_own_kind() {
+    let (out, t) = run(events(vec![into_fallocated(1), complete(1, 30)]));
+    assert_eq!(
+        out[0].verdict,
+        Verdict::Violation(ViolationKind::SyncMissingNewExtent)
+    );
+    assert_eq!(t.violations, 1);
+    // Without the sync probe it cannot be judged; without its completion
+    // it is not yet a violation.
+    let mut blind = Coverage::ALL;
+    blind.fs[Fs::Ext4.slot()].sync = false;
+    let v = crate::analysis::judge::judge(&into_fallocated(1), &[complete(1, 30)], false, blind);
+    assert!(matches!(v, Verdict::Inconclusive(_)), "{v:?}");
+    let (out, _) = run(events(vec![into_fallocated(1)]));
+    assert!(
+        matches!(out[0].verdict, Verdict::Inconclusive(_)),
+        "{:?}",
+        out[0].verdict
+    );
+}
+
+#[test]
+fn a_write_into_written_blocks_inside_the_file_is_not_counted() {
+    // The FUA overwrite a kernel may rightly leave unsynced: no new blocks.
+    let plain = Event {
+        flags: EVENT_DSYNC,
+        ..into_fallocated(1)
+    };
+    let (out, t) = run(events(vec![plain, complete(1, 30)]));
+    assert!(out.is_empty());
+    assert_eq!((t.counted(), t.not_counted), (0, 1));
 }
 
 #[test]
