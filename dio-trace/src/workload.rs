@@ -41,8 +41,19 @@ pub enum Pattern {
     /// block, each asked for at offset 0: the kernel moves every one to the
     /// end of the file (counted, at the position the kernel wrote).
     OAppendDsync,
+    /// O_DIRECT|O_DSYNC writes into fallocated (unwritten) space inside
+    /// the file's size: they extend nothing, but their extents must be
+    /// converted durably (counted, for their new blocks).
+    ODsyncIntoFallocated,
+    /// The same with pwritev2(RWF_DSYNC) (counted).
+    RwfDsyncIntoFallocated,
+    /// The same with O_SYNC (counted).
+    OSyncIntoFallocated,
     /// O_DIRECT|O_SYNC overwrites inside the file's size (not extending: not counted).
     OSyncOverwrite,
+    /// O_DIRECT|O_DSYNC overwrites of written blocks: a FUA device may
+    /// rightly complete them without a sync (not counted).
+    ODsyncOverwrite,
     /// Plain O_DIRECT appends, no sync semantics (not counted).
     DirectAppend,
     /// O_DIRECT appends each followed by fsync() (not counted: the sync is the caller's).
@@ -52,7 +63,7 @@ pub enum Pattern {
 }
 
 impl Pattern {
-    pub const ALL: [Pattern; 12] = [
+    pub const ALL: [Pattern; 16] = [
         Pattern::OSyncAppend,
         Pattern::ODsyncAppend,
         Pattern::RwfSyncAppend,
@@ -61,13 +72,18 @@ impl Pattern {
         Pattern::UringDsyncAppend,
         Pattern::ConcurrentOSyncAppend,
         Pattern::OAppendDsync,
+        Pattern::ODsyncIntoFallocated,
+        Pattern::RwfDsyncIntoFallocated,
+        Pattern::OSyncIntoFallocated,
         Pattern::OSyncOverwrite,
+        Pattern::ODsyncOverwrite,
         Pattern::DirectAppend,
         Pattern::DirectAppendFsync,
         Pattern::BufferedSyncAppend,
     ];
 
-    /// Does every write of this pattern count (size-extending, sync, direct)?
+    /// Does every write of this pattern count (sync, direct, and
+    /// size-extending or into new blocks)?
     pub fn counted(self) -> bool {
         matches!(
             self,
@@ -79,6 +95,14 @@ impl Pattern {
                 | Pattern::UringDsyncAppend
                 | Pattern::ConcurrentOSyncAppend
                 | Pattern::OAppendDsync
+        ) || self.into_fallocated()
+    }
+
+    /// Does it write into fallocated space inside the file's size?
+    pub fn into_fallocated(self) -> bool {
+        matches!(
+            self,
+            Pattern::ODsyncIntoFallocated | Pattern::RwfDsyncIntoFallocated | Pattern::OSyncIntoFallocated
         )
     }
 
@@ -106,13 +130,17 @@ impl Pattern {
     fn open_flags(self) -> i32 {
         let base = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC;
         base | match self {
-            Pattern::OSyncAppend | Pattern::OSyncOverwrite | Pattern::ConcurrentOSyncAppend => {
-                libc::O_DIRECT | libc::O_SYNC
+            Pattern::OSyncAppend
+            | Pattern::OSyncOverwrite
+            | Pattern::ConcurrentOSyncAppend
+            | Pattern::OSyncIntoFallocated => libc::O_DIRECT | libc::O_SYNC,
+            Pattern::ODsyncAppend | Pattern::ODsyncIntoFallocated | Pattern::ODsyncOverwrite => {
+                libc::O_DIRECT | libc::O_DSYNC
             }
-            Pattern::ODsyncAppend => libc::O_DIRECT | libc::O_DSYNC,
             Pattern::OAppendDsync => libc::O_DIRECT | libc::O_DSYNC | libc::O_APPEND,
             Pattern::RwfSyncAppend
             | Pattern::RwfDsyncAppend
+            | Pattern::RwfDsyncIntoFallocated
             | Pattern::AioDsyncAppend
             | Pattern::UringDsyncAppend
             | Pattern::DirectAppend
@@ -124,7 +152,10 @@ impl Pattern {
     fn rwf(self) -> i32 {
         match self {
             Pattern::RwfSyncAppend => libc::RWF_SYNC,
-            Pattern::RwfDsyncAppend | Pattern::AioDsyncAppend | Pattern::UringDsyncAppend => libc::RWF_DSYNC,
+            Pattern::RwfDsyncAppend
+            | Pattern::RwfDsyncIntoFallocated
+            | Pattern::AioDsyncAppend
+            | Pattern::UringDsyncAppend => libc::RWF_DSYNC,
             _ => 0,
         }
     }
@@ -203,12 +234,13 @@ fn write_file(pattern: Pattern, file: &Path, count: u32, size: usize) -> Result<
     let buf = AlignedBuf::new(size)?;
     let cpath = CString::new(file.as_os_str().as_bytes()).context("file name contains NUL")?;
     let keep = match pattern {
-        Pattern::OSyncOverwrite => count as usize * size,
+        Pattern::OSyncOverwrite | Pattern::ODsyncOverwrite => count as usize * size,
+        p if p.into_fallocated() => count as usize * size,
         Pattern::OAppendDsync => size,
         _ => 0,
     };
     if keep > 0 {
-        preallocate(&cpath, file, keep, &buf, size)?;
+        preallocate(&cpath, file, keep, &buf, size, pattern.into_fallocated())?;
     }
     let flags = pattern.open_flags() & if keep > 0 { !libc::O_TRUNC } else { !0 };
     // SAFETY: valid C string; flags are plain open(2) flags.
@@ -417,8 +449,17 @@ mod uring {
     }
 }
 
-/// Write the file's blocks once and sync them, so overwrites do not extend.
-fn preallocate(cpath: &CString, file: &Path, total: usize, buf: &AlignedBuf, size: usize) -> Result<()> {
+/// Give the file `total` bytes and sync them, so later writes do not
+/// extend it: written blocks, or with `unwritten` fallocated ones
+/// (`fallocate` mode 0: allocated, unwritten, inside `i_size`).
+fn preallocate(
+    cpath: &CString,
+    file: &Path,
+    total: usize,
+    buf: &AlignedBuf,
+    size: usize,
+    unwritten: bool,
+) -> Result<()> {
     // SAFETY: valid C string.
     let fd = unsafe {
         libc::open(
@@ -431,7 +472,11 @@ fn preallocate(cpath: &CString, file: &Path, total: usize, buf: &AlignedBuf, siz
         return Err(os_err("cannot create", file));
     }
     let fd = Fd(fd);
-    for off in (0..total).step_by(size) {
+    // SAFETY: fd is open; plain integers.
+    if unwritten && unsafe { libc::fallocate(fd.0, 0, 0, total as libc::off_t) } != 0 {
+        return Err(os_err("cannot fallocate", file));
+    }
+    for off in (0..total).step_by(size).filter(|_| !unwritten) {
         // SAFETY: live buffer of `size` bytes.
         let n = unsafe { libc::pwrite(fd.0, buf.ptr.cast(), size, off as i64) };
         if n != size as isize {

@@ -225,6 +225,45 @@ fn writes_on_a_filesystem_without_facts_are_inconclusive() {
     assert!(err.contains("filesystem ext2"), "{err}");
 }
 
+/// Writes that extend nothing but go into fallocated (unwritten) blocks
+/// are counted for those blocks (`iomap:iomap_iter_dstmap` on this host)
+/// and ordered by their sync alone; overwrites of written blocks, which a
+/// FUA device may rightly leave unsynced, are seen and not counted.
+#[test]
+fn writes_into_fallocated_space_count_and_overwrites_do_not() {
+    for fs in [Fs::Ext4, Fs::Xfs] {
+        let Some(s) = live_on("o-dsync-into-fallocated", fs) else {
+            return;
+        };
+        for (pattern, sync) in [
+            ("o-dsync-into-fallocated", "dsync"),
+            ("rwf-dsync-into-fallocated", "dsync"),
+            ("o-sync-into-fallocated", "sync"),
+        ] {
+            let file = s.dir().join(format!("{pattern}.dat"));
+            let (code, ls, err) = run_write(&[], pattern, 4, &file);
+            let sum = summary(&ls);
+            assert_eq!(code, 0, "{fs:?} {pattern}: {err}\n{sum}");
+            assert_eq!(
+                (sum["counted"].as_u64(), sum["ordered"].as_u64()),
+                (Some(4), Some(4)),
+                "{sum}"
+            );
+            for (i, w) in of_type(&ls, "write").iter().enumerate() {
+                assert_eq!(w["verdict"], "ordered", "{w}");
+                assert_eq!(w["sync"], sync);
+                assert_eq!(w["new_extent"], true, "{w}");
+                assert_eq!(w["offset"], i as u64 * 4096);
+                assert!(w["events"].to_string().contains("sync_enter"), "{w}");
+            }
+        }
+        let (_, ls, _) = run_write(&[], "o-dsync-overwrite", 4, &s.dir().join("over.dat"));
+        let sum = summary(&ls);
+        assert_eq!(sum["writes"], 4, "the kernel saw the overwrites: {sum}");
+        assert_eq!(sum["counted"], 0, "{sum}");
+    }
+}
+
 #[test]
 fn rwf_dsync_appends_are_counted_too() {
     assert_all_ordered("rwf-dsync-append", "dsync");
