@@ -65,7 +65,8 @@ pub struct Spec<'a> {
     pub files: &'a [GuestFile],
     /// Shell script run by `/init` once the system is up.
     pub script: &'a str,
-    /// Mount `/dev/vda` on `/mnt` before the script, with this filesystem.
+    /// Mount the scratch disk (`/dev/vda`, or `/dev/nvme0n1` on NVMe) on
+    /// `/mnt` before the script, with this filesystem.
     pub mount_disk: Option<&'a str>,
 }
 
@@ -158,12 +159,19 @@ fn init_script(mount_disk: Option<&str>) -> String {
         format!(
             r#"
 i=0
-while [ ! -b /dev/vda ]; do
+disk=
+while [ -z "$disk" ]; do
+    for d in /dev/vda /dev/nvme0n1; do
+        [ -b "$d" ] && disk=$d
+    done
     i=$((i + 1))
-    [ "$i" -gt 100 ] && fail "no /dev/vda after 10 s (virtio_blk missing?)"
-    sleep 0.1
+    [ "$i" -gt 100 ] && fail "no /dev/vda or /dev/nvme0n1 after 10 s (virtio_blk or nvme missing?)"
+    [ -z "$disk" ] && sleep 0.1
 done
-mount -t {fs} /dev/vda /mnt || fail "mount -t {fs} /dev/vda /mnt"
+# What the disk promises (FUA lets a DSYNC overwrite skip its flush).
+q=/sys/block/${{disk#/dev/}}/queue
+echo "@@DISK $disk fua=$(cat $q/fua 2>/dev/null) write_cache=$(cat $q/write_cache 2>/dev/null | tr ' ' '-')"
+mount -t {fs} $disk /mnt || fail "mount -t {fs} $disk /mnt"
 "#
         )
     } else {
@@ -335,7 +343,8 @@ mod tests {
 
     #[test]
     fn init_mounts_disk_only_when_asked() {
-        assert!(init_script(Some("ext4")).contains("mount -t ext4 /dev/vda /mnt"));
+        assert!(init_script(Some("ext4")).contains("mount -t ext4 $disk /mnt"));
+        assert!(init_script(Some("xfs")).contains("/dev/nvme0n1"));
         assert!(!init_script(None).contains("/dev/vda"));
         let init = init_script(None);
         assert!(init.contains(EXIT_MARKER) && init.contains("reboot -f"));

@@ -51,8 +51,11 @@ pub fn run() -> Result<()> {
         let kernel = crate::kernel::resolve(spec, &cache)?;
         for r in crash::run(&kernel, &dio, &opts, crash::Setup::EXT4)? {
             let line = format!(
-                "{spec} {}: verdict {} with {} bytes after the crash",
-                r.pattern, r.verdict, r.size
+                "{spec} {}: verdict {} with {} after the crash ({})",
+                r.pattern,
+                r.verdict,
+                r.left(),
+                r.crash()
             );
             if r.agrees() {
                 score.passed += 1;

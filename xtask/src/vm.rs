@@ -54,6 +54,21 @@ pub struct VmOptions {
     pub cpus: u32,
     /// Extra kernel command-line words.
     pub append: Vec<String>,
+    /// How the scratch disk is attached.
+    pub disk_bus: DiskBus,
+}
+
+/// How QEMU attaches the scratch disk. The two differ in what a DSYNC
+/// direct write may skip (NOTES §9): virtio-blk has a volatile write
+/// cache and no FUA, so every such write needs a flush; NVMe has both, so
+/// a pure overwrite may go out as a FUA write with no sync at all.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum DiskBus {
+    /// virtio-blk (`/dev/vda`): write cache, no FUA.
+    #[default]
+    Virtio,
+    /// NVMe (`/dev/nvme0n1`): volatile write cache with FUA.
+    Nvme,
 }
 
 impl Default for VmOptions {
@@ -64,6 +79,7 @@ impl Default for VmOptions {
             memory_mib: 1024,
             cpus: 2,
             append: Vec::new(),
+            disk_bus: DiskBus::Virtio,
         }
     }
 }

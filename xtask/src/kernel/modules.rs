@@ -21,8 +21,9 @@ use super::host;
 pub const GUEST: &[&str] = &["virtio_pci", "virtio_blk", "ext4"];
 /// Loaded where they exist: ext4's (and XFS's) checksums need a crc32c
 /// driver, f2fs's a crc32 one, which they ask for by name (a soft
-/// dependency `depends=` does not list).
-pub const GUEST_OPTIONAL: &[&str] = &["crc32c_generic", "crc32_generic"];
+/// dependency `depends=` does not list);
+/// `nvme` serves `--disk nvme` where it is a module.
+pub const GUEST_OPTIONAL: &[&str] = &["crc32c_generic", "crc32_generic", "nvme"];
 
 /// One module to load: its name and uncompressed bytes.
 pub struct Module {

@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 
 use super::crash_probe::verdict;
-use super::{ConsoleMode, Disk, Guest, VmOptions, boot, crash, crash_probe, matrix, traced};
+use super::{ConsoleMode, Disk, DiskBus, Guest, VmOptions, boot, crash, crash_probe, matrix, traced};
 use crate::initramfs::GuestFile;
 use crate::kernel::{self, Cache, KernelSpec};
 
@@ -51,7 +51,7 @@ enum VmCommand {
 struct BootArgs {
     /// A named kernel (debian-5.10, debian-5.10-generic, debian-6.1,
     /// debian-6.1-generic, debian-6.12, debian-6.12-generic, debian-7.3,
-    /// buggy-6.1), a bzImage,
+    /// buggy-6.1, buggy-7.3), a bzImage,
     /// a linux-image .deb, a linux-binary.deb,linux-modules.deb pair, or a
     /// folder they were unpacked to.
     #[arg(long)]
@@ -65,6 +65,12 @@ struct BootArgs {
     /// Extra kernel command-line word (repeatable).
     #[arg(long = "append", value_name = "WORD")]
     append: Vec<String>,
+    /// How the scratch disk is attached: virtio-blk (write cache, no FUA)
+    /// or NVMe (write cache with FUA, where an O_DSYNC overwrite may
+    /// rightly skip its sync). The guest prints its queue's fua and
+    /// write_cache as `@@DISK`.
+    #[arg(long = "disk-bus", value_enum, default_value_t = DiskBus::Virtio)]
+    disk_bus: DiskBus,
 }
 
 impl BootArgs {
@@ -77,6 +83,7 @@ impl BootArgs {
                 ConsoleMode::Stream
             },
             append: self.append.clone(),
+            disk_bus: self.disk_bus,
             ..VmOptions::default()
         }
     }
@@ -253,13 +260,12 @@ fn vm_crash(args: CrashArgs) -> Result<()> {
             .map(|c| format!(", sync cp_reason={c}"))
             .unwrap_or_default();
         println!(
-            "{} {} {}: dio-trace said {}, {} of {} bytes survived the crash ({}){cp}",
+            "{} {} {}: dio-trace said {}; after the crash: {} ({}){cp}",
             args.boot.kernel,
             setup.label(),
             r.pattern,
             r.verdict,
-            r.size,
-            8192,
+            r.left(),
             r.crash()
         );
     }

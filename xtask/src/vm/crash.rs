@@ -1,11 +1,16 @@
 //! `cargo xtask vm crash`: the tool's verdict against what survives a crash.
 //!
-//! Per pattern (O_SYNC, O_DSYNC), two boots on one disk. Boot 1 traces two
-//! 4 KiB appends to a new file with dio-trace, then crashes the kernel at
-//! once with sysrq. Boot 2 mounts the disk (replaying the journal) and
-//! reads the file's size. 8192 bytes: the size update was journaled before
-//! the sync ("size-kept"); 4096: it was not ("size-lost"). The verdict and
-//! the size must agree: ordered with size-kept, violation with size-lost.
+//! Per pattern (O_SYNC and O_DSYNC appends, O_DSYNC writes into fallocated
+//! space), two boots on one disk. Boot 1 traces two 4 KiB writes to a new
+//! file with dio-trace, then crashes the kernel at once with sysrq. Boot 2
+//! mounts the disk (replaying the journal) and reads what is left of the
+//! file: 8192 bytes of written (non-zero) data is "size-kept"; less size
+//! is "size-lost" (the size update was not journaled before the sync);
+//! the size but not the data is "data-lost" (an unwritten extent's
+//! conversion was never committed: it reads as zeros); no file at all is
+//! "file-lost" (nothing was committed, not even its creation). The verdict
+//! and the outcome must agree: ordered with size-kept, violation with any
+//! loss.
 //!
 //! Each pattern gets its own crash because any later sync commits the
 //! journal, and with it an earlier write's late size update: only the last
@@ -21,11 +26,17 @@
 use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
 
+use super::crash_probe::{Survived, survivors};
 use super::{Disk, End, Guest, VmOptions, boot};
 use crate::initramfs::GuestFile;
 use crate::kernel::Kernel;
 
-const PATTERNS: [&str; 2] = ["o-sync-append", "o-dsync-append"];
+/// Each leaves a file of two written 4 KiB blocks when every write was
+/// made durable.
+const PATTERNS: [&str; 3] = ["o-sync-append", "o-dsync-append", INTO_FALLOCATED];
+/// Writes into unwritten extents: f2fs has none (its fallocated blocks
+/// are plain new ones), so its setups run the appends only.
+const INTO_FALLOCATED: &str = "o-dsync-into-fallocated";
 const BLOCK: u64 = 4096;
 
 /// The disk and file a crash runs on.
@@ -57,23 +68,33 @@ pub struct CrashResult {
     pub cp_reason: Option<i64>,
     /// dio-trace's overall verdict ("ordered" | "violation" | "inconclusive").
     pub verdict: String,
-    /// Bytes that survived the crash.
-    pub size: u64,
+    /// What was left of the file after the crash.
+    pub survived: Survived,
 }
 
 impl CrashResult {
     pub fn crash(&self) -> &'static str {
-        match self.size {
-            s if s == 2 * BLOCK => "size-kept",
-            s if s == BLOCK => "size-lost",
-            _ => "size-unexpected",
+        match self.survived {
+            Survived::Missing => "file-lost",
+            Survived::File { size, .. } if size < 2 * BLOCK => "size-lost",
+            Survived::File { size, data } if size == 2 * BLOCK && data < size => "data-lost",
+            Survived::File { size, data } if size == 2 * BLOCK && data == size => "size-kept",
+            Survived::File { .. } => "unexpected",
+        }
+    }
+
+    /// "8192 bytes, 4096 of them written data" or "no file".
+    pub fn left(&self) -> String {
+        match self.survived {
+            Survived::Missing => "no file".into(),
+            Survived::File { size, data } => format!("{size} bytes, {data} of them written data"),
         }
     }
 
     pub fn agrees(&self) -> bool {
         matches!(
             (self.verdict.as_str(), self.crash()),
-            ("ordered", "size-kept") | ("violation", "size-lost")
+            ("ordered", "size-kept") | ("violation", "size-lost" | "data-lost" | "file-lost")
         )
     }
 }
@@ -114,10 +135,11 @@ fn marked<'a>(console: &'a str, marker: &str) -> Option<&'a str> {
         .map(str::trim)
 }
 
-/// Both patterns on `kernel`.
+/// Every pattern for `setup` on `kernel`.
 pub fn run(kernel: &Kernel, dio: &GuestFile, opts: &VmOptions, setup: Setup) -> Result<Vec<CrashResult>> {
     PATTERNS
         .iter()
+        .filter(|p| setup.fs != "f2fs" || **p != INTO_FALLOCATED)
         .map(|p| one(kernel, dio, p, opts, setup))
         .collect()
 }
@@ -153,13 +175,12 @@ fn one(
     let verdict = summary["verdict"].as_str().unwrap_or("missing").to_owned();
     let cp_reason =
         marked(&first.console, "@@CP ").and_then(|c| c.trim_start_matches("\"cp_reason\":").parse().ok());
-    let size = super::crash_probe::surviving_size(kernel, &disk, opts)
-        .with_context(|| format!("{pattern}: boot 2"))?;
+    let survived = survivors(kernel, &disk, opts).with_context(|| format!("{pattern}: boot 2"))?;
     Ok(CrashResult {
         pattern,
         cp_reason,
         verdict,
-        size,
+        survived,
     })
 }
 
@@ -172,11 +193,11 @@ pub fn final_line(results: &[CrashResult]) -> String {
     } else {
         "inconclusive"
     };
-    let crash = if results.iter().any(|r| r.crash() == "size-lost") {
-        "size-lost"
-    } else {
-        "size-kept"
-    };
+    let worst = ["file-lost", "data-lost", "size-lost", "unexpected"];
+    let crash = worst
+        .into_iter()
+        .find(|w| results.iter().any(|r| r.crash() == *w))
+        .unwrap_or("size-kept");
     format!("verdict={verdict} crash={crash}")
 }
 
@@ -189,8 +210,36 @@ mod tests {
             pattern: "o-sync-append",
             cp_reason: None,
             verdict: verdict.into(),
-            size,
+            survived: Survived::File { size, data: size },
         }
+    }
+
+    #[test]
+    fn every_outcome_is_reported() {
+        let with = |verdict: &str, survived| CrashResult {
+            pattern: INTO_FALLOCATED,
+            cp_reason: None,
+            verdict: String::from(verdict),
+            survived,
+        };
+        let gone = with("violation", Survived::Missing);
+        assert_eq!((gone.crash(), gone.agrees()), ("file-lost", true));
+        assert_eq!(gone.left(), "no file");
+        let zeros = with("violation", Survived::File { size: 8192, data: 0 });
+        assert_eq!((zeros.crash(), zeros.agrees()), ("data-lost", true));
+        let hidden = with(
+            "ordered",
+            Survived::File {
+                size: 8192,
+                data: 4096,
+            },
+        );
+        assert_eq!((hidden.crash(), hidden.agrees()), ("data-lost", false));
+        assert!(!with("ordered", Survived::Missing).agrees());
+        assert_eq!(
+            final_line(&[r("ordered", 8192), gone]),
+            "verdict=violation crash=file-lost"
+        );
     }
 
     #[test]

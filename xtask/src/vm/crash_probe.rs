@@ -21,6 +21,11 @@ const DIO_APPEND_C: &str = include_str!("../../guest/dio-append.c");
 const BLOCK: u64 = 4096;
 /// Printed by the second boot's script with the surviving size.
 const SIZE_MARKER: &str = "crash-probe-size=";
+/// Printed with the count of the file's non-zero bytes: the data that
+/// survived (writers write non-zero bytes; an unwritten extent reads zeros).
+const DATA_MARKER: &str = "crash-probe-data=";
+/// Printed when the file itself did not survive.
+const MISSING_MARKER: &str = "crash-probe-file=missing";
 
 /// Boot 1: appends, then crash before anything else can sync.
 const WRITE_AND_CRASH: &str = r#"set -e
@@ -33,8 +38,23 @@ echo "crash-probe: sysrq did not crash the kernel"
 exit 1
 "#;
 
-/// Boot 2: mounting replays the journal; report what survived.
-const READ_SIZE: &str = "stat -c 'crash-probe-size=%s' /mnt/probe\n";
+/// Boot 2: mounting replays the journal; report what survived. A missing
+/// file is an outcome to report, not an error.
+const READ_SIZE: &str = "if [ -e /mnt/probe ]; then\n\
+    stat -c 'crash-probe-size=%s' /mnt/probe\n\
+    echo \"crash-probe-data=$(tr -d '\\000' < /mnt/probe | wc -c)\"\n\
+else\n\
+    echo crash-probe-file=missing\n\
+fi\n";
+
+/// What a file had after the crash and the remount.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Survived {
+    /// The file is gone (its creation was never made durable).
+    Missing,
+    /// Its size, and how many of its bytes are not zero.
+    File { size: u64, data: u64 },
+}
 
 /// Runs the two boots on `kernel` and returns the file size that survived.
 pub fn crash_probe(kernel: &Kernel, cache: &Cache, opts: &VmOptions) -> Result<u64> {
@@ -77,12 +97,15 @@ pub fn crash_probe(kernel: &Kernel, cache: &Cache, opts: &VmOptions) -> Result<u
         "crash-probe boot 2 of 2 ({}): remount and measure",
         kernel.spec
     ));
-    surviving_size(kernel, &disk, opts)
+    match survivors(kernel, &disk, opts)? {
+        Survived::File { size, .. } => Ok(size),
+        Survived::Missing => Ok(0),
+    }
 }
 
 /// Boot `kernel` on `disk` after a crash: mounting replays the journal;
-/// returns the size of /mnt/probe that survived.
-pub fn surviving_size(kernel: &Kernel, disk: &Disk, opts: &VmOptions) -> Result<u64> {
+/// returns what is left of /mnt/probe.
+pub fn survivors(kernel: &Kernel, disk: &Disk, opts: &VmOptions) -> Result<Survived> {
     let (code, console) = run_script(
         &Guest {
             kernel,
@@ -93,16 +116,25 @@ pub fn surviving_size(kernel: &Kernel, disk: &Disk, opts: &VmOptions) -> Result<
         opts,
     )?;
     if code != 0 {
-        bail!("boot 2 could not stat /mnt/probe (status {code})");
+        bail!("boot 2 could not read /mnt/probe (status {code})");
     }
-    parse_size(&console).context("boot 2 printed no file size")
+    parse_survivors(&console).context("boot 2 printed neither the file's size nor that it is missing")
 }
 
-/// The surviving size from the second boot's console.
-fn parse_size(console: &str) -> Option<u64> {
-    console
-        .lines()
-        .find_map(|l| l.split(SIZE_MARKER).nth(1)?.trim().parse().ok())
+/// What the second boot's console says survived.
+fn parse_survivors(console: &str) -> Option<Survived> {
+    if console.lines().any(|l| l.trim() == MISSING_MARKER) {
+        return Some(Survived::Missing);
+    }
+    let value = |marker: &str| {
+        console
+            .lines()
+            .find_map(|l| l.split(marker).nth(1)?.trim().parse().ok())
+    };
+    Some(Survived::File {
+        size: value(SIZE_MARKER)?,
+        data: value(DATA_MARKER)?,
+    })
 }
 
 /// What a surviving size says about the kernel.
@@ -146,10 +178,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn size_is_found_among_kernel_lines() {
-        let console = "[ 1.0] EXT4-fs (vda): recovery complete\ncrash-probe-size=4096\nDIO-TRACE-VM-EXIT=0\n";
-        assert_eq!(parse_size(console), Some(4096));
-        assert_eq!(parse_size("nothing"), None);
+    fn survivors_are_found_among_kernel_lines() {
+        let console = "[ 1.0] EXT4-fs (vda): recovery complete\ncrash-probe-size=8192\ncrash-probe-data=4096\nDIO-TRACE-VM-EXIT=0\n";
+        assert_eq!(
+            parse_survivors(console),
+            Some(Survived::File {
+                size: 8192,
+                data: 4096
+            })
+        );
+        assert_eq!(
+            parse_survivors("x\ncrash-probe-file=missing\n"),
+            Some(Survived::Missing)
+        );
+        assert_eq!(parse_survivors("nothing"), None);
     }
 
     #[test]

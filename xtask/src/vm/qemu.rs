@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 
 use super::console::{End, Outcome, Signal, classify};
-use super::{ConsoleMode, VmOptions};
+use super::{ConsoleMode, DiskBus, VmOptions};
 use crate::kernel::Kernel;
 use crate::kernel::host::{describe, ensure_packages, progress};
 
@@ -92,8 +92,18 @@ fn command(boot: &Boot<'_>) -> Command {
     if let Some(disk) = boot.disk {
         let mut drive = std::ffi::OsString::from("file=");
         drive.push(disk);
-        drive.push(",format=raw,if=virtio");
-        cmd.arg("-drive").arg(drive);
+        match opts.disk_bus {
+            DiskBus::Virtio => {
+                drive.push(",format=raw,if=virtio");
+                cmd.arg("-drive").arg(drive);
+            }
+            DiskBus::Nvme => {
+                drive.push(",format=raw,if=none,id=scratch");
+                cmd.arg("-drive")
+                    .arg(drive)
+                    .args(["-device", "nvme,drive=scratch,serial=dio-trace"]);
+            }
+        }
     }
     cmd
 }
@@ -299,5 +309,14 @@ mod tests {
         assert!(line.contains("-no-reboot"), "{line}");
         assert!(line.contains("-drive file=/d.img,format=raw,if=virtio"), "{line}");
         assert!(line.contains("console=ttyS0 panic=-1"), "{line}");
+        let nvme = VmOptions {
+            disk_bus: DiskBus::Nvme,
+            ..VmOptions::default()
+        };
+        let line = describe(&command(&Boot { opts: &nvme, ..boot }));
+        assert!(
+            line.contains("-drive file=/d.img,format=raw,if=none,id=scratch -device nvme,drive=scratch"),
+            "{line}"
+        );
     }
 }
