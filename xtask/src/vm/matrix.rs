@@ -1,14 +1,18 @@
 //! The kernel matrix: every named kernel ([`crate::kernel::named`]) x
-//! {fentry, kprobe, tracepoint} x {O_SYNC append, O_DSYNC append}, each
-//! case a real `dio-trace run --backend B` inside the guest. One boot per
-//! kernel runs all of its cases.
+//! {fentry, kprobe, tracepoint} x {O_SYNC append, O_DSYNC append, O_APPEND
+//! DSYNC, O_DSYNC into fallocated space, 8 concurrent writers}, each case a
+//! real `dio-trace run --backend B` inside the guest. One boot per kernel
+//! runs all of its cases.
 //!
-//! What each case must show follows from the kernel's row: fixed kernels
-//! say ORDERED for every counted write, buggy ones say
-//! `sync_before_size_update` for every counted write, a backend a kernel
-//! cannot serve (tracepoints before 6.4) must be reported as such (exit 3,
-//! the missing probe named), and a kernel dio-trace cannot support must be
-//! refused with exit 4 and a message naming what to do.
+//! What each case must show follows from the kernel's row and the
+//! pattern's [`Shape`]: fixed kernels say ORDERED for every counted write;
+//! a kernel with the ext4 bug says `sync_before_size_update` for every
+//! extending write; one with the O_DSYNC regression says `sync_missing`
+//! for every DSYNC append and `sync_missing_new_extent` for every DSYNC
+//! write into fallocated space; a backend a kernel cannot serve
+//! (tracepoints before 6.4) must be reported as such (exit 3, the missing
+//! probe named), and a kernel dio-trace cannot support must be refused
+//! with exit 4 and a message naming what to do.
 
 use anyhow::Result;
 use serde_json::Value;
@@ -23,12 +27,14 @@ pub fn kernels() -> Vec<KernelSpec> {
 }
 const BACKENDS: [&str; 3] = ["fentry", "kprobe", "tracepoint"];
 /// (pattern, `--count`, writes the kernel makes).
-const PATTERNS: [(&str, u64, u64); 4] = [
+const PATTERNS: [(&str, u64, u64); 5] = [
     ("o-sync-append", 3, 3),
     ("o-dsync-append", 3, 3),
     // The caller's position is inside the file; the kernel's is its end:
     // every backend must judge the write where the kernel put it.
     ("o-append-dsync", 3, 3),
+    // Writes that extend nothing, counted for their unwritten blocks.
+    ("o-dsync-into-fallocated", 3, 3),
     // The stress case: 8 writers on the guest's 2 CPUs. Every write the
     // kernel makes must be judged, or the run must say how many program
     // runs the kernel skipped (and so be inconclusive), never a quiet short count.
@@ -36,27 +42,78 @@ const PATTERNS: [(&str, u64, u64); 4] = [
 ];
 const STRESS: &str = "concurrent-o-sync-append";
 
+/// What a counted pattern's writes are, as far as the kernels' facts care.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    /// O_SYNC/RWF_SYNC: the kernel never tries write-through, so it syncs.
+    pub sync: bool,
+    /// Into new or unwritten blocks inside the file: extends nothing.
+    pub inside: bool,
+}
+
+/// Every counted pattern of `dio-trace write` (the matrix's and
+/// `verify`'s) and its shape; a pattern missing here fails its case.
+pub fn shape(pattern: &str) -> Option<Shape> {
+    let (sync, inside) = match pattern {
+        "o-sync-append" | "rwf-sync-append" | "concurrent-o-sync-append" => (true, false),
+        "o-dsync-append" | "rwf-dsync-append" | "aio-dsync-append" | "uring-dsync-append"
+        | "o-append-dsync" => (false, false),
+        "o-sync-into-fallocated" => (true, true),
+        "o-dsync-into-fallocated" | "rwf-dsync-into-fallocated" => (false, true),
+        _ => return None,
+    };
+    Some(Shape { sync, inside })
+}
+
+/// The violation every write of a pattern of this shape must be on
+/// `row`'s kernel, or None where they must be ordered.
+pub fn violation(row: &Named, shape: Shape) -> Option<&'static str> {
+    match shape {
+        Shape { sync: false, inside } if row.dsync_skip => Some(if inside {
+            "sync_missing_new_extent"
+        } else {
+            "sync_missing"
+        }),
+        Shape { inside: false, .. } if row.bug => Some("sync_before_size_update"),
+        _ => None,
+    }
+}
+
 /// What a case must show.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Want {
     Ordered,
-    Violation,
+    /// Every counted write a violation of this kind.
+    Violation(&'static str),
+    /// The pattern has no [`shape`]: nothing says what it must show.
+    Unknown,
     /// The backend cannot serve this probe on this kernel.
     Unservable(&'static str),
     /// dio-trace must refuse the kernel: exit 4, saying this.
     Refused(&'static str),
 }
 
-/// What a case must show on `row`'s kernel with `--backend backend`;
-/// `helped`: the case was given what the refusal asked for (`--btf`).
-pub fn want(row: &Named, backend: &str, helped: bool) -> Want {
+/// What a case of `pattern` must show on `row`'s kernel with `--backend
+/// backend`; `helped`: the case was given what the refusal asked for (`--btf`).
+pub fn want(row: &Named, backend: &str, helped: bool, pattern: &str) -> Want {
     if let (Some(needle), false) = (row.refused, helped) {
         return Want::Refused(needle);
     }
     if let Some(&(_, probe)) = row.unservable.iter().find(|(b, _)| *b == backend) {
         return Want::Unservable(probe);
     }
-    if row.bug { Want::Violation } else { Want::Ordered }
+    expected(row, pattern)
+}
+
+/// What every counted write of `pattern` must be on `row`'s kernel, when
+/// every probe is served: ordered, a violation of one kind, or unknown
+/// (a pattern without a [`shape`]).
+pub fn expected(row: &Named, pattern: &str) -> Want {
+    match shape(pattern).map(|s| violation(row, s)) {
+        None => Want::Unknown,
+        Some(Some(kind)) => Want::Violation(kind),
+        Some(None) => Want::Ordered,
+    }
 }
 
 /// One case's outcome as the guest reported it.
@@ -64,7 +121,8 @@ pub fn want(row: &Named, backend: &str, helped: bool) -> Want {
 pub(super) struct Seen {
     exit: Option<i32>,
     summary: Option<Value>,
-    sbsu: Option<u64>,
+    /// The kind of each violation line.
+    kinds: Option<Vec<String>>,
     /// The first lines dio-trace printed on stderr.
     err: String,
 }
@@ -86,15 +144,22 @@ fn script(btf: &str) -> String {
         }
     }
     for (label, b, p, count, extra) in cases {
-        s += &format!(
-            "dio-trace run --backend {b}{extra} --json -- dio-trace write --pattern {p} --count {count} /mnt/{label}-{p} >/tmp/out 2>/tmp/err\n\
-                 echo \"@@CASE {label} {p} $?\"\n\
-                 grep '\"type\":\"summary\"' /tmp/out | sed 's/^/@@SUMMARY /'\n\
-                 echo \"@@SBSU $(grep '\"type\":\"violation\"' /tmp/out | grep -c '\"kind\":\"sync_before_size_update\"')\"\n\
-                 sed 's/^/@@ERR /' /tmp/err | head -5\n"
-        );
+        s += &case_script(label, b, extra, p, count);
     }
     s + "exit 0\n"
+}
+
+/// One case in the guest: `dio-trace run --backend b` over `dio-trace
+/// write --pattern p` on `/mnt/<label>-<p>`, its exit status, summary,
+/// violation kinds and first error lines as `@@` lines for [`parse`].
+pub fn case_script(label: &str, b: &str, extra: &str, p: &str, count: u64) -> String {
+    format!(
+        "dio-trace run --backend {b}{extra} --json -- dio-trace write --pattern {p} --count {count} /mnt/{label}-{p} >/tmp/out 2>/tmp/err\n\
+         echo \"@@CASE {label} {p} $?\"\n\
+         grep '\"type\":\"summary\"' /tmp/out | sed 's/^/@@SUMMARY /'\n\
+         echo \"@@KINDS $(grep '\"type\":\"violation\"' /tmp/out | grep -o '\"kind\":\"[a-z_]*\"' | cut -d'\"' -f4 | tr '\\n' ' ')\"\n\
+         sed 's/^/@@ERR /' /tmp/err | head -5\n"
+    )
 }
 
 /// Parse the guest's `@@` lines into (backend, pattern) -> Seen.
@@ -118,10 +183,10 @@ pub(super) fn parse(console: &str) -> Vec<((String, String), Seen)> {
             if let Some((_, s)) = out.last_mut() {
                 s.summary = serde_json::from_str(j).ok();
             }
-        } else if let Some(n) = rest.strip_prefix("SBSU ")
+        } else if let Some(k) = rest.strip_prefix("KINDS")
             && let Some((_, s)) = out.last_mut()
         {
-            s.sbsu = n.trim().parse().ok();
+            s.kinds = Some(k.split_whitespace().map(str::to_owned).collect());
         } else if let Some(e) = rest.strip_prefix("ERR ")
             && let Some((_, s)) = out.last_mut()
         {
@@ -181,8 +246,8 @@ pub(super) fn judge(
     };
     let num = |k: &str| sum[k].as_u64().unwrap_or(u64::MAX);
     let got = format!(
-        "exit {:?}, counted {}, ordered {}, violations {}, sync_before_size_update {:?}, reasons {}",
-        seen.exit, sum["counted"], sum["ordered"], sum["violations"], seen.sbsu, sum["reasons"]
+        "exit {:?}, counted {}, ordered {}, violations {} {:?}, reasons {}",
+        seen.exit, sum["counted"], sum["ordered"], sum["violations"], seen.kinds, sum["reasons"]
     );
     let mech = sum["probes"]["write_begin"].as_str().unwrap_or("");
     // A forced backend must be the one that served; `auto` takes the best.
@@ -212,13 +277,17 @@ pub(super) fn judge(
                             .saturating_add(num("inconclusive"))
                             == num("counted")))
         }
-        Want::Violation => {
-            let all = num("violations") == num("counted") && seen.sbsu == Some(num("counted"));
+        Want::Violation(kind) => {
+            let of_kind = seen
+                .kinds
+                .as_ref()
+                .map_or(0, |ks| ks.iter().filter(|k| *k == kind).count() as u64);
+            let all = num("violations") == num("counted") && of_kind == num("counted");
             forced
                 && ((seen.exit == Some(1) && all && (short == 0 || (pattern == STRESS && skipped >= short)))
                     || (excused && num("ordered") == 0))
         }
-        Want::Refused(_) => false,
+        Want::Refused(_) | Want::Unknown => false,
         Want::Unservable(probe) => {
             seen.exit == Some(3)
                 && sum["probes"][probe].is_null()
@@ -311,26 +380,24 @@ pub fn run(kernels: &[KernelSpec], opts: &VmOptions) -> Result<Score> {
         let seen = parse(&outcome.console);
         if helped {
             let case = seen.iter().find(|((b, _), _)| b == WITHOUT_BTF).map(|(_, s)| s);
-            let why = match case {
-                Some(s) => judge(want(row, "kprobe", false), "kprobe", PATTERNS[0], s),
-                None => Some(format!(
-                    "the guest did not report this case: {}",
-                    outcome.failure()
-                )),
-            };
+            let want_refused = want(row, "kprobe", false, PATTERNS[0].0);
+            let why = judged(want_refused, "kprobe", PATTERNS[0], case, &outcome);
             score.record(
                 why,
-                format_args!("{spec} {WITHOUT_BTF}: {:?}", want(row, "kprobe", false)),
+                format_args!(
+                    "{spec} {WITHOUT_BTF}: {:?}",
+                    want(row, "kprobe", false, PATTERNS[0].0)
+                ),
             );
         }
         for b in BACKENDS {
             for case_def @ (p, _, _) in PATTERNS {
                 let case = find_case(&seen, b, p);
-                let why = judged(want(row, b, helped), b, case_def, case, &outcome);
+                let why = judged(want(row, b, helped, p), b, case_def, case, &outcome);
                 if let (Some(s), "o-sync-append") = (case, p) {
                     table.push(support_row(row, b, s));
                 }
-                score.record(why, format_args!("{spec} {b} {p}: {:?}", want(row, b, helped)));
+                score.record(why, format_args!("{spec} {b} {p}: {:?}", want(row, b, helped, p)));
             }
         }
         println!("xtask: {spec}: {:.1} s in QEMU", outcome.elapsed.as_secs_f64());
@@ -360,42 +427,78 @@ mod tests {
     #[test]
     fn expectations_follow_the_kernels() {
         let row = |n| kernel::named::find(n).unwrap();
-        assert_eq!(want(row("buggy-6.1"), "fentry", false), Want::Violation);
-        assert_eq!(want(row("debian-5.10"), "kprobe", false), Want::Violation);
+        let w = |n, b, p| want(row(n), b, false, p);
+        let sbsu = Want::Violation("sync_before_size_update");
+        assert_eq!(w("buggy-6.1", "fentry", "o-sync-append"), sbsu);
+        assert_eq!(w("debian-5.10", "kprobe", "o-dsync-append"), sbsu);
+        // The ext4 bug is about the size: writes inside the file sync fine.
+        assert_eq!(w("buggy-6.1", "kprobe", "o-dsync-into-fallocated"), Want::Ordered);
         assert_eq!(
-            want(row("buggy-6.1"), "tracepoint", false),
+            w("buggy-6.1", "tracepoint", "o-sync-append"),
             Want::Unservable("write_begin")
         );
-        assert_eq!(want(row("debian-6.12"), "tracepoint", false), Want::Ordered);
-        assert_eq!(want(row("debian-6.1"), "kprobe", false), Want::Ordered);
+        assert_eq!(w("debian-6.12", "tracepoint", "o-sync-append"), Want::Ordered);
+        assert_eq!(w("debian-6.1", "kprobe", "o-sync-append"), Want::Ordered);
         assert_eq!(
-            want(row("debian-6.1-generic"), "fentry", false),
+            w("debian-6.1-generic", "fentry", "o-sync-append"),
             Want::Unservable("write_begin")
         );
         let generic = row("debian-5.10-generic");
-        assert!(matches!(want(generic, "kprobe", false), Want::Refused(_)));
-        assert_eq!(want(generic, "kprobe", true), Want::Violation);
-        assert_eq!(want(generic, "fentry", true), Want::Unservable("size_update"));
+        assert!(matches!(
+            want(generic, "kprobe", false, "o-sync-append"),
+            Want::Refused(_)
+        ));
+        assert_eq!(want(generic, "kprobe", true, "o-sync-append"), sbsu);
+        assert_eq!(
+            want(generic, "fentry", true, "o-sync-append"),
+            Want::Unservable("size_update")
+        );
+        // The O_DSYNC regression: DSYNC writes into new blocks, and only those.
+        assert_eq!(w("buggy-7.3", "kprobe", "o-sync-append"), Want::Ordered);
+        assert_eq!(w("buggy-7.3", "kprobe", STRESS), Want::Ordered);
+        assert_eq!(
+            w("buggy-7.3", "fentry", "o-dsync-append"),
+            Want::Violation("sync_missing")
+        );
+        assert_eq!(
+            w("buggy-7.3", "fentry", "o-append-dsync"),
+            Want::Violation("sync_missing")
+        );
+        assert_eq!(
+            w("buggy-7.3", "tracepoint", "o-dsync-into-fallocated"),
+            Want::Violation("sync_missing_new_extent")
+        );
+        assert_eq!(
+            w("debian-7.3", "tracepoint", "o-dsync-into-fallocated"),
+            Want::Ordered
+        );
+        assert_eq!(w("buggy-7.3", "kprobe", "no-such-pattern"), Want::Unknown);
+        for (p, _, _) in PATTERNS {
+            assert!(shape(p).is_some(), "{p} has no shape");
+        }
     }
 
     #[test]
     fn parses_and_judges_guest_lines() {
-        let console = "noise\n@@CASE kprobe o-sync-append 1\n@@SUMMARY {\"counted\":3,\"ordered\":0,\"violations\":3,\"probes\":{\"write_begin\":\"kprobe:iomap_dio_rw\"},\"reasons\":[]}\n[ 1.0] kernel line\n@@SBSU 3\n";
+        let console = "noise\n@@CASE kprobe o-sync-append 1\n@@SUMMARY {\"counted\":3,\"ordered\":0,\"violations\":3,\"probes\":{\"write_begin\":\"kprobe:iomap_dio_rw\"},\"reasons\":[]}\n[ 1.0] kernel line\n@@KINDS sync_before_size_update sync_before_size_update sync_before_size_update \n";
         let seen = parse(console);
         assert_eq!(seen.len(), 1);
         let case = PATTERNS[0];
-        assert_eq!(judge(Want::Violation, "kprobe", case, &seen[0].1), None);
+        let sbsu = Want::Violation("sync_before_size_update");
+        assert_eq!(judge(sbsu, "kprobe", case, &seen[0].1), None);
         assert!(judge(Want::Ordered, "kprobe", case, &seen[0].1).is_some());
+        // Violations of another kind are not the ones the kernel has.
+        assert!(judge(Want::Violation("sync_missing"), "kprobe", case, &seen[0].1).is_some());
         // A verdict from the wrong mechanism does not count.
-        assert!(judge(Want::Violation, "fentry", case, &seen[0].1).is_some());
+        assert!(judge(sbsu, "fentry", case, &seen[0].1).is_some());
     }
 
     #[test]
     fn a_short_stress_count_passes_only_when_the_kernel_said_why() {
-        let stress = PATTERNS[3];
+        let stress = PATTERNS[4];
         let line = |exit: i32, counted: u64, reasons: &str| {
             format!(
-                "@@CASE fentry {STRESS} {exit}\n@@SUMMARY {{\"counted\":{counted},\"ordered\":{counted},\"violations\":0,\"inconclusive\":0,\"probes\":{{\"write_begin\":\"fentry:iomap_dio_rw\"}},\"reasons\":[{reasons}]}}\n@@SBSU 0\n"
+                "@@CASE fentry {STRESS} {exit}\n@@SUMMARY {{\"counted\":{counted},\"ordered\":{counted},\"violations\":0,\"inconclusive\":0,\"probes\":{{\"write_begin\":\"fentry:iomap_dio_rw\"}},\"reasons\":[{reasons}]}}\n@@KINDS \n"
             )
         };
         let judge_line = |text: String| judge(Want::Ordered, "fentry", stress, &parse(&text)[0].1);

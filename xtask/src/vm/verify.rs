@@ -1,13 +1,15 @@
-//! `dio-trace verify` inside each kernel of the matrix (and on the XFS and
-//! f2fs disks of the filesystem cells): on the buggy
-//! kernel every sync-flavoured extending pattern must be a VIOLATION, on
-//! fixed kernels ORDERED; the patterns that must not count must be
-//! NOT-APPLICABLE everywhere.
+//! `dio-trace verify` inside each kernel of the matrix (and on the XFS
+//! disks of the filesystem cells): each counted pattern must be a
+//! VIOLATION where the kernel's row says its writes are
+//! ([`matrix::expected`]: the ext4 bug for extending writes, the O_DSYNC
+//! regression for DSYNC writes into new blocks), else ORDERED; the
+//! patterns that must not count must be NOT-APPLICABLE everywhere.
 
 use anyhow::Result;
 use serde_json::Value;
 
-use super::{VmOptions, matrix::Score, traced};
+use super::matrix::{self, Score, Want};
+use super::{VmOptions, traced};
 use crate::kernel::{self, Cache, KernelSpec, Named};
 
 /// Writes per pattern in the guests.
@@ -20,9 +22,18 @@ pub(super) fn script(btf: &str) -> String {
     )
 }
 
+/// How verify names what a counted pattern's writes must be.
+pub(super) fn verdict_label(want: Want) -> &'static str {
+    match want {
+        Want::Violation(_) => "VIOLATION",
+        Want::Ordered => "ORDERED",
+        _ => "a shape in matrix::shape",
+    }
+}
+
 /// What a counted pattern must show on `row`'s kernel.
-fn want(row: &Named) -> &'static str {
-    if row.bug { "VIOLATION" } else { "ORDERED" }
+fn want(row: &Named, pattern: &str) -> &'static str {
+    verdict_label(matrix::expected(row, pattern))
 }
 
 pub fn run(kernels: &[KernelSpec], opts: &VmOptions, score: &mut Score) -> Result<()> {
@@ -39,15 +50,20 @@ pub fn run(kernels: &[KernelSpec], opts: &VmOptions, score: &mut Score) -> Resul
             continue;
         }
         let outcome = traced::boot_with_dio(&kernel, &dio, &script(&traced::btf_arg(&kernel)), opts)?;
-        score_patterns(&spec.to_string(), &outcome, want(row), score);
+        score_patterns(&spec.to_string(), &outcome, &|p| want(row, p), score);
     }
     Ok(())
 }
 
 /// Score the pattern lines [`script`] printed in `outcome`'s console:
-/// counted patterns must show `counted_want` with every write counted
-/// once, the others NOT-APPLICABLE.
-pub(super) fn score_patterns(label: &str, outcome: &super::Outcome, counted_want: &str, score: &mut Score) {
+/// counted patterns must show `counted_want(pattern)` with every write
+/// counted once, the others NOT-APPLICABLE.
+pub(super) fn score_patterns(
+    label: &str,
+    outcome: &super::Outcome,
+    counted_want: &dyn Fn(&str) -> &'static str,
+    score: &mut Score,
+) {
     let rows: Vec<Value> = outcome
         .console
         .lines()
@@ -67,7 +83,7 @@ pub(super) fn score_patterns(label: &str, outcome: &super::Outcome, counted_want
         );
         let w = match r["expect"].as_str() {
             Some("not-applicable") => "NOT-APPLICABLE",
-            _ => counted_want,
+            _ => counted_want(pattern),
         };
         // Counted patterns must count each write once, no more, no less.
         let counts_right = r["expect"] == "not-applicable" || r["counted"] == r["writes"];
@@ -81,5 +97,25 @@ pub(super) fn score_patterns(label: &str, outcome: &super::Outcome, counted_want
             why,
             format_args!("verify {label} {pattern}: {got} ({} counted)", r["counted"]),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expectations_follow_the_kernels() {
+        for (kernel, pattern, want_label) in [
+            ("buggy-7.3", "rwf-dsync-into-fallocated", "VIOLATION"),
+            ("buggy-7.3", "o-sync-into-fallocated", "ORDERED"),
+            ("buggy-7.3", "uring-dsync-append", "VIOLATION"),
+            ("buggy-6.1", "uring-dsync-append", "VIOLATION"),
+            ("buggy-6.1", "o-dsync-into-fallocated", "ORDERED"),
+            ("debian-7.3", "aio-dsync-append", "ORDERED"),
+        ] {
+            let row = crate::kernel::named::find(kernel).unwrap();
+            assert_eq!(want(row, pattern), want_label, "{kernel} {pattern}");
+        }
     }
 }
