@@ -272,6 +272,8 @@ pub fn try_write_begin(iocb: *const u8, iter: *const u8, mechanism: Mechanism, s
                     generation,
                     _pad: 0,
                 };
+                // By reference: by value would copy it onto the stack.
+                #[allow(clippy::needless_borrows_for_generic_args)]
                 let _ = PENDING.insert(id, &*pending, 0);
             }
         }
