@@ -33,8 +33,10 @@ enum VmCommand {
         #[arg(long)]
         crash: bool,
     },
-    /// dio-trace's verdict against what survives a crash, per sync flavour;
-    /// the last line is `verdict=.. crash=..`; exits 0 when they agree.
+    /// dio-trace's verdict against what survives a crash, per pattern (O_SYNC
+    /// and O_DSYNC appends, O_DSYNC into fallocated space): size kept, size
+    /// lost, data lost or file lost; the last line is `verdict=.. crash=..`;
+    /// exits 0 when they agree.
     Crash(CrashArgs),
     /// Boot a kernel and run a shell command in the guest; exits with the
     /// command's status.
