@@ -99,6 +99,7 @@ pub fn crash_probe(kernel: &Kernel, cache: &Cache, opts: &VmOptions) -> Result<u
     ));
     match survivors(kernel, &disk, opts)? {
         Survived::File { size, .. } => Ok(size),
+        // Reported as 0 bytes: the file's creation was not committed either.
         Survived::Missing => Ok(0),
     }
 }
@@ -142,6 +143,7 @@ pub fn verdict(size: u64) -> &'static str {
     match size {
         s if s == 2 * BLOCK => "the size update was journaled before the sync: fixed ordering",
         s if s == BLOCK => "the last size update was lost: the kernel syncs before journaling the size (bug)",
+        0 => "nothing survived (0 bytes, or no file at all): no sync committed the writes (bug)",
         _ => "unexpected size: neither the fixed (8192) nor the buggy (4096) outcome",
     }
 }
@@ -198,6 +200,7 @@ mod tests {
     fn verdicts_name_the_bug() {
         assert!(verdict(4096).contains("bug"));
         assert!(verdict(8192).contains("fixed"));
-        assert!(verdict(0).contains("unexpected"));
+        assert!(verdict(0).contains("nothing survived"));
+        assert!(verdict(12288).contains("unexpected"));
     }
 }
