@@ -45,5 +45,9 @@ pub const ARM_COMPLETED: u32 = 1 << 1;
 /// records into it.
 pub const ARM_SENT: u32 = 1 << 2;
 
+/// The first sync was seen (with a full timeline the step slot stays
+/// empty, so this bit is what later probes ask).
+pub const ARM_SYNC_SEEN: u32 = 1 << 3;
+
 /// Default capacity of the armed map (LRU: the oldest entry makes room).
 pub const ARM_MAP_ENTRIES: u32 = 16384;

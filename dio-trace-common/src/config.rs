@@ -179,6 +179,9 @@ pub const CONFIG_DEBUG: u32 = 1 << 2;
 /// writer's cgroup id. Without them the cgroup helpers do not exist and a
 /// program that calls one is refused, so the call must be dead code.
 pub const CONFIG_CGROUP_IDS: u32 = 1 << 3;
+/// `--stacks`: capture the kernel stack at the size update and the sync
+/// of every counted write, not only of those that are not ordered.
+pub const CONFIG_STACKS: u32 = 1 << 4;
 
 /// aya-log's level global in the kernel programs (frozen at load).
 pub const LOG_LEVEL_GLOBAL: &str = "AYA_LOG_LEVEL";

@@ -37,6 +37,10 @@ pub enum Counter {
     /// Sync-flavoured direct writes to a known filesystem whose facts (its
     /// on-disk size's offset) the loader could not read from BTF: not judged.
     NoFsFacts = 12,
+    /// [`crate::record::StackRecord`]s the ring buffer could not take: the
+    /// step is shown without its stack; no verdict rests on one, so they
+    /// are not counted in `RingbufFull`.
+    StacksLost = 13,
 }
 
 /// Length of the counter array.
@@ -44,7 +48,7 @@ pub const COUNTER_SLOTS: u32 = 16;
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 13] = [
+    pub const ALL: [Counter; 14] = [
         Counter::DirectWrites,
         Counter::Filtered,
         Counter::NotSync,
@@ -58,6 +62,7 @@ impl Counter {
         Counter::WritesLost,
         Counter::FlagsUnknown,
         Counter::NoFsFacts,
+        Counter::StacksLost,
     ];
 
     /// Short stable name used in reports and NDJSON.
@@ -76,6 +81,7 @@ impl Counter {
             Counter::WritesLost => "writes_lost",
             Counter::FlagsUnknown => "flags_unknown",
             Counter::NoFsFacts => "no_fs_facts",
+            Counter::StacksLost => "stacks_lost",
         }
     }
 }

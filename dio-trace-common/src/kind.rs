@@ -51,11 +51,16 @@ pub enum RecordKind {
     /// `iomap_dio_complete` finished (tracepoint `iomap:iomap_dio_complete`
     /// or fexit/kretprobe).
     CompleteExit = 31,
+
+    // 40..=49: explanations.
+    /// The kernel call stack at one step of a counted write
+    /// ([`crate::record::StackRecord`]): sent before the write's own record.
+    Stack = 40,
 }
 
 impl RecordKind {
     /// Every kind, for decoders and tests.
-    pub const ALL: [RecordKind; 13] = [
+    pub const ALL: [RecordKind; 14] = [
         RecordKind::WriteBegin,
         RecordKind::WritePath,
         RecordKind::Write,
@@ -69,6 +74,7 @@ impl RecordKind {
         RecordKind::SyncExit,
         RecordKind::CompleteEnter,
         RecordKind::CompleteExit,
+        RecordKind::Stack,
     ];
 
     /// The kind with this number, if any.
@@ -111,6 +117,7 @@ impl RecordKind {
             RecordKind::SyncExit => "sync_exit",
             RecordKind::CompleteEnter => "dio_complete_enter",
             RecordKind::CompleteExit => "dio_complete_exit",
+            RecordKind::Stack => "stack",
         }
     }
 }

@@ -175,3 +175,32 @@ pub struct CgroupRecord {
     pub cgroup_id: u64,
 }
 const _: () = assert!(core::mem::size_of::<CgroupRecord>() == 40);
+/// Frames a [`StackRecord`] holds at most: deep enough for a write that
+/// io_uring's worker or AIO's completion runs, plus the BPF frames above.
+pub const STACK_DEPTH: usize = 32;
+
+/// The kernel call stack at one step of a counted write
+/// ([`crate::kind::RecordKind::Stack`]), innermost frame first, as
+/// `bpf_get_stack` wrote it. Taken only where it explains something: at
+/// the sync and the size update of a write that is not ordered (a sync
+/// before the size update, a size update after the sync, a completion
+/// with no sync), or at both steps of every write with `CONFIG_STACKS`.
+/// An ordered write sends none. It leaves before the step's own record,
+/// which user space finds by (`dev`, `ino`, `step`, `step_ts`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StackRecord {
+    pub header: RecordHeader,
+    pub dev: u32,
+    /// The [`crate::kind::RecordKind`] of the step: `MarkDirty`,
+    /// `SyncEnter` or `CompleteExit`.
+    pub step: u32,
+    pub ino: u64,
+    /// The step's `ts_ns`, exactly as its own record carries it.
+    pub step_ts: u64,
+    /// What `bpf_get_stack` returned: bytes written (8 per frame), or a
+    /// negative errno when it could not walk the stack.
+    pub ret: i64,
+    pub ips: [u64; STACK_DEPTH],
+}
+const _: () = assert!(core::mem::size_of::<StackRecord>() == 32 + 32 + STACK_DEPTH * 8);

@@ -7,18 +7,21 @@
 //! a full timeline also carried by the write's later records, so user space
 //! can mark exactly that write as having holes.
 
+use core::ffi::c_void;
+
 use aya_ebpf::helpers::{
-    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
-    bpf_probe_read_kernel_str_bytes,
+    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_get_stack,
+    bpf_ktime_get_ns, bpf_probe_read_kernel_str_bytes,
 };
 use dio_trace_common::{
     arm::{ARM_SENT, ArmedWrite},
-    config::CONFIG_FULL_TIMELINE,
+    config::{CONFIG_FULL_TIMELINE, CONFIG_STACKS},
     counters::Counter,
     kind::RecordKind,
     probe::Mechanism,
     record::{
-        CgroupRecord, EVENT_FINAL, InodeEvent, PATH_DEPTH, PathRecord, RecordHeader, Step, WriteRecord,
+        CgroupRecord, EVENT_FINAL, InodeEvent, PATH_DEPTH, PathRecord, RecordHeader, STACK_DEPTH,
+        StackRecord, Step, WriteRecord,
     },
 };
 
@@ -91,13 +94,14 @@ impl Fact {
     }
 }
 
-/// A step of an armed write: sent now with a full timeline, otherwise kept
-/// in the entry's slot for its kind (the first one only: the verdict rests
-/// on the first covering size update, the first sync, the completion).
+/// A step of an armed write, at `ts` ([`step_time`]): sent now with a full
+/// timeline, otherwise kept in the entry's slot for its kind (the first
+/// one only: the verdict rests on the first covering size update, the
+/// first sync, the completion).
 #[inline(always)]
-pub fn step(armed: *mut ArmedWrite, sizes: &Sizes, fact: Fact) {
+pub fn step(armed: *mut ArmedWrite, sizes: &Sizes, fact: Fact, ts: u64) {
     if full_timeline() {
-        inode_event(armed, sizes, fact);
+        inode_event(armed, sizes, fact, ts);
         return;
     }
     // SAFETY: map value pointer, valid while the program runs.
@@ -116,7 +120,7 @@ pub fn step(armed: *mut ArmedWrite, sizes: &Sizes, fact: Fact) {
         }
         let id = bpf_get_current_pid_tgid();
         *slot = Step {
-            ts_ns: after_last_step(armed),
+            ts_ns: ts,
             i_size: sizes.i_size,
             i_disksize: sizes.i_disksize,
             pos: fact.pos,
@@ -136,9 +140,10 @@ pub fn step(armed: *mut ArmedWrite, sizes: &Sizes, fact: Fact) {
 /// coarse clock (a VM whose TSC was found unstable falls back to jiffies,
 /// 4 ms) would otherwise give a sync and a size update the same time and
 /// let user space guess their order; the probes run in the kernel's order,
-/// so arrival order is the truth.
+/// so arrival order is the truth. A step's stack carries the same time,
+/// which is how user space finds the step it belongs to.
 #[inline(always)]
-fn after_last_step(armed: *mut ArmedWrite) -> u64 {
+pub fn step_time(armed: *const ArmedWrite) -> u64 {
     // SAFETY: helper without preconditions; map value pointer, valid while
     // the program runs.
     unsafe {
@@ -190,10 +195,11 @@ pub fn send_write(armed: *mut ArmedWrite) {
     }
 }
 
-/// Send one event of an armed inode at once (full timeline). The record
-/// carries the entry's loss count, which grows when the ring buffer is full.
+/// Send one event of an armed inode at once (full timeline), at `ts`. The
+/// record carries the entry's loss count, which grows when the ring buffer
+/// is full.
 #[inline(always)]
-pub fn inode_event(armed: *mut ArmedWrite, sizes: &Sizes, fact: Fact) {
+pub fn inode_event(armed: *mut ArmedWrite, sizes: &Sizes, fact: Fact, ts: u64) {
     // SAFETY: map value pointer, valid while the program runs.
     let (dev, ino, lost) = unsafe {
         let b = &(*armed).rec.begin;
@@ -204,7 +210,10 @@ pub fn inode_event(armed: *mut ArmedWrite, sizes: &Sizes, fact: Fact) {
         return;
     };
     entry.write(InodeEvent {
-        header: header(fact.kind, fact.mechanism, lost),
+        header: RecordHeader {
+            ts_ns: ts,
+            ..header(fact.kind, fact.mechanism, lost)
+        },
         dev,
         flags: fact.flags | sizes.flags,
         ino,
@@ -297,6 +306,41 @@ pub fn path_record(dentry: *const u8, mechanism: Mechanism, armed: *mut ArmedWri
         {
             (*rec).complete = 1;
         }
+    }
+    entry.submit(wake());
+    count(Counter::Sent);
+}
+
+/// Is the stack at a step worth its cost? Where the step shows the write
+/// is not ordered (`unordered`), always; otherwise only with `--stacks`.
+/// An ordered write pays this test and nothing more.
+#[inline(always)]
+pub fn wants_stack(unordered: bool) -> bool {
+    unordered || config!(flags) & CONFIG_STACKS != 0
+}
+
+/// Send the kernel stack of the step of `kind` at `ts` of an armed write,
+/// before the step's own record. `ctx` is the program's context, which
+/// `bpf_get_stack` walks from. Written straight into the ring: 256 bytes
+/// do not fit beside the rest on the BPF stack. A full ring loses only the
+/// stack (`Counter::StacksLost`): no verdict rests on it.
+#[inline(never)]
+pub fn stack(ctx: *mut c_void, armed: *const ArmedWrite, kind: RecordKind, mechanism: Mechanism, ts: u64) {
+    let Some(mut entry) = EVENTS.reserve::<StackRecord>(0) else {
+        count(Counter::StacksLost);
+        return;
+    };
+    let rec = entry.as_mut_ptr();
+    // SAFETY: `rec` points at a reserved, writable StackRecord in the ring;
+    // `armed` is a map value pointer, valid while the program runs.
+    unsafe {
+        (*rec).header = header(RecordKind::Stack, mechanism, 0);
+        (*rec).dev = (*armed).rec.begin.dev;
+        (*rec).ino = (*armed).rec.begin.ino;
+        (*rec).step = kind as u32;
+        (*rec).step_ts = ts;
+        let ips = &raw mut (*rec).ips;
+        (*rec).ret = bpf_get_stack(ctx, ips.cast(), (STACK_DEPTH * 8) as u32, 0);
     }
     entry.submit(wake());
     count(Counter::Sent);

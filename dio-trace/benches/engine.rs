@@ -20,7 +20,7 @@ use dio_trace_common::{
 struct NoNames;
 
 impl Annotator for NoNames {
-    fn caller(&mut self, _: u64) -> Option<String> {
+    fn symbol(&mut self, _: u64) -> Option<String> {
         None
     }
     fn path(&mut self, _: u32, _: u64, _: u32, _: &[String], _: bool) -> Option<String> {

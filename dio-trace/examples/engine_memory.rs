@@ -46,6 +46,7 @@ fn main() {
             comm: "writer".into(),
             caller: None,
             cgroup: None,
+            stack: None,
         };
         engine.push(Input::Event(begin));
         engine.push(Input::Path {

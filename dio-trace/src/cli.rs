@@ -25,6 +25,7 @@ Examples:
   dio-trace verify                          drive known write patterns on a scratch ext4 image
   dio-trace verify --fs xfs                 the same on a scratch XFS image
   dio-trace info                            what this kernel offers each probe
+  dio-trace check t.dtr --perfetto t.pftrace  every write on a timeline (ui.perfetto.dev)
 
 Exit status: 0 all counted writes ordered, 1 violation, 2 usage error,
 3 inconclusive (stderr says why), 4 cannot trace here (stderr says the fix).";
@@ -114,6 +115,29 @@ pub struct TraceOpts {
     /// package's ext4.ko (the error on such a kernel says how).
     #[arg(long, value_name = "FILE")]
     pub btf: Option<PathBuf>,
+    /// Capture the kernel stack at the size update and the sync of every
+    /// counted write. Without it only writes that are not ordered carry
+    /// stacks (the sync that came first, the size update that came late, a
+    /// completion without a sync), and an ordered write costs nothing more.
+    #[arg(long)]
+    pub stacks: bool,
+    #[command(flatten)]
+    pub view: ViewOpts,
+}
+
+/// How reports show what the kernel sent (shared with `check`).
+#[derive(Debug, Args)]
+pub struct ViewOpts {
+    /// Show kernel addresses (stack frames, callers) beside their names.
+    /// Off by default: they reveal where the kernel is loaded (KASLR).
+    #[arg(long)]
+    pub raw_addresses: bool,
+    /// Also write the writes as a Perfetto trace (open it in
+    /// ui.perfetto.dev): one track per write under its process and thread,
+    /// a slice from begin to completion, the size update and sync as
+    /// instants, verdicts and stacks as arguments; search "VIOLATION".
+    #[arg(long, value_name = "FILE")]
+    pub perfetto: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -194,6 +218,12 @@ pub struct CheckArgs {
     /// Which writes the text view prints.
     #[arg(long, value_enum, default_value_t = Show::All)]
     pub show: Show,
+    #[command(flatten)]
+    pub view: ViewOpts,
+    /// Also draw the writes that are not ordered as an SVG timeline (open
+    /// it in a browser): each step on a time axis, with its kernel stack.
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -14,11 +14,13 @@ use crate::{
     plan::Plan,
     replay,
     report::{
-        Reporter, Show, Tee,
+        Reporter, Show, Tee, View,
         human::Human,
         junit::{Expect, Junit},
         ndjson::Ndjson,
         output::Output,
+        perfetto::Perfetto,
+        svg::Svg,
     },
     session::{self, Outcome, Target},
     trace::reader,
@@ -43,17 +45,39 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// NDJSON or text on stdout, showing `show`.
-pub fn reporter(json: bool, show: Show) -> Box<dyn Reporter> {
-    reporter_to(Box::new(io::stdout().lock()), json, show)
+/// NDJSON or text on stdout, showing `show`; `raw`: with kernel addresses.
+pub fn reporter(json: bool, show: Show, raw: bool) -> Box<dyn Reporter> {
+    let view = View {
+        show,
+        raw_addresses: raw,
+    };
+    reporter_to(Box::new(io::stdout().lock()), json, view)
 }
 
-fn reporter_to(out: Box<dyn io::Write>, json: bool, show: Show) -> Box<dyn Reporter> {
+fn reporter_to(out: Box<dyn io::Write>, json: bool, view: View) -> Box<dyn Reporter> {
     if json {
-        Box::new(Ndjson::new(out, show))
+        Box::new(Ndjson::new(out, view))
     } else {
-        Box::new(Human::new(out, show))
+        Box::new(Human::new(out, view))
     }
+}
+
+/// The `--perfetto` writer, when asked for: a file that cannot be created
+/// is a usage error.
+fn perfetto(path: Option<&std::path::Path>, raw: bool) -> anyhow::Result<Option<Perfetto>> {
+    path.map(|p| Perfetto::create(p, raw).map_err(|e| UsageError(format!("{e:#}")).into()))
+        .transpose()
+}
+
+/// Trace `target` reporting to stdout (and to a Perfetto trace when asked).
+fn traced(plan: &Plan, target: Target, record: Option<&std::path::Path>) -> anyhow::Result<Outcome> {
+    let mut main = reporter(plan.json, plan.show, plan.raw_addresses);
+    let mut perfetto = perfetto(plan.perfetto.as_deref(), plan.raw_addresses)?;
+    let mut tee = Tee(vec![main.as_mut()]);
+    if let Some(p) = perfetto.as_mut() {
+        tee.0.push(p);
+    }
+    runtime()?.block_on(session::trace(plan, target, &mut tee, record))
 }
 
 /// Print why an answer is inconclusive on stderr (the contract for exit 3).
@@ -69,13 +93,7 @@ pub fn explain(outcome: &Outcome) -> Exit {
 
 fn run(a: RunArgs) -> anyhow::Result<Exit> {
     let plan = Plan::new(&a.opts, Show::All, true)?;
-    let mut rep = reporter(plan.json, plan.show);
-    let outcome = runtime()?.block_on(session::trace(
-        &plan,
-        Target::Command(a.command.clone()),
-        rep.as_mut(),
-        None,
-    ))?;
+    let outcome = traced(&plan, Target::Command(a.command.clone()), None)?;
     if let Some(status) = outcome.child
         && !status.success()
     {
@@ -93,9 +111,16 @@ fn watch(a: WatchArgs) -> anyhow::Result<Exit> {
         Some(path) => {
             let out =
                 Output::create(path).map_err(|e| UsageError(format!("--output {}: {e}", path.display())))?;
-            reporter_to(Box::new(out), plan.json, plan.show)
+            reporter_to(
+                Box::new(out),
+                plan.json,
+                View {
+                    show: plan.show,
+                    raw_addresses: plan.raw_addresses,
+                },
+            )
         }
-        None => reporter(plan.json, plan.show),
+        None => reporter(plan.json, plan.show, plan.raw_addresses),
     };
     let served = match a.metrics {
         Some(addr) => {
@@ -106,9 +131,13 @@ fn watch(a: WatchArgs) -> anyhow::Result<Exit> {
         None => None,
     };
     let mut metrics_rep = served.as_ref().map(|(m, _)| MetricsReporter(m.clone()));
+    let mut perfetto = perfetto(plan.perfetto.as_deref(), plan.raw_addresses)?;
     let mut tee = Tee(vec![main.as_mut()]);
     if let Some(m) = metrics_rep.as_mut() {
         tee.0.push(m);
+    }
+    if let Some(p) = perfetto.as_mut() {
+        tee.0.push(p);
     }
     let outcome = runtime()?.block_on(async {
         if let Some((m, listener)) = served {
@@ -127,8 +156,7 @@ fn record(a: RecordArgs) -> anyhow::Result<Exit> {
     } else {
         Target::Watch(a.duration)
     };
-    let mut rep = reporter(plan.json, plan.show);
-    let outcome = runtime()?.block_on(session::trace(&plan, target, rep.as_mut(), Some(&a.output)))?;
+    let outcome = traced(&plan, target, Some(&a.output))?;
     eprintln!("dio-trace: trace written to {}", a.output.display());
     Ok(explain(&outcome))
 }
@@ -141,7 +169,7 @@ fn check(a: CheckArgs) -> anyhow::Result<Exit> {
         Some(ExpectArg::Violation) => Expect::Violation,
         _ => Expect::Ordered,
     };
-    let mut main = reporter(a.json, a.show);
+    let mut main = reporter(a.json, a.show, a.view.raw_addresses);
     let mut junit = a.junit.as_ref().map(|out| {
         Junit::new(
             out.clone(),
@@ -153,9 +181,21 @@ fn check(a: CheckArgs) -> anyhow::Result<Exit> {
             expect,
         )
     });
+    let mut perfetto = perfetto(a.view.perfetto.as_deref(), a.view.raw_addresses)?;
     let mut tee = Tee(vec![main.as_mut()]);
     if let Some(j) = junit.as_mut() {
         tee.0.push(j);
+    }
+    if let Some(p) = perfetto.as_mut() {
+        tee.0.push(p);
+    }
+    let mut svg = a
+        .svg
+        .as_deref()
+        .map(|p| Svg::create(p, a.view.raw_addresses).map_err(|e| UsageError(format!("{e:#}"))))
+        .transpose()?;
+    if let Some(s) = svg.as_mut() {
+        tee.0.push(s);
     }
     let (summary, _) = replay::replay(&trace, a.path.clone(), &mut tee)?;
     let exit = match (summary.overall, a.expect) {

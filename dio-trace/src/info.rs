@@ -37,6 +37,13 @@ pub fn print(backend: Backend, btf_file: Option<&Path>) -> anyhow::Result<Exit> 
         );
     }
     println!("tracefs:       {}", facts.tracefs.display());
+    println!(
+        "symbols:       {}",
+        match &facts.symbols_unreadable {
+            None => "kernel stacks and callers named from /proc/kallsyms (modules too)".to_owned(),
+            Some(why) => format!("stacks and callers stay unnamed: {why}"),
+        }
+    );
     println!("ki_flags:      {}", facts.iocb_source);
     for (i, b) in facts.iocb.iter().enumerate() {
         println!(

@@ -7,7 +7,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use dio_trace_common::config::{CONFIG_DEBUG, CONFIG_FULL_TIMELINE, CONFIG_PROBE_READS, Filter};
+use dio_trace_common::config::{
+    CONFIG_DEBUG, CONFIG_FULL_TIMELINE, CONFIG_PROBE_READS, CONFIG_STACKS, Filter,
+};
 
 use crate::{
     cli::TraceOpts,
@@ -34,6 +36,10 @@ pub struct Plan {
     pub config_flags: u32,
     /// `--btf`: ext4's types from a file.
     pub btf: Option<PathBuf>,
+    /// `--raw-addresses`: kernel addresses may be shown.
+    pub raw_addresses: bool,
+    /// `--perfetto`: also write a Perfetto trace here.
+    pub perfetto: Option<PathBuf>,
 }
 
 impl Plan {
@@ -86,8 +92,11 @@ impl Plan {
             show: opts.show.unwrap_or(default_show),
             config_flags: flag(opts.full_timeline, CONFIG_FULL_TIMELINE)
                 | flag(opts.probe_reads, CONFIG_PROBE_READS)
-                | flag(opts.debug, CONFIG_DEBUG),
+                | flag(opts.debug, CONFIG_DEBUG)
+                | flag(opts.stacks, CONFIG_STACKS),
             btf: opts.btf.clone(),
+            raw_addresses: opts.view.raw_addresses,
+            perfetto: opts.view.perfetto.clone(),
         })
     }
 

@@ -25,7 +25,7 @@ pub struct Recorded {
 }
 
 impl Annotator for Recorded {
-    fn caller(&mut self, addr: u64) -> Option<String> {
+    fn symbol(&mut self, addr: u64) -> Option<String> {
         self.symbols.get(&addr).cloned()
     }
 
@@ -54,6 +54,7 @@ pub fn replay(
         kernel: trace.header.kernel.clone(),
         probes: trace.header.probes.clone(),
         counters: Reading::from_named(&trace.trailer.counters),
+        symbols_unreadable: trace.header.symbols_unreadable.clone(),
     };
     reporter.start(&info)?;
     let mut feed = Feed::new(engine, Recorded::default());

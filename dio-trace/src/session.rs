@@ -22,7 +22,7 @@ use crate::{
         ringbuf::RingReader,
     },
     error::{EnvError, LoadError, UsageError, chain},
-    kernel::{btf::FsStatus, facts::KernelFacts},
+    kernel::{btf::FsStatus, facts::KernelFacts, kallsyms::Kallsyms},
     loader::{ARMED_MAP, CGROUPS_MAP, COUNTERS_MAP, EVENTS_MAP, FOLLOW_MAP},
     plan::Plan,
     probes::{
@@ -98,6 +98,7 @@ pub async fn trace(
     };
     let mut tracer = Tracer::start(&config, &how).map_err(|e| EnvError(chain(&e)))?;
     let mut info = RunInfo::new(facts.release.clone(), &tracer.selection.probes);
+    info.symbols_unreadable = facts.symbols_unreadable.clone();
     let mut problems = tracer.selection.problems();
     problems.extend(unseen_mounts(&tracer.selection, &facts, plan.filter.dev));
     if crate::notify::expected() && !problems.is_empty() {
@@ -157,7 +158,13 @@ pub async fn trace(
         }
     }
 
-    let mut feed = Feed::new(engine, LiveAnnotator::new(facts.mounts.clone(), facts.kallsyms));
+    // Read again now that the programs are attached: they and the
+    // trampolines fentry runs through get names, which stacks leave out.
+    let kallsyms = match facts.symbols_unreadable {
+        None => Kallsyms::load().unwrap_or(facts.kallsyms),
+        Some(_) => facts.kallsyms,
+    };
+    let mut feed = Feed::new(engine, LiveAnnotator::new(facts.mounts.clone(), kallsyms));
     if let Some(path) = record {
         let header = Header {
             format_version: dio_trace_common::FORMAT_VERSION,
@@ -166,6 +173,7 @@ pub async fn trace(
             started_at: unix_now(),
             probes: info.probes.clone(),
             target: target.describe(),
+            symbols_unreadable: info.symbols_unreadable.clone(),
         };
         feed.record_to(TraceWriter::create(path, &header).map_err(|e| UsageError(format!("{e:#}")))?);
     }

@@ -8,8 +8,8 @@ use serde_json::json;
 
 use crate::{
     analysis::{Overall, Summary, engine::WriteReport},
-    cli::TraceOpts,
     cli::VerifyArgs,
+    cli::{TraceOpts, ViewOpts},
     exit::Exit,
     plan::{Plan, check_path},
     report::{Reporter, RunInfo, Show, human::Human, ndjson::Ndjson},
@@ -140,6 +140,11 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<Exit> {
             probe_reads: false,
             debug: false,
             btf: a.btf.clone(),
+            stacks: false,
+            view: ViewOpts {
+                raw_addresses: false,
+                perfetto: None,
+            },
         };
         let plan = Plan::new(&opts, Show::All, true)?;
         let argv = vec![

@@ -1241,3 +1241,120 @@ fn sighup_reopens_the_output_file_for_logrotate() {
     assert_eq!(file_lines_of(&out, "summary").len(), 1);
     assert_eq!(file_lines_of(&out, "summary")[0]["counted"], 5);
 }
+
+/// The frames of every step of `w` that has a stack, by event name.
+fn stacks_of(w: &Value) -> Vec<(String, Vec<String>)> {
+    w["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| {
+            let frames = e.get("stack")?.as_array()?;
+            Some((
+                e["event"].as_str().unwrap().to_owned(),
+                frames.iter().map(|f| f.as_str().unwrap().to_owned()).collect(),
+            ))
+        })
+        .collect()
+}
+
+/// An ordered write takes no stack unless `--stacks`; with it, its size
+/// update and sync each carry the kernel stack they ran on, named from
+/// kallsyms, without dio-trace's own BPF frames, and with raw addresses
+/// only when asked.
+#[test]
+fn stacks_where_asked_on_this_kernel() {
+    let Some(live) = live("stacks_where_asked_on_this_kernel") else {
+        return;
+    };
+    let (code, ls, err) = run_write(&[], "o-sync-append", 2, &live.dir().join("plain"));
+    assert_eq!(code, 0, "{err}");
+    let writes = of_type(&ls, "write");
+    assert_eq!(writes.len(), 2);
+    assert!(
+        writes.iter().all(|w| stacks_of(w).is_empty()),
+        "ordered writes sent stacks without --stacks: {writes:?}"
+    );
+
+    let (code, ls, err) = run_write(
+        &["--stacks", "--raw-addresses"],
+        "o-dsync-append",
+        2,
+        &live.dir().join("stacks"),
+    );
+    assert_eq!(code, 0, "{err}");
+    let writes = of_type(&ls, "write");
+    assert_eq!(writes.len(), 2);
+    for w in writes {
+        let stacks = stacks_of(w);
+        let names: Vec<&str> = stacks.iter().map(|(e, _)| e.as_str()).collect();
+        assert_eq!(names, ["mark_inode_dirty", "sync_enter"], "{w}");
+        for (event, frames) in &stacks {
+            let text = frames.join(" <- ");
+            assert!(frames.len() >= 3, "{event}: {text}");
+            assert!(
+                frames.iter().all(|f| f != "?" && !f.starts_with("bpf_")),
+                "{event}: {text}"
+            );
+            assert!(
+                text.contains("iomap_dio_complete+"),
+                "{event} runs inside the completion: {text}"
+            );
+        }
+        assert!(
+            stacks[0].1[0].starts_with("__ext4_mark_inode_dirty+"),
+            "{:?}",
+            stacks[0]
+        );
+        let sync = w["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["event"] == "sync_enter")
+            .unwrap();
+        let addrs = sync["stack_addresses"].as_array().expect("--raw-addresses");
+        assert_eq!(addrs.len(), stacks[1].1.len());
+        assert!(
+            addrs.iter().all(|a| a.as_str().unwrap().starts_with("0xffff")),
+            "{addrs:?}"
+        );
+    }
+}
+
+/// `run --perfetto` on this kernel: Perfetto's schema reads the file, with
+/// one ordered write slice per write, on a track under the writer's thread.
+#[test]
+fn perfetto_of_a_live_run() {
+    let Some(live) = live("perfetto_of_a_live_run") else {
+        return;
+    };
+    let Some(py) = common::perfetto::python("perfetto_of_a_live_run") else {
+        return;
+    };
+    let trace = live.dir().join("t.pftrace");
+    let (code, ls, err) = run_write(
+        &["--perfetto", trace.to_str().unwrap()],
+        "o-sync-append",
+        3,
+        &live.dir().join("p"),
+    );
+    assert_eq!(code, 0, "{err}");
+    let tid = of_type(&ls, "write")[0]["tid"].as_u64().unwrap();
+    let packets = common::perfetto::decode(&py, &trace);
+    let slices: Vec<&Value> = packets
+        .iter()
+        .filter_map(|p| p.get("track_event"))
+        .filter(|te| te["type"] == "TYPE_SLICE_BEGIN")
+        .collect();
+    assert_eq!(slices.len(), 3, "{packets:?}");
+    assert!(
+        slices
+            .iter()
+            .all(|s| s["name"].as_str().unwrap().starts_with("ORDERED "))
+    );
+    let thread = packets
+        .iter()
+        .filter_map(|p| p["track_descriptor"].get("thread"))
+        .find(|t| t["tid"].to_string().trim_matches('"') == tid.to_string());
+    assert!(thread.is_some(), "a thread track for tid {tid}: {packets:?}");
+}

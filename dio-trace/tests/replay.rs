@@ -1,26 +1,22 @@
 //! `dio-trace check` on traces recorded on real kernels (fixtures made by
 //! `cargo xtask vm fixtures` on the buggy 6.1 build and on Debian 6.1 and
 //! 6.12): the replay must give exactly the verdicts seen live, for traces of
-//! this format (whole-write records naming their filesystem, and cgroup
-//! records), of format 2 (`fixtures/v2/`, ext4 only, no cgroups) and of
-//! format 1 (`fixtures/v1/`, one record
-//! per event), each recorded by the version of its day. And every kind of
-//! bad file gets one clear line and exit 4. No root needed.
+//! this format (whole-write records naming their filesystem, cgroup records
+//! and stacks), of format 2 (`fixtures/v2/`, ext4 only, no cgroups, no
+//! stacks) and of format 1 (`fixtures/v1/`, one record per event), each
+//! recorded by the version of its day. The stacks of this format replay as
+//! they were shown live. And every kind of bad file gets one clear line
+//! and exit 4. No root needed.
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::process::Command;
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_dio-trace");
+mod common;
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
+use common::fixture;
+
+const BIN: &str = env!("CARGO_BIN_EXE_dio-trace");
 
 fn ndjson(text: &str) -> Vec<Value> {
     text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
@@ -111,6 +107,90 @@ fn fixed_6_1_fentry_trace_replays_as_ordered() {
 #[test]
 fn fixed_6_12_tracepoint_trace_replays_as_ordered() {
     replay_matches_live("debian-6.12-tracepoint", 0, "ordered");
+}
+
+/// (offset, event, stack) of every step of every write line that has a stack.
+fn stacks(lines: &[Value]) -> Vec<(u64, String, Value)> {
+    let mut v: Vec<_> = lines
+        .iter()
+        .filter(|l| l["type"] == "write")
+        .flat_map(|l| {
+            l["events"].as_array().unwrap().iter().filter_map(move |e| {
+                e.get("stack").map(|s| {
+                    (
+                        l["offset"].as_u64().unwrap(),
+                        e["event"].as_str().unwrap().to_owned(),
+                        s.clone(),
+                    )
+                })
+            })
+        })
+        .collect();
+    v.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    v
+}
+
+/// The stacks the kernel sent replay exactly as live showed them: on the
+/// buggy kernel the early sync's (through `iomap_dio_complete`) and the
+/// late size update's (from the write path after it), named, no BPF frames,
+/// no raw addresses; on the fixed kernels none at all.
+#[test]
+fn stacks_replay_as_they_were_shown_live() {
+    for name in ["buggy-6.1-fentry", "buggy-6.1-kprobe"] {
+        let live = ndjson(&std::fs::read_to_string(fixture(&format!("{name}.live.ndjson"))).unwrap());
+        let (_, out, _) = check(&["--json", fixture(&format!("{name}.dtr")).to_str().unwrap()]);
+        let replayed = stacks(&ndjson(&out));
+        assert_eq!(replayed, stacks(&live), "{name}: stacks differ from the live run");
+        assert_eq!(
+            replayed.len(),
+            6,
+            "{name}: a sync and a size-update stack per write"
+        );
+        for (off, event, stack) in &replayed {
+            let frames: Vec<&str> = stack
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f.as_str().unwrap())
+                .collect();
+            let text = frames.join(" <- ");
+            match event.as_str() {
+                "sync_enter" => {
+                    assert!(frames[0].starts_with("vfs_fsync_range+"), "{name} {off}: {text}");
+                    assert!(text.contains("iomap_dio_complete+"), "{name} {off}: {text}");
+                }
+                "mark_inode_dirty" => {
+                    assert!(
+                        frames[0].starts_with("__ext4_mark_inode_dirty+"),
+                        "{name} {off}: {text}"
+                    );
+                    assert!(
+                        !text.contains("iomap_dio_complete"),
+                        "{name} {off}: after the completion: {text}"
+                    );
+                }
+                other => panic!("{name}: a stack on {other}"),
+            }
+            assert!(!text.contains("bpf_"), "{name} {off}: BPF frames left in: {text}");
+        }
+        assert!(!out.contains("0xffffffff"), "{name}: no raw addresses by default");
+        let (_, raw, _) = check(&[
+            "--json",
+            "--raw-addresses",
+            fixture(&format!("{name}.dtr")).to_str().unwrap(),
+        ]);
+        assert!(
+            raw.contains("\"stack_addresses\":[\"0xffffffff"),
+            "{name}: --raw-addresses shows them"
+        );
+    }
+    for name in ["debian-6.1-fentry", "debian-6.12-tracepoint"] {
+        let (_, out, _) = check(&["--json", fixture(&format!("{name}.dtr")).to_str().unwrap()]);
+        assert!(
+            stacks(&ndjson(&out)).is_empty(),
+            "{name}: ordered writes take no stacks"
+        );
+    }
 }
 
 #[test]

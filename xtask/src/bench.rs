@@ -45,6 +45,12 @@ pub struct BenchArgs {
     /// Print the table but leave BENCHMARKS.md alone.
     #[arg(long)]
     no_write: bool,
+    /// Run dio-trace with `--stacks`: a kernel stack at the size update and
+    /// the sync of every counted write (by default only writes that are not
+    /// ordered take them, and on a fixed kernel none is). Compare with a
+    /// run without it for what stacks cost.
+    #[arg(long)]
+    stacks: bool,
 }
 
 /// `10`, `10s`: whole seconds, at least one.
@@ -79,6 +85,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         dio_trace: crate::build::release_binary(),
         script: script_path()?,
         logs: fs.work_dir().to_path_buf(),
+        stacks: args.stacks,
     };
     let runner = fio::Runner::new(fs.mount(), fs.work_dir(), args.runtime);
     prepare(&args.workloads, &runner)?;

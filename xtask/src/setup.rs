@@ -22,7 +22,13 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "bpftrace",
     // `watch --metrics` is tested against a real Prometheus and promtool.
     "prometheus",
+    // Renders `check --svg` output in the SVG test.
+    "chromium",
 ];
+
+/// The `perfetto` PyPI package, whose `perfetto_trace_pb2` (Perfetto's own
+/// schema) the Perfetto tests decode `--perfetto` output with. Pinned.
+const PERFETTO_PY: &str = "perfetto==0.59.1";
 
 /// bpf-linker release that uses rustc's own LLVM (no system LLVM needed).
 const BPF_LINKER_VERSION: &str = "0.10.4";
@@ -32,6 +38,7 @@ pub fn run() -> Result<()> {
     python_packages()?;
     nightly_with_rust_src()?;
     bpf_linker()?;
+    perfetto_python()?;
     println!("setup: done");
     Ok(())
 }
@@ -150,4 +157,29 @@ fn bpf_linker() -> Result<()> {
         BPF_LINKER_VERSION,
         "--locked",
     ]))
+}
+
+/// A Python venv with the `perfetto` package, under the cache (never the
+/// work tree): `$DIO_TRACE_CACHE/py-perfetto`. The Perfetto tests find it
+/// there (or through `DIO_TRACE_PERFETTO_PYTHON`).
+fn perfetto_python() -> Result<()> {
+    let cache = crate::kernel::Cache::from_env()?;
+    let venv = cache.path("py-perfetto");
+    let python = venv.join("bin/python");
+    let has = |py: &std::path::Path| {
+        Command::new(py)
+            .args([
+                "-c",
+                "from perfetto.protos.perfetto.trace import perfetto_trace_pb2",
+            ])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if has(&python) {
+        println!("setup: {PERFETTO_PY} present in {}", venv.display());
+        return Ok(());
+    }
+    println!("setup: installing {PERFETTO_PY} into {}", venv.display());
+    sh(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    sh(Command::new(&python).args(["-m", "pip", "install", "-q", PERFETTO_PY]))
 }

@@ -7,19 +7,22 @@
 //!   iomap_dio *dio)`: the entry stashes the inode for the exit, because the
 //!   function frees `dio` before it returns.
 
+use core::ffi::c_void;
+
 use aya_ebpf::{
+    EbpfContext as _,
     helpers::bpf_get_current_pid_tgid,
     macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe},
     programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
 use dio_trace_common::{
-    arm::{ARM_COMPLETED, ARM_SIZE_SEEN, ArmedWrite},
+    arm::{ARM_COMPLETED, ARM_SIZE_SEEN, ARM_SYNC_SEEN, ArmedWrite},
     kind::RecordKind,
     probe::Mechanism,
 };
 
 use crate::{
-    emit::{Fact, full_timeline, retire, step},
+    emit::{Fact, full_timeline, retire, stack, step, step_time},
     facts::{Via, entry_sizes, file_inode, iocb_file, is_dsync, read},
     maps::{IN_CALL, PENDING, config},
     probes::armed,
@@ -34,6 +37,7 @@ pub fn tp_iomap_dio_complete(ctx: BtfTracePointContext) -> i32 {
     if let Some(inode) = sync_write_inode(via, iocb) {
         forget_pending();
         emit(
+            ctx.as_ptr(),
             via,
             inode,
             error,
@@ -47,7 +51,7 @@ pub fn tp_iomap_dio_complete(ctx: BtfTracePointContext) -> i32 {
 
 #[fentry(function = "iomap_dio_complete")]
 pub fn fentry_iomap_dio_complete(ctx: FEntryContext) -> i32 {
-    enter(ctx.arg(0), Mechanism::Fentry);
+    enter(ctx.as_ptr(), ctx.arg(0), Mechanism::Fentry);
     0
 }
 
@@ -55,14 +59,14 @@ pub fn fentry_iomap_dio_complete(ctx: FEntryContext) -> i32 {
 pub fn fexit_iomap_dio_complete(ctx: FExitContext) -> i32 {
     // fexit's context holds the arguments, then the return value.
     let ret: i64 = ctx.arg(1);
-    exit(ret, Mechanism::Fexit);
+    exit(ctx.as_ptr(), ret, Mechanism::Fexit);
     0
 }
 
 #[kprobe]
 pub fn kprobe_iomap_dio_complete(ctx: ProbeContext) -> u32 {
     if let Some(dio) = ctx.arg::<*const u8>(0) {
-        enter(dio, Mechanism::Kprobe);
+        enter(ctx.as_ptr(), dio, Mechanism::Kprobe);
     }
     0
 }
@@ -70,14 +74,14 @@ pub fn kprobe_iomap_dio_complete(ctx: ProbeContext) -> u32 {
 #[kretprobe]
 pub fn kretprobe_iomap_dio_complete(ctx: RetProbeContext) -> u32 {
     let ret: i64 = ctx.ret();
-    exit(ret, Mechanism::Kretprobe);
+    exit(ctx.as_ptr(), ret, Mechanism::Kretprobe);
     0
 }
 
 /// Entry: note the inode for the exit probe and, with a full timeline,
 /// report the entry.
 #[inline(always)]
-fn enter(dio: *const u8, mechanism: Mechanism) {
+fn enter(ctx: *mut c_void, dio: *const u8, mechanism: Mechanism) {
     let via = Via::of(mechanism);
     let Ok(iocb) = read::<*const u8>(via, dio, config!(offsets.iomap_dio_iocb)) else {
         return;
@@ -93,7 +97,7 @@ fn enter(dio: *const u8, mechanism: Mechanism) {
     let _ = IN_CALL.insert(bpf_get_current_pid_tgid(), inode as u64, 0);
     // The entry is timeline detail; the exit is what the verdict needs.
     if full_timeline() {
-        emit(via, inode, 0, 0, RecordKind::CompleteEnter, mechanism);
+        emit(ctx, via, inode, 0, 0, RecordKind::CompleteEnter, mechanism);
     }
 }
 
@@ -126,7 +130,7 @@ fn settle(via: Via, dio: *const u8, iocb: *const u8, entry: *mut ArmedWrite) {
 
 /// Exit: the inode comes from the entry's stash, as a plain number.
 #[inline(always)]
-fn exit(ret: i64, mechanism: Mechanism) {
+fn exit(ctx: *mut c_void, ret: i64, mechanism: Mechanism) {
     let id = bpf_get_current_pid_tgid();
     // SAFETY: read-only copy of a plain value.
     let Some(inode) = (unsafe { IN_CALL.get(id) }).copied() else {
@@ -134,6 +138,7 @@ fn exit(ret: i64, mechanism: Mechanism) {
     };
     let _ = IN_CALL.remove(id);
     emit(
+        ctx,
         Via::Probe,
         inode as *const u8,
         0,
@@ -166,9 +171,18 @@ fn sync_write_inode(via: Via, iocb: *const u8) -> Option<*const u8> {
 /// `pos` carries the completion's error, `arg` its return value. A write
 /// is done when it completed and its size update was seen (fixed kernels
 /// update the size inside the completion, buggy ones after it), or when it
-/// failed (nothing to update).
+/// failed (nothing to update). A completion that ends with no sync seen
+/// sends its stack: the path that completed the write without syncing.
 #[inline(always)]
-fn emit(via: Via, inode: *const u8, error: i32, ret: i64, kind: RecordKind, mechanism: Mechanism) {
+fn emit(
+    ctx: *mut c_void,
+    via: Via,
+    inode: *const u8,
+    error: i32,
+    ret: i64,
+    kind: RecordKind,
+    mechanism: Mechanism,
+) {
     let Some(entry) = armed(via, inode) else {
         return;
     };
@@ -181,6 +195,10 @@ fn emit(via: Via, inode: *const u8, error: i32, ret: i64, kind: RecordKind, mech
         }
         (*entry).state
     };
+    let ts = step_time(entry);
+    if done && state & ARM_SYNC_SEEN == 0 {
+        stack(ctx, entry, kind, mechanism, ts);
+    }
     step(
         entry,
         &sz,
@@ -188,6 +206,7 @@ fn emit(via: Via, inode: *const u8, error: i32, ret: i64, kind: RecordKind, mech
             pos: error as i64,
             ..Fact::new(kind, mechanism, ret as u64)
         },
+        ts,
     );
     if done && (state & ARM_SIZE_SEEN != 0 || ret < 0 || error < 0) {
         retire(entry);

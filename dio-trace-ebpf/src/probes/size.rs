@@ -16,18 +16,21 @@
 //!   `f2fs_mark_inode_dirty_sync(inode, sync)`; the next sync copies that
 //!   `i_size` into the node page it writes.
 
+use core::ffi::c_void;
+
 use aya_ebpf::{
+    EbpfContext as _,
     macros::{btf_tracepoint, fentry, kprobe, raw_tracepoint},
     programs::{BtfTracePointContext, FEntryContext, ProbeContext, RawTracePointContext},
 };
 use dio_trace_common::{
-    arm::{ARM_COMPLETED, ARM_SIZE_SEEN},
+    arm::{ARM_COMPLETED, ARM_SIZE_SEEN, ARM_SYNC_SEEN},
     kind::RecordKind,
     probe::Mechanism,
 };
 
 use crate::{
-    emit::{Fact, full_timeline, retire, step},
+    emit::{Fact, full_timeline, retire, stack, step, step_time, wants_stack},
     facts::{Sizes, Via, entry_fs, entry_sizes, read, vfs_inode},
     probes::armed,
 };
@@ -36,6 +39,7 @@ use dio_trace_common::fs::Fs;
 #[btf_tracepoint(function = "ext4_mark_inode_dirty")]
 pub fn tp_ext4_mark_inode_dirty(ctx: BtfTracePointContext) -> i32 {
     try_size_update(
+        ctx.as_ptr(),
         ctx.arg(0),
         ctx.arg(1),
         RecordKind::MarkDirty,
@@ -48,6 +52,7 @@ pub fn tp_ext4_mark_inode_dirty(ctx: BtfTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "ext4_mark_inode_dirty")]
 pub fn raw_ext4_mark_inode_dirty(ctx: RawTracePointContext) -> i32 {
     try_size_update(
+        ctx.as_ptr(),
         ctx.arg(0),
         ctx.arg(1),
         RecordKind::MarkDirty,
@@ -61,7 +66,13 @@ pub fn raw_ext4_mark_inode_dirty(ctx: RawTracePointContext) -> i32 {
 /// fentry cannot see its caller's address: timelines show none.
 #[fentry(function = "__ext4_mark_inode_dirty")]
 pub fn fentry_ext4_mark_inode_dirty(ctx: FEntryContext) -> i32 {
-    try_size_update(ctx.arg(1), 0, RecordKind::MarkDirty, Mechanism::Fentry);
+    try_size_update(
+        ctx.as_ptr(),
+        ctx.arg(1),
+        0,
+        RecordKind::MarkDirty,
+        Mechanism::Fentry,
+    );
     0
 }
 
@@ -69,6 +80,7 @@ pub fn fentry_ext4_mark_inode_dirty(ctx: FEntryContext) -> i32 {
 pub fn kprobe_ext4_mark_inode_dirty(ctx: ProbeContext) -> u32 {
     if let Some(inode) = ctx.arg(1) {
         try_size_update(
+            ctx.as_ptr(),
             inode,
             return_address(&ctx),
             RecordKind::MarkDirty,
@@ -83,7 +95,13 @@ pub fn kprobe_ext4_mark_inode_dirty(ctx: ProbeContext) -> u32 {
 /// only the inode is read and the probe is optional (timelines only).
 #[fentry(function = "ext4_handle_inode_extension")]
 pub fn fentry_ext4_handle_inode_extension(ctx: FEntryContext) -> i32 {
-    try_size_update(ctx.arg(0), 0, RecordKind::InodeExtension, Mechanism::Fentry);
+    try_size_update(
+        ctx.as_ptr(),
+        ctx.arg(0),
+        0,
+        RecordKind::InodeExtension,
+        Mechanism::Fentry,
+    );
     0
 }
 
@@ -91,6 +109,7 @@ pub fn fentry_ext4_handle_inode_extension(ctx: FEntryContext) -> i32 {
 pub fn kprobe_ext4_handle_inode_extension(ctx: ProbeContext) -> u32 {
     if let Some(inode) = ctx.arg(0) {
         try_size_update(
+            ctx.as_ptr(),
             inode,
             return_address(&ctx),
             RecordKind::InodeExtension,
@@ -106,6 +125,7 @@ pub fn kprobe_ext4_handle_inode_extension(ctx: ProbeContext) -> u32 {
 #[btf_tracepoint(function = "xfs_unwritten_convert")]
 pub fn tp_xfs_unwritten_convert(ctx: BtfTracePointContext) -> i32 {
     try_xfs_size(
+        ctx.as_ptr(),
         ctx.arg(0),
         ctx.arg(1),
         ctx.arg(2),
@@ -118,6 +138,7 @@ pub fn tp_xfs_unwritten_convert(ctx: BtfTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "xfs_unwritten_convert")]
 pub fn raw_xfs_unwritten_convert(ctx: RawTracePointContext) -> i32 {
     try_xfs_size(
+        ctx.as_ptr(),
         ctx.arg(0),
         ctx.arg(1),
         ctx.arg(2),
@@ -130,6 +151,7 @@ pub fn raw_xfs_unwritten_convert(ctx: RawTracePointContext) -> i32 {
 #[btf_tracepoint(function = "xfs_setfilesize")]
 pub fn tp_xfs_setfilesize(ctx: BtfTracePointContext) -> i32 {
     try_xfs_size(
+        ctx.as_ptr(),
         ctx.arg(0),
         ctx.arg(1),
         ctx.arg(2),
@@ -142,6 +164,7 @@ pub fn tp_xfs_setfilesize(ctx: BtfTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "xfs_setfilesize")]
 pub fn raw_xfs_setfilesize(ctx: RawTracePointContext) -> i32 {
     try_xfs_size(
+        ctx.as_ptr(),
         ctx.arg(0),
         ctx.arg(1),
         ctx.arg(2),
@@ -158,6 +181,7 @@ pub fn fentry_xfs_iomap_write_unwritten(ctx: FEntryContext) -> i32 {
     let update_isize: u8 = ctx.arg(3);
     if update_isize != 0 {
         try_xfs_size(
+            ctx.as_ptr(),
             ctx.arg(0),
             ctx.arg(1),
             ctx.arg(2),
@@ -178,6 +202,7 @@ pub fn kprobe_xfs_iomap_write_unwritten(ctx: ProbeContext) -> u32 {
     ) && update & 0xff != 0
     {
         try_xfs_size(
+            ctx.as_ptr(),
             ip,
             offset,
             count,
@@ -192,6 +217,7 @@ pub fn kprobe_xfs_iomap_write_unwritten(ctx: ProbeContext) -> u32 {
 #[fentry(function = "xfs_setfilesize")]
 pub fn fentry_xfs_setfilesize(ctx: FEntryContext) -> i32 {
     try_xfs_size(
+        ctx.as_ptr(),
         ctx.arg(0),
         ctx.arg(1),
         ctx.arg(2),
@@ -206,7 +232,14 @@ pub fn kprobe_xfs_setfilesize(ctx: ProbeContext) -> u32 {
     if let (Some(ip), Some(offset), Some(size)) =
         (ctx.arg::<*const u8>(0), ctx.arg::<i64>(1), ctx.arg::<i64>(2))
     {
-        try_xfs_size(ip, offset, size, RecordKind::XfsSetFilesize, Mechanism::Kprobe);
+        try_xfs_size(
+            ctx.as_ptr(),
+            ip,
+            offset,
+            size,
+            RecordKind::XfsSetFilesize,
+            Mechanism::Kprobe,
+        );
     }
     0
 }
@@ -216,7 +249,13 @@ pub fn kprobe_xfs_setfilesize(ctx: ProbeContext) -> u32 {
 /// `i_size` covers the write (`f2fs_i_size_write`).
 #[fentry(function = "f2fs_mark_inode_dirty_sync")]
 pub fn fentry_f2fs_mark_inode_dirty_sync(ctx: FEntryContext) -> i32 {
-    try_size_update(ctx.arg(0), 0, RecordKind::F2fsMarkDirty, Mechanism::Fentry);
+    try_size_update(
+        ctx.as_ptr(),
+        ctx.arg(0),
+        0,
+        RecordKind::F2fsMarkDirty,
+        Mechanism::Fentry,
+    );
     0
 }
 
@@ -224,6 +263,7 @@ pub fn fentry_f2fs_mark_inode_dirty_sync(ctx: FEntryContext) -> i32 {
 pub fn kprobe_f2fs_mark_inode_dirty_sync(ctx: ProbeContext) -> u32 {
     if let Some(inode) = ctx.arg(0) {
         try_size_update(
+            ctx.as_ptr(),
             inode,
             return_address(&ctx),
             RecordKind::F2fsMarkDirty,
@@ -243,13 +283,15 @@ fn return_address(ctx: &ProbeContext) -> u64 {
 }
 
 #[inline(always)]
-pub fn try_size_update(inode: *const u8, ip: u64, kind: RecordKind, mechanism: Mechanism) {
+/// `ctx`: the program's context, for the stack of a size update that
+/// comes after the write's sync (the buggy order).
+pub fn try_size_update(ctx: *mut c_void, inode: *const u8, ip: u64, kind: RecordKind, mechanism: Mechanism) {
     let via = Via::of(mechanism);
     let Some(entry) = armed(via, inode) else {
         return;
     };
     let sz = entry_sizes(via, inode, entry);
-    size_step(entry, &sz, kind, mechanism, ip);
+    size_step(ctx, entry, &sz, kind, mechanism, ip);
 }
 
 /// XFS logs the size of `[offset, offset + count)`: the write's own range,
@@ -257,7 +299,14 @@ pub fn try_size_update(inode: *const u8, ip: u64, kind: RecordKind, mechanism: M
 /// writeback, which converts without a size update first) are not its size
 /// update.
 #[inline(always)]
-fn try_xfs_size(ip: *const u8, offset: i64, count: i64, kind: RecordKind, mechanism: Mechanism) {
+fn try_xfs_size(
+    ctx: *mut c_void,
+    ip: *const u8,
+    offset: i64,
+    count: i64,
+    kind: RecordKind,
+    mechanism: Mechanism,
+) {
     let via = Via::of(mechanism);
     let inode = vfs_inode(Fs::Xfs, ip);
     let Some(entry) = armed(via, inode) else {
@@ -278,14 +327,16 @@ fn try_xfs_size(ip: *const u8, offset: i64, count: i64, kind: RecordKind, mechan
     if last > sz.i_disksize {
         sz.i_disksize = last;
     }
-    size_step(entry, &sz, kind, mechanism, 0);
+    size_step(ctx, entry, &sz, kind, mechanism, 0);
 }
 
 /// Record a size update into the write's entry when it is the first to
 /// cover the write (or with a full timeline), and retire the write when
-/// that was all it waited for.
+/// that was all it waited for. The first covering one sends its stack
+/// when the sync came before it (the buggy order), or with `--stacks`.
 #[inline(always)]
 fn size_step(
+    ctx: *mut c_void,
     entry: *mut dio_trace_common::arm::ArmedWrite,
     sz: &Sizes,
     kind: RecordKind,
@@ -306,7 +357,11 @@ fn size_step(
     if !(first_cover || full_timeline()) {
         return;
     }
-    step(entry, sz, Fact::new(kind, mechanism, ip));
+    let ts = step_time(entry);
+    if first_cover && wants_stack(state & ARM_SYNC_SEEN != 0) {
+        stack(ctx, entry, kind, mechanism, ts);
+    }
+    step(entry, sz, Fact::new(kind, mechanism, ip), ts);
     // Completed and size seen: this write has nothing more to tell.
     if state & ARM_COMPLETED != 0 && state & ARM_SIZE_SEEN != 0 {
         retire(entry);

@@ -9,12 +9,15 @@
 //! int ret)`); for every filesystem at once, fentry/fexit and kprobe on
 //! `vfs_fsync_range`, the function `generic_write_sync` calls.
 
+use core::ffi::c_void;
+
 use aya_ebpf::{
+    EbpfContext as _,
     macros::{btf_tracepoint, fentry, fexit, kprobe, raw_tracepoint},
     programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RawTracePointContext},
 };
 use dio_trace_common::{
-    arm::ARM_SIZE_SEEN,
+    arm::{ARM_SIZE_SEEN, ARM_SYNC_SEEN},
     fs::Fs,
     kind::RecordKind,
     probe::Mechanism,
@@ -22,33 +25,33 @@ use dio_trace_common::{
 };
 
 use crate::{
-    emit::{Fact, full_timeline, retire, step},
+    emit::{Fact, full_timeline, retire, stack, step, step_time, wants_stack},
     facts::{Via, entry_sizes, file_inode, vfs_inode},
     probes::armed,
 };
 
 #[btf_tracepoint(function = "ext4_sync_file_enter")]
 pub fn tp_ext4_sync_file_enter(ctx: BtfTracePointContext) -> i32 {
-    sync_file_enter(ctx.arg(0), ctx.arg(1), Mechanism::Tracepoint);
+    sync_file_enter(ctx.as_ptr(), ctx.arg(0), ctx.arg(1), Mechanism::Tracepoint);
     0
 }
 
 #[btf_tracepoint(function = "ext4_sync_file_exit")]
 pub fn tp_ext4_sync_file_exit(ctx: BtfTracePointContext) -> i32 {
-    sync_file_exit(ctx.arg(0), ctx.arg(1), Mechanism::Tracepoint);
+    sync_file_exit(ctx.as_ptr(), ctx.arg(0), ctx.arg(1), Mechanism::Tracepoint);
     0
 }
 
 /// The same tracepoints, raw: where ext4 is a module.
 #[raw_tracepoint(tracepoint = "ext4_sync_file_enter")]
 pub fn raw_ext4_sync_file_enter(ctx: RawTracePointContext) -> i32 {
-    sync_file_enter(ctx.arg(0), ctx.arg(1), Mechanism::RawTracepoint);
+    sync_file_enter(ctx.as_ptr(), ctx.arg(0), ctx.arg(1), Mechanism::RawTracepoint);
     0
 }
 
 #[raw_tracepoint(tracepoint = "ext4_sync_file_exit")]
 pub fn raw_ext4_sync_file_exit(ctx: RawTracePointContext) -> i32 {
-    sync_file_exit(ctx.arg(0), ctx.arg(1), Mechanism::RawTracepoint);
+    sync_file_exit(ctx.as_ptr(), ctx.arg(0), ctx.arg(1), Mechanism::RawTracepoint);
     0
 }
 
@@ -56,27 +59,27 @@ pub fn raw_ext4_sync_file_exit(ctx: RawTracePointContext) -> i32 {
 #[btf_tracepoint(function = "xfs_file_fsync")]
 pub fn tp_xfs_file_fsync(ctx: BtfTracePointContext) -> i32 {
     let ip: *const u8 = ctx.arg(0);
-    sync_enter_untyped(vfs_inode(Fs::Xfs, ip), Mechanism::Tracepoint);
+    sync_enter_untyped(ctx.as_ptr(), vfs_inode(Fs::Xfs, ip), Mechanism::Tracepoint);
     0
 }
 
 #[raw_tracepoint(tracepoint = "xfs_file_fsync")]
 pub fn raw_xfs_file_fsync(ctx: RawTracePointContext) -> i32 {
     let ip: *const u8 = ctx.arg(0);
-    sync_enter_untyped(vfs_inode(Fs::Xfs, ip), Mechanism::RawTracepoint);
+    sync_enter_untyped(ctx.as_ptr(), vfs_inode(Fs::Xfs, ip), Mechanism::RawTracepoint);
     0
 }
 
 /// `f2fs:f2fs_sync_file_enter(struct inode *)`: no datasync argument.
 #[btf_tracepoint(function = "f2fs_sync_file_enter")]
 pub fn tp_f2fs_sync_file_enter(ctx: BtfTracePointContext) -> i32 {
-    sync_enter_untyped(ctx.arg(0), Mechanism::Tracepoint);
+    sync_enter_untyped(ctx.as_ptr(), ctx.arg(0), Mechanism::Tracepoint);
     0
 }
 
 #[raw_tracepoint(tracepoint = "f2fs_sync_file_enter")]
 pub fn raw_f2fs_sync_file_enter(ctx: RawTracePointContext) -> i32 {
-    sync_enter_untyped(ctx.arg(0), Mechanism::RawTracepoint);
+    sync_enter_untyped(ctx.as_ptr(), ctx.arg(0), Mechanism::RawTracepoint);
     0
 }
 
@@ -100,20 +103,20 @@ pub fn raw_f2fs_sync_file_exit(ctx: RawTracePointContext) -> i32 {
 
 /// A sync's start from a hook that does not say whether it is a datasync.
 #[inline(always)]
-fn sync_enter_untyped(inode: *const u8, mechanism: Mechanism) {
-    try_sync(inode, RecordKind::SyncEnter, DATASYNC_UNKNOWN, mechanism);
+fn sync_enter_untyped(ctx: *mut c_void, inode: *const u8, mechanism: Mechanism) {
+    try_sync(ctx, inode, RecordKind::SyncEnter, DATASYNC_UNKNOWN, mechanism);
 }
 
 /// `ext4_sync_file_enter(struct file *, int datasync)`, either kind.
 #[inline(always)]
-fn sync_file_enter(file: *const u8, datasync: i32, mechanism: Mechanism) {
-    file_sync(file, RecordKind::SyncEnter, datasync as u64, mechanism);
+fn sync_file_enter(ctx: *mut c_void, file: *const u8, datasync: i32, mechanism: Mechanism) {
+    file_sync(ctx, file, RecordKind::SyncEnter, datasync as u64, mechanism);
 }
 
 /// `ext4_sync_file_exit(struct inode *, int ret)`, either kind.
 #[inline(always)]
-fn sync_file_exit(inode: *const u8, ret: i32, mechanism: Mechanism) {
-    try_sync(inode, RecordKind::SyncExit, ret as i64 as u64, mechanism);
+fn sync_file_exit(ctx: *mut c_void, inode: *const u8, ret: i32, mechanism: Mechanism) {
+    try_sync(ctx, inode, RecordKind::SyncExit, ret as i64 as u64, mechanism);
 }
 
 /// `vfs_fsync_range(struct file *, loff_t start, loff_t end, int datasync)`:
@@ -122,6 +125,7 @@ fn sync_file_exit(inode: *const u8, ret: i32, mechanism: Mechanism) {
 pub fn fentry_vfs_fsync_range(ctx: FEntryContext) -> i32 {
     let datasync: i32 = ctx.arg(3);
     file_sync(
+        ctx.as_ptr(),
         ctx.arg(0),
         RecordKind::SyncEnter,
         datasync as u64,
@@ -135,6 +139,7 @@ pub fn fentry_vfs_fsync_range(ctx: FEntryContext) -> i32 {
 pub fn fexit_vfs_fsync_range(ctx: FExitContext) -> i32 {
     let ret: i32 = ctx.arg(4);
     file_sync(
+        ctx.as_ptr(),
         ctx.arg(0),
         RecordKind::SyncExit,
         ret as i64 as u64,
@@ -146,15 +151,21 @@ pub fn fexit_vfs_fsync_range(ctx: FExitContext) -> i32 {
 #[kprobe]
 pub fn kprobe_vfs_fsync_range(ctx: ProbeContext) -> u32 {
     if let (Some(file), Some(datasync)) = (ctx.arg::<*const u8>(0), ctx.arg::<i32>(3)) {
-        file_sync(file, RecordKind::SyncEnter, datasync as u64, Mechanism::Kprobe);
+        file_sync(
+            ctx.as_ptr(),
+            file,
+            RecordKind::SyncEnter,
+            datasync as u64,
+            Mechanism::Kprobe,
+        );
     }
     0
 }
 
 #[inline(always)]
-fn file_sync(file: *const u8, kind: RecordKind, arg: u64, mechanism: Mechanism) {
+fn file_sync(ctx: *mut c_void, file: *const u8, kind: RecordKind, arg: u64, mechanism: Mechanism) {
     if let Ok(inode) = file_inode(Via::of(mechanism), file) {
-        try_sync(inode, kind, arg, mechanism);
+        try_sync(ctx, inode, kind, arg, mechanism);
     }
 }
 
@@ -184,6 +195,7 @@ fn f2fs_sync_exit(inode: *const u8, cp_reason: i32, ret: i32, mechanism: Mechani
                 flags,
                 ..Fact::new(RecordKind::SyncExit, mechanism, ret as i64 as u64)
             },
+            step_time(entry),
         );
         return;
     }
@@ -202,9 +214,11 @@ fn f2fs_sync_exit(inode: *const u8, cp_reason: i32, ret: i32, mechanism: Mechani
 
 /// `arg` is datasync for `SyncEnter`, the return value for `SyncExit`.
 /// The step's `pos` is -1: how the sync ended is not known yet (f2fs's
-/// exit fills it in, [`f2fs_sync_exit`]).
+/// exit fills it in, [`f2fs_sync_exit`]). `ctx` is the program's context,
+/// for the stack of a sync that comes before the write's size update (the
+/// buggy order).
 #[inline(always)]
-pub fn try_sync(inode: *const u8, kind: RecordKind, arg: u64, mechanism: Mechanism) {
+pub fn try_sync(ctx: *mut c_void, inode: *const u8, kind: RecordKind, arg: u64, mechanism: Mechanism) {
     let full = full_timeline();
     // Sync exits are timeline detail.
     if kind == RecordKind::SyncExit && !full {
@@ -220,6 +234,16 @@ pub fn try_sync(inode: *const u8, kind: RecordKind, arg: u64, mechanism: Mechani
         return;
     }
     let sz = entry_sizes(via, inode, entry);
+    let ts = step_time(entry);
+    // SAFETY: as above.
+    let state = unsafe { (*entry).state };
+    if kind == RecordKind::SyncEnter && state & ARM_SYNC_SEEN == 0 {
+        // SAFETY: as above.
+        unsafe { (*entry).state |= ARM_SYNC_SEEN };
+        if wants_stack(state & ARM_SIZE_SEEN == 0) {
+            stack(ctx, entry, kind, mechanism, ts);
+        }
+    }
     step(
         entry,
         &sz,
@@ -227,6 +251,7 @@ pub fn try_sync(inode: *const u8, kind: RecordKind, arg: u64, mechanism: Mechani
             pos: -1,
             ..Fact::new(kind, mechanism, arg)
         },
+        ts,
     );
     // A sync after the covering size update settles the verdict (ordered):
     // send the write now, and its completion finds nothing armed, which

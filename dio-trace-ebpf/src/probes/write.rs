@@ -341,6 +341,8 @@ pub fn count_write(w: Counted, sz: &Sizes, dentry: *const u8) {
                 arg: w.ki_flags as u64,
                 flags: w.flags,
             },
+            // SAFETY: map value pointer, valid while the program runs.
+            unsafe { (*entry).rec.begin.header.ts_ns },
         );
     }
     if !dentry.is_null() && !path_sent(w.key, w.generation) {

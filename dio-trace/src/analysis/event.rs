@@ -33,6 +33,42 @@ pub struct Event {
     /// The writer's cgroup v2 path (`WriteBegin` only), from the root of
     /// the cgroup2 mount, when the kernel sent it and it could be named.
     pub cgroup: Option<String>,
+    /// The kernel call stack at this event, when the kernel sent one
+    /// (the sync, size update or completion of a write that is not
+    /// ordered; every sync and size update with `--stacks`).
+    pub stack: Option<Stack>,
+}
+
+/// A kernel call stack, innermost frame first. Annotation only: no verdict
+/// reads it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stack {
+    pub frames: Vec<Frame>,
+    /// The negative errno `bpf_get_stack` returned, when it could not walk
+    /// the stack (then `frames` is empty).
+    pub error: Option<i64>,
+}
+
+/// One return address, and its `name+0xoff [module]` when kernel symbols
+/// could be read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    pub addr: u64,
+    pub symbol: Option<String>,
+}
+
+impl Frame {
+    /// The frame as reports show it: its symbol; with `raw` (or without a
+    /// symbol and `raw`) the address too. `None`: nothing may be shown
+    /// (no symbol, and raw addresses are off: KASLR).
+    pub fn display(&self, raw: bool) -> Option<String> {
+        match (&self.symbol, raw) {
+            (Some(s), false) => Some(s.clone()),
+            (Some(s), true) => Some(format!("{:#x} {s}", self.addr)),
+            (None, true) => Some(format!("{:#x}", self.addr)),
+            (None, false) => None,
+        }
+    }
 }
 
 impl Event {

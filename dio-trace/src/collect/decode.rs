@@ -6,7 +6,8 @@ use dio_trace_common::{
     kind::RecordKind,
     probe::Mechanism,
     record::{
-        CgroupRecord, EVENT_FS_MASK, EVENT_FS_SHIFT, InodeEvent, PathRecord, RecordHeader, Step, WriteRecord,
+        CgroupRecord, EVENT_FS_MASK, EVENT_FS_SHIFT, InodeEvent, PathRecord, RecordHeader, StackRecord, Step,
+        WriteRecord,
     },
 };
 use thiserror::Error;
@@ -50,6 +51,16 @@ pub enum Decoded {
     Cgroup {
         tgid: u32,
         id: u64,
+    },
+    /// The kernel stack at the step of `step` kind and time `step_ts` of
+    /// the write on (`dev`, `ino`): return addresses, innermost first, or
+    /// the negative errno of a walk that failed.
+    Stack {
+        dev: u32,
+        ino: u64,
+        step: RecordKind,
+        step_ts: u64,
+        ips: Result<Vec<u64>, i64>,
     },
 }
 
@@ -103,6 +114,9 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
     if kind == RecordKind::Write {
         return write(pod(bytes, kind.name())?).map(Decoded::Write);
     }
+    if kind == RecordKind::Stack {
+        return stack(&pod(bytes, kind.name())?);
+    }
     Ok(Decoded::Event(event(kind, mechanism, &pod(bytes, kind.name())?)))
 }
 
@@ -126,6 +140,7 @@ fn event(kind: RecordKind, mechanism: Mechanism, r: &InodeEvent) -> Event {
         comm: c_str(&r.comm),
         caller: None,
         cgroup: None,
+        stack: None,
     }
 }
 
@@ -182,7 +197,25 @@ fn step(kind: RecordKind, mechanism: Mechanism, s: &Step, begin: &Event) -> Even
         comm: String::new(),
         caller: None,
         cgroup: None,
+        stack: None,
     }
+}
+
+fn stack(r: &StackRecord) -> Result<Decoded, DecodeError> {
+    let step = RecordKind::from_u32(r.step).ok_or(DecodeError::Kind(r.step))?;
+    let ips = if r.ret < 0 {
+        Err(r.ret)
+    } else {
+        let n = (r.ret as usize / 8).min(r.ips.len());
+        Ok(r.ips[..n].iter().copied().filter(|&ip| ip != 0).collect())
+    };
+    Ok(Decoded::Stack {
+        dev: r.dev,
+        ino: r.ino,
+        step,
+        step_ts: r.step_ts,
+        ips,
+    })
 }
 
 /// Bytes up to the first NUL, lossily as UTF-8.
@@ -334,6 +367,49 @@ mod tests {
         let mut bad = r;
         bad.sync.mechanism = 77;
         assert_eq!(decode(&as_bytes(&bad)), Err(DecodeError::Mechanism(77)));
+    }
+
+    fn stack_record(ret: i64, step: u32) -> StackRecord {
+        let mut ips = [0u64; dio_trace_common::record::STACK_DEPTH];
+        ips[..3].copy_from_slice(&[
+            0xffff_ffff_8100_0010,
+            0xffff_ffff_8100_0020,
+            0xffff_ffff_8100_0030,
+        ]);
+        StackRecord {
+            header: RecordHeader {
+                kind: RecordKind::Stack as u32,
+                mechanism: Mechanism::Kprobe as u32,
+                ..RecordHeader::default()
+            },
+            dev: 1,
+            step,
+            ino: 9,
+            step_ts: 77,
+            ret,
+            ips,
+        }
+    }
+
+    #[test]
+    fn a_stack_keeps_the_frames_the_kernel_wrote() {
+        let d = decode(&as_bytes(&stack_record(16, RecordKind::SyncEnter as u32))).unwrap();
+        assert_eq!(
+            d,
+            Decoded::Stack {
+                dev: 1,
+                ino: 9,
+                step: RecordKind::SyncEnter,
+                step_ts: 77,
+                ips: Ok(vec![0xffff_ffff_8100_0010, 0xffff_ffff_8100_0020]),
+            }
+        );
+        let failed = decode(&as_bytes(&stack_record(-14, RecordKind::SyncEnter as u32))).unwrap();
+        assert!(matches!(failed, Decoded::Stack { ips: Err(-14), .. }));
+        assert_eq!(
+            decode(&as_bytes(&stack_record(16, 99))),
+            Err(DecodeError::Kind(99))
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Decoded records into the engine: name callers, resolve paths, turn
-//! kernel loss counts into gap markers. Live tracing and replay both go
+//! Decoded records into the engine: name callers and stack frames, join
+//! stacks to their steps, resolve paths, turn kernel loss counts into gap
+//! markers. Live tracing and replay both go
 //! through here; only the [`Annotator`] differs. Closed writes wait in
 //! `ready` for the reporter.
 
@@ -10,7 +11,7 @@ use super::{
     decode::{Decoded, decode},
 };
 use crate::{
-    analysis::{Engine, Event, Input, engine::WriteReport},
+    analysis::{Engine, Event, Frame, Input, Stack, engine::WriteReport},
     trace::writer::TraceWriter,
 };
 
@@ -18,7 +19,8 @@ use crate::{
 /// paths for dentry names. Live: kallsyms and mountinfo. Replay: what the
 /// recording wrote down.
 pub trait Annotator {
-    fn caller(&mut self, addr: u64) -> Option<String>;
+    /// `name+0xoff [module]` for a kernel text address.
+    fn symbol(&mut self, addr: u64) -> Option<String>;
     fn path(&mut self, dev: u32, ino: u64, tgid: u32, names: &[String], complete: bool) -> Option<String>;
     /// The path of cgroup v2 `id` from the cgroup2 root.
     fn cgroup(&mut self, id: u64) -> Option<String>;
@@ -45,7 +47,16 @@ pub struct Feed<A> {
     /// Cgroup paths by process (tgid), from the kernel's cgroup records:
     /// each write's begin gets its process's.
     cgroups: std::collections::HashMap<u32, Option<String>>,
+    /// Stacks waiting for their step: the kernel sends a step's stack
+    /// before the step's record, keyed by (dev, ino, step kind, step time).
+    stacks: std::collections::HashMap<StackKey, Stack>,
 }
+
+type StackKey = (u32, u64, RecordKind, u64);
+
+/// Stacks waiting at most (a step whose record was lost leaves its stack
+/// behind); past it they are dropped.
+const MAX_PENDING_STACKS: usize = 4096;
 
 /// Paths remembered at most; past it the cache starts over (a write whose
 /// path is then unknown is still judged, its path shown as unknown).
@@ -64,6 +75,7 @@ impl<A: Annotator> Feed<A> {
             ready: Vec::new(),
             paths: std::collections::HashMap::new(),
             cgroups: std::collections::HashMap::new(),
+            stacks: std::collections::HashMap::new(),
         }
     }
 
@@ -124,6 +136,19 @@ impl<A: Annotator> Feed<A> {
                 }
                 self.cgroups.insert(tgid, path);
             }
+            Ok(Decoded::Stack {
+                dev,
+                ino,
+                step,
+                step_ts,
+                ips,
+            }) => {
+                let stack = self.stack(ips)?;
+                if self.stacks.len() >= MAX_PENDING_STACKS {
+                    self.stacks.clear();
+                }
+                self.stacks.insert((dev, ino, step, step_ts), stack);
+            }
             Err(_) => self.undecodable += 1,
         }
         if let Some(w) = self.recorder.as_mut() {
@@ -140,10 +165,10 @@ impl<A: Annotator> Feed<A> {
     /// its file's path when known.
     fn event(&mut self, mut e: Event, inputs: &mut Vec<Input>) -> std::io::Result<()> {
         if e.kind == RecordKind::MarkDirty || e.kind == RecordKind::InodeExtension {
-            e.caller = self.annotator.caller(e.arg);
-            if let (Some(w), Some(name)) = (self.recorder.as_mut(), &e.caller) {
-                w.symbol(e.arg, name)?;
-            }
+            e.caller = self.symbol(e.arg)?;
+        }
+        if !self.stacks.is_empty() {
+            e.stack = self.stacks.remove(&(e.dev, e.ino, e.kind, e.ts_ns));
         }
         if e.kind == RecordKind::WriteBegin {
             e.cgroup = self.cgroups.get(&e.tgid).cloned().flatten();
@@ -161,6 +186,38 @@ impl<A: Annotator> Feed<A> {
             });
         }
         Ok(())
+    }
+
+    /// `addr` named, and the name written down for replays.
+    fn symbol(&mut self, addr: u64) -> std::io::Result<Option<String>> {
+        let name = self.annotator.symbol(addr);
+        if let (Some(w), Some(name)) = (self.recorder.as_mut(), &name) {
+            w.symbol(addr, name)?;
+        }
+        Ok(name)
+    }
+
+    /// A stack's frames named, without the BPF frames above the probed
+    /// function (they say how dio-trace looked, not what the kernel did).
+    fn stack(&mut self, ips: Result<Vec<u64>, i64>) -> std::io::Result<Stack> {
+        let ips = match ips {
+            Ok(ips) => ips,
+            Err(errno) => {
+                return Ok(Stack {
+                    frames: Vec::new(),
+                    error: Some(errno),
+                });
+            }
+        };
+        let mut frames = Vec::with_capacity(ips.len());
+        for addr in ips {
+            let symbol = self.symbol(addr)?;
+            frames.push(Frame { addr, symbol });
+        }
+        Ok(Stack {
+            frames: without_bpf_frames(frames),
+            error: None,
+        })
     }
 
     fn push(&mut self, input: Input) {
@@ -199,6 +256,52 @@ impl<A: Annotator> Feed<A> {
     }
 }
 
+/// Drop the frames that belong to dio-trace's own probes: the BPF
+/// programs, the trampolines fentry runs through (also those of another of
+/// its probes on a function further down the stack), the tracepoint glue.
+/// They say how dio-trace looked, not what the kernel did. Leading unnamed
+/// frames go too when named kernel frames follow (programs loaded after
+/// kallsyms was read); a stack with no name at all is kept whole.
+fn without_bpf_frames(frames: Vec<Frame>) -> Vec<Frame> {
+    const PROBE_GLUE: [&str; 6] = [
+        "bpf_prog_",
+        "bpf_trampoline_",
+        "__bpf_trace_",
+        "__traceiter_",
+        "bpf_get_stack",
+        "bpf_trace_run",
+    ];
+    let glue = |f: &Frame| {
+        f.symbol
+            .as_deref()
+            .is_some_and(|s| PROBE_GLUE.iter().any(|p| s.starts_with(p)))
+    };
+    let Some(first) = frames.iter().position(|f| f.symbol.is_some() && !glue(f)) else {
+        return frames;
+    };
+    let function = |f: &Frame| {
+        f.symbol
+            .as_deref()
+            .map(|s| s.split('+').next().unwrap_or(s).to_owned())
+    };
+    let mut kept: Vec<Frame> = Vec::with_capacity(frames.len());
+    let mut after_trampoline = false;
+    for f in frames.into_iter().skip(first) {
+        if glue(&f) {
+            after_trampoline = true;
+            continue;
+        }
+        // Below a trampoline that called the function's body (fexit), the
+        // same function shows again at its patched first call: one call.
+        let again = after_trampoline && kept.last().is_some_and(|k| function(k) == function(&f));
+        after_trampoline = false;
+        if !again {
+            kept.push(f);
+        }
+    }
+    kept
+}
+
 /// CLOCK_MONOTONIC in ns: the clock `bpf_ktime_get_ns` reads.
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -208,4 +311,41 @@ pub fn monotonic_ns() -> u64 {
     // SAFETY: valid out-pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(addr: u64, symbol: Option<&str>) -> Frame {
+        Frame {
+            addr,
+            symbol: symbol.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn the_probe_frames_above_the_kernel_are_dropped() {
+        let frames = vec![
+            frame(1, Some("bpf_prog_6deef7357e7b4530_fentry_vfs_fsync+0x3a")),
+            frame(2, Some("bpf_trampoline_6442510345+0x4f")),
+            frame(3, Some("vfs_fsync_range+0x5")),
+            frame(4, Some("iomap_dio_complete+0xde")),
+            frame(5, Some("bpf_trampoline_6442510346+0x64 [bpf]")),
+            frame(6, Some("iomap_dio_complete+0x5")),
+            frame(7, None),
+        ];
+        let kept: Vec<u64> = without_bpf_frames(frames).iter().map(|f| f.addr).collect();
+        assert_eq!(
+            kept,
+            [3, 4, 7],
+            "the trampoline's re-entry of iomap_dio_complete is one call"
+        );
+    }
+
+    #[test]
+    fn an_unnamed_stack_is_kept_whole() {
+        let frames = vec![frame(1, None), frame(2, None)];
+        assert_eq!(without_bpf_frames(frames.clone()), frames);
+    }
 }

@@ -1,4 +1,4 @@
-//! The live annotator: kallsyms names callers; the mount table, and where
+//! The live annotator: kallsyms names callers and stack frames; the mount table, and where
 //! the kernel's dentry walk was cut short the writer's open descriptors,
 //! turn dentry names into full paths.
 
@@ -11,13 +11,13 @@ pub struct LiveAnnotator {
     mounts: MountTable,
     kallsyms: Kallsyms,
     cgroups: CgroupNames,
-    /// Callers already named: a few call sites make every size update, so
-    /// each is looked up and formatted once.
-    callers: std::collections::HashMap<u64, Option<String>>,
+    /// Addresses already named: a few call sites make every size update
+    /// and every stack, so each is looked up and formatted once.
+    symbols: std::collections::HashMap<u64, Option<String>>,
 }
 
-/// Callers remembered at most; past it the cache starts over.
-const MAX_CALLERS: usize = 4096;
+/// Addresses remembered at most; past it the cache starts over.
+const MAX_SYMBOLS: usize = 4096;
 
 impl LiveAnnotator {
     pub fn new(mounts: MountTable, kallsyms: Kallsyms) -> Self {
@@ -25,18 +25,18 @@ impl LiveAnnotator {
             mounts,
             kallsyms,
             cgroups: CgroupNames::live(),
-            callers: std::collections::HashMap::new(),
+            symbols: std::collections::HashMap::new(),
         }
     }
 }
 
 impl Annotator for LiveAnnotator {
-    fn caller(&mut self, addr: u64) -> Option<String> {
-        if self.callers.len() >= MAX_CALLERS {
-            self.callers.clear();
+    fn symbol(&mut self, addr: u64) -> Option<String> {
+        if self.symbols.len() >= MAX_SYMBOLS {
+            self.symbols.clear();
         }
         let kallsyms = &self.kallsyms;
-        self.callers
+        self.symbols
             .entry(addr)
             .or_insert_with(|| kallsyms.symbolize(addr))
             .clone()

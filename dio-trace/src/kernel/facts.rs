@@ -28,6 +28,8 @@ pub struct KernelFacts {
     pub iocb_source: iocb::Source,
     pub open: OpenFlags,
     pub kallsyms: Kallsyms,
+    /// Why kernel addresses cannot be named here, when they cannot.
+    pub symbols_unreadable: Option<String>,
     pub tracefs: PathBuf,
     pub mounts: MountTable,
 }
@@ -53,12 +55,12 @@ impl KernelFacts {
         let format = tracefs::format(&tracefs, "iomap", "iomap_dio_rw_begin");
         let (iocb, iocb_source) =
             iocb::resolve(format.as_deref(), super::parse_version(&release)).map_err(env)?;
-        // Only for naming callers in timelines: a host that hides kernel
-        // addresses still traces, with raw addresses in place of names.
-        let kallsyms = Kallsyms::load().unwrap_or_else(|e| {
-            log::warn!("{e:#}; size-update callers will show as addresses");
-            Kallsyms::default()
-        });
+        // Only for naming callers and stack frames: a host that hides
+        // kernel addresses still traces, and the reports say why once.
+        let (kallsyms, symbols_unreadable) = match Kallsyms::load() {
+            Ok(k) => (k, None),
+            Err(e) => (Kallsyms::default(), Some(format!("{e:#}"))),
+        };
         let mounts = MountTable::load().map_err(env)?;
         Ok(Self {
             release,
@@ -68,6 +70,7 @@ impl KernelFacts {
             iocb_source,
             open: iocb::open_flags(),
             kallsyms,
+            symbols_unreadable,
             tracefs,
             mounts,
         })

@@ -5,6 +5,8 @@ pub mod human;
 pub mod junit;
 pub mod ndjson;
 pub mod output;
+pub mod perfetto;
+pub mod svg;
 
 use std::collections::BTreeMap;
 
@@ -23,6 +25,9 @@ pub struct RunInfo {
     pub probes: BTreeMap<String, Option<String>>,
     /// Kernel counters at the end.
     pub counters: Reading,
+    /// Why kernel addresses (stack frames, callers) cannot be named, if so:
+    /// reports say it once.
+    pub symbols_unreadable: Option<String>,
 }
 
 impl RunInfo {
@@ -39,6 +44,7 @@ impl RunInfo {
                 })
                 .collect(),
             counters: Reading::default(),
+            symbols_unreadable: None,
         }
     }
 
@@ -67,6 +73,23 @@ impl Reporter for Tee<'_> {
     }
     fn finish(&mut self, s: &Summary, info: &RunInfo) -> std::io::Result<()> {
         self.0.iter_mut().try_for_each(|r| r.finish(s, info))
+    }
+}
+
+/// How a reporter shows writes: which ones, and whether kernel addresses
+/// may appear (`--raw-addresses`; off by default, KASLR).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct View {
+    pub show: Show,
+    pub raw_addresses: bool,
+}
+
+impl From<Show> for View {
+    fn from(show: Show) -> Self {
+        View {
+            show,
+            raw_addresses: false,
+        }
     }
 }
 

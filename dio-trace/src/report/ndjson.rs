@@ -1,7 +1,8 @@
 //! NDJSON, one object per line, for pipes and CI.
 //!
 //! Schema (every line has `type`):
-//! - `start`: `kernel`, `probes` (probe -> "mechanism:target" or null).
+//! - `start`: `kernel`, `probes` (probe -> "mechanism:target" or null),
+//!   `symbols_unreadable` (why kernel addresses stay unnamed, or null).
 //! - `write`: one per counted (or failed) write (with `--show problems`,
 //!   the default of `watch`, only violations and inconclusive ones): `verdict` ("ordered" |
 //!   "violation" | "inconclusive" | "failed"), `kind` (violation kind or
@@ -23,19 +24,24 @@
 //!
 //! `events` entries: `t_ns` (from the write's start), `event`, `mechanism`,
 //! `pid`, `cpu`, `i_size`, `i_disksize` (null when unreadable), and per
-//! event `caller` (size updates), `datasync` (sync_enter; null where the
-//! filesystem's tracepoint does not say), `ret` (completions and sync
-//! exits), `cp_reason` (f2fs syncs, null elsewhere: 0 the sync wrote node
-//! pages for roll-forward recovery, else it took a checkpoint, the
-//! kernel's `enum cp_reason_type`, e.g. 3 `CP_HARDLINK`), `error`
-//! (completions).
+//! event `caller` (size updates; null when unnamed), `datasync`
+//! (sync_enter; null where the filesystem's tracepoint does not say), `ret`
+//! (completions and sync exits), `cp_reason` (f2fs syncs, null elsewhere:
+//! 0 the sync wrote node pages for roll-forward recovery, else it took a
+//! checkpoint, the kernel's `enum cp_reason_type`, e.g. 3 `CP_HARDLINK`),
+//! `error` (completions), and `stack` where the kernel sent one: the call
+//! path, innermost frame first, as `name+0xoff` (`[module]` after it for a
+//! module's function); an unnamed frame is `"?"`. `stack_error` is the
+//! errno of a stack the kernel could not walk. Raw kernel addresses stay
+//! out (KASLR) unless `--raw-addresses`: then `caller` falls back to the
+//! address, and `stack_addresses` lists each frame's.
 
 use std::io::Write;
 
 use dio_trace_common::{counters::Counter, kind::RecordKind, record::DATASYNC_UNKNOWN};
 use serde_json::{Value, json};
 
-use super::{Reporter, RunInfo, Show, backend_of};
+use super::{Reporter, RunInfo, View, backend_of};
 use crate::{
     analysis::{Event, Summary, Verdict, engine::WriteReport},
     kernel::dev_string,
@@ -43,12 +49,15 @@ use crate::{
 
 pub struct Ndjson<W: Write> {
     out: W,
-    show: Show,
+    view: View,
 }
 
 impl<W: Write> Ndjson<W> {
-    pub fn new(out: W, show: Show) -> Self {
-        Self { out, show }
+    pub fn new(out: W, view: impl Into<View>) -> Self {
+        Self {
+            out,
+            view: view.into(),
+        }
     }
 
     fn line(&mut self, v: &Value) -> std::io::Result<()> {
@@ -58,8 +67,8 @@ impl<W: Write> Ndjson<W> {
     }
 }
 
-/// One event relative to its write's start.
-pub fn event_json(e: &Event, t0: u64) -> Value {
+/// One event relative to its write's start; `raw`: with kernel addresses.
+pub fn event_json(e: &Event, t0: u64, raw: bool) -> Value {
     let mut v = json!({
         "t_ns": e.ts_ns.saturating_sub(t0),
         "event": e.kind.name(),
@@ -71,7 +80,8 @@ pub fn event_json(e: &Event, t0: u64) -> Value {
     });
     let extra = match e.kind {
         RecordKind::MarkDirty | RecordKind::F2fsMarkDirty => {
-            json!({ "caller": e.caller.clone().unwrap_or_else(|| format!("{:#x}", e.arg)) })
+            let raw_caller = (raw && e.arg != 0).then(|| format!("{:#x}", e.arg));
+            json!({ "caller": e.caller.clone().or(raw_caller) })
         }
         RecordKind::SyncEnter => json!({
             "datasync": (e.arg != DATASYNC_UNKNOWN).then_some(e.arg),
@@ -86,11 +96,26 @@ pub fn event_json(e: &Event, t0: u64) -> Value {
     if let (Value::Object(m), Value::Object(x)) = (&mut v, extra) {
         m.extend(x);
     }
+    if let (Value::Object(m), Some(s)) = (&mut v, &e.stack) {
+        let names: Vec<&str> = s
+            .frames
+            .iter()
+            .map(|f| f.symbol.as_deref().unwrap_or("?"))
+            .collect();
+        m.insert("stack".into(), json!(names));
+        if let Some(errno) = s.error {
+            m.insert("stack_error".into(), json!(errno));
+        }
+        if raw {
+            let addrs: Vec<String> = s.frames.iter().map(|f| format!("{:#x}", f.addr)).collect();
+            m.insert("stack_addresses".into(), json!(addrs));
+        }
+    }
     v
 }
 
 /// The fields of a `write` or `violation` line.
-pub fn write_json(kind: &str, w: &WriteReport) -> Value {
+pub fn write_json(kind: &str, w: &WriteReport, raw: bool) -> Value {
     let b = &w.begin;
     let (violation, reason) = match &w.verdict {
         Verdict::Violation(k) => (Some(k.name()), None),
@@ -99,7 +124,7 @@ pub fn write_json(kind: &str, w: &WriteReport) -> Value {
     };
     let events: Vec<Value> = std::iter::once(b)
         .chain(&w.events)
-        .map(|e| event_json(e, b.ts_ns))
+        .map(|e| event_json(e, b.ts_ns, raw))
         .collect();
     json!({
         "type": kind,
@@ -151,16 +176,21 @@ pub fn summary_json(s: &Summary, info: &RunInfo) -> Value {
 
 impl<W: Write> Reporter for Ndjson<W> {
     fn start(&mut self, info: &RunInfo) -> std::io::Result<()> {
-        self.line(&json!({ "type": "start", "kernel": info.kernel, "probes": info.probes }))
+        self.line(&json!({
+            "type": "start",
+            "kernel": info.kernel,
+            "probes": info.probes,
+            "symbols_unreadable": info.symbols_unreadable,
+        }))
     }
 
     fn write(&mut self, w: &WriteReport) -> std::io::Result<()> {
-        if !self.show.shows(&w.verdict) {
+        if !self.view.show.shows(&w.verdict) {
             return Ok(());
         }
-        self.line(&write_json("write", w))?;
+        self.line(&write_json("write", w, self.view.raw_addresses))?;
         if matches!(w.verdict, Verdict::Violation(_)) {
-            self.line(&write_json("violation", w))?;
+            self.line(&write_json("violation", w, self.view.raw_addresses))?;
         }
         Ok(())
     }

@@ -6,8 +6,9 @@
 //! magic    8 bytes  "DIOTRACE"
 //! version  u32 LE   format version; readers refuse versions they do not know
 //!                   (3 added the filesystem and step kinds to whole-write
-//!                   records, and cgroup records and frames; 2 added
-//!                   whole-write records; 2 and 1 are still read)
+//!                   records, cgroup records and frames, and stack
+//!                   records; 2 added whole-write records; 2 and 1 are
+//!                   still read)
 //! frames   ...      until the end frame
 //! ```
 //!
@@ -19,7 +20,7 @@
 //! |---|---|
 //! | 1 `HEADER` (first) | JSON [`Header`]: kernel release, dio-trace version, probes and the mechanism that served each, start time |
 //! | 2 `RECORD` | one ring-buffer record, byte for byte as the kernel wrote it (layouts in `dio-trace-common`) |
-//! | 3 `SYMBOL` | u64 LE address, then the UTF-8 name live tracing gave it |
+//! | 3 `SYMBOL` | u64 LE address, then the UTF-8 name live tracing gave it (callers, stack frames) |
 //! | 4 `PATH` | u32 LE dev, u64 LE ino, then the UTF-8 path (empty: unresolved) |
 //! | 5 `LOST` | u64 LE records lost, u64 LE kernel time (ns) |
 //! | 6 `END` (last) | JSON [`Trailer`]: final kernel counters, problems seen live |
@@ -61,6 +62,10 @@ pub struct Header {
     pub probes: BTreeMap<String, Option<String>>,
     /// What was traced (the command, or "watch").
     pub target: String,
+    /// Why kernel addresses could not be named when recording (then the
+    /// file has no SYMBOL frames), if so. Added in format 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub symbols_unreadable: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,7 +1,10 @@
 //! Helpers shared by the integration tests (each test file is its own
-//! crate and includes this module).
+//! crate and includes this module, and uses a part of it).
+#![allow(dead_code)]
 
-use std::path::PathBuf;
+pub mod perfetto;
+
+use std::path::{Path, PathBuf};
 
 /// A program the tests run (from a Debian or PyPI package that `cargo
 /// xtask setup` installs): its path, or None after saying SKIPPED; under
@@ -13,10 +16,31 @@ pub fn required_tool(test: &str, name: &str, from: &str) -> Option<PathBuf> {
             .find(|p| p.is_file())
     });
     if found.is_none() {
-        if std::env::var_os("CI").is_some() {
-            panic!("{test}: `{name}` is missing ({from}; `cargo xtask setup` installs it)");
-        }
-        eprintln!("SKIPPED {test}: `{name}` is missing ({from})");
+        missing(test, &format!("`{name}` is missing ({from})"));
     }
     found
+}
+
+/// A program at a fixed place (a venv's Python), as [`required_tool`].
+pub fn required_at(test: &str, path: PathBuf, from: &str) -> Option<PathBuf> {
+    if path.is_file() {
+        return Some(path);
+    }
+    missing(test, &format!("{} is missing ({from})", path.display()));
+    None
+}
+
+/// Say why a test cannot run: SKIPPED, or a failure under CI.
+fn missing(test: &str, why: &str) {
+    if std::env::var_os("CI").is_some() {
+        panic!("{test}: {why}; `cargo xtask setup` installs it");
+    }
+    eprintln!("SKIPPED {test}: {why}");
+}
+
+/// A recorded trace or its live NDJSON, from `tests/fixtures`.
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }

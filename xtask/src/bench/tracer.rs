@@ -87,6 +87,9 @@ pub struct Tools {
     pub script: PathBuf,
     /// Where the tracers' stderr goes (shown when one fails).
     pub logs: PathBuf,
+    /// dio-trace takes a stack at every counted write's size update and
+    /// sync (`--stacks`).
+    pub stacks: bool,
 }
 
 impl Tools {
@@ -97,6 +100,9 @@ impl Tools {
             Condition::DioTrace => {
                 let mut cmd = Command::new(&self.dio_trace);
                 cmd.args(["watch", "--json"]);
+                if self.stacks {
+                    cmd.arg("--stacks");
+                }
                 (Kind::DioTrace, cmd)
             }
             Condition::Bpftrace => {

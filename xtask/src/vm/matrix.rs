@@ -123,6 +123,13 @@ pub(super) struct Seen {
     summary: Option<Value>,
     /// The kind of each violation line.
     kinds: Option<Vec<String>>,
+    /// Violation lines that carry the stacks explaining them (a sync before
+    /// the size update: two steps with a stack, the sync's inside
+    /// `iomap_dio_complete`; a missing sync: the completion's), and ordered
+    /// write lines with any stack (there must be none: an ordered write
+    /// sends no stack, unless its sync came first and f2fs's roll-forward
+    /// kept it).
+    stacks: Option<(u64, u64)>,
     /// The first lines dio-trace printed on stderr.
     err: String,
 }
@@ -151,13 +158,19 @@ fn script(btf: &str) -> String {
 
 /// One case in the guest: `dio-trace run --backend b` over `dio-trace
 /// write --pattern p` on `/mnt/<label>-<p>`, its exit status, summary,
-/// violation kinds and first error lines as `@@` lines for [`parse`].
+/// violation kinds, how the stacks explain the violations (and that no
+/// ordered write has one, but for an f2fs write whose sync came first and
+/// was kept by roll-forward recovery, `cp_reason` 0) and first error
+/// lines as `@@` lines for [`parse`].
 pub fn case_script(label: &str, b: &str, extra: &str, p: &str, count: u64) -> String {
     format!(
         "dio-trace run --backend {b}{extra} --json -- dio-trace write --pattern {p} --count {count} /mnt/{label}-{p} >/tmp/out 2>/tmp/err\n\
          echo \"@@CASE {label} {p} $?\"\n\
          grep '\"type\":\"summary\"' /tmp/out | sed 's/^/@@SUMMARY /'\n\
          echo \"@@KINDS $(grep '\"type\":\"violation\"' /tmp/out | grep -o '\"kind\":\"[a-z_]*\"' | cut -d'\"' -f4 | tr '\\n' ' ')\"\n\
+         echo \"@@STACKS $(awk '/\"type\":\"violation\"/ {{ n = gsub(/\"stack\":/, \"&\"); \
+         if (/\"kind\":\"sync_before_size_update\"/ ? (n >= 2 && /iomap_dio_complete[+]/) : n >= 1) e++ }} END {{ print e+0 }}' /tmp/out) \
+         $(grep '\"type\":\"write\"' /tmp/out | grep '\"verdict\":\"ordered\"' | grep '\"stack\":' | grep -vc '\"cp_reason\":0')\"\n\
          sed 's/^/@@ERR /' /tmp/err | head -5\n"
     )
 }
@@ -187,6 +200,13 @@ pub(super) fn parse(console: &str) -> Vec<((String, String), Seen)> {
             && let Some((_, s)) = out.last_mut()
         {
             s.kinds = Some(k.split_whitespace().map(str::to_owned).collect());
+        } else if let Some(n) = rest.strip_prefix("STACKS ")
+            && let Some((_, s)) = out.last_mut()
+        {
+            let mut f = n.split_whitespace().map(|x| x.parse().ok());
+            if let (Some(Some(explained)), Some(Some(stray))) = (f.next(), f.next()) {
+                s.stacks = Some((explained, stray));
+            }
         } else if let Some(e) = rest.strip_prefix("ERR ")
             && let Some((_, s)) = out.last_mut()
         {
@@ -246,9 +266,13 @@ pub(super) fn judge(
     };
     let num = |k: &str| sum[k].as_u64().unwrap_or(u64::MAX);
     let got = format!(
-        "exit {:?}, counted {}, ordered {}, violations {} {:?}, reasons {}",
-        seen.exit, sum["counted"], sum["ordered"], sum["violations"], seen.kinds, sum["reasons"]
+        "exit {:?}, counted {}, ordered {}, violations {} {:?}, \
+         (violations explained by stacks, ordered writes with stacks) {:?}, reasons {}",
+        seen.exit, sum["counted"], sum["ordered"], sum["violations"], seen.kinds, seen.stacks, sum["reasons"]
     );
+    // Every violation carries the stacks that explain it; no ordered
+    // write carries any.
+    let (explained, stray) = seen.stacks.unwrap_or((0, u64::MAX));
     let mech = sum["probes"]["write_begin"].as_str().unwrap_or("");
     // A forced backend must be the one that served; `auto` takes the best.
     let forced = backend == "auto" || mech.starts_with(backend);
@@ -270,6 +294,7 @@ pub(super) fn judge(
     let ok = match want {
         Want::Ordered => {
             forced
+                && stray == 0
                 && ((seen.exit == Some(0) && short == 0 && num("ordered") == num("counted"))
                     || (excused
                         && num("ordered")
@@ -282,7 +307,9 @@ pub(super) fn judge(
                 .kinds
                 .as_ref()
                 .map_or(0, |ks| ks.iter().filter(|k| *k == kind).count() as u64);
-            let all = num("violations") == num("counted") && of_kind == num("counted");
+            let all = num("violations") == num("counted")
+                && of_kind == num("counted")
+                && explained == num("violations");
             forced
                 && ((seen.exit == Some(1) && all && (short == 0 || (pattern == STRESS && skipped >= short)))
                     || (excused && num("ordered") == 0))
@@ -480,7 +507,7 @@ mod tests {
 
     #[test]
     fn parses_and_judges_guest_lines() {
-        let console = "noise\n@@CASE kprobe o-sync-append 1\n@@SUMMARY {\"counted\":3,\"ordered\":0,\"violations\":3,\"probes\":{\"write_begin\":\"kprobe:iomap_dio_rw\"},\"reasons\":[]}\n[ 1.0] kernel line\n@@KINDS sync_before_size_update sync_before_size_update sync_before_size_update \n";
+        let console = "noise\n@@CASE kprobe o-sync-append 1\n@@SUMMARY {\"counted\":3,\"ordered\":0,\"violations\":3,\"probes\":{\"write_begin\":\"kprobe:iomap_dio_rw\"},\"reasons\":[]}\n[ 1.0] kernel line\n@@KINDS sync_before_size_update sync_before_size_update sync_before_size_update \n@@STACKS 3 0\n";
         let seen = parse(console);
         assert_eq!(seen.len(), 1);
         let case = PATTERNS[0];
@@ -491,6 +518,9 @@ mod tests {
         assert!(judge(Want::Violation("sync_missing"), "kprobe", case, &seen[0].1).is_some());
         // A verdict from the wrong mechanism does not count.
         assert!(judge(sbsu, "fentry", case, &seen[0].1).is_some());
+        // A violation without the stacks that explain it does not count.
+        let unexplained = parse(&console.replace("@@STACKS 3 0", "@@STACKS 2 0"));
+        assert!(judge(sbsu, "kprobe", case, &unexplained[0].1).is_some());
     }
 
     #[test]
@@ -498,7 +528,7 @@ mod tests {
         let stress = PATTERNS[4];
         let line = |exit: i32, counted: u64, reasons: &str| {
             format!(
-                "@@CASE fentry {STRESS} {exit}\n@@SUMMARY {{\"counted\":{counted},\"ordered\":{counted},\"violations\":0,\"inconclusive\":0,\"probes\":{{\"write_begin\":\"fentry:iomap_dio_rw\"}},\"reasons\":[{reasons}]}}\n@@KINDS \n"
+                "@@CASE fentry {STRESS} {exit}\n@@SUMMARY {{\"counted\":{counted},\"ordered\":{counted},\"violations\":0,\"inconclusive\":0,\"probes\":{{\"write_begin\":\"fentry:iomap_dio_rw\"}},\"reasons\":[{reasons}]}}\n@@KINDS \n@@STACKS 0 0\n"
             )
         };
         let judge_line = |text: String| judge(Want::Ordered, "fentry", stress, &parse(&text)[0].1);

@@ -33,6 +33,7 @@ fn ev(kind: RecordKind, ino: u64, ts: u64) -> Event {
         comm: "writer".into(),
         caller: None,
         cgroup: None,
+        stack: None,
     }
 }
 
