@@ -145,7 +145,7 @@ fn explanation(w: &WriteReport) -> Option<String> {
                 .find(|e| e.kind.is_size_update() && e.disksize().is_some_and(|d| d >= end));
             Some(match size {
                 Some(u) => format!(
-                    "sync at +{}us found disk={disk} < end {end}; size journaled at +{}us",
+                    "sync at +{}us found disk={disk} < end {end}; size updated at +{}us",
                     micros(sync, t0),
                     micros(u, t0)
                 ),
@@ -343,7 +343,7 @@ mod tests {
         assert!(at("dio_complete_exit") < at("mark_inode_dirty"));
         assert!(at("mark_inode_dirty") < at("<- ext4_dio_write_iter+0x3c5"));
         assert!(text.contains("…"), "the long frame is cut: {text}");
-        assert!(text.contains("=> sync at +7012us found disk=0 < end 4096; size journaled at +15569us"));
+        assert!(text.contains("=> sync at +7012us found disk=0 < end 4096; size updated at +15569us"));
         assert!(
             !text.contains("0xffffffff81"),
             "no raw addresses by default: {text}"
