@@ -37,6 +37,12 @@ impl Fs {
         })
     }
 
+    /// The filesystem `/proc/mounts` (or a user) names so, if dio-trace
+    /// has facts for it.
+    pub fn from_name(name: &str) -> Option<Fs> {
+        Fs::ALL.into_iter().find(|fs| fs.name() == name)
+    }
+
     /// `file_system_type.name`, as `/proc/mounts` shows it.
     pub const fn name(self) -> &'static str {
         match self {

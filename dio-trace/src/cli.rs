@@ -10,10 +10,7 @@ use crate::{probes::select::Backend, report::Show, workload::Pattern};
 
 /// `ext4`, `xfs` or `f2fs`.
 fn parse_fs(s: &str) -> Result<Fs, String> {
-    Fs::ALL
-        .into_iter()
-        .find(|fs| fs.name() == s)
-        .ok_or_else(|| format!("{s:?}: dio-trace judges {}", Fs::ALL.map(Fs::name).join(", ")))
+    Fs::from_name(s).ok_or_else(|| format!("{s:?}: dio-trace judges {}", Fs::ALL.map(Fs::name).join(", ")))
 }
 
 const EXAMPLES: &str = "\

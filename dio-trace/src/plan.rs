@@ -152,7 +152,7 @@ pub fn check_path(p: &Path) -> anyhow::Result<(String, u32)> {
     let table = mounts::MountTable::load()?;
     let (dev, fstype) =
         mounts::device_of(&abs, &table).map_err(|e| UsageError(format!("--path {}: {e:#}", p.display())))?;
-    if !Fs::ALL.iter().any(|fs| fs.name() == fstype) {
+    if Fs::from_name(&fstype).is_none() {
         return Err(EnvError(format!(
             "{} is on {fstype}, not a supported filesystem (supported: {}); trace a path on one of them",
             p.display(),

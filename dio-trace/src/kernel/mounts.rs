@@ -51,11 +51,9 @@ impl MountTable {
 
     /// Every mount of a filesystem dio-trace judges.
     pub fn supported_mounts(&self) -> impl Iterator<Item = &Mount> {
-        self.mounts.iter().filter(|m| {
-            dio_trace_common::fs::Fs::ALL
-                .iter()
-                .any(|fs| fs.name() == m.fstype)
-        })
+        self.mounts
+            .iter()
+            .filter(|m| dio_trace_common::fs::Fs::from_name(&m.fstype).is_some())
     }
 
     /// Full path of a file given its path from the filesystem root
