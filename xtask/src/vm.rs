@@ -34,6 +34,7 @@ pub use disk::Disk;
 
 use crate::initramfs::{self, GuestFile};
 use crate::kernel::Kernel;
+use crate::kernel::host::progress;
 
 /// How much of the console to show while the guest runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,7 +96,13 @@ pub struct Guest<'a> {
     pub disk: Option<&'a Disk>,
 }
 
-/// Boots `guest` once and reports how it ended.
+/// How many times a guest is booted when its kernel dies before `/init`.
+const BOOT_ATTEMPTS: u32 = 3;
+
+/// Boots `guest` and reports how it ended. A kernel that dies before it
+/// runs `/init` ran nothing of ours, so that boot is repeated (loudly, at
+/// most [`BOOT_ATTEMPTS`] boots in all); anything after `/init` started is
+/// the result.
 pub fn boot(guest: &Guest<'_>, opts: &VmOptions) -> Result<Outcome> {
     let work = tempfile::tempdir().context("creating a temporary directory for the initramfs")?;
     let initrd: PathBuf = work.path().join("initramfs.cpio.gz");
@@ -106,12 +113,25 @@ pub fn boot(guest: &Guest<'_>, opts: &VmOptions) -> Result<Outcome> {
         mount_disk: guest.disk.map(Disk::fs),
     };
     initramfs::build(&spec, &initrd).context("building the initramfs")?;
-    qemu::run(&qemu::Boot {
+    let qemu = qemu::Boot {
         kernel: guest.kernel,
         initrd: &initrd,
         disk: guest.disk.map(Disk::path),
         opts,
-    })
+    };
+    let mut attempt = 1;
+    loop {
+        let outcome = qemu::run(&qemu)?;
+        if attempt == BOOT_ATTEMPTS || !outcome.died_before_init() {
+            return Ok(outcome);
+        }
+        progress(format_args!(
+            "RETRY: the kernel died in its own boot, before /init ran (boot {attempt} of {BOOT_ATTEMPTS}); \
+             nothing of the test had run; console tail:\n{}",
+            outcome.tail(8)
+        ));
+        attempt += 1;
+    }
 }
 
 /// Boots `guest` and returns the script's exit status and the full console

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 
-use crate::initramfs::{BEGIN_MARKER, EXIT_MARKER, INIT_ERROR_MARKER};
+use crate::initramfs::{BEGIN_MARKER, EXIT_MARKER, INIT_ERROR_MARKER, INIT_START_MARKER};
 
 /// Lines of console shown with a failure.
 pub const TAIL_LINES: usize = 30;
@@ -76,6 +76,16 @@ impl Outcome {
     pub fn tail(&self, n: usize) -> String {
         let lines: Vec<&str> = self.console.lines().collect();
         lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// The guest died (panic, lockup, silence, QEMU gone) before the kernel
+    /// ran `/init`: nothing of the test had run, not even the mount of the
+    /// scratch disk. Under TCG a distribution kernel very rarely dies this
+    /// way while patching its own text at boot (CI once saw `Oops: int3` in
+    /// `sched_clock_cpu` from an initcall of Debian's 6.12 cloud kernel).
+    pub fn died_before_init(&self) -> bool {
+        !matches!(self.end, End::Exited(_) | End::InitFailed(_))
+            && !self.console.lines().any(|l| l.contains(INIT_START_MARKER))
     }
 
     /// Text the guest printed between `/init`'s begin and exit markers:
@@ -176,6 +186,17 @@ mod tests {
         let o = outcome(End::Panicked, &console, true);
         assert!(!o.exit_code().unwrap_err().to_string().contains("line 49"));
         assert_eq!(outcome(End::Exited(4), "", false).exit_code().ok(), Some(4));
+    }
+
+    #[test]
+    fn only_deaths_before_init_count_as_boot_failures() {
+        let oops = "[ 1.49] Oops: int3: 0000 [#2] PREEMPT SMP NOPTI\n";
+        assert!(outcome(End::Panicked, oops, false).died_before_init());
+        assert!(outcome(End::TimedOut(Duration::ZERO), "", false).died_before_init());
+        let after = format!("{INIT_START_MARKER}\n{oops}");
+        assert!(!outcome(End::Panicked, &after, false).died_before_init());
+        assert!(!outcome(End::Exited(1), "", false).died_before_init());
+        assert!(!outcome(End::InitFailed("insmod".into()), "", false).died_before_init());
     }
 
     #[test]
