@@ -28,13 +28,19 @@ pub struct ArmedWrite {
     pub end: i64,
     /// `ARM_*` bits.
     pub state: u32,
-    pub _pad: u32,
+    /// The process whose cgroup the entry's last writer found already
+    /// sent (`cg_id`), and the count of cgroup records sent in all then
+    /// (`cg_epoch`): while no cgroup record has gone out since, that
+    /// process's next write here skips the lookup of what was sent.
+    pub cg_tgid: u32,
+    pub cg_id: u64,
+    pub cg_epoch: u64,
     /// Sent when the write has nothing more to tell; `begin` names the
     /// inode and carries the count of this write's lost records.
     pub rec: WriteRecord,
 }
 
-const _: () = assert!(core::mem::size_of::<ArmedWrite>() == 16 + 296);
+const _: () = assert!(core::mem::size_of::<ArmedWrite>() == 32 + 296);
 
 /// A size update covering `end` was seen.
 pub const ARM_SIZE_SEEN: u32 = 1 << 0;

@@ -76,21 +76,27 @@ pub fn maybe_armed(ino: u64) -> bool {
 #[inline(always)]
 pub fn filter_add(ino: u64, delta: i64) {
     if let Some(c) = filter_slot(ino) {
-        // SAFETY: array slot, valid while the program runs; atomic, as
-        // CPUs arm and retire concurrently. core's atomics lack
-        // read-modify-write on BPF; the intrinsic is the BPF atomic add.
-        #[cfg(target_arch = "bpf")]
-        unsafe {
-            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
-                c,
-                delta as u64,
-            )
-        };
-        // SAFETY: as above (host builds: lints and tests only).
-        #[cfg(not(target_arch = "bpf"))]
-        unsafe { core::sync::atomic::AtomicU64::from_ptr(c) }
-            .fetch_add(delta as u64, core::sync::atomic::Ordering::Relaxed);
+        atomic_add(c, delta);
     }
+}
+
+/// `*c += delta`, atomically: CPUs arm and retire concurrently.
+#[inline(always)]
+fn atomic_add(c: *mut u64, delta: i64) {
+    // SAFETY: callers pass map value pointers, valid while the program
+    // runs. core's atomics lack read-modify-write on BPF; the intrinsic is
+    // the BPF atomic add.
+    #[cfg(target_arch = "bpf")]
+    unsafe {
+        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+            c,
+            delta as u64,
+        )
+    };
+    // SAFETY: as above (host builds: lints and tests only).
+    #[cfg(not(target_arch = "bpf"))]
+    unsafe { core::sync::atomic::AtomicU64::from_ptr(c) }
+        .fetch_add(delta as u64, core::sync::atomic::Ordering::Relaxed);
 }
 
 /// The blank a new armed entry is inserted from (too big for the stack);
@@ -116,6 +122,28 @@ pub static CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(MAX_CGROUPS, 0)
 
 /// How many `--cgroup` directories one run can keep.
 pub const MAX_CGROUPS: u32 = 64;
+
+/// Cgroup records sent so far, in all: an armed entry that remembers its
+/// writer's cgroup as sent at this count needs no [`CGROUP_SENT`] lookup.
+#[map]
+pub static CGROUP_EPOCH: Array<u64> = Array::with_max_entries(1, 0);
+
+/// The value of [`CGROUP_EPOCH`] (0 if unreadable).
+#[inline(always)]
+pub fn cgroup_epoch() -> u64 {
+    // SAFETY: array slot, valid while the program runs.
+    CGROUP_EPOCH
+        .get_ptr_mut(0)
+        .map_or(0, |c| unsafe { core::ptr::read_volatile(c) })
+}
+
+/// One more cgroup record went out.
+#[inline(always)]
+pub fn cgroup_epoch_bump() {
+    if let Some(c) = CGROUP_EPOCH.get_ptr_mut(0) {
+        atomic_add(c, 1);
+    }
+}
 
 /// The cgroup id last sent for each process (by tgid): a process's cgroup
 /// goes out once, before its first counted write, and again when it moves.
@@ -152,6 +180,44 @@ pub static IN_CALL: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 0)
 /// after the write's start, while it maps the write.
 #[map]
 pub static PENDING: LruHashMap<u64, Pending> = LruHashMap::with_max_entries(4096, 0);
+
+/// How many notes [`PENDING`] may hold: every counted write's start, its
+/// completion and every mapping of the kernel would otherwise each pay a
+/// hash lookup (or a delete, which also takes the bucket lock) for a note
+/// that only non-extending sync writes leave. Errs high, never low (a note
+/// the LRU evicted, a note replaced): that costs a lookup, not a miss.
+#[map]
+pub static PENDING_NOTES: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Could [`PENDING`] hold a note? `false` is certain.
+#[inline(always)]
+pub fn pending_maybe() -> bool {
+    // SAFETY: array slot, valid while the program runs.
+    PENDING_NOTES
+        .get_ptr_mut(0)
+        .is_some_and(|c| unsafe { core::ptr::read_volatile(c) } != 0)
+}
+
+/// Leave a note for the task `id`.
+#[inline(always)]
+pub fn pending_insert(id: u64, note: &Pending) {
+    if PENDING.insert(id, note, 0).is_ok()
+        && let Some(c) = PENDING_NOTES.get_ptr_mut(0)
+    {
+        atomic_add(c, 1);
+    }
+}
+
+/// Drop the note of the task `id`, if [`PENDING`] may hold one.
+#[inline(always)]
+pub fn pending_remove(id: u64) {
+    if pending_maybe()
+        && PENDING.remove(id).is_ok()
+        && let Some(c) = PENDING_NOTES.get_ptr_mut(0)
+    {
+        atomic_add(c, -1);
+    }
+}
 
 /// Where the write's start builds a [`Pending`] note: too big for its stack.
 #[map]

@@ -24,7 +24,7 @@ use dio_trace_common::{
 use crate::{
     emit::{Fact, full_timeline, retire, stack, step, step_time},
     facts::{Via, entry_sizes, file_inode, iocb_file, is_dsync, read},
-    maps::{IN_CALL, PENDING, config},
+    maps::{IN_CALL, config, pending_remove},
     probes::armed,
 };
 
@@ -153,7 +153,7 @@ fn exit(ctx: *mut c_void, ret: i64, mechanism: Mechanism) {
 /// mapping of the inode.
 #[inline(always)]
 fn forget_pending() {
-    let _ = PENDING.remove(bpf_get_current_pid_tgid());
+    pending_remove(bpf_get_current_pid_tgid());
 }
 
 /// The inode of a sync-flavoured write's kiocb. Only those can be armed,

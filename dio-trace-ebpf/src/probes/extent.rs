@@ -31,7 +31,7 @@ use dio_trace_common::{
 
 use crate::{
     facts::{Sizes, Via, read},
-    maps::{ITER_CALL, PENDING, Pending, config},
+    maps::{ITER_CALL, PENDING, Pending, config, pending_maybe, pending_remove},
     probes::{
         armed,
         write::{Counted, count_write},
@@ -52,6 +52,9 @@ pub fn tp_iomap_apply_dstmap(ctx: BtfTracePointContext) -> i32 {
 
 #[kprobe]
 pub fn kprobe_iomap_iter(ctx: ProbeContext) -> u32 {
+    if !pending_maybe() {
+        return 0;
+    }
     let id = bpf_get_current_pid_tgid();
     // SAFETY: read-only lookup; only tasks with a pending write stash.
     if unsafe { PENDING.get(id) }.is_some()
@@ -122,6 +125,9 @@ fn try_new_extent(inode: *const u8, iomap: *const u8, mechanism: Mechanism) {
 /// lookup: most mappings belong to tasks with nothing pending.
 #[inline(always)]
 fn try_new_extent_via(via: Via, inode: *const u8, iomap: *const u8, mechanism: Mechanism) {
+    if !pending_maybe() {
+        return;
+    }
     let id = bpf_get_current_pid_tgid();
     // SAFETY: read-only copy of a plain value.
     let Some(p) = (unsafe { PENDING.get(id) }).copied() else {
@@ -147,7 +153,7 @@ fn try_new_extent_via(via: Via, inode: *const u8, iomap: *const u8, mechanism: M
     if kind != IOMAP_UNWRITTEN && flags & IOMAP_F_NEW == 0 {
         return; // written blocks, so far: a later mapping may still be new
     }
-    let _ = PENDING.remove(id);
+    pending_remove(id);
     if armed(Via::Probe, inode).is_some() {
         return;
     }
@@ -179,6 +185,6 @@ fn promote(p: &Pending, mechanism: Mechanism) {
             mechanism,
         },
         &sz,
-        p.dentry as *const u8,
+        || p.dentry as *const u8,
     );
 }

@@ -290,8 +290,20 @@ pub fn try_size_update(ctx: *mut c_void, inode: *const u8, ip: u64, kind: Record
     let Some(entry) = armed(via, inode) else {
         return;
     };
+    if size_known(entry) {
+        return;
+    }
     let sz = entry_sizes(via, inode, entry);
     size_step(ctx, entry, &sz, kind, mechanism, ip);
+}
+
+/// The write's covering size update was seen and only the first counts
+/// (no full timeline): later ones (timestamps, extent changes) leave
+/// without reading the sizes.
+#[inline(always)]
+fn size_known(entry: *const dio_trace_common::arm::ArmedWrite) -> bool {
+    // SAFETY: map value pointer, valid while the program runs.
+    !full_timeline() && unsafe { (*entry).state } & ARM_SIZE_SEEN != 0
 }
 
 /// XFS logs the size of `[offset, offset + count)`: the write's own range,
@@ -312,7 +324,7 @@ fn try_xfs_size(
     let Some(entry) = armed(via, inode) else {
         return;
     };
-    if entry_fs(entry) != Fs::Xfs {
+    if entry_fs(entry) != Fs::Xfs || size_known(entry) {
         return;
     }
     // SAFETY: map value pointer, valid while the program runs.

@@ -26,8 +26,8 @@ use crate::{
         iocb_layout, read, sizes,
     },
     maps::{
-        ARMED, CGROUP_SENT, LAST_PATH, PATH_SENT, PENDING, PENDING_SCRATCH, Pending, SCRATCH, SentPath,
-        config, count, filter_add,
+        ARMED, CGROUP_SENT, LAST_PATH, PATH_SENT, PENDING_SCRATCH, Pending, SCRATCH, SentPath, cgroup_epoch,
+        cgroup_epoch_bump, config, count, filter_add, pending_insert, pending_remove,
     },
     probes::{armed, task_passes},
 };
@@ -226,8 +226,11 @@ pub fn try_write_begin(iocb: *const u8, iter: *const u8, mechanism: Mechanism, s
     let addr = inode as u64;
     let id = bpf_get_current_pid_tgid();
     let generation = read::<u32>(via, inode, config!(offsets.inode_i_generation)).unwrap_or(0);
-    let dentry =
-        read::<*const u8>(Via::Probe, file, config!(offsets.file_f_path_dentry)).unwrap_or(core::ptr::null());
+    // The file's dentry names it in the path record, sent once per file:
+    // read when needed, not for every write.
+    let dentry = || {
+        read::<*const u8>(Via::Probe, file, config!(offsets.file_f_path_dentry)).unwrap_or(core::ptr::null())
+    };
     let mut flags = EVENT_DSYNC | (fs as u32) << EVENT_FS_SHIFT;
     if ki_flags & bits.sync != 0 {
         flags |= EVENT_SYNC;
@@ -259,7 +262,7 @@ pub fn try_write_begin(iocb: *const u8, iter: *const u8, mechanism: Mechanism, s
             unsafe {
                 *pending = Pending {
                     inode: addr,
-                    dentry: dentry as u64,
+                    dentry: dentry() as u64,
                     key,
                     pos,
                     len,
@@ -273,13 +276,12 @@ pub fn try_write_begin(iocb: *const u8, iter: *const u8, mechanism: Mechanism, s
                     _pad: 0,
                 };
                 // By reference: by value would copy it onto the stack.
-                #[allow(clippy::needless_borrows_for_generic_args)]
-                let _ = PENDING.insert(id, &*pending, 0);
+                pending_insert(id, &*pending);
             }
         }
         return;
     }
-    let _ = PENDING.remove(id);
+    pending_remove(id);
     count_write(
         Counted {
             addr,
@@ -316,9 +318,10 @@ pub struct Counted {
     pub mechanism: Mechanism,
 }
 
-/// Arm a counted write and send its file's path if not sent yet.
+/// Arm a counted write and send its file's path if not sent yet (from
+/// the dentry `dentry` returns, asked only then).
 #[inline(always)]
-pub fn count_write(w: Counted, sz: &Sizes, dentry: *const u8) {
+pub fn count_write(w: Counted, sz: &Sizes, dentry: impl FnOnce() -> *const u8) {
     let Some(entry) = arm(&w, sz) else {
         count(Counter::ArmFailed);
         debug!(
@@ -345,7 +348,11 @@ pub fn count_write(w: Counted, sz: &Sizes, dentry: *const u8) {
             unsafe { (*entry).rec.begin.header.ts_ns },
         );
     }
-    if !dentry.is_null() && !path_sent(w.key, w.generation) {
+    if !path_sent(w.key, w.generation) {
+        let dentry = dentry();
+        if dentry.is_null() {
+            return;
+        }
         path_record(dentry, w.mechanism, entry);
         let _ = PATH_SENT.insert(w.key, w.generation, 0);
         remember_path(w.key, w.generation);
@@ -362,6 +369,9 @@ fn send_cgroup(mechanism: Mechanism, entry: *mut ArmedWrite) {
 
 /// Not inlined: a BPF subprogram, whose stack is its own, not added to the
 /// write start's, which is near the verifier's 512-byte limit on 6.1.
+/// The entry remembers whose cgroup it found sent: a process appending to
+/// its own file, the common case, then skips the [`CGROUP_SENT`] lookup
+/// as long as no cgroup record went out since.
 #[inline(never)]
 fn send_cgroup_once(mechanism: Mechanism, entry: *mut ArmedWrite) {
     // SAFETY: helpers without preconditions.
@@ -371,12 +381,28 @@ fn send_cgroup_once(mechanism: Mechanism, entry: *mut ArmedWrite) {
             bpf_get_current_cgroup_id(),
         )
     };
-    // SAFETY: read-only copy of a plain value.
-    if unsafe { CGROUP_SENT.get(tgid) }.copied() == Some(cgroup) {
-        return;
+    let epoch = cgroup_epoch();
+    // SAFETY: map value pointer, valid while the program runs.
+    unsafe {
+        if (*entry).cg_tgid == tgid && (*entry).cg_id == cgroup && (*entry).cg_epoch == epoch {
+            return;
+        }
     }
-    if cgroup_record(cgroup, mechanism, entry) {
+    // SAFETY: read-only copy of a plain value.
+    let sent = unsafe { CGROUP_SENT.get(tgid) }.copied() == Some(cgroup);
+    if !sent {
+        if !cgroup_record(cgroup, mechanism, entry) {
+            return;
+        }
         let _ = CGROUP_SENT.insert(tgid, cgroup, 0);
+        cgroup_epoch_bump();
+    }
+    // SAFETY: as above. After a record of ours, the count read before it
+    // is already stale: the next write looks up once more.
+    unsafe {
+        (*entry).cg_tgid = tgid;
+        (*entry).cg_id = cgroup;
+        (*entry).cg_epoch = epoch;
     }
 }
 
