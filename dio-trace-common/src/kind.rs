@@ -19,6 +19,10 @@ pub enum RecordKind {
     /// ([`crate::record::CgroupRecord`]): sent once per process and cgroup,
     /// not with every write (format 3).
     TaskCgroup = 4,
+    /// A whole write settled at its sync, compactly
+    /// ([`crate::record::SettledWrite`], format 4): what most counted
+    /// writes send.
+    Settled = 5,
 
     // 10..=19: size updates.
     /// `__ext4_mark_inode_dirty` ran for an armed inode (tracepoint
@@ -60,11 +64,12 @@ pub enum RecordKind {
 
 impl RecordKind {
     /// Every kind, for decoders and tests.
-    pub const ALL: [RecordKind; 14] = [
+    pub const ALL: [RecordKind; 15] = [
         RecordKind::WriteBegin,
         RecordKind::WritePath,
         RecordKind::Write,
         RecordKind::TaskCgroup,
+        RecordKind::Settled,
         RecordKind::MarkDirty,
         RecordKind::InodeExtension,
         RecordKind::XfsUnwrittenConvert,
@@ -108,6 +113,7 @@ impl RecordKind {
             RecordKind::WritePath => "write_path",
             RecordKind::Write => "write",
             RecordKind::TaskCgroup => "task_cgroup",
+            RecordKind::Settled => "settled_write",
             RecordKind::MarkDirty => "mark_inode_dirty",
             RecordKind::InodeExtension => "handle_inode_extension",
             RecordKind::XfsUnwrittenConvert => "xfs_unwritten_convert",

@@ -18,8 +18,8 @@ pub mod record;
 mod user;
 
 /// Version of the record layouts in this crate (and of trace files).
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
 /// The oldest trace format this version still reads (1 lacks `Write`
-/// records; 1 and 2 know ext4 only).
+/// records; 1 and 2 know ext4 only; 1 to 3 lack `Settled` records).
 pub const OLDEST_FORMAT_VERSION: u32 = 1;

@@ -25,7 +25,7 @@ use dio_trace_common::{
 };
 
 use crate::{
-    emit::{Fact, full_timeline, retire, stack, step, step_time, wants_stack},
+    emit::{Fact, full_timeline, settle, stack, step, step_time, wants_stack},
     facts::{Via, entry_sizes, file_inode, vfs_inode},
     probes::armed,
 };
@@ -259,6 +259,6 @@ pub fn try_sync(ctx: *mut c_void, inode: *const u8, kind: RecordKind, arg: u64, 
     // update, which make the violation's timeline.
     // SAFETY: as above.
     if !full && kind == RecordKind::SyncEnter && unsafe { (*entry).state } & ARM_SIZE_SEEN != 0 {
-        retire(entry);
+        settle(entry);
     }
 }

@@ -6,8 +6,8 @@ use dio_trace_common::{
     kind::RecordKind,
     probe::Mechanism,
     record::{
-        CgroupRecord, EVENT_FS_MASK, EVENT_FS_SHIFT, InodeEvent, PathRecord, RecordHeader, StackRecord, Step,
-        WriteRecord,
+        CgroupRecord, EVENT_FS_MASK, EVENT_FS_SHIFT, InodeEvent, PathRecord, RecordHeader, SettledWrite,
+        StackRecord, Step, WriteRecord,
     },
 };
 use thiserror::Error;
@@ -91,6 +91,11 @@ pub fn record_bytes<T: Copy>(v: &T) -> &[u8] {
 pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
     let header: RecordHeader = pod(bytes, "header").map_err(|_| DecodeError::Short(bytes.len()))?;
     let kind = RecordKind::from_u32(header.kind).ok_or(DecodeError::Kind(header.kind))?;
+    // Compact: its kind is all it shares with the header.
+    if kind == RecordKind::Settled {
+        let r: SettledWrite = pod(bytes, kind.name())?;
+        return write(r.to_write_record()).map(Decoded::Write);
+    }
     let mechanism = Mechanism::from_u32(header.mechanism).ok_or(DecodeError::Mechanism(header.mechanism))?;
     if kind == RecordKind::WritePath {
         let r: PathRecord = pod(bytes, kind.name())?;
@@ -227,7 +232,7 @@ fn c_str(b: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dio_trace_common::record::EVENT_FINAL;
+    use dio_trace_common::record::{EVENT_FINAL, EVENT_SYNC, SettledStep};
 
     fn as_bytes<T: Copy>(v: &T) -> Vec<u8> {
         record_bytes(v).to_vec()
@@ -351,6 +356,75 @@ mod tests {
         assert!(events.iter().all(|e| e.key() == (7 << 20, 12)));
         assert_eq!(events[0].comm, "writer");
         assert_eq!((events[1].pid, events[1].mechanism), (9, Mechanism::Fentry));
+    }
+
+    #[test]
+    fn a_settled_write_decodes_as_the_whole_record_would() {
+        let mut begin = event(RecordKind::Write);
+        begin.flags = EVENT_FINAL | EVENT_SYNC;
+        begin.arg = 0x2_0006;
+        let mut sync = step(60, 8192, 1);
+        sync.pos = -1;
+        sync.kind = RecordKind::SyncEnter as u32;
+        sync.cpu = 3;
+        let mut size = step(50, 8192, 0xffff_ffff_8123_4567);
+        size.kind = RecordKind::MarkDirty as u32;
+        let whole = WriteRecord {
+            begin,
+            size,
+            sync,
+            ..WriteRecord::default()
+        };
+        let compact = SettledWrite {
+            kind: RecordKind::Settled as u32,
+            flags: begin.flags,
+            dev: begin.dev,
+            ki_flags: begin.arg as u32,
+            ino: begin.ino,
+            pos: begin.pos,
+            len: begin.len,
+            i_size: begin.i_size,
+            i_disksize: begin.i_disksize,
+            comm: begin.comm,
+            ts_ns: begin.header.ts_ns,
+            pid: begin.header.pid,
+            tgid: begin.header.tgid,
+            cpu: begin.header.cpu,
+            mechanism: begin.header.mechanism,
+            size: SettledStep {
+                ts_ns: size.ts_ns,
+                i_size: size.i_size,
+                i_disksize: size.i_disksize,
+                arg: size.arg,
+                pid: size.pid,
+                tgid: size.tgid,
+                flags: size.flags,
+                cpu: size.cpu as u16,
+                mechanism: size.mechanism as u8,
+                kind: size.kind as u8,
+            },
+            sync: SettledStep {
+                ts_ns: sync.ts_ns,
+                i_size: sync.i_size,
+                i_disksize: sync.i_disksize,
+                arg: sync.arg,
+                pid: sync.pid,
+                tgid: sync.tgid,
+                flags: sync.flags,
+                cpu: sync.cpu as u16,
+                mechanism: sync.mechanism as u8,
+                kind: sync.kind as u8,
+            },
+        };
+        assert_eq!(compact.to_write_record(), whole);
+        assert_eq!(decode(&as_bytes(&compact)), decode(&as_bytes(&whole)));
+        assert!(matches!(
+            decode(&as_bytes(&compact)[..100]),
+            Err(DecodeError::Size {
+                kind: "settled_write",
+                ..
+            })
+        ));
     }
 
     #[test]
