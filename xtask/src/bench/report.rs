@@ -209,11 +209,12 @@ fn facts_table(samples: &[Sample], runtime: u32, cpus: usize) -> String {
     let mut out = String::from(
         "What the tracers saw and what they cost, summed over the repetitions. Cost is measured \
          directly, unlike IOPS it does not drown in the disk's noise: *BPF ns/I/O* is the kernel \
-         programs' run time (`bpf_stats`) per direct I/O of the workload, *user CPU s/run* the \
-         tracer process's own time, and *CPU share* both together as a share of the machine's \
+         programs' run time (`bpf_stats`) per direct I/O of the workload, *process CPU s/run* the \
+         tracer process's own time (its threads' `schedstat`), *process ns/counted* that time per \
+         counted write, and *CPU share* BPF and process together as a share of the machine's \
          CPU time during the run:\n\n\
-         | workload | tracer | direct I/O | counted | ordered | violations | unjudged | lost | records sent | NDJSON write lines | BPF ns/I/O | user CPU s/run | CPU share |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+         | workload | tracer | direct I/O | counted | ordered | violations | unjudged | lost | records sent | NDJSON write lines | BPF ns/I/O | process CPU s/run | process ns/counted | CPU share |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for w in workloads(samples) {
         for c in [Condition::DioTrace, Condition::Bpftrace] {
@@ -231,9 +232,15 @@ fn facts_table(samples: &[Sample], runtime: u32, cpus: usize) -> String {
             let direct = runs.iter().map(|r| r.direct).sum::<u64>() as f64 / runs.len() as f64;
             let ns_per_io = if direct > 0.0 { bpf * 1e9 / direct } else { 0.0 };
             let share = 100.0 * (cpu + bpf) / (f64::from(runtime) * cpus as f64);
+            let counted = runs.iter().map(|r| r.counted).sum::<u64>() as f64 / runs.len() as f64;
+            let per_counted = if counted > 0.0 {
+                format!("{:.0}", cpu * 1e9 / counted)
+            } else {
+                "—".to_owned()
+            };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {ns_per_io:.0} | {cpu:.2} | {share:.2}% |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {ns_per_io:.0} | {cpu:.3} | {per_counted} | {share:.2}% |",
                 w.name(),
                 c.name(),
                 sum(|f| f.direct),
