@@ -5,10 +5,11 @@
 //! ```text
 //! magic    8 bytes  "DIOTRACE"
 //! version  u32 LE   format version; readers refuse versions they do not know
-//!                   (3 added the filesystem and step kinds to whole-write
-//!                   records, cgroup records and frames, and stack
-//!                   records; 2 added whole-write records; 2 and 1 are
-//!                   still read)
+//!                   (4 added the compact record of a write settled at its
+//!                   sync; 3 added the filesystem and step kinds to
+//!                   whole-write records, cgroup records and frames, and
+//!                   stack records; 2 added whole-write records; 3, 2 and 1
+//!                   are still read)
 //! frames   ...      until the end frame
 //! ```
 //!
