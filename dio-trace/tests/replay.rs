@@ -1,9 +1,10 @@
 //! `dio-trace check` on traces recorded on real kernels (fixtures made by
 //! `cargo xtask vm fixtures` on the buggy 6.1 build and on Debian 6.1 and
 //! 6.12): the replay must give exactly the verdicts seen live, for traces of
-//! this format (whole-write records naming their filesystem, cgroup records
-//! and stacks), of format 2 (`fixtures/v2/`, ext4 only, no cgroups, no
-//! stacks) and of format 1 (`fixtures/v1/`, one record per event), each
+//! this format (settled writes as compact records), of format 3
+//! (`fixtures/v3/`, whole-write records naming their filesystem, cgroup
+//! records and stacks), of format 2 (`fixtures/v2/`, ext4 only, no cgroups,
+//! no stacks) and of format 1 (`fixtures/v1/`, one record per event), each
 //! recorded by the version of its day. The stacks of this format replay as
 //! they were shown live. And every kind of bad file gets one clear line
 //! and exit 4. No root needed.
@@ -50,7 +51,12 @@ fn check(args: &[&str]) -> (i32, String, String) {
 
 /// The fixture `name` in every format replays to its live run.
 fn replay_matches_live(name: &str, want_exit: i32, want_verdict: &str) {
-    for (dir, version) in [("", dio_trace_common::FORMAT_VERSION), ("v2/", 2), ("v1/", 1)] {
+    for (dir, version) in [
+        ("", dio_trace_common::FORMAT_VERSION),
+        ("v3/", 3),
+        ("v2/", 2),
+        ("v1/", 1),
+    ] {
         let trace = fixture(&format!("{dir}{name}.dtr"));
         let bytes = std::fs::read(&trace).unwrap();
         assert_eq!(bytes[8..12], version.to_le_bytes(), "{dir}{name}: format");
