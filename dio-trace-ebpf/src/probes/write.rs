@@ -4,7 +4,7 @@
 //! unsigned int dio_flags, size_t done_before)`, Linux 6.4+; before that,
 //! the entry of `iomap_dio_rw` with the same two first arguments.
 
-use aya_ebpf::helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid};
+use aya_ebpf::helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid};
 use aya_ebpf::{
     macros::{btf_tracepoint, fentry, kprobe},
     programs::{BtfTracePointContext, FEntryContext, ProbeContext},
@@ -437,6 +437,16 @@ fn remember_path(key: InodeKey, generation: u32) {
     }
 }
 
+/// The task's name, written by the helper straight into `dst` (a map
+/// value): aya's `bpf_get_current_comm` first zeroes a stack buffer in a
+/// byte loop, then the caller copies it, which is a tenth of a write
+/// start's instructions. On failure `dst` is left as it was.
+#[inline(always)]
+fn comm_into(dst: *mut [u8; 16]) {
+    // SAFETY: `dst` is 16 writable bytes; the helper writes at most that.
+    unsafe { aya_ebpf::helpers::generated::bpf_get_current_comm(dst.cast(), 16) };
+}
+
 /// Arm the write in its inode's entry. A file written again, the common
 /// case, finds its entry still in the map and reuses it: no insert. An
 /// entry not yet sent is a write that never finished (an attempt the
@@ -490,8 +500,9 @@ fn arm(w: &Counted, sz: &Sizes) -> Option<*mut ArmedWrite> {
             pos: w.pos,
             len: w.len,
             arg: w.ki_flags as u64,
-            comm: bpf_get_current_comm().unwrap_or([0; 16]),
+            comm: [0; 16],
         };
+        comm_into(&raw mut (*entry).rec.begin.comm);
         (*entry).rec.size.ts_ns = 0;
         (*entry).rec.sync.ts_ns = 0;
         (*entry).rec.complete.ts_ns = 0;
