@@ -3,6 +3,8 @@
 //! whole-write records (the default) and as one record per event (a full
 //! timeline). Reports records per second on one core.
 
+use std::collections::HashMap;
+
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use dio_trace::{
     analysis::{Engine, EngineConfig},
@@ -14,20 +16,35 @@ use dio_trace::{
 use dio_trace_common::{
     kind::RecordKind,
     probe::Mechanism,
-    record::{EVENT_DSYNC, EVENT_FINAL, EVENT_SYNC, InodeEvent, RecordHeader, Step, WriteRecord},
+    record::{
+        CgroupRecord, EVENT_DSYNC, EVENT_FINAL, EVENT_SYNC, InodeEvent, PATH_DEPTH, PATH_NAME_LEN,
+        PathRecord, RecordHeader, Step, WriteRecord,
+    },
 };
 
-struct NoNames;
+/// Names as the live annotator gives them: a path for each file's path
+/// record, a cgroup for each process, and the caller of every size update
+/// from a cache of a few call sites (what live pays per write).
+#[derive(Default)]
+struct Names {
+    symbols: HashMap<u64, Option<String>>,
+}
 
-impl Annotator for NoNames {
-    fn symbol(&mut self, _: u64) -> Option<String> {
-        None
+impl Annotator for Names {
+    fn symbol(&mut self, addr: u64) -> Option<String> {
+        self.symbols
+            .entry(addr)
+            .or_insert_with(|| Some(format!("ext4_dio_write_end_io+{:#x}", addr & 0xfff)))
+            .clone()
     }
-    fn path(&mut self, _: u32, _: u64, _: u32, _: &[String], _: bool) -> Option<String> {
-        None
+    fn path(&mut self, _: u32, ino: u64, _: u32, names: &[String], _: bool) -> Option<String> {
+        Some(format!(
+            "/mnt/wal/{}-{ino}",
+            names.first().map_or("", String::as_str)
+        ))
     }
     fn cgroup(&mut self, _: u64) -> Option<String> {
-        None
+        Some("/system.slice/postgresql.service".into())
     }
 }
 
@@ -62,19 +79,51 @@ fn event(kind: RecordKind, ino: u64, ts: u64, pos: i64, disksize: i64) -> InodeE
     }
 }
 
+/// What the kernel sends before a file's first write: its dentry names.
+fn path_record(ino: u64) -> Vec<u8> {
+    let mut names = [[0; PATH_NAME_LEN]; PATH_DEPTH];
+    names[0][..3].copy_from_slice(b"wal");
+    bytes(&PathRecord {
+        header: RecordHeader {
+            kind: RecordKind::WritePath as u32,
+            mechanism: Mechanism::Tracepoint as u32,
+            tgid: 1,
+            ..RecordHeader::default()
+        },
+        dev: 7 << 20,
+        depth: 1,
+        ino,
+        complete: 1,
+        _pad: 0,
+        names,
+    })
+}
+
 /// `writes` ordered 4 KiB appends spread over `inodes` files, one
 /// [`WriteRecord`] each: begin, size update, sync (what the kernel sends by
-/// default: an ordered write leaves at its sync).
+/// default: an ordered write leaves at its sync). Before them, as live,
+/// the writer's cgroup and each file's path, once.
 fn whole_writes(writes: usize, inodes: u64) -> Vec<Vec<u8>> {
     let mut ts = 0;
-    (0..writes)
-        .map(|w| {
+    let cgroup = bytes(&CgroupRecord {
+        header: RecordHeader {
+            kind: RecordKind::TaskCgroup as u32,
+            mechanism: Mechanism::Kprobe as u32,
+            tgid: 1,
+            ..RecordHeader::default()
+        },
+        cgroup_id: 77,
+    });
+    let names = std::iter::once(cgroup).chain((0..inodes).map(path_record));
+    names
+        .chain((0..writes).map(|w| {
             let ino = w as u64 % inodes;
             let pos = (w as u64 / inodes) as i64 * 4096;
             let mut begin = event(RecordKind::Write, ino, ts, pos, pos);
             begin.flags = EVENT_SYNC | EVENT_DSYNC | EVENT_FINAL;
-            let step = |ts_ns| Step {
+            let step = |ts_ns, arg| Step {
                 ts_ns,
+                arg,
                 i_size: pos + 4096,
                 i_disksize: pos + 4096,
                 mechanism: Mechanism::Tracepoint as u32,
@@ -85,11 +134,11 @@ fn whole_writes(writes: usize, inodes: u64) -> Vec<Vec<u8>> {
             ts += 400;
             bytes(&WriteRecord {
                 begin,
-                size: step(ts - 300),
-                sync: step(ts - 200),
+                size: step(ts - 300, 0xffff_ffff_8150_0a5c),
+                sync: step(ts - 200, 0),
                 complete: Step::default(),
             })
-        })
+        }))
         .collect()
 }
 
@@ -118,17 +167,23 @@ fn feed(c: &mut Criterion) {
     const WRITES: usize = 250_000;
     let mut g = c.benchmark_group("feed");
     g.sample_size(10);
-    for (name, records) in [
+    // Elements: writes for whole-write records, records for the timeline.
+    for (name, records, elements) in [
         (
             "250k writes as whole-write records, 64 files",
             whole_writes(WRITES, 64),
+            WRITES,
         ),
-        ("250k writes as 1M event records, 64 files", events(WRITES, 64)),
+        (
+            "250k writes as 1M event records, 64 files",
+            events(WRITES, 64),
+            WRITES * 4,
+        ),
     ] {
-        g.throughput(Throughput::Elements(records.len() as u64));
+        g.throughput(Throughput::Elements(elements as u64));
         g.bench_function(name, |b| {
             b.iter_batched(
-                || Feed::new(Engine::new(EngineConfig::default()), NoNames),
+                || Feed::new(Engine::new(EngineConfig::default()), Names::default()),
                 |mut f| {
                     for r in &records {
                         f.record(r).unwrap();
