@@ -3,7 +3,7 @@
 //! whole-write records (the default) and as one record per event (a full
 //! timeline). Reports records per second on one core.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use dio_trace::{
@@ -27,23 +27,20 @@ use dio_trace_common::{
 /// from a cache of a few call sites (what live pays per write).
 #[derive(Default)]
 struct Names {
-    symbols: HashMap<u64, Option<String>>,
+    symbols: HashMap<u64, Option<Arc<str>>>,
 }
 
 impl Annotator for Names {
-    fn symbol(&mut self, addr: u64) -> Option<String> {
+    fn symbol(&mut self, addr: u64) -> Option<Arc<str>> {
         self.symbols
             .entry(addr)
-            .or_insert_with(|| Some(format!("ext4_dio_write_end_io+{:#x}", addr & 0xfff)))
+            .or_insert_with(|| Some(format!("ext4_dio_write_end_io+{:#x}", addr & 0xfff).into()))
             .clone()
     }
-    fn path(&mut self, _: u32, ino: u64, _: u32, names: &[String], _: bool) -> Option<String> {
-        Some(format!(
-            "/mnt/wal/{}-{ino}",
-            names.first().map_or("", String::as_str)
-        ))
+    fn path(&mut self, _: u32, ino: u64, _: u32, names: &[String], _: bool) -> Option<Arc<str>> {
+        Some(format!("/mnt/wal/{}-{ino}", names.first().map_or("", String::as_str)).into())
     }
-    fn cgroup(&mut self, _: u64) -> Option<String> {
+    fn cgroup(&mut self, _: u64) -> Option<Arc<str>> {
         Some("/system.slice/postgresql.service".into())
     }
 }
@@ -187,7 +184,7 @@ fn feed(c: &mut Criterion) {
                 |mut f| {
                     for r in &records {
                         f.record(r).unwrap();
-                        f.ready.clear();
+                        f.drain_ready(|_| Ok(())).unwrap();
                     }
                     f.finish();
                     assert_eq!(f.engine.tally().ordered, WRITES as u64);

@@ -52,7 +52,7 @@ fn main() {
         engine.push(Input::Path {
             dev: 7 << 20,
             ino,
-            path: Some(format!("/srv/db/data/{ino:08}")),
+            path: Some(format!("/srv/db/data/{ino:08}").into()),
         });
     }
     let after = rss_bytes();

@@ -2,7 +2,7 @@
 //! watch live. Only the annotations come from the file instead of kallsyms
 //! and mountinfo.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use crate::{
     analysis::{Engine, EngineConfig, Summary, summary::summarize},
@@ -19,21 +19,28 @@ use dio_trace_common::counters::Counter;
 /// Names and paths as the recording saw them.
 #[derive(Default)]
 pub struct Recorded {
-    symbols: HashMap<u64, String>,
-    paths: HashMap<(u32, u64), Option<String>>,
-    cgroups: HashMap<u64, Option<String>>,
+    symbols: HashMap<u64, Arc<str>>,
+    paths: HashMap<(u32, u64), Option<Arc<str>>>,
+    cgroups: HashMap<u64, Option<Arc<str>>>,
 }
 
 impl Annotator for Recorded {
-    fn symbol(&mut self, addr: u64) -> Option<String> {
+    fn symbol(&mut self, addr: u64) -> Option<Arc<str>> {
         self.symbols.get(&addr).cloned()
     }
 
-    fn cgroup(&mut self, id: u64) -> Option<String> {
+    fn cgroup(&mut self, id: u64) -> Option<Arc<str>> {
         self.cgroups.get(&id).cloned().flatten()
     }
 
-    fn path(&mut self, dev: u32, ino: u64, _tgid: u32, _names: &[String], _complete: bool) -> Option<String> {
+    fn path(
+        &mut self,
+        dev: u32,
+        ino: u64,
+        _tgid: u32,
+        _names: &[String],
+        _complete: bool,
+    ) -> Option<Arc<str>> {
         self.paths.get(&(dev, ino)).cloned().flatten()
     }
 }
@@ -61,13 +68,19 @@ pub fn replay(
     for frame in &trace.frames {
         match frame {
             Frame::Symbol { addr, name } => {
-                feed.annotator_mut().symbols.insert(*addr, name.clone());
+                feed.annotator_mut()
+                    .symbols
+                    .insert(*addr, Arc::from(name.as_str()));
             }
             Frame::Path { dev, ino, path } => {
-                feed.annotator_mut().paths.insert((*dev, *ino), path.clone());
+                feed.annotator_mut()
+                    .paths
+                    .insert((*dev, *ino), path.as_deref().map(Arc::from));
             }
             Frame::Cgroup { id, path } => {
-                feed.annotator_mut().cgroups.insert(*id, path.clone());
+                feed.annotator_mut()
+                    .cgroups
+                    .insert(*id, path.as_deref().map(Arc::from));
             }
             Frame::Record(bytes) => {
                 feed.record(bytes)?;
@@ -78,14 +91,10 @@ pub fn replay(
             }
             Frame::Lost { records, ts_ns } => feed.lost(*records, *ts_ns)?,
         }
-        for w in feed.ready.drain(..) {
-            reporter.write(&w)?;
-        }
+        feed.drain_ready(|w| reporter.write(w))?;
     }
     feed.finish();
-    for w in feed.ready.drain(..) {
-        reporter.write(&w)?;
-    }
+    feed.drain_ready(|w| reporter.write(w))?;
     let mut problems = trace.trailer.problems.clone();
     if feed.undecodable > 0 {
         problems.push(format!("{} records could not be decoded", feed.undecodable));

@@ -224,9 +224,7 @@ pub async fn trace(
             _ = sigterm.recv() => break,
             _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => break,
         }
-        for w in feed.ready.drain(..) {
-            reporter.write(&w)?;
-        }
+        feed.drain_ready(|w| reporter.write(w))?;
     }
     let skipped = tracer.skipped_runs();
     let selection = tracer.selection.clone();
@@ -248,9 +246,7 @@ pub async fn trace(
         }
     }
     feed.finish();
-    for w in feed.ready.drain(..) {
-        reporter.write(&w)?;
-    }
+    feed.drain_ready(|w| reporter.write(w))?;
 
     if feed.undecodable > 0 {
         problems.push(format!(

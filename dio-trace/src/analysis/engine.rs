@@ -5,8 +5,16 @@
 //! size update seen; or the kernel says so, `Input::Done`), when the next
 //! write to that inode begins, when it has lingered past its completion,
 //! or at the end of the trace.
+//!
+//! A write the kernel sends whole and settled ([`Engine::write`]) while
+//! no other write is open on its inode is judged at once, without entering
+//! the open map: the default path, taken once per counted write, allocates
+//! nothing (the event lists of closed reports come back through
+//! [`Engine::recycle`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::{collections::VecDeque, sync::Arc};
+
+use rustc_hash::FxHashMap;
 
 use dio_trace_common::{
     fs::FS_SLOTS,
@@ -50,7 +58,7 @@ impl Default for EngineConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WriteReport {
     pub begin: Event,
-    pub path: Option<String>,
+    pub path: Option<Arc<str>>,
     pub verdict: Verdict,
     /// Every event of this write after its begin, in kernel order.
     pub events: Vec<Event>,
@@ -58,7 +66,7 @@ pub struct WriteReport {
 
 struct OpenWrite {
     begin: Event,
-    path: Option<String>,
+    path: Option<Arc<str>>,
     excluded: bool,
     events: Vec<Event>,
     lost: bool,
@@ -100,22 +108,47 @@ impl Tally {
 
 pub struct Engine {
     cfg: EngineConfig,
-    open: HashMap<(u32, u64), OpenWrite>,
+    open: FxHashMap<(u32, u64), OpenWrite>,
     /// Open keys in begin order, for eviction.
     order: VecDeque<(u32, u64)>,
     tally: Tally,
     last_ts: u64,
+    /// Emptied event lists of reports already shown, for the next writes.
+    spare: Vec<Vec<Event>>,
 }
+
+/// Event lists kept for reuse at most (a burst of closed writes beyond it
+/// frees the rest).
+const MAX_SPARE: usize = 1024;
 
 impl Engine {
     pub fn new(cfg: EngineConfig) -> Self {
         Self {
             cfg,
-            open: HashMap::new(),
+            open: FxHashMap::default(),
             order: VecDeque::new(),
             tally: Tally::default(),
             last_ts: 0,
+            spare: Vec::new(),
         }
+    }
+
+    /// A report that has been shown: its event list is kept for the next
+    /// write instead of being freed.
+    pub fn recycle(&mut self, w: WriteReport) {
+        self.recycle_events(w.events);
+    }
+
+    fn recycle_events(&mut self, mut events: Vec<Event>) {
+        if self.spare.len() < MAX_SPARE && events.capacity() > 0 {
+            events.clear();
+            self.spare.push(events);
+        }
+    }
+
+    /// An empty event list, reused when one is spare.
+    pub fn spare_events(&mut self) -> Vec<Event> {
+        self.spare.pop().unwrap_or_default()
     }
 
     pub fn tally(&self) -> &Tally {
@@ -130,20 +163,23 @@ impl Engine {
     /// Feed one input; returns the writes it closed.
     pub fn push(&mut self, input: Input) -> Vec<WriteReport> {
         let mut out = Vec::new();
+        self.push_into(input, &mut out);
+        out
+    }
+
+    /// Feed one input; the writes it closes are appended to `out`.
+    pub fn push_into(&mut self, input: Input, out: &mut Vec<WriteReport>) {
         match input {
             Input::Event(ev) => {
                 self.last_ts = self.last_ts.max(ev.ts_ns);
-                self.event(ev, &mut out);
+                self.event(ev, out);
             }
             Input::Path { dev, ino, path } => {
                 if let Some(w) = self.open.get_mut(&(dev, ino)) {
-                    if let (Some(prefix), Some(p)) = (&self.cfg.path_prefix, &path) {
-                        w.excluded = !under(p, prefix);
-                    }
-                    w.path = path;
+                    w.set_path(path, self.cfg.path_prefix.as_deref());
                 }
             }
-            Input::Done { dev, ino } => self.close((dev, ino), &mut out),
+            Input::Done { dev, ino } => self.close((dev, ino), out),
             Input::Lost { records, ts_ns } => {
                 self.tally.lost_records += records;
                 self.last_ts = self.last_ts.max(ts_ns);
@@ -152,7 +188,69 @@ impl Engine {
                 }
             }
         }
-        out
+    }
+
+    /// A whole write: its `begin`, then `steps` (its later events, in
+    /// kernel order; emptied, its memory kept or swapped for a spare
+    /// list), and `path` when its file's path is known. `done`: the kernel
+    /// sent it settled, judge it now. Exactly what pushing the begin, the
+    /// path, each step and `Done` would do, in that order; when nothing is
+    /// open on its inode and it counts, without the open map.
+    pub fn write(
+        &mut self,
+        begin: Event,
+        steps: &mut Vec<Event>,
+        path: Option<Option<Arc<str>>>,
+        done: bool,
+        out: &mut Vec<WriteReport>,
+    ) {
+        let key = begin.key();
+        let alone = done
+            && counts(&begin)
+            && !self.open.contains_key(&key)
+            && steps.iter().all(|e| e.kind != RecordKind::WriteBegin);
+        if !alone {
+            self.push_into(Input::Event(begin), out);
+            if let Some(path) = path {
+                self.push_into(
+                    Input::Path {
+                        dev: key.0,
+                        ino: key.1,
+                        path,
+                    },
+                    out,
+                );
+            }
+            for e in steps.drain(..) {
+                self.push_into(Input::Event(e), out);
+            }
+            if done {
+                self.push_into(
+                    Input::Done {
+                        dev: key.0,
+                        ino: key.1,
+                    },
+                    out,
+                );
+            }
+            return;
+        }
+        self.last_ts = steps
+            .iter()
+            .fold(self.last_ts.max(begin.ts_ns), |t, e| t.max(e.ts_ns));
+        self.make_room(out);
+        let mut w = OpenWrite::new(begin);
+        if let Some(path) = path {
+            w.set_path(path, self.cfg.path_prefix.as_deref());
+        }
+        // Steps after the one that settled it find no open write, as
+        // they would pushed one by one.
+        let settled = steps.iter().position(|e| w.saw(e)).map_or(steps.len(), |i| i + 1);
+        self.tally.orphaned_lost += steps[settled..].iter().filter(|e| e.lost > 0).count() as u64;
+        steps.truncate(settled);
+        let spare = self.spare_events();
+        w.events = std::mem::replace(steps, spare);
+        self.report(w, out);
     }
 
     /// Close what has lingered or stalled, as of `now_ns` (kernel monotonic
@@ -198,26 +296,11 @@ impl Engine {
                 self.tally.not_counted += 1;
                 return;
             }
-            if self.open.len() >= self.cfg.max_open
-                && let Some(oldest) = self.order.front().copied()
-            {
-                self.tally.evicted += 1;
-                self.close(oldest, out);
-            }
+            self.make_room(out);
             self.order.push_back(key);
-            self.open.insert(
-                key,
-                OpenWrite {
-                    lost: ev.lost > 0,
-                    // A write into new blocks inside the file has no size to update.
-                    size_seen: ev.new_extent(),
-                    begin: ev,
-                    path: None,
-                    excluded: false,
-                    events: Vec::new(),
-                    completed_at: None,
-                },
-            );
+            let mut w = OpenWrite::new(ev);
+            w.events = self.spare_events();
+            self.open.insert(key, w);
             return;
         }
         let Some(w) = self.open.get_mut(&key) else {
@@ -226,15 +309,21 @@ impl Engine {
             }
             return;
         };
-        let end = w.begin.end();
-        match ev.kind {
-            k if k.is_size_update() && ev.disksize().is_some_and(|d| d >= end) => w.size_seen = true,
-            RecordKind::CompleteExit => w.completed_at = Some(ev.ts_ns),
-            _ => {}
-        }
+        let settled = w.saw(&ev);
         w.events.push(ev);
-        if w.completed_at.is_some() && w.size_seen {
+        if settled {
             self.close(key, out);
+        }
+    }
+
+    /// A counted write begins: past `max_open` open writes, the oldest is
+    /// closed first.
+    fn make_room(&mut self, out: &mut Vec<WriteReport>) {
+        if self.open.len() >= self.cfg.max_open
+            && let Some(oldest) = self.order.front().copied()
+        {
+            self.tally.evicted += 1;
+            self.close(oldest, out);
         }
     }
 
@@ -256,7 +345,9 @@ impl Engine {
             && !w.events.iter().any(reached_io)
             && (w.events.is_empty() || (w.begin.pos, w.begin.len) == (next.pos, next.len))
         {
-            self.open.remove(&key);
+            if let Some(w) = self.open.remove(&key) {
+                self.recycle_events(w.events);
+            }
             self.order.retain(|k| *k != key);
             self.tally.abandoned += 1;
             return;
@@ -267,8 +358,15 @@ impl Engine {
     fn close(&mut self, key: (u32, u64), out: &mut Vec<WriteReport>) {
         let Some(w) = self.open.remove(&key) else { return };
         self.order.retain(|k| *k != key);
+        self.report(w, out);
+    }
+
+    /// Judge a closed write and tally it; report it unless `--path` left
+    /// it out.
+    fn report(&mut self, w: OpenWrite, out: &mut Vec<WriteReport>) {
         if w.excluded {
             self.tally.filtered += 1;
+            self.recycle_events(w.events);
             return;
         }
         let verdict = judge(&w.begin, &w.events, w.lost, self.cfg.coverage);
@@ -287,6 +385,42 @@ impl Engine {
             verdict,
             events: w.events,
         });
+    }
+}
+
+impl OpenWrite {
+    /// The open write a counted `begin` starts (with no events yet).
+    fn new(begin: Event) -> Self {
+        Self {
+            lost: begin.lost > 0,
+            // A write into new blocks inside the file has no size to update.
+            size_seen: begin.new_extent(),
+            begin,
+            path: None,
+            excluded: false,
+            events: Vec::new(),
+            completed_at: None,
+        }
+    }
+
+    /// The path of its file arrived; outside `prefix` it is left out.
+    fn set_path(&mut self, path: Option<Arc<str>>, prefix: Option<&str>) {
+        if let (Some(prefix), Some(p)) = (prefix, &path) {
+            self.excluded = !under(p, prefix);
+        }
+        self.path = path;
+    }
+
+    /// Note what `ev`, its next event, says; true when the write has
+    /// nothing more to say (completed, and the size update seen).
+    fn saw(&mut self, ev: &Event) -> bool {
+        let end = self.begin.end();
+        match ev.kind {
+            k if k.is_size_update() && ev.disksize().is_some_and(|d| d >= end) => self.size_seen = true,
+            RecordKind::CompleteExit => self.completed_at = Some(ev.ts_ns),
+            _ => {}
+        }
+        self.completed_at.is_some() && self.size_seen
     }
 }
 

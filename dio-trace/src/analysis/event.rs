@@ -1,5 +1,12 @@
 //! Decoded records, independent of the wire layout and of the mechanism
 //! that produced them.
+//!
+//! Every counted write makes a few of these, so they carry no heap memory
+//! of their own: the command name is inline ([`Comm`]), names shared by
+//! many writes (path, cgroup, caller) are reference-counted, and the rare
+//! stack is boxed to keep the common event small to move.
+
+use std::{borrow::Cow, sync::Arc};
 
 use dio_trace_common::{
     fs::Fs,
@@ -27,16 +34,73 @@ pub struct Event {
     pub pos: i64,
     pub len: u64,
     pub arg: u64,
-    pub comm: String,
+    pub comm: Comm,
     /// Symbolized `arg` for size updates (`ext4_dio_write_end_io+0x..`).
-    pub caller: Option<String>,
+    pub caller: Option<Arc<str>>,
     /// The writer's cgroup v2 path (`WriteBegin` only), from the root of
     /// the cgroup2 mount, when the kernel sent it and it could be named.
-    pub cgroup: Option<String>,
+    pub cgroup: Option<Arc<str>>,
     /// The kernel call stack at this event, when the kernel sent one
     /// (the sync, size update or completion of a write that is not
     /// ordered; every sync and size update with `--stacks`).
-    pub stack: Option<Stack>,
+    pub stack: Option<Box<Stack>>,
+}
+
+/// A task's command name as the kernel keeps it (`TASK_COMM_LEN`, 16
+/// bytes): inline and `Copy`, read as text only when a report shows it.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct Comm {
+    len: u8,
+    bytes: [u8; 16],
+}
+
+impl Comm {
+    /// The bytes of `b` up to its first NUL (at most 16).
+    pub fn new(b: &[u8]) -> Self {
+        let end = b.iter().position(|&c| c == 0).unwrap_or(b.len()).min(16);
+        let mut bytes = [0; 16];
+        bytes[..end].copy_from_slice(&b[..end]);
+        Self {
+            len: end as u8,
+            bytes,
+        }
+    }
+
+    /// As text, lossily as UTF-8 (the kernel cuts names at 15 bytes, also
+    /// inside a character): borrowed unless a byte had to be replaced.
+    pub fn as_str(&self) -> Cow<'_, str> {
+        String::from_utf8_lossy(&self.bytes[..self.len as usize])
+    }
+}
+
+impl From<&str> for Comm {
+    fn from(s: &str) -> Self {
+        Self::new(s.as_bytes())
+    }
+}
+
+impl PartialEq<&str> for Comm {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl std::fmt::Display for Comm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(&self.as_str())
+    }
+}
+
+impl std::fmt::Debug for Comm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&*self.as_str(), f)
+    }
+}
+
+impl serde::Serialize for Comm {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.as_str())
+    }
 }
 
 /// A kernel call stack, innermost frame first. Annotation only: no verdict
@@ -54,7 +118,7 @@ pub struct Stack {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Frame {
     pub addr: u64,
-    pub symbol: Option<String>,
+    pub symbol: Option<Arc<str>>,
 }
 
 impl Frame {
@@ -63,7 +127,7 @@ impl Frame {
     /// (no symbol, and raw addresses are off: KASLR).
     pub fn display(&self, raw: bool) -> Option<String> {
         match (&self.symbol, raw) {
-            (Some(s), false) => Some(s.clone()),
+            (Some(s), false) => Some(s.to_string()),
             (Some(s), true) => Some(format!("{:#x} {s}", self.addr)),
             (None, true) => Some(format!("{:#x}", self.addr)),
             (None, false) => None,
@@ -118,7 +182,7 @@ pub enum Input {
     Path {
         dev: u32,
         ino: u64,
-        path: Option<String>,
+        path: Option<Arc<str>>,
     },
     /// The write open on this inode has said all it will (the kernel sent
     /// it whole and forgot it): judge it now.

@@ -9,6 +9,6 @@ pub mod judge;
 pub mod summary;
 
 pub use engine::{Engine, EngineConfig};
-pub use event::{Event, Frame, Input, Stack};
+pub use event::{Comm, Event, Frame, Input, Stack};
 pub use judge::{Coverage, FsCoverage, Verdict, ViolationKind};
 pub use summary::{Overall, Summary};

@@ -12,7 +12,7 @@ use dio_trace_common::{
 };
 use thiserror::Error;
 
-use crate::analysis::Event;
+use crate::analysis::{Comm, Event};
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -36,9 +36,9 @@ pub enum DecodeError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decoded {
     Event(Event),
-    /// A whole write ([`RecordKind::Write`]): its begin, then the steps it
-    /// saw, in kernel order.
-    Write(Vec<Event>),
+    /// A whole write ([`RecordKind::Write`]): its begin; the steps it saw
+    /// are in the buffer [`decode_into`] was given, in kernel order.
+    Write(Event),
     /// Dentry names, leaf first; `complete` when the walk reached the root.
     Path {
         dev: u32,
@@ -88,7 +88,9 @@ pub fn record_bytes<T: Copy>(v: &T) -> &[u8] {
     unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
 }
 
-pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
+/// `bytes` decoded; a whole write's steps are appended to `steps` (a
+/// buffer the caller reuses: no allocation per write).
+pub fn decode_into(bytes: &[u8], steps: &mut Vec<Event>) -> Result<Decoded, DecodeError> {
     let header: RecordHeader = pod(bytes, "header").map_err(|_| DecodeError::Short(bytes.len()))?;
     let kind = RecordKind::from_u32(header.kind).ok_or(DecodeError::Kind(header.kind))?;
     // Compact: its kind is all it shares with the header.
@@ -117,7 +119,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
         });
     }
     if kind == RecordKind::Write {
-        return write(pod(bytes, kind.name())?).map(Decoded::Write);
+        return write(&pod(bytes, kind.name())?, steps).map(Decoded::Write);
     }
     if kind == RecordKind::Stack {
         return stack(&pod(bytes, kind.name())?);
@@ -142,7 +144,7 @@ fn event(kind: RecordKind, mechanism: Mechanism, r: &InodeEvent) -> Event {
         pos: r.pos,
         len: r.len,
         arg: r.arg,
-        comm: c_str(&r.comm),
+        comm: Comm::new(&r.comm),
         caller: None,
         cgroup: None,
         stack: None,
@@ -150,36 +152,43 @@ fn event(kind: RecordKind, mechanism: Mechanism, r: &InodeEvent) -> Event {
 }
 
 /// A [`WriteRecord`] as the events a full timeline would have sent for the
-/// same facts: the begin, then each step seen, by time.
-fn write(r: WriteRecord) -> Result<Vec<Event>, DecodeError> {
+/// same facts: the begin, then each step seen (appended to `steps`), by
+/// time. On error `steps` is left as it was.
+fn write(r: &WriteRecord, steps: &mut Vec<Event>) -> Result<Event, DecodeError> {
     let mechanism = |m: u32| Mechanism::from_u32(m).ok_or(DecodeError::Mechanism(m));
     let fs = (r.begin.flags & EVENT_FS_MASK) >> EVENT_FS_SHIFT;
     if Fs::from_u32(fs).is_none() {
         return Err(DecodeError::Filesystem(fs));
     }
-    let mut events = Vec::with_capacity(4);
-    events.push(event(
+    let begin = event(
         RecordKind::WriteBegin,
         mechanism(r.begin.header.mechanism)?,
         &r.begin,
-    ));
+    );
+    let first = steps.len();
     for (kind, s) in [
         (RecordKind::MarkDirty, &r.size),
         (RecordKind::SyncEnter, &r.sync),
         (RecordKind::CompleteExit, &r.complete),
     ] {
         if s.ts_ns != 0 {
-            let kind = match s.kind {
-                0 => kind,
-                n => RecordKind::from_u32(n).ok_or(DecodeError::Kind(n))?,
-            };
-            let e = step(kind, mechanism(s.mechanism)?, s, &events[0]);
-            events.push(e);
+            let e = match s.kind {
+                0 => Ok(kind),
+                n => RecordKind::from_u32(n).ok_or(DecodeError::Kind(n)),
+            }
+            .and_then(|kind| Ok(step(kind, mechanism(s.mechanism)?, s, &begin)));
+            match e {
+                Ok(e) => steps.push(e),
+                Err(e) => {
+                    steps.truncate(first);
+                    return Err(e);
+                }
+            }
         }
     }
     // Stable: equal times keep the order above.
-    events[1..].sort_by_key(|e| e.ts_ns);
-    Ok(events)
+    steps[first..].sort_by_key(|e| e.ts_ns);
+    Ok(begin)
 }
 
 fn step(kind: RecordKind, mechanism: Mechanism, s: &Step, begin: &Event) -> Event {
@@ -199,7 +208,7 @@ fn step(kind: RecordKind, mechanism: Mechanism, s: &Step, begin: &Event) -> Even
         pos: s.pos,
         len: 0,
         arg: s.arg,
-        comm: String::new(),
+        comm: Comm::default(),
         caller: None,
         cgroup: None,
         stack: None,
@@ -238,6 +247,20 @@ mod tests {
         record_bytes(v).to_vec()
     }
 
+    fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
+        decode_into(bytes, &mut Vec::new())
+    }
+
+    /// A whole write's begin and steps, as one list.
+    fn write_events(bytes: &[u8]) -> Vec<Event> {
+        let mut events = Vec::new();
+        let Decoded::Write(begin) = decode_into(bytes, &mut events).unwrap() else {
+            panic!("not a write")
+        };
+        events.insert(0, begin);
+        events
+    }
+
     fn event(kind: RecordKind) -> InodeEvent {
         let mut comm = [0u8; 16];
         comm[..6].copy_from_slice(b"writer");
@@ -269,7 +292,7 @@ mod tests {
             panic!("not an event")
         };
         assert_eq!(
-            (e.kind, e.ino, e.comm.as_str(), e.ts_ns),
+            (e.kind, e.ino, &*e.comm.as_str(), e.ts_ns),
             (RecordKind::SyncEnter, 12, "writer", 42)
         );
     }
@@ -340,9 +363,7 @@ mod tests {
             sync: step(50, 4096, 1),
             complete: step(60, 4096, 4096),
         };
-        let Decoded::Write(events) = decode(&as_bytes(&r)).unwrap() else {
-            panic!("not a write")
-        };
+        let events = write_events(&as_bytes(&r));
         let kinds: Vec<_> = events.iter().map(|e| (e.kind, e.ts_ns)).collect();
         assert_eq!(
             kinds,
@@ -434,13 +455,15 @@ mod tests {
             sync: step(50, 4096, 1),
             ..WriteRecord::default()
         };
-        let Decoded::Write(events) = decode(&as_bytes(&r)).unwrap() else {
-            panic!("not a write")
-        };
-        assert_eq!(events.len(), 2);
+        assert_eq!(write_events(&as_bytes(&r)).len(), 2);
         let mut bad = r;
         bad.sync.mechanism = 77;
-        assert_eq!(decode(&as_bytes(&bad)), Err(DecodeError::Mechanism(77)));
+        let mut steps = Vec::new();
+        assert_eq!(
+            decode_into(&as_bytes(&bad), &mut steps),
+            Err(DecodeError::Mechanism(77))
+        );
+        assert!(steps.is_empty(), "a bad record leaves no steps behind");
     }
 
     fn stack_record(ret: i64, step: u32) -> StackRecord {

@@ -4,11 +4,14 @@
 //! through here; only the [`Annotator`] differs. Closed writes wait in
 //! `ready` for the reporter.
 
+use std::sync::Arc;
+
 use dio_trace_common::{counters::Counter, kind::RecordKind, record::EVENT_FINAL};
+use rustc_hash::FxHashMap;
 
 use super::{
     counters::Reading,
-    decode::{Decoded, decode},
+    decode::{Decoded, decode_into},
 };
 use crate::{
     analysis::{Engine, Event, Frame, Input, Stack, engine::WriteReport},
@@ -17,13 +20,14 @@ use crate::{
 
 /// What a raw record does not carry: names for kernel addresses, full
 /// paths for dentry names. Live: kallsyms and mountinfo. Replay: what the
-/// recording wrote down.
+/// recording wrote down. Names are shared (`Arc`): a caller's name is
+/// asked for at every size update, and a clone must not allocate.
 pub trait Annotator {
     /// `name+0xoff [module]` for a kernel text address.
-    fn symbol(&mut self, addr: u64) -> Option<String>;
-    fn path(&mut self, dev: u32, ino: u64, tgid: u32, names: &[String], complete: bool) -> Option<String>;
+    fn symbol(&mut self, addr: u64) -> Option<Arc<str>>;
+    fn path(&mut self, dev: u32, ino: u64, tgid: u32, names: &[String], complete: bool) -> Option<Arc<str>>;
     /// The path of cgroup v2 `id` from the cgroup2 root.
-    fn cgroup(&mut self, id: u64) -> Option<String>;
+    fn cgroup(&mut self, id: u64) -> Option<Arc<str>>;
 }
 
 pub struct Feed<A> {
@@ -34,8 +38,9 @@ pub struct Feed<A> {
     lost_seen: u64,
     /// Records that would not decode (a build mismatch): never silent.
     pub undecodable: u64,
-    /// What one record becomes, kept between records to reuse its memory.
-    inputs: Vec<Input>,
+    /// The steps of a whole-write record, kept between records to reuse
+    /// its memory.
+    steps: Vec<Event>,
     /// Whole-write records decoded: with the kernel's `armed` and
     /// `writes_lost` counters, tells whether any write went missing.
     pub writes: u64,
@@ -43,13 +48,25 @@ pub struct Feed<A> {
     /// Paths by (dev, ino). The kernel sends a file's path once, not with
     /// every write; each begin gets the last one known, and a new path
     /// record (a reused inode number) replaces it.
-    paths: std::collections::HashMap<(u32, u64), Option<String>>,
+    paths: FxHashMap<(u32, u64), Option<Arc<str>>>,
     /// Cgroup paths by process (tgid), from the kernel's cgroup records:
     /// each write's begin gets its process's.
-    cgroups: std::collections::HashMap<u32, Option<String>>,
+    cgroups: FxHashMap<u32, Option<Arc<str>>>,
     /// Stacks waiting for their step: the kernel sends a step's stack
     /// before the step's record, keyed by (dev, ino, step kind, step time).
-    stacks: std::collections::HashMap<StackKey, Stack>,
+    stacks: FxHashMap<StackKey, Box<Stack>>,
+}
+
+/// What a decoded record gives the engine, once its annotations are
+/// written down.
+enum Next {
+    Nothing,
+    /// An event, and for a begin its file's path when known.
+    Event(Event, Option<Option<Arc<str>>>),
+    /// A whole write's begin (its steps in `Feed::steps`), its file's path
+    /// when known, and whether the kernel sent it settled.
+    Write(Event, Option<Option<Arc<str>>>, bool),
+    Path(u32, u64, Option<Arc<str>>),
 }
 
 type StackKey = (u32, u64, RecordKind, u64);
@@ -70,12 +87,12 @@ impl<A: Annotator> Feed<A> {
             recorder: None,
             lost_seen: 0,
             undecodable: 0,
-            inputs: Vec::new(),
+            steps: Vec::new(),
             writes: 0,
             ready: Vec::new(),
-            paths: std::collections::HashMap::new(),
-            cgroups: std::collections::HashMap::new(),
-            stacks: std::collections::HashMap::new(),
+            paths: FxHashMap::default(),
+            cgroups: FxHashMap::default(),
+            stacks: FxHashMap::default(),
         }
     }
 
@@ -96,18 +113,23 @@ impl<A: Annotator> Feed<A> {
     /// gets the record's annotations (symbols, paths) first, so a replay
     /// knows them when it reaches the record.
     pub fn record(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        let mut inputs = std::mem::take(&mut self.inputs);
-        match decode(bytes) {
-            Ok(Decoded::Event(e)) => self.event(e, &mut inputs)?,
-            Ok(Decoded::Write(events)) => {
+        self.steps.clear();
+        let next = match decode_into(bytes, &mut self.steps) {
+            Ok(Decoded::Event(mut e)) => {
+                self.annotate(&mut e)?;
+                let path = self.known_path(&e);
+                Next::Event(e, path)
+            }
+            Ok(Decoded::Write(mut begin)) => {
                 self.writes += 1;
-                let done = events.first().map(|b| (b.flags & EVENT_FINAL != 0, b.key()));
-                for e in events {
-                    self.event(e, &mut inputs)?;
-                }
-                if let Some((true, (dev, ino))) = done {
-                    inputs.push(Input::Done { dev, ino });
-                }
+                self.annotate(&mut begin)?;
+                let mut steps = std::mem::take(&mut self.steps);
+                let annotated = steps.iter_mut().try_for_each(|e| self.annotate(e));
+                self.steps = steps;
+                annotated?;
+                let path = self.known_path(&begin);
+                let done = begin.flags & EVENT_FINAL != 0;
+                Next::Write(begin, path, done)
             }
             Ok(Decoded::Path {
                 dev,
@@ -124,7 +146,7 @@ impl<A: Annotator> Feed<A> {
                     self.paths.clear();
                 }
                 self.paths.insert((dev, ino), path.clone());
-                inputs.push(Input::Path { dev, ino, path });
+                Next::Path(dev, ino, path)
             }
             Ok(Decoded::Cgroup { tgid, id }) => {
                 let path = self.annotator.cgroup(id);
@@ -135,6 +157,7 @@ impl<A: Annotator> Feed<A> {
                     self.cgroups.clear();
                 }
                 self.cgroups.insert(tgid, path);
+                Next::Nothing
             }
             Ok(Decoded::Stack {
                 dev,
@@ -147,23 +170,56 @@ impl<A: Annotator> Feed<A> {
                 if self.stacks.len() >= MAX_PENDING_STACKS {
                     self.stacks.clear();
                 }
-                self.stacks.insert((dev, ino, step, step_ts), stack);
+                self.stacks.insert((dev, ino, step, step_ts), Box::new(stack));
+                Next::Nothing
             }
-            Err(_) => self.undecodable += 1,
-        }
+            Err(_) => {
+                self.undecodable += 1;
+                Next::Nothing
+            }
+        };
         if let Some(w) = self.recorder.as_mut() {
             w.record(bytes)?;
         }
-        for input in inputs.drain(..) {
-            self.push(input);
+        let out = &mut self.ready;
+        match next {
+            Next::Nothing => {}
+            Next::Event(e, path) => {
+                let key = e.key();
+                self.engine.push_into(Input::Event(e), out);
+                if let Some(path) = path {
+                    let (dev, ino) = key;
+                    self.engine.push_into(Input::Path { dev, ino, path }, out);
+                }
+            }
+            Next::Write(begin, path, done) => self.engine.write(begin, &mut self.steps, path, done, out),
+            Next::Path(dev, ino, path) => self.engine.push_into(Input::Path { dev, ino, path }, out),
         }
-        self.inputs = inputs;
         Ok(())
     }
 
-    /// One event for the engine: callers named, and a begin followed by
-    /// its file's path when known.
-    fn event(&mut self, mut e: Event, inputs: &mut Vec<Input>) -> std::io::Result<()> {
+    /// Closed writes to `show` (a reporter), oldest first; their memory
+    /// goes back to the engine for the next writes. On an error the rest
+    /// are dropped.
+    pub fn drain_ready(
+        &mut self,
+        mut show: impl FnMut(&WriteReport) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        let mut ready = std::mem::take(&mut self.ready);
+        let mut shown = Ok(());
+        for w in ready.drain(..) {
+            if shown.is_ok() {
+                shown = show(&w);
+            }
+            self.engine.recycle(w);
+        }
+        self.ready = ready;
+        shown
+    }
+
+    /// An event's callers named, its stack joined, and a begin given its
+    /// process's cgroup.
+    fn annotate(&mut self, e: &mut Event) -> std::io::Result<()> {
         if e.kind == RecordKind::MarkDirty || e.kind == RecordKind::InodeExtension {
             e.caller = self.symbol(e.arg)?;
         }
@@ -173,23 +229,20 @@ impl<A: Annotator> Feed<A> {
         if e.kind == RecordKind::WriteBegin {
             e.cgroup = self.cgroups.get(&e.tgid).cloned().flatten();
         }
-        let key = e.key();
-        let known = (e.kind == RecordKind::WriteBegin)
-            .then(|| self.paths.get(&key).cloned())
-            .flatten();
-        inputs.push(Input::Event(e));
-        if let Some(path) = known {
-            inputs.push(Input::Path {
-                dev: key.0,
-                ino: key.1,
-                path,
-            });
-        }
         Ok(())
     }
 
+    /// A begin's file path, when the kernel has sent it (`Some(None)`: sent
+    /// but could not be resolved).
+    fn known_path(&self, e: &Event) -> Option<Option<Arc<str>>> {
+        if e.kind != RecordKind::WriteBegin {
+            return None;
+        }
+        self.paths.get(&e.key()).cloned()
+    }
+
     /// `addr` named, and the name written down for replays.
-    fn symbol(&mut self, addr: u64) -> std::io::Result<Option<String>> {
+    fn symbol(&mut self, addr: u64) -> std::io::Result<Option<Arc<str>>> {
         let name = self.annotator.symbol(addr);
         if let (Some(w), Some(name)) = (self.recorder.as_mut(), &name) {
             w.symbol(addr, name)?;
@@ -220,11 +273,6 @@ impl<A: Annotator> Feed<A> {
         })
     }
 
-    fn push(&mut self, input: Input) {
-        let closed = self.engine.push(input);
-        self.ready.extend(closed);
-    }
-
     /// A fresh counter reading: new ring-buffer losses become a gap marker.
     pub fn counters(&mut self, reading: &Reading, now_ns: u64) -> std::io::Result<()> {
         let lost = reading.get(Counter::RingbufFull);
@@ -241,7 +289,8 @@ impl<A: Annotator> Feed<A> {
         if let Some(w) = self.recorder.as_mut() {
             w.lost(records, ts_ns)?;
         }
-        self.push(Input::Lost { records, ts_ns });
+        self.engine
+            .push_into(Input::Lost { records, ts_ns }, &mut self.ready);
         Ok(())
     }
 
@@ -320,7 +369,7 @@ mod tests {
     fn frame(addr: u64, symbol: Option<&str>) -> Frame {
         Frame {
             addr,
-            symbol: symbol.map(str::to_owned),
+            symbol: symbol.map(Arc::from),
         }
     }
 

@@ -2,7 +2,7 @@
 //! the kernel's dentry walk was cut short the writer's open descriptors,
 //! turn dentry names into full paths.
 
-use std::os::unix::fs::MetadataExt as _;
+use std::{os::unix::fs::MetadataExt as _, sync::Arc};
 
 use super::feed::Annotator;
 use crate::kernel::{cgroups::CgroupNames, kallsyms::Kallsyms, kernel_dev_from_st, mounts::MountTable};
@@ -13,7 +13,7 @@ pub struct LiveAnnotator {
     cgroups: CgroupNames,
     /// Addresses already named: a few call sites make every size update
     /// and every stack, so each is looked up and formatted once.
-    symbols: std::collections::HashMap<u64, Option<String>>,
+    symbols: rustc_hash::FxHashMap<u64, Option<Arc<str>>>,
 }
 
 /// Addresses remembered at most; past it the cache starts over.
@@ -25,48 +25,61 @@ impl LiveAnnotator {
             mounts,
             kallsyms,
             cgroups: CgroupNames::live(),
-            symbols: std::collections::HashMap::new(),
+            symbols: rustc_hash::FxHashMap::default(),
         }
     }
 }
 
 impl Annotator for LiveAnnotator {
-    fn symbol(&mut self, addr: u64) -> Option<String> {
+    fn symbol(&mut self, addr: u64) -> Option<Arc<str>> {
         if self.symbols.len() >= MAX_SYMBOLS {
             self.symbols.clear();
         }
         let kallsyms = &self.kallsyms;
         self.symbols
             .entry(addr)
-            .or_insert_with(|| kallsyms.symbolize(addr))
+            .or_insert_with(|| kallsyms.symbolize(addr).map(Arc::from))
             .clone()
     }
 
-    fn cgroup(&mut self, id: u64) -> Option<String> {
-        self.cgroups.name(id)
+    fn cgroup(&mut self, id: u64) -> Option<Arc<str>> {
+        self.cgroups.name(id).map(Arc::from)
     }
 
-    fn path(&mut self, dev: u32, ino: u64, tgid: u32, names: &[String], complete: bool) -> Option<String> {
-        if complete {
-            let fs_path: String = names.iter().rev().map(|n| format!("/{n}")).collect();
-            let fs_path = if fs_path.is_empty() {
-                "/".to_owned()
-            } else {
-                fs_path
-            };
-            if let Some(p) = self.mounts.resolve(dev, &fs_path) {
+    fn path(&mut self, dev: u32, ino: u64, tgid: u32, names: &[String], complete: bool) -> Option<Arc<str>> {
+        resolve(&mut self.mounts, dev, ino, tgid, names, complete).map(Arc::from)
+    }
+}
+
+/// The full path of a file from its dentry names (leaf first) and mount,
+/// else from the writer's open descriptors.
+fn resolve(
+    mounts: &mut MountTable,
+    dev: u32,
+    ino: u64,
+    tgid: u32,
+    names: &[String],
+    complete: bool,
+) -> Option<String> {
+    if complete {
+        let fs_path: String = names.iter().rev().map(|n| format!("/{n}")).collect();
+        let fs_path = if fs_path.is_empty() {
+            "/".to_owned()
+        } else {
+            fs_path
+        };
+        if let Some(p) = mounts.resolve(dev, &fs_path) {
+            return Some(p);
+        }
+        // A mount we have not seen yet: read the table again, once.
+        if let Ok(t) = MountTable::load() {
+            *mounts = t;
+            if let Some(p) = mounts.resolve(dev, &fs_path) {
                 return Some(p);
             }
-            // A mount we have not seen yet: read the table again, once.
-            if let Ok(t) = MountTable::load() {
-                self.mounts = t;
-                if let Some(p) = self.mounts.resolve(dev, &fs_path) {
-                    return Some(p);
-                }
-            }
         }
-        from_fds(dev, ino, tgid)
     }
+    from_fds(dev, ino, tgid)
 }
 
 /// Find the file among the process's open descriptors.

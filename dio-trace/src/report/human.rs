@@ -296,18 +296,18 @@ mod tests {
         }
     }
 
-    fn frames(names: &[&str]) -> Option<Stack> {
-        Some(Stack {
+    fn frames(names: &[&str]) -> Option<Box<Stack>> {
+        Some(Box::new(Stack {
             frames: names
                 .iter()
                 .enumerate()
                 .map(|(i, n)| Frame {
                     addr: 0xffff_ffff_8100_0000 + i as u64,
-                    symbol: Some((*n).to_owned()),
+                    symbol: Some((*n).into()),
                 })
                 .collect(),
             error: None,
-        })
+        }))
     }
 
     fn buggy_write() -> WriteReport {

@@ -88,8 +88,8 @@ impl Reporter for Junit {
             class: format!(
                 "dio-trace.{}",
                 w.path
-                    .clone()
-                    .unwrap_or_else(|| format!("{}:{}", dev_string(b.dev), b.ino))
+                    .as_deref()
+                    .map_or_else(|| format!("{}:{}", dev_string(b.dev), b.ino), str::to_owned)
             ),
             name: format!(
                 "pid {} ({}) off={} len={} {}",

@@ -81,7 +81,7 @@ pub fn event_json(e: &Event, t0: u64, raw: bool) -> Value {
     let extra = match e.kind {
         RecordKind::MarkDirty | RecordKind::F2fsMarkDirty => {
             let raw_caller = (raw && e.arg != 0).then(|| format!("{:#x}", e.arg));
-            json!({ "caller": e.caller.clone().or(raw_caller) })
+            json!({ "caller": e.caller.as_deref().map(str::to_owned).or(raw_caller) })
         }
         RecordKind::SyncEnter => json!({
             "datasync": (e.arg != DATASYNC_UNKNOWN).then_some(e.arg),
@@ -137,8 +137,8 @@ pub fn write_json(kind: &str, w: &WriteReport, raw: bool) -> Value {
         "dev": dev_string(b.dev),
         "fs": b.fs().name(),
         "ino": b.ino,
-        "path": w.path,
-        "cgroup": b.cgroup,
+        "path": w.path.as_deref(),
+        "cgroup": b.cgroup.as_deref(),
         "offset": b.pos,
         "len": b.len,
         "sync": b.sync_flavour(),

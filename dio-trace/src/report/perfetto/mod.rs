@@ -144,7 +144,7 @@ impl Perfetto {
         if self.processes.insert(b.tgid) {
             let mut pd = Msg::new();
             pd.int(field::PD_PID, i64::from(b.tgid));
-            pd.string(field::PD_PROCESS_NAME, &b.comm);
+            pd.string(field::PD_PROCESS_NAME, &b.comm.as_str());
             let mut td = Msg::new();
             td.uint(field::TD_UUID, PROCESS_TRACK | u64::from(b.tgid));
             td.message(field::TD_PROCESS, &pd);
@@ -155,7 +155,7 @@ impl Perfetto {
             let mut thd = Msg::new();
             thd.int(field::THD_PID, i64::from(b.tgid));
             thd.int(field::THD_TID, i64::from(b.pid));
-            thd.string(field::THD_THREAD_NAME, &b.comm);
+            thd.string(field::THD_THREAD_NAME, &b.comm.as_str());
             let mut td = Msg::new();
             td.uint(field::TD_UUID, thread);
             td.uint(field::TD_PARENT_UUID, PROCESS_TRACK | u64::from(b.tgid));
@@ -267,11 +267,11 @@ impl Reporter for Perfetto {
             "last step seen (an ordered write is sent at its sync, before it completes)"
         };
         let dev = dev_string(b.dev);
-        let path = w.path.clone().unwrap_or_default();
+        let path = w.path.as_deref().unwrap_or_default();
         let backend = backend_of(w);
         let mut args = vec![
             ("verdict", Arg::Str(w.verdict.name())),
-            ("path", Arg::Str(&path)),
+            ("path", Arg::Str(path)),
             ("dev", Arg::Str(&dev)),
             ("ino", Arg::Uint(b.ino)),
             ("offset", Arg::Int(b.pos)),
@@ -293,7 +293,7 @@ impl Reporter for Perfetto {
         self.event(b.ts_ns, track, field::TYPE_SLICE_BEGIN, Some(&name), &args)?;
         for e in &w.events {
             let stack = e.stack.as_ref().map(|s| self.stack_text(s));
-            let caller = e.caller.clone().unwrap_or_default();
+            let caller = e.caller.as_deref().unwrap_or_default();
             let mut args = vec![
                 ("mechanism", Arg::Str(e.mechanism.name())),
                 ("i_size", Arg::Int(e.i_size)),
@@ -302,7 +302,7 @@ impl Reporter for Perfetto {
                 args.push(("i_disksize", Arg::Int(d)));
             }
             if !caller.is_empty() {
-                args.push(("caller", Arg::Str(&caller)));
+                args.push(("caller", Arg::Str(caller)));
             }
             if let Some(s) = &stack {
                 args.push(("stack", Arg::Str(s)));
