@@ -133,13 +133,9 @@ impl Engine {
         }
     }
 
-    /// A report that has been shown: its event list is kept for the next
+    /// The event list of a report that has been shown, kept for the next
     /// write instead of being freed.
-    pub fn recycle(&mut self, w: WriteReport) {
-        self.recycle_events(w.events);
-    }
-
-    fn recycle_events(&mut self, mut events: Vec<Event>) {
+    pub fn recycle(&mut self, mut events: Vec<Event>) {
         if self.spare.len() < MAX_SPARE && events.capacity() > 0 {
             events.clear();
             self.spare.push(events);
@@ -346,7 +342,7 @@ impl Engine {
             && (w.events.is_empty() || (w.begin.pos, w.begin.len) == (next.pos, next.len))
         {
             if let Some(w) = self.open.remove(&key) {
-                self.recycle_events(w.events);
+                self.recycle(w.events);
             }
             self.order.retain(|k| *k != key);
             self.tally.abandoned += 1;
@@ -366,7 +362,7 @@ impl Engine {
     fn report(&mut self, w: OpenWrite, out: &mut Vec<WriteReport>) {
         if w.excluded {
             self.tally.filtered += 1;
-            self.recycle_events(w.events);
+            self.recycle(w.events);
             return;
         }
         let verdict = judge(&w.begin, &w.events, w.lost, self.cfg.coverage);

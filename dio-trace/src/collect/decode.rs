@@ -10,6 +10,8 @@ use dio_trace_common::{
         StackRecord, Step, WriteRecord,
     },
 };
+use std::borrow::Cow;
+
 use thiserror::Error;
 
 use crate::analysis::{Comm, Event};
@@ -64,7 +66,9 @@ pub enum Decoded {
     },
 }
 
-fn pod<T: Copy>(bytes: &[u8], kind: &'static str) -> Result<T, DecodeError> {
+/// `bytes` as a `T`: read in place where they are aligned for it (the
+/// ring buffer's records are), else copied out.
+fn pod<'a, T: Copy>(bytes: &'a [u8], kind: &'static str) -> Result<Cow<'a, T>, DecodeError> {
     let want = std::mem::size_of::<T>();
     if bytes.len() < want {
         return Err(DecodeError::Size {
@@ -73,10 +77,16 @@ fn pod<T: Copy>(bytes: &[u8], kind: &'static str) -> Result<T, DecodeError> {
             want,
         });
     }
+    let p = bytes.as_ptr().cast::<T>();
     // SAFETY: length checked; T is a #[repr(C)] record of integers and byte
-    // arrays, for which every bit pattern is valid; read_unaligned copes
-    // with any alignment of the source.
-    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+    // arrays, for which every bit pattern is valid; the reference is used
+    // only where `p` is aligned for T, and lives no longer than `bytes`;
+    // read_unaligned copes with any alignment of the source.
+    Ok(if p.is_aligned() {
+        Cow::Borrowed(unsafe { &*p })
+    } else {
+        Cow::Owned(unsafe { std::ptr::read_unaligned(p) })
+    })
 }
 
 /// A record's bytes as the ring buffer carries them: what [`decode`] reads
@@ -91,7 +101,7 @@ pub fn record_bytes<T: Copy>(v: &T) -> &[u8] {
 /// `bytes` decoded; a whole write's steps are appended to `steps` (a
 /// buffer the caller reuses: no allocation per write).
 pub fn decode_into(bytes: &[u8], steps: &mut Vec<Event>) -> Result<Decoded, DecodeError> {
-    let header: RecordHeader = pod(bytes, "header").map_err(|_| DecodeError::Short(bytes.len()))?;
+    let header: RecordHeader = *pod(bytes, "header").map_err(|_| DecodeError::Short(bytes.len()))?;
     let kind = RecordKind::from_u32(header.kind).ok_or(DecodeError::Kind(header.kind))?;
     // Compact: its kind is all it shares with the header.
     if kind == RecordKind::Settled {
@@ -100,7 +110,7 @@ pub fn decode_into(bytes: &[u8], steps: &mut Vec<Event>) -> Result<Decoded, Deco
     }
     let mechanism = Mechanism::from_u32(header.mechanism).ok_or(DecodeError::Mechanism(header.mechanism))?;
     if kind == RecordKind::WritePath {
-        let r: PathRecord = pod(bytes, kind.name())?;
+        let r = pod::<PathRecord>(bytes, kind.name())?;
         let depth = (r.depth as usize).min(r.names.len());
         let names = r.names[..depth].iter().map(|n| c_str(n)).collect();
         return Ok(Decoded::Path {
@@ -112,19 +122,23 @@ pub fn decode_into(bytes: &[u8], steps: &mut Vec<Event>) -> Result<Decoded, Deco
         });
     }
     if kind == RecordKind::TaskCgroup {
-        let r: CgroupRecord = pod(bytes, kind.name())?;
+        let r = pod::<CgroupRecord>(bytes, kind.name())?;
         return Ok(Decoded::Cgroup {
             tgid: r.header.tgid,
             id: r.cgroup_id,
         });
     }
     if kind == RecordKind::Write {
-        return write(&pod(bytes, kind.name())?, steps).map(Decoded::Write);
+        return write(&*pod::<WriteRecord>(bytes, kind.name())?, steps).map(Decoded::Write);
     }
     if kind == RecordKind::Stack {
-        return stack(&pod(bytes, kind.name())?);
+        return stack(&*pod::<StackRecord>(bytes, kind.name())?);
     }
-    Ok(Decoded::Event(event(kind, mechanism, &pod(bytes, kind.name())?)))
+    Ok(Decoded::Event(event(
+        kind,
+        mechanism,
+        &*pod::<InodeEvent>(bytes, kind.name())?,
+    )))
 }
 
 fn event(kind: RecordKind, mechanism: Mechanism, r: &InodeEvent) -> Event {

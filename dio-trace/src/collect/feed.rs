@@ -57,18 +57,6 @@ pub struct Feed<A> {
     stacks: FxHashMap<StackKey, Box<Stack>>,
 }
 
-/// What a decoded record gives the engine, once its annotations are
-/// written down.
-enum Next {
-    Nothing,
-    /// An event, and for a begin its file's path when known.
-    Event(Event, Option<Option<Arc<str>>>),
-    /// A whole write's begin (its steps in `Feed::steps`), its file's path
-    /// when known, and whether the kernel sent it settled.
-    Write(Event, Option<Option<Arc<str>>>, bool),
-    Path(u32, u64, Option<Arc<str>>),
-}
-
 type StackKey = (u32, u64, RecordKind, u64);
 
 /// Stacks waiting at most (a step whose record was lost leaves its stack
@@ -111,14 +99,20 @@ impl<A: Annotator> Feed<A> {
 
     /// One raw record from the ring buffer (or a trace file). A recording
     /// gets the record's annotations (symbols, paths) first, so a replay
-    /// knows them when it reaches the record.
+    /// knows them when it reaches the record; the engine gets it last.
     pub fn record(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.steps.clear();
-        let next = match decode_into(bytes, &mut self.steps) {
+        match decode_into(bytes, &mut self.steps) {
             Ok(Decoded::Event(mut e)) => {
                 self.annotate(&mut e)?;
+                self.recorded(bytes)?;
                 let path = self.known_path(&e);
-                Next::Event(e, path)
+                let (dev, ino) = e.key();
+                self.engine.push_into(Input::Event(e), &mut self.ready);
+                if let Some(path) = path {
+                    self.engine
+                        .push_into(Input::Path { dev, ino, path }, &mut self.ready);
+                }
             }
             Ok(Decoded::Write(mut begin)) => {
                 self.writes += 1;
@@ -127,9 +121,11 @@ impl<A: Annotator> Feed<A> {
                 let annotated = steps.iter_mut().try_for_each(|e| self.annotate(e));
                 self.steps = steps;
                 annotated?;
+                self.recorded(bytes)?;
                 let path = self.known_path(&begin);
                 let done = begin.flags & EVENT_FINAL != 0;
-                Next::Write(begin, path, done)
+                self.engine
+                    .write(begin, &mut self.steps, path, done, &mut self.ready);
             }
             Ok(Decoded::Path {
                 dev,
@@ -142,22 +138,24 @@ impl<A: Annotator> Feed<A> {
                 if let Some(w) = self.recorder.as_mut() {
                     w.path(dev, ino, path.as_deref())?;
                 }
+                self.recorded(bytes)?;
                 if self.paths.len() >= MAX_PATHS {
                     self.paths.clear();
                 }
                 self.paths.insert((dev, ino), path.clone());
-                Next::Path(dev, ino, path)
+                self.engine
+                    .push_into(Input::Path { dev, ino, path }, &mut self.ready);
             }
             Ok(Decoded::Cgroup { tgid, id }) => {
                 let path = self.annotator.cgroup(id);
                 if let Some(w) = self.recorder.as_mut() {
                     w.cgroup(id, path.as_deref())?;
                 }
+                self.recorded(bytes)?;
                 if self.cgroups.len() >= MAX_PATHS {
                     self.cgroups.clear();
                 }
                 self.cgroups.insert(tgid, path);
-                Next::Nothing
             }
             Ok(Decoded::Stack {
                 dev,
@@ -167,35 +165,26 @@ impl<A: Annotator> Feed<A> {
                 ips,
             }) => {
                 let stack = self.stack(ips)?;
+                self.recorded(bytes)?;
                 if self.stacks.len() >= MAX_PENDING_STACKS {
                     self.stacks.clear();
                 }
                 self.stacks.insert((dev, ino, step, step_ts), Box::new(stack));
-                Next::Nothing
             }
             Err(_) => {
                 self.undecodable += 1;
-                Next::Nothing
+                self.recorded(bytes)?;
             }
-        };
-        if let Some(w) = self.recorder.as_mut() {
-            w.record(bytes)?;
-        }
-        let out = &mut self.ready;
-        match next {
-            Next::Nothing => {}
-            Next::Event(e, path) => {
-                let key = e.key();
-                self.engine.push_into(Input::Event(e), out);
-                if let Some(path) = path {
-                    let (dev, ino) = key;
-                    self.engine.push_into(Input::Path { dev, ino, path }, out);
-                }
-            }
-            Next::Write(begin, path, done) => self.engine.write(begin, &mut self.steps, path, done, out),
-            Next::Path(dev, ino, path) => self.engine.push_into(Input::Path { dev, ino, path }, out),
         }
         Ok(())
+    }
+
+    /// The record itself into the recording, if any.
+    fn recorded(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self.recorder.as_mut() {
+            Some(w) => w.record(bytes),
+            None => Ok(()),
+        }
     }
 
     /// Closed writes to `show` (a reporter), oldest first; their memory
@@ -205,15 +194,14 @@ impl<A: Annotator> Feed<A> {
         &mut self,
         mut show: impl FnMut(&WriteReport) -> std::io::Result<()>,
     ) -> std::io::Result<()> {
-        let mut ready = std::mem::take(&mut self.ready);
         let mut shown = Ok(());
-        for w in ready.drain(..) {
+        for w in &mut self.ready {
             if shown.is_ok() {
-                shown = show(&w);
+                shown = show(w);
             }
-            self.engine.recycle(w);
+            self.engine.recycle(std::mem::take(&mut w.events));
         }
-        self.ready = ready;
+        self.ready.clear();
         shown
     }
 
