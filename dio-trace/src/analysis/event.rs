@@ -55,14 +55,14 @@ pub struct Comm {
 }
 
 impl Comm {
-    /// The bytes of `b` up to its first NUL (at most 16).
-    pub fn new(b: &[u8]) -> Self {
-        let end = b.iter().position(|&c| c == 0).unwrap_or(b.len()).min(16);
-        let mut bytes = [0; 16];
-        bytes[..end].copy_from_slice(&b[..end]);
+    /// The kernel's 16 bytes, up to their first NUL. Masked, not cut to
+    /// length: a copy of variable length is a call to `memcpy` per write.
+    pub fn new(b: &[u8; 16]) -> Self {
+        let len = b.iter().position(|&c| c == 0).unwrap_or(16);
+        let mask = u128::MAX.checked_shr(128 - 8 * len as u32).unwrap_or(0);
         Self {
-            len: end as u8,
-            bytes,
+            len: len as u8,
+            bytes: (u128::from_le_bytes(*b) & mask).to_le_bytes(),
         }
     }
 
@@ -74,8 +74,12 @@ impl Comm {
 }
 
 impl From<&str> for Comm {
+    /// Its first 16 bytes.
     fn from(s: &str) -> Self {
-        Self::new(s.as_bytes())
+        let mut b = [0; 16];
+        let n = s.len().min(16);
+        b[..n].copy_from_slice(&s.as_bytes()[..n]);
+        Self::new(&b)
     }
 }
 
@@ -196,4 +200,27 @@ pub enum Input {
         records: u64,
         ts_ns: u64,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Comm;
+
+    #[test]
+    fn a_comm_ends_at_its_nul_and_reads_lossily() {
+        let mut b = *b"psql\0garbage!!!!";
+        assert_eq!(Comm::new(&b), "psql");
+        b[5] = b'x';
+        assert_eq!(
+            Comm::new(&b),
+            Comm::from("psql"),
+            "bytes past the NUL are not part of it"
+        );
+        assert_eq!(Comm::new(b"sixteen-bytes-ok"), "sixteen-bytes-ok");
+        assert_eq!(Comm::new(&[0; 16]), "");
+        // Cut by the kernel inside a two-byte character.
+        let mut cut = [0; 16];
+        cut[..3].copy_from_slice(&[b'a', 0xc3, 0]);
+        assert_eq!(Comm::new(&cut).to_string(), "a\u{fffd}");
+    }
 }
