@@ -105,8 +105,8 @@ pub fn decode_into(bytes: &[u8], steps: &mut Vec<Event>) -> Result<Decoded, Deco
     let kind = RecordKind::from_u32(header.kind).ok_or(DecodeError::Kind(header.kind))?;
     // Compact: its kind is all it shares with the header.
     if kind == RecordKind::Settled {
-        let r: SettledWrite = pod(bytes, kind.name())?;
-        return write(r.to_write_record()).map(Decoded::Write);
+        let r = pod::<SettledWrite>(bytes, kind.name())?;
+        return write(&r.to_write_record(), steps).map(Decoded::Write);
     }
     let mechanism = Mechanism::from_u32(header.mechanism).ok_or(DecodeError::Mechanism(header.mechanism))?;
     if kind == RecordKind::WritePath {
