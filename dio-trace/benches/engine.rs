@@ -18,7 +18,7 @@ use dio_trace_common::{
     probe::Mechanism,
     record::{
         CgroupRecord, EVENT_DSYNC, EVENT_FINAL, EVENT_SYNC, InodeEvent, PATH_DEPTH, PATH_NAME_LEN,
-        PathRecord, RecordHeader, Step, WriteRecord,
+        PathRecord, RecordHeader, SettledStep, SettledWrite, Step, WriteRecord,
     },
 };
 
@@ -101,6 +101,51 @@ fn path_record(ino: u64) -> Vec<u8> {
 /// default: an ordered write leaves at its sync). Before them, as live,
 /// the writer's cgroup and each file's path, once.
 fn whole_writes(writes: usize, inodes: u64) -> Vec<Vec<u8>> {
+    appends(writes, inodes, |r| bytes(&r))
+}
+
+/// The same appends as the compact records the kernel sends for writes
+/// settled at their sync ([`SettledWrite`], format 4).
+fn settled_writes(writes: usize, inodes: u64) -> Vec<Vec<u8>> {
+    let settled = |s: &Step| SettledStep {
+        ts_ns: s.ts_ns,
+        i_size: s.i_size,
+        i_disksize: s.i_disksize,
+        arg: s.arg,
+        pid: s.pid,
+        tgid: s.tgid,
+        flags: s.flags,
+        cpu: s.cpu as u16,
+        mechanism: s.mechanism as u8,
+        kind: s.kind as u8,
+    };
+    appends(writes, inodes, |r| {
+        let b = &r.begin;
+        bytes(&SettledWrite {
+            kind: RecordKind::Settled as u32,
+            flags: b.flags,
+            dev: b.dev,
+            ki_flags: b.arg as u32,
+            ino: b.ino,
+            pos: b.pos,
+            len: b.len,
+            i_size: b.i_size,
+            i_disksize: b.i_disksize,
+            comm: b.comm,
+            ts_ns: b.header.ts_ns,
+            pid: b.header.pid,
+            tgid: b.header.tgid,
+            cpu: b.header.cpu,
+            mechanism: b.header.mechanism,
+            size: settled(&r.size),
+            sync: settled(&r.sync),
+        })
+    })
+}
+
+/// The writer's cgroup and each file's path, then `writes` appends, each
+/// sent as `record` makes it.
+fn appends(writes: usize, inodes: u64, record: impl Fn(WriteRecord) -> Vec<u8>) -> Vec<Vec<u8>> {
     let mut ts = 0;
     let cgroup = bytes(&CgroupRecord {
         header: RecordHeader {
@@ -129,7 +174,7 @@ fn whole_writes(writes: usize, inodes: u64) -> Vec<Vec<u8>> {
                 ..Step::default()
             };
             ts += 400;
-            bytes(&WriteRecord {
+            record(WriteRecord {
                 begin,
                 size: step(ts - 300, 0xffff_ffff_8150_0a5c),
                 sync: step(ts - 200, 0),
@@ -169,6 +214,11 @@ fn feed(c: &mut Criterion) {
         (
             "250k writes as whole-write records, 64 files",
             whole_writes(WRITES, 64),
+            WRITES,
+        ),
+        (
+            "250k writes as settled records, 64 files",
+            settled_writes(WRITES, 64),
             WRITES,
         ),
         (
