@@ -204,13 +204,13 @@ pub async fn trace(
         tokio::select! {
             r = ring.ready() => {
                 r?;
-                ring.drain(|b| feed.record(b))?;
+                ring.drain(|b| feed.record_shown(b, reporter))?;
             }
             _ = tick.tick() => {
                 if let Some(log) = kernel_log.as_mut() {
                     log.drain();
                 }
-                ring.drain(|b| feed.record(b))?;
+                ring.drain(|b| feed.record_shown(b, reporter))?;
                 let reading = counters.read();
                 feed.counters(&reading, monotonic_ns())?;
                 feed.tick(monotonic_ns());
@@ -233,7 +233,7 @@ pub async fn trace(
     if let Some(log) = kernel_log.as_mut() {
         log.drain();
     }
-    ring.drain(|b| feed.record(b))?;
+    ring.drain(|b| feed.record_shown(b, reporter))?;
     let reading = counters.read();
     feed.counters(&reading, monotonic_ns())?;
     // Writes still in flight (or waiting for a size update that never

@@ -15,6 +15,7 @@ use super::{
 };
 use crate::{
     analysis::{Engine, Event, Frame, Input, Stack, engine::WriteReport},
+    report::Reporter,
     trace::writer::TraceWriter,
 };
 
@@ -185,6 +186,14 @@ impl<A: Annotator> Feed<A> {
             Some(w) => w.record(bytes),
             None => Ok(()),
         }
+    }
+
+    /// [`Feed::record`], then the writes it closed to `reporter` at once:
+    /// each write's memory is reused by the next while still in cache,
+    /// instead of a burst of records each taking memory of its own.
+    pub fn record_shown(&mut self, bytes: &[u8], reporter: &mut dyn Reporter) -> std::io::Result<()> {
+        self.record(bytes)?;
+        self.drain_ready(|w| reporter.write(w))
     }
 
     /// Closed writes to `show` (a reporter), oldest first; their memory
