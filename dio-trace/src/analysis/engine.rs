@@ -204,7 +204,9 @@ impl Engine {
         let alone = done
             && counts(&begin)
             && !self.open.contains_key(&key)
-            && steps.iter().all(|e| e.kind != RecordKind::WriteBegin);
+            && steps
+                .iter()
+                .all(|e| e.kind != RecordKind::WriteBegin && e.key() == key);
         if !alone {
             self.push_into(Input::Event(begin), out);
             if let Some(path) = path {
