@@ -46,6 +46,14 @@ pub enum Counter {
 /// Length of the counter array.
 pub const COUNTER_SLOTS: u32 = 16;
 
+/// Every counter of one CPU, in one value of the kernel's per-CPU array:
+/// user space reads them all with one syscall (per-slot entries took one
+/// per counter, fourteen every 100 ms).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CounterSlots(pub [u64; COUNTER_SLOTS as usize]);
+const _: () = assert!(Counter::ALL.len() <= COUNTER_SLOTS as usize);
+
 impl Counter {
     /// Every counter, in index order.
     pub const ALL: [Counter; 14] = [

@@ -7,7 +7,7 @@ use aya_ebpf::{
 use dio_trace_common::{
     arm::{ARM_MAP_ENTRIES, ArmedWrite, InodeKey},
     config::Config,
-    counters::{COUNTER_SLOTS, Counter},
+    counters::{Counter, CounterSlots},
     fs::FS_SLOTS,
 };
 
@@ -35,7 +35,7 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 
 /// What the kernel side saw but did not send, and what it lost.
 #[map]
-pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+pub static COUNTERS: PerCpuArray<CounterSlots> = PerCpuArray::with_max_entries(1, 0);
 
 /// Inodes with a size-extending sync-flavoured direct write in flight, by
 /// the inode's address, and (marked `ARM_SENT`) inodes whose last such
@@ -252,8 +252,9 @@ pub static ITER_CALL: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 
 /// Add one to a counter. Never fails: a missing slot is a build bug.
 #[inline(always)]
 pub fn count(counter: Counter) {
-    if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
-        // SAFETY: per-CPU slot, only this CPU writes it while we run.
-        unsafe { *slot += 1 };
+    if let Some(slots) = COUNTERS.get_ptr_mut(0) {
+        // SAFETY: per-CPU value, only this CPU writes it while we run; the
+        // index is a constant below COUNTER_SLOTS (checked in common).
+        unsafe { (*slots).0[counter as usize] += 1 };
     }
 }

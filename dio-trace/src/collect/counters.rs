@@ -1,10 +1,10 @@
 //! The kernel's per-CPU counters, summed.
 
 use aya::maps::{MapData, PerCpuArray};
-use dio_trace_common::counters::Counter;
+use dio_trace_common::counters::{Counter, CounterSlots};
 
 pub struct Counters {
-    map: PerCpuArray<MapData, u64>,
+    map: PerCpuArray<MapData, CounterSlots>,
 }
 
 /// One reading of every counter.
@@ -35,15 +35,17 @@ impl Reading {
 }
 
 impl Counters {
-    pub fn new(map: PerCpuArray<MapData, u64>) -> Self {
+    pub fn new(map: PerCpuArray<MapData, CounterSlots>) -> Self {
         Self { map }
     }
 
     pub fn read(&self) -> Reading {
         let mut r = Reading::default();
-        for c in Counter::ALL {
-            if let Ok(values) = self.map.get(&(c as u32), 0) {
-                r.0[c as usize] = values.iter().sum();
+        if let Ok(cpus) = self.map.get(&0, 0) {
+            for slots in cpus.iter() {
+                for c in Counter::ALL {
+                    r.0[c as usize] += slots.0[c as usize];
+                }
             }
         }
         r
