@@ -230,7 +230,18 @@ pub fn settle(armed: *mut ArmedWrite) {
         (*out).len = (*b).len;
         (*out).i_size = (*b).i_size;
         (*out).i_disksize = (*b).i_disksize;
-        (*out).comm = (*b).comm;
+        // As two aligned words: a plain array copy becomes a byte-loop
+        // memmove subprogram in BPF.
+        const _: () = assert!(
+            core::mem::offset_of!(SettledWrite, comm) % 8 == 0
+                && core::mem::offset_of!(InodeEvent, comm) % 8 == 0
+        );
+        let (from, to) = (
+            (&raw const (*b).comm).cast::<u64>(),
+            (&raw mut (*out).comm).cast::<u64>(),
+        );
+        to.write(from.read());
+        to.add(1).write(from.add(1).read());
         (*out).ts_ns = (*b).header.ts_ns;
         (*out).pid = (*b).header.pid;
         (*out).tgid = (*b).header.tgid;
