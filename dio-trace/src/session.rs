@@ -72,8 +72,12 @@ pub struct Outcome {
     pub child: Option<std::process::ExitStatus>,
 }
 
-/// How often counters are read and lingering writes closed.
-const TICK: Duration = Duration::from_millis(100);
+/// How often counters are read, the ring drained below its wake-up level
+/// and lingering writes closed: the longest a record waits to be shown.
+/// Each tick is a wake-up, which costs this process about 90 µs of CPU on
+/// a VM (measured idle: 1.8 ms per second at 100 ms, 0.66 ms at 250 ms);
+/// at 100 ms that was most of its cost per write under a single appender.
+const TICK: Duration = Duration::from_millis(250);
 
 /// Trace `target`; with `record`, also write a trace file there.
 pub async fn trace(
