@@ -169,6 +169,23 @@ const _: () = assert!(core::mem::size_of::<SettledStep>() == 48);
 pub const SETTLED_CPU_MASK: u32 = 0xffff;
 
 impl SettledStep {
+    /// `s` in compact form (its `pos` dropped; CPU, mechanism and kind
+    /// cut to their widths: [`SettledWrite::of`] checks nothing was lost).
+    pub const fn of(s: &Step) -> Self {
+        SettledStep {
+            ts_ns: s.ts_ns,
+            i_size: s.i_size,
+            i_disksize: s.i_disksize,
+            arg: s.arg,
+            pid: s.pid,
+            tgid: s.tgid,
+            flags: s.flags,
+            cpu: s.cpu as u16,
+            mechanism: s.mechanism as u8,
+            kind: s.kind as u8,
+        }
+    }
+
     /// The step of a [`WriteRecord`] it came from; `pos` is what a settled
     /// write's step of that kind always has.
     pub const fn to_step(&self, pos: i64) -> Step {
@@ -189,6 +206,34 @@ impl SettledStep {
 }
 
 impl SettledWrite {
+    /// The compact record of `w`, if it says exactly what `w` says (no
+    /// completion yet, no lost records, steps' `pos` as at a settled
+    /// sync, numbers that fit): what the kernel's `settle` sends in place
+    /// of such a record. For user space (tests, benches).
+    pub fn of(w: &WriteRecord) -> Option<Self> {
+        let b = &w.begin;
+        let c = SettledWrite {
+            kind: crate::kind::RecordKind::Settled as u32,
+            flags: b.flags,
+            dev: b.dev,
+            ki_flags: b.arg as u32,
+            ino: b.ino,
+            pos: b.pos,
+            len: b.len,
+            i_size: b.i_size,
+            i_disksize: b.i_disksize,
+            comm: b.comm,
+            ts_ns: b.header.ts_ns,
+            pid: b.header.pid,
+            tgid: b.header.tgid,
+            cpu: b.header.cpu,
+            mechanism: b.header.mechanism,
+            size: SettledStep::of(&w.size),
+            sync: SettledStep::of(&w.sync),
+        };
+        (c.to_write_record() == *w).then_some(c)
+    }
+
     /// The [`WriteRecord`] the kernel would have sent for the same write.
     pub const fn to_write_record(&self) -> WriteRecord {
         WriteRecord {

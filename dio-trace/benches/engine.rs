@@ -18,7 +18,7 @@ use dio_trace_common::{
     probe::Mechanism,
     record::{
         CgroupRecord, EVENT_DSYNC, EVENT_FINAL, EVENT_SYNC, InodeEvent, PATH_DEPTH, PATH_NAME_LEN,
-        PathRecord, RecordHeader, SettledStep, SettledWrite, Step, WriteRecord,
+        PathRecord, RecordHeader, SettledWrite, Step, WriteRecord,
     },
 };
 
@@ -107,39 +107,11 @@ fn whole_writes(writes: usize, inodes: u64) -> Vec<Vec<u8>> {
 /// The same appends as the compact records the kernel sends for writes
 /// settled at their sync ([`SettledWrite`], format 4).
 fn settled_writes(writes: usize, inodes: u64) -> Vec<Vec<u8>> {
-    let settled = |s: &Step| SettledStep {
-        ts_ns: s.ts_ns,
-        i_size: s.i_size,
-        i_disksize: s.i_disksize,
-        arg: s.arg,
-        pid: s.pid,
-        tgid: s.tgid,
-        flags: s.flags,
-        cpu: s.cpu as u16,
-        mechanism: s.mechanism as u8,
-        kind: s.kind as u8,
-    };
-    appends(writes, inodes, |r| {
-        let b = &r.begin;
-        bytes(&SettledWrite {
-            kind: RecordKind::Settled as u32,
-            flags: b.flags,
-            dev: b.dev,
-            ki_flags: b.arg as u32,
-            ino: b.ino,
-            pos: b.pos,
-            len: b.len,
-            i_size: b.i_size,
-            i_disksize: b.i_disksize,
-            comm: b.comm,
-            ts_ns: b.header.ts_ns,
-            pid: b.header.pid,
-            tgid: b.header.tgid,
-            cpu: b.header.cpu,
-            mechanism: b.header.mechanism,
-            size: settled(&r.size),
-            sync: settled(&r.sync),
-        })
+    appends(writes, inodes, |mut r| {
+        // What the kernel's step slots hold at a settled sync.
+        r.size.pos = 0;
+        r.sync.pos = -1;
+        bytes(&SettledWrite::of(&r).expect("an append settled at its sync has a compact record"))
     })
 }
 

@@ -255,7 +255,7 @@ fn c_str(b: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dio_trace_common::record::{EVENT_FINAL, EVENT_SYNC, SettledStep};
+    use dio_trace_common::record::{EVENT_FINAL, EVENT_SYNC};
 
     fn as_bytes<T: Copy>(v: &T) -> Vec<u8> {
         record_bytes(v).to_vec()
@@ -410,47 +410,11 @@ mod tests {
             sync,
             ..WriteRecord::default()
         };
-        let compact = SettledWrite {
-            kind: RecordKind::Settled as u32,
-            flags: begin.flags,
-            dev: begin.dev,
-            ki_flags: begin.arg as u32,
-            ino: begin.ino,
-            pos: begin.pos,
-            len: begin.len,
-            i_size: begin.i_size,
-            i_disksize: begin.i_disksize,
-            comm: begin.comm,
-            ts_ns: begin.header.ts_ns,
-            pid: begin.header.pid,
-            tgid: begin.header.tgid,
-            cpu: begin.header.cpu,
-            mechanism: begin.header.mechanism,
-            size: SettledStep {
-                ts_ns: size.ts_ns,
-                i_size: size.i_size,
-                i_disksize: size.i_disksize,
-                arg: size.arg,
-                pid: size.pid,
-                tgid: size.tgid,
-                flags: size.flags,
-                cpu: size.cpu as u16,
-                mechanism: size.mechanism as u8,
-                kind: size.kind as u8,
-            },
-            sync: SettledStep {
-                ts_ns: sync.ts_ns,
-                i_size: sync.i_size,
-                i_disksize: sync.i_disksize,
-                arg: sync.arg,
-                pid: sync.pid,
-                tgid: sync.tgid,
-                flags: sync.flags,
-                cpu: sync.cpu as u16,
-                mechanism: sync.mechanism as u8,
-                kind: sync.kind as u8,
-            },
-        };
+        let compact = SettledWrite::of(&whole).expect("a write settled at its sync");
+        assert_eq!(
+            (compact.kind, compact.sync.cpu, compact.ki_flags),
+            (RecordKind::Settled as u32, 3, 0x2_0006)
+        );
         assert_eq!(compact.to_write_record(), whole);
         assert_eq!(write_events(&as_bytes(&compact)), write_events(&as_bytes(&whole)));
         assert!(matches!(
@@ -460,6 +424,11 @@ mod tests {
                 ..
             })
         ));
+        let completed = WriteRecord {
+            complete: step(70, 8192, 4096),
+            ..whole
+        };
+        assert_eq!(SettledWrite::of(&completed), None, "a completion does not fit");
     }
 
     #[test]
