@@ -168,6 +168,20 @@ pub fn step_time(armed: *const ArmedWrite) -> u64 {
 /// costs no lookup.
 #[inline(always)]
 pub fn retire(armed: *mut ArmedWrite) {
+    finish(armed, false);
+}
+
+/// [`retire`] at the sync of a write whose covering size update came
+/// first: its verdict can no longer change, and it leaves as the compact
+/// [`SettledWrite`] (a third fewer bytes through the ring and into user
+/// space, for the record most writes send) when that holds it exactly.
+#[inline(always)]
+pub fn settle(armed: *mut ArmedWrite) {
+    finish(armed, true);
+}
+
+#[inline(always)]
+fn finish(armed: *mut ArmedWrite, settled: bool) {
     // SAFETY: map value pointer, valid while the program runs.
     unsafe {
         if (*armed).state & ARM_SENT != 0 {
@@ -176,24 +190,22 @@ pub fn retire(armed: *mut ArmedWrite) {
         (*armed).state |= ARM_SENT;
         if !full_timeline() {
             (*armed).rec.begin.flags |= EVENT_FINAL;
-            send_write(armed);
+            if !(settled && send_settled(armed)) {
+                send_write(armed);
+            }
         }
         filter_add((*armed).rec.begin.ino, -1);
     }
 }
 
-/// The write's covering size update came before its sync, which is
-/// running now: its verdict can no longer change. Retire it as
-/// [`retire`] does, but send the compact [`SettledWrite`] instead of the
-/// whole [`WriteRecord`] (a third fewer bytes through the ring and into
-/// user space, for the record most writes send), filled straight into
-/// the ring. A write whose steps the compact record cannot hold exactly
-/// (lost records, a CPU number past 16 bits, a step `pos` of its own)
-/// goes whole.
+/// Send a settled write as a [`SettledWrite`], filled straight into the
+/// ring; false when the compact record cannot hold it exactly (lost
+/// records, a CPU number past 16 bits, a step `pos` of its own), and the
+/// whole record must go instead.
 #[inline(always)]
-pub fn settle(armed: *mut ArmedWrite) {
+fn send_settled(armed: *const ArmedWrite) -> bool {
     // SAFETY: map value pointer, valid while the program runs.
-    let compact = unsafe {
+    let fits = unsafe {
         let r = &raw const (*armed).rec;
         (*r).begin.header.lost == 0
             && (*r).size.pos == 0
@@ -201,28 +213,20 @@ pub fn settle(armed: *mut ArmedWrite) {
             && (*r).size.cpu <= SETTLED_CPU_MASK
             && (*r).sync.cpu <= SETTLED_CPU_MASK
     };
-    // SAFETY: as above.
-    if !compact || full_timeline() || unsafe { (*armed).state } & ARM_SENT != 0 {
-        retire(armed);
-        return;
+    if !fits {
+        return false;
     }
     let Some(mut entry) = EVENTS.reserve::<SettledWrite>(0) else {
-        count(Counter::RingbufFull);
-        count(Counter::WritesLost);
-        // SAFETY: as above.
-        unsafe { (*armed).state |= ARM_SENT };
-        // SAFETY: as above.
-        filter_add(unsafe { (*armed).rec.begin.ino }, -1);
-        return;
+        sent(false);
+        return true;
     };
     let out = entry.as_mut_ptr();
     // SAFETY: `out` points at a reserved, writable SettledWrite in the
     // ring, filled in place; `armed` as above.
     unsafe {
-        (*armed).state |= ARM_SENT;
         let b = &raw const (*armed).rec.begin;
         (*out).kind = RecordKind::Settled as u32;
-        (*out).flags = (*b).flags | EVENT_FINAL;
+        (*out).flags = (*b).flags;
         (*out).dev = (*b).dev;
         (*out).ki_flags = (*b).arg as u32;
         (*out).ino = (*b).ino;
@@ -247,31 +251,22 @@ pub fn settle(armed: *mut ArmedWrite) {
         (*out).tgid = (*b).header.tgid;
         (*out).cpu = (*b).header.cpu;
         (*out).mechanism = (*b).header.mechanism;
-        settled_step(&raw mut (*out).size, &raw const (*armed).rec.size);
-        settled_step(&raw mut (*out).sync, &raw const (*armed).rec.sync);
+        (&raw mut (*out).size).write(SettledStep::of(&(*armed).rec.size));
+        (&raw mut (*out).sync).write(SettledStep::of(&(*armed).rec.sync));
     }
     entry.submit(wake());
-    count(Counter::Sent);
-    // SAFETY: as above.
-    filter_add(unsafe { (*armed).rec.begin.ino }, -1);
+    sent(true);
+    true
 }
 
-/// # Safety
-/// Both point at valid, writable (`out`) memory of their type.
+/// Count a whole write sent, or lost to a full ring.
 #[inline(always)]
-unsafe fn settled_step(out: *mut SettledStep, s: *const Step) {
-    // SAFETY: the caller's.
-    unsafe {
-        (*out).ts_ns = (*s).ts_ns;
-        (*out).i_size = (*s).i_size;
-        (*out).i_disksize = (*s).i_disksize;
-        (*out).arg = (*s).arg;
-        (*out).pid = (*s).pid;
-        (*out).tgid = (*s).tgid;
-        (*out).flags = (*s).flags;
-        (*out).cpu = (*s).cpu as u16;
-        (*out).mechanism = (*s).mechanism as u8;
-        (*out).kind = (*s).kind as u8;
+fn sent(ok: bool) {
+    if ok {
+        count(Counter::Sent);
+    } else {
+        count(Counter::RingbufFull);
+        count(Counter::WritesLost);
     }
 }
 
@@ -279,13 +274,10 @@ unsafe fn settled_step(out: *mut SettledStep, s: *const Step) {
 #[inline(always)]
 pub fn send_write(armed: *mut ArmedWrite) {
     // SAFETY: map value pointer, valid while the program runs.
-    match EVENTS.output::<WriteRecord>(unsafe { &(*armed).rec }, wake()) {
-        Ok(()) => count(Counter::Sent),
-        Err(_) => {
-            count(Counter::RingbufFull);
-            count(Counter::WritesLost);
-        }
-    }
+    let ok = EVENTS
+        .output::<WriteRecord>(unsafe { &(*armed).rec }, wake())
+        .is_ok();
+    sent(ok);
 }
 
 /// Send one event of an armed inode at once (full timeline), at `ts`. The
