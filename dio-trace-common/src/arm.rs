@@ -35,12 +35,18 @@ pub struct ArmedWrite {
     pub cg_tgid: u32,
     pub cg_id: u64,
     pub cg_epoch: u64,
+    /// The file whose path is known to be sent (number, device, generation),
+    /// as last found by a write through this entry: a file written again,
+    /// the entry reused, skips the lookup of sent paths.
+    pub path_ino: u64,
+    pub path_dev: u32,
+    pub path_gen: u32,
     /// Sent when the write has nothing more to tell; `begin` names the
     /// inode and carries the count of this write's lost records.
     pub rec: WriteRecord,
 }
 
-const _: () = assert!(core::mem::size_of::<ArmedWrite>() == 32 + 296);
+const _: () = assert!(core::mem::size_of::<ArmedWrite>() == 48 + 296);
 
 /// A size update covering `end` was seen.
 pub const ARM_SIZE_SEEN: u32 = 1 << 0;

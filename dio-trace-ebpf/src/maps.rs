@@ -156,18 +156,6 @@ pub static CGROUP_SENT: LruHashMap<u32, u64> = LruHashMap::with_max_entries(8192
 #[map]
 pub static PATH_SENT: LruHashMap<InodeKey, u32> = LruHashMap::with_max_entries(16384, 0);
 
-/// The file whose path this CPU last found sent, and its generation: a
-/// writer appending to one file then skips the [`PATH_SENT`] lookup.
-#[map]
-pub static LAST_PATH: PerCpuArray<SentPath> = PerCpuArray::with_max_entries(1, 0);
-
-#[repr(C)]
-pub struct SentPath {
-    pub key: InodeKey,
-    pub generation: u32,
-    pub _pad: u32,
-}
-
 /// The inode an entry probe saw, by task (`pid_tgid`), for its exit probe:
 /// exit probes cannot always read their arguments (`iomap_dio_complete`
 /// frees its `dio` before it returns).

@@ -16,7 +16,7 @@ use dio_trace_common::{
     counters::Counter,
     kind::RecordKind,
     probe::Mechanism,
-    record::{EVENT_DSYNC, EVENT_FS_SHIFT, EVENT_SYNC, InodeEvent},
+    record::{EVENT_DSYNC, EVENT_FS_SHIFT, EVENT_SYNC},
 };
 
 use crate::{
@@ -26,8 +26,8 @@ use crate::{
         iocb_layout, read, sizes,
     },
     maps::{
-        ARMED, CGROUP_SENT, LAST_PATH, PATH_SENT, PENDING_SCRATCH, Pending, SCRATCH, SentPath, cgroup_epoch,
-        cgroup_epoch_bump, config, count, filter_add, pending_insert, pending_remove,
+        ARMED, CGROUP_SENT, PATH_SENT, PENDING_SCRATCH, Pending, SCRATCH, cgroup_epoch, cgroup_epoch_bump,
+        config, count, filter_add, pending_insert, pending_remove,
     },
     probes::{armed, task_passes},
 };
@@ -348,14 +348,19 @@ pub fn count_write(w: Counted, sz: &Sizes, dentry: impl FnOnce() -> *const u8) {
             unsafe { (*entry).rec.begin.header.ts_ns },
         );
     }
-    if !path_sent(w.key, w.generation) {
+    if !path_sent(entry, w.key, w.generation) {
         let dentry = dentry();
         if dentry.is_null() {
             return;
         }
         path_record(dentry, w.mechanism, entry);
         let _ = PATH_SENT.insert(w.key, w.generation, 0);
-        remember_path(w.key, w.generation);
+    }
+    // SAFETY: map value pointer, valid while the program runs.
+    unsafe {
+        (*entry).path_ino = w.key.ino;
+        (*entry).path_dev = w.key.dev;
+        (*entry).path_gen = w.generation;
     }
 }
 
@@ -374,13 +379,9 @@ fn send_cgroup(mechanism: Mechanism, entry: *mut ArmedWrite) {
 /// as long as no cgroup record went out since.
 #[inline(never)]
 fn send_cgroup_once(mechanism: Mechanism, entry: *mut ArmedWrite) {
-    // SAFETY: helpers without preconditions.
-    let (tgid, cgroup) = unsafe {
-        (
-            (bpf_get_current_pid_tgid() >> 32) as u32,
-            bpf_get_current_cgroup_id(),
-        )
-    };
+    // SAFETY: map value pointer, valid while the program runs (the writer,
+    // as the record's header has it); a helper without preconditions.
+    let (tgid, cgroup) = unsafe { ((*entry).rec.begin.header.tgid, bpf_get_current_cgroup_id()) };
     let epoch = cgroup_epoch();
     // SAFETY: map value pointer, valid while the program runs.
     unsafe {
@@ -407,40 +408,25 @@ fn send_cgroup_once(mechanism: Mechanism, entry: *mut ArmedWrite) {
 }
 
 /// Was this file's path sent already (this inode number, this generation)?
+/// The entry remembers the file its last write found sent: a file written
+/// again, the common case, costs no [`PATH_SENT`] lookup.
 #[inline(always)]
-fn path_sent(key: InodeKey, generation: u32) -> bool {
-    if let Some(last) = LAST_PATH.get_ptr_mut(0) {
-        // SAFETY: per-CPU slot, valid while the program runs.
-        if unsafe { (*last).key == key && (*last).generation == generation } {
-            return true;
-        }
+fn path_sent(entry: *const ArmedWrite, key: InodeKey, generation: u32) -> bool {
+    // SAFETY: map value pointer, valid while the program runs.
+    if unsafe {
+        (*entry).path_ino == key.ino && (*entry).path_dev == key.dev && (*entry).path_gen == generation
+    } {
+        return true;
     }
     // SAFETY: read-only copy of a plain value.
-    if unsafe { PATH_SENT.get(key) }.copied() != Some(generation) {
-        return false;
-    }
-    remember_path(key, generation);
-    true
-}
-
-#[inline(always)]
-fn remember_path(key: InodeKey, generation: u32) {
-    if let Some(last) = LAST_PATH.get_ptr_mut(0) {
-        // SAFETY: per-CPU slot, valid while the program runs.
-        unsafe {
-            *last = SentPath {
-                key,
-                generation,
-                _pad: 0,
-            }
-        };
-    }
+    unsafe { PATH_SENT.get(key) }.copied() == Some(generation)
 }
 
 /// The task's name, written by the helper straight into `dst` (a map
 /// value): aya's `bpf_get_current_comm` first zeroes a stack buffer in a
 /// byte loop, then the caller copies it, which is a tenth of a write
-/// start's instructions. On failure `dst` is left as it was.
+/// start's instructions. The kernel pads the name with NULs, and zeroes
+/// all 16 bytes when it has no task: `dst` needs no clearing first.
 #[inline(always)]
 fn comm_into(dst: *mut [u8; 16]) {
     // SAFETY: `dst` is 16 writable bytes; the helper writes at most that.
@@ -490,19 +476,19 @@ fn arm(w: &Counted, sz: &Sizes) -> Option<*mut ArmedWrite> {
     // need only their timestamps cleared ("not seen"); the state goes last.
     unsafe {
         (*entry).end = w.end;
-        (*entry).rec.begin = InodeEvent {
-            header: header(RecordKind::Write, w.mechanism, 0),
-            dev: w.key.dev,
-            flags: w.flags | sz.flags,
-            ino: w.key.ino,
-            i_size: sz.i_size,
-            i_disksize: sz.i_disksize,
-            pos: w.pos,
-            len: w.len,
-            arg: w.ki_flags as u64,
-            comm: [0; 16],
-        };
-        comm_into(&raw mut (*entry).rec.begin.comm);
+        // Field by field: a struct literal would zero `comm` first, in a
+        // byte-loop `memset` subprogram, only for the helper to overwrite it.
+        let b = &raw mut (*entry).rec.begin;
+        (*b).header = header(RecordKind::Write, w.mechanism, 0);
+        (*b).dev = w.key.dev;
+        (*b).flags = w.flags | sz.flags;
+        (*b).ino = w.key.ino;
+        (*b).i_size = sz.i_size;
+        (*b).i_disksize = sz.i_disksize;
+        (*b).pos = w.pos;
+        (*b).len = w.len;
+        (*b).arg = w.ki_flags as u64;
+        comm_into(&raw mut (*b).comm);
         (*entry).rec.size.ts_ns = 0;
         (*entry).rec.sync.ts_ns = 0;
         (*entry).rec.complete.ts_ns = 0;
