@@ -114,7 +114,7 @@ pub trait Reporter {
     fn start(&mut self, info: &RunInfo) -> std::io::Result<()>;
     /// A write was closed with a verdict.
     fn write(&mut self, w: &WriteReport) -> std::io::Result<()>;
-    /// The kernel's counters, read again (every 250 ms while tracing).
+    /// The kernel's counters, read again (every second while tracing).
     fn counters(&mut self, _reading: &Reading) -> std::io::Result<()> {
         Ok(())
     }
