@@ -234,31 +234,46 @@ impl SettledWrite {
         (c.to_write_record() == *w).then_some(c)
     }
 
+    /// The start of the write, as [`WriteRecord::begin`] holds it.
+    pub const fn begin(&self) -> InodeEvent {
+        InodeEvent {
+            header: RecordHeader {
+                kind: crate::kind::RecordKind::Write as u32,
+                mechanism: self.mechanism,
+                ts_ns: self.ts_ns,
+                pid: self.pid,
+                tgid: self.tgid,
+                cpu: self.cpu,
+                lost: 0,
+            },
+            dev: self.dev,
+            flags: self.flags,
+            ino: self.ino,
+            i_size: self.i_size,
+            i_disksize: self.i_disksize,
+            pos: self.pos,
+            len: self.len,
+            arg: self.ki_flags as u64,
+            comm: self.comm,
+        }
+    }
+
+    /// The covering size update, as [`WriteRecord::size`] holds it.
+    pub const fn size_step(&self) -> Step {
+        self.size.to_step(0)
+    }
+
+    /// The sync, as [`WriteRecord::sync`] holds it (its end not yet known).
+    pub const fn sync_step(&self) -> Step {
+        self.sync.to_step(-1)
+    }
+
     /// The [`WriteRecord`] the kernel would have sent for the same write.
     pub const fn to_write_record(&self) -> WriteRecord {
         WriteRecord {
-            begin: InodeEvent {
-                header: RecordHeader {
-                    kind: crate::kind::RecordKind::Write as u32,
-                    mechanism: self.mechanism,
-                    ts_ns: self.ts_ns,
-                    pid: self.pid,
-                    tgid: self.tgid,
-                    cpu: self.cpu,
-                    lost: 0,
-                },
-                dev: self.dev,
-                flags: self.flags,
-                ino: self.ino,
-                i_size: self.i_size,
-                i_disksize: self.i_disksize,
-                pos: self.pos,
-                len: self.len,
-                arg: self.ki_flags as u64,
-                comm: self.comm,
-            },
-            size: self.size.to_step(0),
-            sync: self.sync.to_step(-1),
+            begin: self.begin(),
+            size: self.size_step(),
+            sync: self.sync_step(),
             complete: Step {
                 ts_ns: 0,
                 i_size: 0,

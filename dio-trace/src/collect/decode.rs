@@ -106,7 +106,15 @@ pub fn decode_into(bytes: &[u8], steps: &mut Vec<Event>) -> Result<Decoded, Deco
     // Compact: its kind is all it shares with the header.
     if kind == RecordKind::Settled {
         let r = pod::<SettledWrite>(bytes, kind.name())?;
-        return write(&r.to_write_record(), steps).map(Decoded::Write);
+        // Straight from the compact form: building the whole record first
+        // cost a tenth of user space's time per write.
+        let (size, sync) = (r.size_step(), r.sync_step());
+        return write(
+            &r.begin(),
+            [(RecordKind::MarkDirty, &size), (RecordKind::SyncEnter, &sync)],
+            steps,
+        )
+        .map(Decoded::Write);
     }
     let mechanism = Mechanism::from_u32(header.mechanism).ok_or(DecodeError::Mechanism(header.mechanism))?;
     if kind == RecordKind::WritePath {
@@ -129,7 +137,17 @@ pub fn decode_into(bytes: &[u8], steps: &mut Vec<Event>) -> Result<Decoded, Deco
         });
     }
     if kind == RecordKind::Write {
-        return write(&*pod::<WriteRecord>(bytes, kind.name())?, steps).map(Decoded::Write);
+        let r = pod::<WriteRecord>(bytes, kind.name())?;
+        return write(
+            &r.begin,
+            [
+                (RecordKind::MarkDirty, &r.size),
+                (RecordKind::SyncEnter, &r.sync),
+                (RecordKind::CompleteExit, &r.complete),
+            ],
+            steps,
+        )
+        .map(Decoded::Write);
     }
     if kind == RecordKind::Stack {
         return stack(&*pod::<StackRecord>(bytes, kind.name())?);
@@ -165,26 +183,23 @@ fn event(kind: RecordKind, mechanism: Mechanism, r: &InodeEvent) -> Event {
     }
 }
 
-/// A [`WriteRecord`] as the events a full timeline would have sent for the
-/// same facts: the begin, then each step seen (appended to `steps`), by
-/// time. On error `steps` is left as it was.
-fn write(r: &WriteRecord, steps: &mut Vec<Event>) -> Result<Event, DecodeError> {
+/// A whole write (a [`WriteRecord`]'s start and step slots, each with the
+/// kind its slot stands for) as the events a full timeline would have sent
+/// for the same facts: the begin, then each step seen (appended to
+/// `steps`), by time. On error `steps` is left as it was.
+fn write<const N: usize>(
+    b: &InodeEvent,
+    slots: [(RecordKind, &Step); N],
+    steps: &mut Vec<Event>,
+) -> Result<Event, DecodeError> {
     let mechanism = |m: u32| Mechanism::from_u32(m).ok_or(DecodeError::Mechanism(m));
-    let fs = (r.begin.flags & EVENT_FS_MASK) >> EVENT_FS_SHIFT;
+    let fs = (b.flags & EVENT_FS_MASK) >> EVENT_FS_SHIFT;
     if Fs::from_u32(fs).is_none() {
         return Err(DecodeError::Filesystem(fs));
     }
-    let begin = event(
-        RecordKind::WriteBegin,
-        mechanism(r.begin.header.mechanism)?,
-        &r.begin,
-    );
+    let begin = event(RecordKind::WriteBegin, mechanism(b.header.mechanism)?, b);
     let first = steps.len();
-    for (kind, s) in [
-        (RecordKind::MarkDirty, &r.size),
-        (RecordKind::SyncEnter, &r.sync),
-        (RecordKind::CompleteExit, &r.complete),
-    ] {
+    for (kind, s) in slots {
         if s.ts_ns != 0 {
             let e = match s.kind {
                 0 => Ok(kind),
