@@ -157,23 +157,62 @@ impl Drop for BpfStats {
     }
 }
 
-/// Nanoseconds the BPF programs held open by `pid` have run in total, from
-/// `run_time_ns` in /proc/PID/fdinfo (needs [`BpfStats`]).
-pub fn bpf_run_ns(pid: u32) -> u64 {
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
-        return 0;
-    };
-    dir.flatten()
-        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-        .filter_map(|info| parse_run_time_ns(&info))
-        .sum()
+/// One BPF program a tracer holds, and what it has cost so far.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProgramCost {
+    /// As the kernel keeps it (15 bytes); `id N` where it could not be read.
+    pub name: String,
+    /// `run_time_ns` (needs [`BpfStats`]).
+    pub run_ns: u64,
+    /// `run_cnt`.
+    pub runs: u64,
 }
 
-fn parse_run_time_ns(fdinfo: &str) -> Option<u64> {
-    fdinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("run_time_ns:"))
-        .and_then(|v| v.trim().parse().ok())
+/// The BPF programs held open by `pid`, from /proc/PID/fdinfo (run time and
+/// count), named from the kernel's program info by `prog_id`: where each
+/// tracer's kernel time goes, program by program.
+pub fn bpf_programs(pid: u32) -> Vec<ProgramCost> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return Vec::new();
+    };
+    let held: Vec<(Option<u32>, ProgramCost)> = dir
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter_map(|info| parse_program(&info))
+        .collect();
+    let names: std::collections::HashMap<u32, String> = aya::programs::loaded_programs()
+        .flatten()
+        .filter_map(|p| Some((p.id(), p.name_as_str()?.to_owned())))
+        .collect();
+    held.into_iter()
+        .map(|(id, mut cost)| {
+            if let Some(name) = id.and_then(|id| names.get(&id)) {
+                cost.name.clone_from(name);
+            }
+            cost
+        })
+        .collect()
+}
+
+/// A program fd's fdinfo: its `prog_id` (when the kernel lists it) and its
+/// cost, named by id until the caller finds its name; `None` for other fds.
+fn parse_program(fdinfo: &str) -> Option<(Option<u32>, ProgramCost)> {
+    let field = |key: &str| {
+        fdinfo
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    let run_ns = field("run_time_ns:")?;
+    let id = field("prog_id:").and_then(|v| u32::try_from(v).ok());
+    Some((
+        id,
+        ProgramCost {
+            name: id.map_or_else(|| "?".to_owned(), |id| format!("id {id}")),
+            run_ns,
+            runs: field("run_cnt:").unwrap_or(0),
+        },
+    ))
 }
 
 /// CPU time `pid` has used so far, to the nanosecond: the sum over its
@@ -232,10 +271,19 @@ mod tests {
 
     #[test]
     fn run_time_comes_from_prog_fdinfo_only() {
-        let prog =
-            "pos:\t0\nflags:\t02000002\nprog_type:\t26\nprog_jited:\t1\nrun_time_ns:\t123456\nrun_cnt:\t42\n";
-        assert_eq!(parse_run_time_ns(prog), Some(123456));
-        assert_eq!(parse_run_time_ns("pos:\t0\nmap_type:\t27\n"), None);
+        let prog = "pos:\t0\nflags:\t02000002\nprog_type:\t26\nprog_jited:\t1\nrun_time_ns:\t123456\nrun_cnt:\t42\nprog_id:\t7\n";
+        assert_eq!(
+            parse_program(prog),
+            Some((
+                Some(7),
+                ProgramCost {
+                    name: "id 7".into(),
+                    run_ns: 123456,
+                    runs: 42
+                }
+            ))
+        );
+        assert_eq!(parse_program("pos:\t0\nmap_type:\t27\n"), None);
     }
 
     #[test]

@@ -138,6 +138,7 @@ pub fn section(setup: &Setup, samples: &[Sample]) -> String {
     let _ = writeln!(out, "{}", header(setup));
     let _ = writeln!(out, "{}", iops_table(samples));
     let _ = writeln!(out, "{}", facts_table(samples, setup.runtime, setup.machine.cpus));
+    let _ = writeln!(out, "{}", programs_table(samples));
     if let Some(probes) = samples.iter().find_map(|s| s.facts.as_ref()?.probes.clone()) {
         let _ = writeln!(out, "dio-trace's probes: `{probes}`\n");
     }
@@ -252,6 +253,52 @@ fn facts_table(samples: &[Sample], runtime: u32, cpus: usize) -> String {
                 sum(|f| f.sent),
                 sum(|f| f.write_lines),
             );
+        }
+    }
+    out
+}
+
+/// Where each tracer's BPF time goes: every program that ran, summed over
+/// the repetitions. Runs per I/O show how often the kernel hits the hook
+/// (the size update's moves from run to run with the kernel's timestamp
+/// and extent work); ns/run what one run costs.
+fn programs_table(samples: &[Sample]) -> String {
+    let mut out = String::from(
+        "Per program (`bpf_stats` run time and count of each program the tracer held, \
+         summed over the repetitions, per direct I/O of the workload):\n\n\
+         | workload | tracer | program | runs/I/O | ns/run | ns/I/O |\n\
+         |---|---|---|---:|---:|---:|\n",
+    );
+    for w in workloads(samples) {
+        for c in [Condition::DioTrace, Condition::Bpftrace] {
+            let runs: Vec<&TraceFacts> = samples
+                .iter()
+                .filter(|s| s.workload == w && s.condition == c)
+                .filter_map(|s| s.facts.as_ref())
+                .collect();
+            let direct = runs.iter().map(|r| r.direct).sum::<u64>();
+            let mut by_name: Vec<(String, u64, u64)> = Vec::new();
+            for p in runs.iter().flat_map(|r| &r.programs) {
+                match by_name.iter_mut().find(|(n, ..)| *n == p.name) {
+                    Some((_, ns, n)) => {
+                        *ns += p.run_ns;
+                        *n += p.runs;
+                    }
+                    None => by_name.push((p.name.clone(), p.run_ns, p.runs)),
+                }
+            }
+            for (name, ns, n) in by_name.iter().filter(|(_, _, n)| *n > 0) {
+                let per_io = |v: u64| if direct > 0 { v as f64 / direct as f64 } else { 0.0 };
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | `{name}` | {:.2} | {:.0} | {:.0} |",
+                    w.name(),
+                    c.name(),
+                    per_io(*n),
+                    *ns as f64 / *n as f64,
+                    per_io(*ns),
+                );
+            }
         }
     }
     out

@@ -78,6 +78,8 @@ pub struct TraceFacts {
     /// What the tracer's BPF programs cost, in fio's context: their total
     /// run time (kernel `bpf_stats`), in seconds.
     pub bpf_s: f64,
+    /// The same, program by program.
+    pub programs: Vec<host::ProgramCost>,
     /// dio-trace's `probe=mechanism:target` list from its start line.
     pub probes: Option<String>,
 }
@@ -238,7 +240,8 @@ impl Running {
     pub fn stop(mut self) -> Result<TraceFacts> {
         let name = self.kind.name();
         let cpu_s = host::cpu_seconds(self.pid())? - self.cpu_at_start;
-        let bpf_s = host::bpf_run_ns(self.pid()) as f64 / 1e9;
+        let programs = host::bpf_programs(self.pid());
+        let bpf_s = programs.iter().map(|p| p.run_ns).sum::<u64>() as f64 / 1e9;
         let mut child = self.child.take().context("tracer already stopped")?;
         host::signal(&child, libc::SIGINT);
         let Some(status) = host::wait_for(&mut child, EXIT_TIMEOUT)? else {
@@ -262,6 +265,7 @@ impl Running {
             .with_context(|| format!("reading {name}'s counts; its stderr: {}", self.stderr_tail()))?;
         facts.cpu_s = cpu_s;
         facts.bpf_s = bpf_s;
+        facts.programs = programs;
         facts.write_lines = write_lines;
         Ok(facts)
     }
