@@ -219,11 +219,7 @@ fn facts_table(samples: &[Sample], runtime: u32, cpus: usize) -> String {
     );
     for w in workloads(samples) {
         for c in [Condition::DioTrace, Condition::Bpftrace] {
-            let runs: Vec<&TraceFacts> = samples
-                .iter()
-                .filter(|s| s.workload == w && s.condition == c)
-                .filter_map(|s| s.facts.as_ref())
-                .collect();
+            let runs = tracer_runs(samples, w, c);
             if runs.is_empty() {
                 continue;
             }
@@ -258,6 +254,15 @@ fn facts_table(samples: &[Sample], runtime: u32, cpus: usize) -> String {
     out
 }
 
+/// What one tracer reported on one workload, one entry per repetition.
+fn tracer_runs(samples: &[Sample], w: Workload, c: Condition) -> Vec<&TraceFacts> {
+    samples
+        .iter()
+        .filter(|s| s.workload == w && s.condition == c)
+        .filter_map(|s| s.facts.as_ref())
+        .collect()
+}
+
 /// Where each tracer's BPF time goes: every program that ran, summed over
 /// the repetitions. Runs per I/O show how often the kernel hits the hook
 /// (the size update's moves from run to run with the kernel's timestamp
@@ -271,11 +276,7 @@ fn programs_table(samples: &[Sample]) -> String {
     );
     for w in workloads(samples) {
         for c in [Condition::DioTrace, Condition::Bpftrace] {
-            let runs: Vec<&TraceFacts> = samples
-                .iter()
-                .filter(|s| s.workload == w && s.condition == c)
-                .filter_map(|s| s.facts.as_ref())
-                .collect();
+            let runs = tracer_runs(samples, w, c);
             let direct = runs.iter().map(|r| r.direct).sum::<u64>();
             let mut by_name: Vec<(String, u64, u64)> = Vec::new();
             for p in runs.iter().flat_map(|r| &r.programs) {
