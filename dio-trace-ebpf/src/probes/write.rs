@@ -348,7 +348,11 @@ pub fn count_write(w: Counted, sz: &Sizes, dentry: impl FnOnce() -> *const u8) {
             unsafe { (*entry).rec.begin.header.ts_ns },
         );
     }
-    if !path_sent(entry, w.key, w.generation) {
+    if entry_knows_path(entry, w.key, w.generation) {
+        return;
+    }
+    // SAFETY: read-only copy of a plain value.
+    if unsafe { PATH_SENT.get(w.key) }.copied() != Some(w.generation) {
         let dentry = dentry();
         if dentry.is_null() {
             return;
@@ -407,19 +411,13 @@ fn send_cgroup_once(mechanism: Mechanism, entry: *mut ArmedWrite) {
     }
 }
 
-/// Was this file's path sent already (this inode number, this generation)?
-/// The entry remembers the file its last write found sent: a file written
-/// again, the common case, costs no [`PATH_SENT`] lookup.
+/// Did this entry's last write find this file's path sent (this inode
+/// number, this generation)? A file written again, the common case, then
+/// costs no [`PATH_SENT`] lookup.
 #[inline(always)]
-fn path_sent(entry: *const ArmedWrite, key: InodeKey, generation: u32) -> bool {
+fn entry_knows_path(entry: *const ArmedWrite, key: InodeKey, generation: u32) -> bool {
     // SAFETY: map value pointer, valid while the program runs.
-    if unsafe {
-        (*entry).path_ino == key.ino && (*entry).path_dev == key.dev && (*entry).path_gen == generation
-    } {
-        return true;
-    }
-    // SAFETY: read-only copy of a plain value.
-    unsafe { PATH_SENT.get(key) }.copied() == Some(generation)
+    unsafe { (*entry).path_ino == key.ino && (*entry).path_dev == key.dev && (*entry).path_gen == generation }
 }
 
 /// The task's name, written by the helper straight into `dst` (a map
