@@ -13,6 +13,13 @@ pub struct UsageError(pub String);
 #[error("{0}")]
 pub struct EnvError(pub String);
 
+impl EnvError {
+    /// A failed environment check, its whole context chain on one line.
+    pub fn of(e: anyhow::Error) -> Self {
+        EnvError(format!("{e:#}"))
+    }
+}
+
 /// Loading the programs into the kernel failed.
 #[derive(Debug, Error)]
 pub enum LoadError {

@@ -96,7 +96,7 @@ impl Reporter for WritesOnly<'_> {
 pub fn verify(a: VerifyArgs) -> anyhow::Result<Exit> {
     // Before the scratch image: without the privileges to trace, the loop
     // device would fail first, with a message about losetup.
-    crate::kernel::preflight::check_privileges().map_err(|e| crate::error::EnvError(format!("{e:#}")))?;
+    crate::kernel::preflight::check_privileges().map_err(crate::error::EnvError::of)?;
     let scratch;
     let dir: PathBuf = match &a.dir {
         Some(d) => {

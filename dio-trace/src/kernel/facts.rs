@@ -34,19 +34,15 @@ pub struct KernelFacts {
     pub mounts: MountTable,
 }
 
-fn env(e: anyhow::Error) -> EnvError {
-    EnvError(format!("{e:#}"))
-}
-
 impl KernelFacts {
     /// Check privileges, BTF and tracefs, then read every fact. `btf`:
     /// a BTF file with ext4's types (`--btf`), for kernels without module BTF.
     pub fn gather(btf: Option<&Path>) -> Result<Self, EnvError> {
-        preflight::check_privileges().map_err(env)?;
-        preflight::check_btf().map_err(env)?;
-        let tracefs = tracefs::ensure_mounted().map_err(env)?;
+        preflight::check_privileges().map_err(EnvError::of)?;
+        preflight::check_btf().map_err(EnvError::of)?;
+        let tracefs = tracefs::ensure_mounted().map_err(EnvError::of)?;
         let release = super::release();
-        let btf = KernelBtf::load(btf).map_err(env)?;
+        let btf = KernelBtf::load(btf).map_err(EnvError::of)?;
         let offsets = btf.offsets().map_err(|e| {
             EnvError(format!(
                 "kernel {release} lacks a struct field dio-trace reads: {e:#}; this kernel is not supported"
@@ -54,14 +50,14 @@ impl KernelFacts {
         })?;
         let format = tracefs::format(&tracefs, "iomap", "iomap_dio_rw_begin");
         let (iocb, iocb_source) =
-            iocb::resolve(format.as_deref(), super::parse_version(&release)).map_err(env)?;
+            iocb::resolve(format.as_deref(), super::parse_version(&release)).map_err(EnvError::of)?;
         // Only for naming callers and stack frames: a host that hides
         // kernel addresses still traces, and the reports say why once.
         let (kallsyms, symbols_unreadable) = match Kallsyms::load() {
             Ok(k) => (k, None),
             Err(e) => (Kallsyms::default(), Some(format!("{e:#}"))),
         };
-        let mounts = MountTable::load().map_err(env)?;
+        let mounts = MountTable::load().map_err(EnvError::of)?;
         Ok(Self {
             release,
             offsets,
