@@ -225,7 +225,7 @@ fn facts_table(samples: &[Sample], runtime: u32, cpus: usize) -> String {
             }
             let sum = |f: fn(&TraceFacts) -> u64| thousands(runs.iter().map(|r| f(r)).sum::<u64>() as f64);
             let cpu = runs.iter().map(|r| r.cpu_s).sum::<f64>() / runs.len() as f64;
-            let bpf = runs.iter().map(|r| r.bpf_s).sum::<f64>() / runs.len() as f64;
+            let bpf = runs.iter().map(|r| r.bpf_s()).sum::<f64>() / runs.len() as f64;
             let direct = runs.iter().map(|r| r.direct).sum::<u64>() as f64 / runs.len() as f64;
             let ns_per_io = if direct > 0.0 { bpf * 1e9 / direct } else { 0.0 };
             let share = 100.0 * (cpu + bpf) / (f64::from(runtime) * cpus as f64);

@@ -75,13 +75,18 @@ pub struct TraceFacts {
     /// The tracer process's own CPU time (user + system) while fio ran;
     /// the BPF programs run in fio's context and are not in it.
     pub cpu_s: f64,
-    /// What the tracer's BPF programs cost, in fio's context: their total
-    /// run time (kernel `bpf_stats`), in seconds.
-    pub bpf_s: f64,
-    /// The same, program by program.
+    /// What the tracer's BPF programs cost, in fio's context, program by
+    /// program (kernel `bpf_stats`).
     pub programs: Vec<host::ProgramCost>,
     /// dio-trace's `probe=mechanism:target` list from its start line.
     pub probes: Option<String>,
+}
+
+impl TraceFacts {
+    /// The BPF programs' total run time, in seconds.
+    pub fn bpf_s(&self) -> f64 {
+        self.programs.iter().map(|p| p.run_ns).sum::<u64>() as f64 / 1e9
+    }
 }
 
 pub struct Tools {
@@ -241,7 +246,6 @@ impl Running {
         let name = self.kind.name();
         let cpu_s = host::cpu_seconds(self.pid())? - self.cpu_at_start;
         let programs = host::bpf_programs(self.pid());
-        let bpf_s = programs.iter().map(|p| p.run_ns).sum::<u64>() as f64 / 1e9;
         let mut child = self.child.take().context("tracer already stopped")?;
         host::signal(&child, libc::SIGINT);
         let Some(status) = host::wait_for(&mut child, EXIT_TIMEOUT)? else {
@@ -264,7 +268,6 @@ impl Running {
             .facts(&lines)
             .with_context(|| format!("reading {name}'s counts; its stderr: {}", self.stderr_tail()))?;
         facts.cpu_s = cpu_s;
-        facts.bpf_s = bpf_s;
         facts.programs = programs;
         facts.write_lines = write_lines;
         Ok(facts)
