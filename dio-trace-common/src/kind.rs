@@ -23,6 +23,10 @@ pub enum RecordKind {
     /// ([`crate::record::SettledWrite`], format 4): what most counted
     /// writes send.
     Settled = 5,
+    /// Several settled writes of one CPU in one record
+    /// ([`crate::record::SettledBatch`], format 5): split into
+    /// [`RecordKind::Settled`] records as it arrives, never in a trace.
+    SettledBatch = 6,
 
     // 10..=19: size updates.
     /// `__ext4_mark_inode_dirty` ran for an armed inode (tracepoint
@@ -64,12 +68,13 @@ pub enum RecordKind {
 
 impl RecordKind {
     /// Every kind, for decoders and tests.
-    pub const ALL: [RecordKind; 15] = [
+    pub const ALL: [RecordKind; 16] = [
         RecordKind::WriteBegin,
         RecordKind::WritePath,
         RecordKind::Write,
         RecordKind::TaskCgroup,
         RecordKind::Settled,
+        RecordKind::SettledBatch,
         RecordKind::MarkDirty,
         RecordKind::InodeExtension,
         RecordKind::XfsUnwrittenConvert,
@@ -114,6 +119,7 @@ impl RecordKind {
             RecordKind::Write => "write",
             RecordKind::TaskCgroup => "task_cgroup",
             RecordKind::Settled => "settled_write",
+            RecordKind::SettledBatch => "settled_batch",
             RecordKind::MarkDirty => "mark_inode_dirty",
             RecordKind::InodeExtension => "handle_inode_extension",
             RecordKind::XfsUnwrittenConvert => "xfs_unwritten_convert",

@@ -141,6 +141,51 @@ pub struct SettledWrite {
 }
 const _: () = assert!(core::mem::size_of::<SettledWrite>() == 192);
 
+/// Settled writes a CPU collects before it sends them, in one
+/// [`SettledBatch`].
+pub const SETTLED_BATCH: usize = 16;
+
+/// Up to [`SETTLED_BATCH`] settled writes of one CPU in one record
+/// ([`crate::kind::RecordKind::SettledBatch`]). The ring costs per record
+/// (its lock, positions and header), not per byte: one record for sixteen
+/// writes is the kernel's share of batching. The record is always whole
+/// (the first `count` slots filled), and each 192-byte slot is a whole
+/// [`SettledWrite`] record of its own (its `kind` is `Settled`): user
+/// space splits a batch into them, and trace files hold the slots, never
+/// the batch.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SettledBatch {
+    /// [`crate::kind::RecordKind::SettledBatch`].
+    pub kind: u32,
+    /// Slots filled, from the first.
+    pub count: u32,
+    pub writes: [SettledWrite; SETTLED_BATCH],
+}
+const _: () = assert!(core::mem::size_of::<SettledBatch>() == 8 + SETTLED_BATCH * 192);
+
+impl SettledBatch {
+    /// Bytes before the first slot.
+    pub const HEADER: usize = 8;
+}
+
+/// A CPU's batch as the kernel keeps it (a per-CPU map value).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuBatch {
+    pub batch: SettledBatch,
+    /// Set while a program on this CPU changes the batch, so that another
+    /// one that interrupts it (the flush user space runs on each CPU, in
+    /// an interrupt; a task that preempts an fentry program) leaves it
+    /// alone: an interrupting write is sent on its own, and the flush
+    /// waits for the next tick.
+    pub busy: u32,
+    /// Set by user space, before any probe is attached, once it has
+    /// flushed a batch on this kernel: a batch nobody can flush would hold
+    /// an idle CPU's writes until the end.
+    pub on: u32,
+}
+
 /// A [`Step`] without what a settled write's steps never carry: the size
 /// update's `pos` is 0 and the sync's -1 (how it ended is not known at
 /// its start), so `pos` goes; CPU, mechanism and kind share a word.

@@ -1,6 +1,6 @@
 //! User-space extras: the loader passes these as globals, so they must be `Pod`.
 
-use crate::{arm::ArmedWrite, config::Config, counters::CounterSlots};
+use crate::{arm::ArmedWrite, config::Config, counters::CounterSlots, record::CpuBatch};
 
 // SAFETY: `Config` is `#[repr(C)]`, `Copy`, made only of integers and byte
 // arrays, with explicit padding: every bit pattern is valid.
@@ -12,3 +12,7 @@ unsafe impl aya::Pod for ArmedWrite {}
 
 // SAFETY: as above; user space reads the per-CPU counters.
 unsafe impl aya::Pod for CounterSlots {}
+
+// SAFETY: as above; user space reads the per-CPU batches left at the end of
+// a session.
+unsafe impl aya::Pod for CpuBatch {}

@@ -20,14 +20,15 @@ use dio_trace_common::{
     kind::RecordKind,
     probe::Mechanism,
     record::{
-        CgroupRecord, EVENT_FINAL, InodeEvent, PATH_DEPTH, PathRecord, RecordHeader, SETTLED_CPU_MASK,
-        STACK_DEPTH, SettledStep, SettledWrite, StackRecord, Step, WriteRecord,
+        CgroupRecord, CpuBatch, EVENT_FINAL, InodeEvent, PATH_DEPTH, PathRecord, RecordHeader, SETTLED_BATCH,
+        SETTLED_CPU_MASK, STACK_DEPTH, SettledBatch, SettledStep, SettledWrite, StackRecord, Step,
+        WriteRecord,
     },
 };
 
 use crate::{
     facts::{Sizes, Via, read},
-    maps::{EVENTS, config, count, filter_add},
+    maps::{BATCH, EVENTS, config, count, count_n, filter_add},
 };
 
 /// Every event leaves as it happens (`--full-timeline`).
@@ -198,10 +199,10 @@ fn finish(armed: *mut ArmedWrite, settled: bool) {
     }
 }
 
-/// Send a settled write as a [`SettledWrite`], filled straight into the
-/// ring; false when the compact record cannot hold it exactly (lost
-/// records, a CPU number past 16 bits, a step `pos` of its own), and the
-/// whole record must go instead.
+/// Send a settled write as a [`SettledWrite`]: into this CPU's batch
+/// ([`batched`]), else filled straight into the ring. False when the
+/// compact record cannot hold it exactly (lost records, a CPU number past
+/// 16 bits, a step `pos` of its own), and the whole record must go instead.
 #[inline(always)]
 fn send_settled(armed: *const ArmedWrite) -> bool {
     // SAFETY: map value pointer, valid while the program runs.
@@ -216,13 +217,78 @@ fn send_settled(armed: *const ArmedWrite) -> bool {
     if !fits {
         return false;
     }
+    if batched(armed) {
+        return true;
+    }
     let Some(mut entry) = EVENTS.reserve::<SettledWrite>(0) else {
-        sent(false);
+        sent(false, 1);
         return true;
     };
-    let out = entry.as_mut_ptr();
-    // SAFETY: `out` points at a reserved, writable SettledWrite in the
-    // ring, filled in place; `armed` as above.
+    fill_settled(entry.as_mut_ptr(), armed);
+    entry.submit(wake());
+    sent(true, 1);
+    true
+}
+
+/// Put a settled write into this CPU's batch, and send the batch when it
+/// is full. False, and nothing done, when batching is off or another
+/// program on this CPU is in the middle of changing the batch (then the
+/// write goes alone). The path and cgroup records a batched write needs
+/// may overtake it: user space names writes by when they began, not by
+/// when they arrived.
+#[inline(always)]
+fn batched(armed: *const ArmedWrite) -> bool {
+    let Some(b) = BATCH.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: per-CPU map value, valid while the program runs; `busy`
+    // keeps every other program on this CPU out until it is cleared.
+    unsafe {
+        if (*b).on == 0 || (*b).busy != 0 {
+            return false;
+        }
+        (*b).busy = 1;
+        let n = (*b).batch.count as usize;
+        if n < SETTLED_BATCH {
+            fill_settled((&raw mut (*b).batch.writes).cast::<SettledWrite>().add(n), armed);
+            (*b).batch.count = n as u32 + 1;
+            if n + 1 == SETTLED_BATCH {
+                send_batch(b);
+            }
+        }
+        (*b).busy = 0;
+        n < SETTLED_BATCH
+    }
+}
+
+/// Send what this CPU's batch holds, as one record, and empty it. For the
+/// flush user space runs on each CPU (`probes/flush.rs`), which holds
+/// `busy`, as [`batched`] does.
+#[inline(always)]
+pub fn send_batch(b: *mut CpuBatch) {
+    // SAFETY: per-CPU map value, valid while the program runs, `busy` held.
+    unsafe {
+        let n = (*b).batch.count as usize;
+        if n == 0 || n > SETTLED_BATCH {
+            return;
+        }
+        (*b).batch.kind = RecordKind::SettledBatch as u32;
+        // Whole, also when not full (a flush at a tick): a length that
+        // varies with `count` is one the verifier cannot bound.
+        sent(
+            EVENTS.output::<SettledBatch>(&(*b).batch, wake()).is_ok(),
+            n as u64,
+        );
+        (*b).batch.count = 0;
+    }
+}
+
+/// Fill `out` (reserved in the ring, or a batch slot) with a settled
+/// write.
+#[inline(always)]
+fn fill_settled(out: *mut SettledWrite, armed: *const ArmedWrite) {
+    // SAFETY: `out` points at a writable SettledWrite, filled in place;
+    // `armed` is a map value pointer, valid while the program runs.
     unsafe {
         let b = &raw const (*armed).rec.begin;
         (*out).kind = RecordKind::Settled as u32;
@@ -254,19 +320,17 @@ fn send_settled(armed: *const ArmedWrite) -> bool {
         (&raw mut (*out).size).write(SettledStep::of(&(*armed).rec.size));
         (&raw mut (*out).sync).write(SettledStep::of(&(*armed).rec.sync));
     }
-    entry.submit(wake());
-    sent(true);
-    true
 }
 
-/// Count a whole write sent, or lost to a full ring.
+/// Count `writes` whole writes sent, or lost to a full ring (a batch
+/// counts as the records its writes would have been alone).
 #[inline(always)]
-fn sent(ok: bool) {
+fn sent(ok: bool, writes: u64) {
     if ok {
-        count(Counter::Sent);
+        count_n(Counter::Sent, writes);
     } else {
-        count(Counter::RingbufFull);
-        count(Counter::WritesLost);
+        count_n(Counter::RingbufFull, writes);
+        count_n(Counter::WritesLost, writes);
     }
 }
 
@@ -277,7 +341,7 @@ pub fn send_write(armed: *mut ArmedWrite) {
     let ok = EVENTS
         .output::<WriteRecord>(unsafe { &(*armed).rec }, wake())
         .is_ok();
-    sent(ok);
+    sent(ok, 1);
 }
 
 /// Send one event of an armed inode at once (full timeline), at `ts`. The

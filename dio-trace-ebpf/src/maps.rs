@@ -9,6 +9,7 @@ use dio_trace_common::{
     config::Config,
     counters::{Counter, CounterSlots},
     fs::FS_SLOTS,
+    record::CpuBatch,
 };
 
 /// Written by the loader (offsets from BTF, ki_flags bits, filters) into
@@ -237,12 +238,22 @@ pub struct Pending {
 #[map]
 pub static ITER_CALL: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 0);
 
+/// Each CPU's settled writes not sent yet (`emit::batched`).
+#[map]
+pub static BATCH: PerCpuArray<CpuBatch> = PerCpuArray::with_max_entries(1, 0);
+
 /// Add one to a counter. Never fails: a missing slot is a build bug.
 #[inline(always)]
 pub fn count(counter: Counter) {
+    count_n(counter, 1);
+}
+
+/// Add `n` to a counter.
+#[inline(always)]
+pub fn count_n(counter: Counter, n: u64) {
     if let Some(slots) = COUNTERS.get_ptr_mut(0) {
         // SAFETY: per-CPU value, only this CPU writes it while we run; the
         // index is a constant below COUNTER_SLOTS (checked in common).
-        unsafe { (*slots).0[counter as usize] += 1 };
+        unsafe { (*slots).0[counter as usize] += n };
     }
 }

@@ -12,11 +12,12 @@ use aya::{
     programs::{BtfTracePoint, FEntry, FExit, KProbe, Program, ProgramError, RawTracePoint},
 };
 use dio_trace_common::{
-    config::{CONFIG_PROBE_READS, Config},
+    config::{CONFIG_FULL_TIMELINE, CONFIG_PROBE_READS, CONFIG_STACKS, Config},
     probe::Mechanism,
 };
 
 use crate::{
+    collect::batch,
     error::{LoadError, chain},
     loader,
     probes::{
@@ -39,6 +40,9 @@ pub struct Tracer {
     /// The programs read kernel memory with `bpf_probe_read_kernel` only
     /// (the verifier refused plain BTF loads on this kernel).
     pub probe_reads: bool,
+    /// Settled writes leave in per-CPU batches (`collect::batch`); `Err`
+    /// says why they leave one by one instead.
+    pub batching: Result<(), String>,
 }
 
 impl Tracer {
@@ -72,9 +76,19 @@ impl Tracer {
     }
 
     fn load(config: &Config, how: &Attach) -> Result<Self, LoadError> {
-        let ebpf = loader::load(config, how.ringbuf_bytes)?;
+        let mut ebpf = loader::load(config, how.ringbuf_bytes)?;
+        // Before attaching: nothing may fill a batch while it is set up.
+        // Not with stacks (a batched write would leave its stacks waiting
+        // in user space, thousands of them) nor a full timeline (events
+        // leave one by one anyway).
+        let batching = if config.flags & (CONFIG_STACKS | CONFIG_FULL_TIMELINE) != 0 {
+            Err("--stacks and --full-timeline send each write on its own".into())
+        } else {
+            batch::enable(&mut ebpf)
+        };
         let mut tracer = Self::attach(ebpf, how.btf, how.backend, how.wants);
         tracer.probe_reads = config.flags & CONFIG_PROBE_READS != 0;
+        tracer.batching = batching;
         Ok(tracer)
     }
 
@@ -96,6 +110,7 @@ impl Tracer {
             ebpf,
             selection,
             probe_reads: false,
+            batching: Err("not set up".into()),
         }
     }
 

@@ -14,6 +14,7 @@ use crate::{
     },
     attach::{Attach, Tracer},
     collect::{
+        batch::{self, BATCH_MAP},
         counters::Counters,
         decode::record_bytes,
         feed::{Feed, monotonic_ns},
@@ -38,6 +39,7 @@ use dio_trace_common::{
     config::{CONFIG_DEBUG, CONFIG_FULL_TIMELINE},
     counters::Counter,
     fs::Fs,
+    record::CpuBatch,
 };
 
 /// What to trace.
@@ -145,6 +147,8 @@ pub async fn trace(
     );
     let armed: BpfHashMap<MapData, u64, ArmedWrite> =
         BpfHashMap::try_from(take(&mut tracer, ARMED_MAP)?).map_err(|e| map_error(ARMED_MAP, e))?;
+    let batches: PerCpuArray<MapData, CpuBatch> =
+        PerCpuArray::try_from(take(&mut tracer, BATCH_MAP)?).map_err(|e| map_error(BATCH_MAP, e))?;
     let mut follow: Option<BpfHashMap<MapData, u32, u8>> = if plan.follows() {
         let map = take(&mut tracer, FOLLOW_MAP)?;
         Some(BpfHashMap::try_from(map).map_err(|e| map_error(FOLLOW_MAP, e))?)
@@ -171,6 +175,9 @@ pub async fn trace(
         Some(_) => facts.kallsyms,
     };
     let mut feed = Feed::new(engine, LiveAnnotator::new(facts.mounts.clone(), kallsyms));
+    if tracer.batching.is_ok() {
+        feed.hold_writes();
+    }
     if let Some(path) = record {
         let header = Header {
             format_version: dio_trace_common::FORMAT_VERSION,
@@ -216,7 +223,10 @@ pub async fn trace(
                 if let Some(log) = kernel_log.as_mut() {
                     log.drain();
                 }
+                let flushed = monotonic_ns();
+                batch::flush(&tracer.ebpf);
                 ring.drain(|b| feed.record_shown(b, reporter))?;
+                feed.let_go_shown(flushed, reporter)?;
                 let reading = counters.read();
                 feed.counters(&reading, monotonic_ns())?;
                 feed.tick(monotonic_ns());
@@ -242,6 +252,11 @@ pub async fn trace(
     ring.drain(|b| feed.record_shown(b, reporter))?;
     let reading = counters.read();
     feed.counters(&reading, monotonic_ns())?;
+    // Settled writes a CPU still held in its batch: the kernel counted
+    // them sent, and they are, from here.
+    for b in batch::leftovers(&batches).map_err(|e| map_error(BATCH_MAP, e))? {
+        feed.record_shown(record_bytes(&b), reporter)?;
+    }
     // Writes still in flight (or waiting for a size update that never
     // came) are judged on what they saw, as the engine judges any write
     // the trace ends on.
@@ -251,6 +266,7 @@ pub async fn trace(
             feed.record(record_bytes(&w.rec))?;
         }
     }
+    feed.let_go_shown(u64::MAX, reporter)?;
     feed.finish();
     feed.drain_ready(|w| reporter.write(w))?;
 

@@ -201,9 +201,12 @@ impl Engine {
         out: &mut Vec<WriteReport>,
     ) {
         let key = begin.key();
+        // A write open on the inode that began after this one is a later
+        // write that overtook it (this one was held in a CPU's batch): it
+        // is not this one's to close.
         let alone = done
             && counts(&begin)
-            && !self.open.contains_key(&key)
+            && self.open.get(&key).is_none_or(|w| w.begin.ts_ns > begin.ts_ns)
             && steps
                 .iter()
                 .all(|e| e.kind != RecordKind::WriteBegin && e.key() == key);

@@ -6,8 +6,8 @@ use dio_trace_common::{
     kind::RecordKind,
     probe::Mechanism,
     record::{
-        CgroupRecord, EVENT_FS_MASK, EVENT_FS_SHIFT, InodeEvent, PathRecord, RecordHeader, SettledWrite,
-        StackRecord, Step, WriteRecord,
+        CgroupRecord, EVENT_FS_MASK, EVENT_FS_SHIFT, InodeEvent, PathRecord, RecordHeader, SETTLED_BATCH,
+        SettledBatch, SettledWrite, StackRecord, Step, WriteRecord,
     },
 };
 use std::borrow::Cow;
@@ -26,6 +26,8 @@ pub enum DecodeError {
     Mechanism(u32),
     #[error("unknown filesystem {0}")]
     Filesystem(u32),
+    #[error("batch of {count} settled writes in {len} bytes")]
+    Batch { count: u32, len: usize },
     #[error("{kind} record of {len} bytes, expected {want}")]
     Size {
         kind: &'static str,
@@ -98,6 +100,45 @@ pub fn record_bytes<T: Copy>(v: &T) -> &[u8] {
     unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
 }
 
+/// The settled writes of a batch record (its first `count` slots), each a
+/// record of its own; `None` when `bytes` is not a batch. A batch of
+/// another length or a count past its slots is refused whole.
+pub fn batch_slots(bytes: &[u8]) -> Option<Result<std::slice::ChunksExact<'_, u8>, DecodeError>> {
+    let head: [u8; SettledBatch::HEADER] = bytes.get(..SettledBatch::HEADER)?.try_into().ok()?;
+    let [k0, k1, k2, k3, c0, c1, c2, c3] = head;
+    if u32::from_ne_bytes([k0, k1, k2, k3]) != RecordKind::SettledBatch as u32 {
+        return None;
+    }
+    let count = u32::from_ne_bytes([c0, c1, c2, c3]);
+    let slot = std::mem::size_of::<SettledWrite>();
+    if count as usize > SETTLED_BATCH || bytes.len() != std::mem::size_of::<SettledBatch>() {
+        return Some(Err(DecodeError::Batch {
+            count,
+            len: bytes.len(),
+        }));
+    }
+    let filled = SettledBatch::HEADER + count as usize * slot;
+    Some(Ok(bytes[SettledBatch::HEADER..filled].chunks_exact(slot)))
+}
+
+/// When the kernel made a record: a whole write once its last step was
+/// seen (a settled one at its sync), a stack at its step, any other at its
+/// header's time. `None`: no header to tell.
+pub fn sent_at(bytes: &[u8]) -> Option<u64> {
+    let header = pod::<RecordHeader>(bytes, "header").ok()?;
+    Some(match RecordKind::from_u32(header.kind) {
+        Some(RecordKind::Settled) => pod::<SettledWrite>(bytes, "settled").ok()?.sync.ts_ns,
+        Some(RecordKind::Write) => {
+            let r = pod::<WriteRecord>(bytes, "write").ok()?;
+            [r.size.ts_ns, r.sync.ts_ns, r.complete.ts_ns]
+                .into_iter()
+                .fold(r.begin.header.ts_ns, u64::max)
+        }
+        Some(RecordKind::Stack) => pod::<StackRecord>(bytes, "stack").ok()?.step_ts,
+        _ => header.ts_ns,
+    })
+}
+
 /// `bytes` decoded; a whole write's steps are appended to `steps` (a
 /// buffer the caller reuses: no allocation per write).
 pub fn decode_into(bytes: &[u8], steps: &mut Vec<Event>) -> Result<Decoded, DecodeError> {
@@ -115,6 +156,13 @@ pub fn decode_into(bytes: &[u8], steps: &mut Vec<Event>) -> Result<Decoded, Deco
             steps,
         )
         .map(Decoded::Write);
+    }
+    // Split first ([`batch_slots`]): a batch is its writes.
+    if kind == RecordKind::SettledBatch {
+        return Err(DecodeError::Batch {
+            count: header.mechanism,
+            len: bytes.len(),
+        });
     }
     let mechanism = Mechanism::from_u32(header.mechanism).ok_or(DecodeError::Mechanism(header.mechanism))?;
     if kind == RecordKind::WritePath {
@@ -444,6 +492,59 @@ mod tests {
             ..whole
         };
         assert_eq!(SettledWrite::of(&completed), None, "a completion does not fit");
+    }
+
+    #[test]
+    fn a_batch_is_its_settled_writes() {
+        let mut begin = event(RecordKind::Write);
+        begin.flags = EVENT_FINAL;
+        let write = |ino: u64| {
+            let mut size = step(50, 8192, 1);
+            size.kind = RecordKind::MarkDirty as u32;
+            let mut sync = step(60, 8192, 1);
+            sync.pos = -1;
+            sync.kind = RecordKind::SyncEnter as u32;
+            let mut w = WriteRecord {
+                begin,
+                size,
+                sync,
+                ..WriteRecord::default()
+            };
+            w.begin.ino = ino;
+            SettledWrite::of(&w).expect("settled")
+        };
+        let mut batch = SettledBatch {
+            kind: RecordKind::SettledBatch as u32,
+            count: 2,
+            writes: [SettledWrite::default(); SETTLED_BATCH],
+        };
+        batch.writes[0] = write(12);
+        batch.writes[1] = write(13);
+        let bytes = as_bytes(&batch);
+        let slots: Vec<&[u8]> = batch_slots(&bytes).expect("a batch").expect("whole").collect();
+        assert_eq!(
+            slots,
+            [as_bytes(&write(12)), as_bytes(&write(13))],
+            "the filled slots only"
+        );
+        assert!(
+            batch_slots(&as_bytes(&write(12))).is_none(),
+            "a settled write is no batch"
+        );
+        assert!(
+            matches!(decode(&bytes), Err(DecodeError::Batch { count: 2, .. })),
+            "split, not decoded"
+        );
+        assert!(matches!(
+            batch_slots(&bytes[..bytes.len() - 8]),
+            Some(Err(DecodeError::Batch { .. }))
+        ));
+        batch.count = SETTLED_BATCH as u32 + 1;
+        assert!(matches!(
+            batch_slots(&as_bytes(&batch)),
+            Some(Err(DecodeError::Batch { .. }))
+        ));
+        assert!(batch_slots(&bytes[..4]).is_none(), "shorter than a batch header");
     }
 
     #[test]

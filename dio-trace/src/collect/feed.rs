@@ -11,7 +11,8 @@ use rustc_hash::FxHashMap;
 
 use super::{
     counters::Reading,
-    decode::{Decoded, decode_into},
+    decode::{Decoded, batch_slots, decode_into, sent_at},
+    hold::Hold,
 };
 use crate::{
     analysis::{Engine, Event, Frame, Input, Stack, engine::WriteReport},
@@ -53,6 +54,9 @@ pub struct Feed<A> {
     /// Cgroup paths by process (tgid), from the kernel's cgroup records:
     /// each write's begin gets its process's.
     cgroups: FxHashMap<u32, Option<Arc<str>>>,
+    /// Records waiting for the ones made before them
+    /// ([`Feed::hold_writes`]).
+    hold: Option<Hold>,
     /// Stacks waiting for their step: the kernel sends a step's stack
     /// before the step's record, keyed by (dev, ino, step kind, step time).
     stacks: FxHashMap<StackKey, Box<Stack>>,
@@ -81,6 +85,7 @@ impl<A: Annotator> Feed<A> {
             ready: Vec::new(),
             paths: FxHashMap::default(),
             cgroups: FxHashMap::default(),
+            hold: None,
             stacks: FxHashMap::default(),
         }
     }
@@ -102,6 +107,47 @@ impl<A: Annotator> Feed<A> {
     /// gets the record's annotations (symbols, paths) first, so a replay
     /// knows them when it reaches the record; the engine gets it last.
     pub fn record(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        if let Some(slots) = batch_slots(bytes) {
+            return match slots {
+                Ok(slots) => slots.into_iter().try_for_each(|slot| self.record(slot)),
+                Err(_) => {
+                    self.undecodable += 1;
+                    self.recorded(bytes)
+                }
+            };
+        }
+        if let Some(hold) = self.hold.as_mut()
+            && let Some(at) = sent_at(bytes)
+        {
+            hold.push(at, bytes);
+            return Ok(());
+        }
+        self.process(bytes)
+    }
+
+    /// Hold records back until [`Feed::let_go_shown`] says every record
+    /// made before them has arrived (the kernel batches settled writes per
+    /// CPU, [`crate::collect::hold`]).
+    pub fn hold_writes(&mut self) {
+        self.hold = Some(Hold::default());
+    }
+
+    /// The records held that the kernel made at or before `up_to`, in the
+    /// order it made them, and the writes they closed to `reporter`.
+    pub fn let_go_shown(&mut self, up_to: u64, reporter: &mut dyn Reporter) -> std::io::Result<()> {
+        let Some(mut hold) = self.hold.take() else {
+            return Ok(());
+        };
+        let shown = hold.let_go(up_to, |bytes| {
+            self.process(bytes)?;
+            self.drain_ready(|w| reporter.write(w))
+        });
+        self.hold = Some(hold);
+        shown
+    }
+
+    /// [`Feed::record`], once held records are let go.
+    fn process(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.steps.clear();
         match decode_into(bytes, &mut self.steps) {
             Ok(Decoded::Event(mut e)) => {
@@ -362,6 +408,177 @@ pub fn monotonic_ns() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{
+        analysis::{EngineConfig, Verdict},
+        collect::decode::record_bytes,
+    };
+    use dio_trace_common::record::{
+        CgroupRecord, EVENT_DSYNC, InodeEvent, PathRecord, RecordHeader, SETTLED_BATCH, SettledBatch,
+        SettledWrite, Step, WriteRecord,
+    };
+
+    /// Paths are their names joined; cgroup `id` is `/cg<id>`.
+    struct Plain;
+
+    impl Annotator for Plain {
+        fn symbol(&mut self, _: u64) -> Option<Arc<str>> {
+            None
+        }
+        fn path(&mut self, _: u32, _: u64, _: u32, names: &[String], _: bool) -> Option<Arc<str>> {
+            Some(Arc::from(format!("/{}", names.join("/"))))
+        }
+        fn cgroup(&mut self, id: u64) -> Option<Arc<str>> {
+            Some(Arc::from(format!("/cg{id}")))
+        }
+    }
+
+    const TGID: u32 = 7;
+
+    fn header(kind: RecordKind, ts_ns: u64) -> RecordHeader {
+        RecordHeader {
+            kind: kind as u32,
+            mechanism: dio_trace_common::probe::Mechanism::Tracepoint as u32,
+            ts_ns,
+            tgid: TGID,
+            ..RecordHeader::default()
+        }
+    }
+
+    fn path(since: u64, name: &[u8]) -> PathRecord {
+        let mut r = PathRecord {
+            header: header(RecordKind::WritePath, since),
+            dev: 1,
+            depth: 1,
+            ino: 12,
+            complete: 1,
+            _pad: 0,
+            names: [[0; dio_trace_common::record::PATH_NAME_LEN]; dio_trace_common::record::PATH_DEPTH],
+        };
+        r.names[0][..name.len()].copy_from_slice(name);
+        r
+    }
+
+    fn cgroup(since: u64, id: u64) -> CgroupRecord {
+        CgroupRecord {
+            header: header(RecordKind::TaskCgroup, since),
+            cgroup_id: id,
+        }
+    }
+
+    /// An ordered write of inode 12 that began at `ts`, settled at its sync.
+    fn settled(ts: u64) -> SettledWrite {
+        let step = |kind: RecordKind, at: u64, pos: i64| Step {
+            ts_ns: ts + at,
+            i_size: 8192,
+            i_disksize: 8192,
+            pos,
+            mechanism: dio_trace_common::probe::Mechanism::Tracepoint as u32,
+            kind: kind as u32,
+            ..Step::default()
+        };
+        let w = WriteRecord {
+            begin: InodeEvent {
+                header: header(RecordKind::Write, ts),
+                dev: 1,
+                flags: EVENT_DSYNC | EVENT_FINAL,
+                ino: 12,
+                i_size: 4096,
+                i_disksize: 4096,
+                pos: 4096,
+                len: 4096,
+                ..InodeEvent::default()
+            },
+            size: step(RecordKind::MarkDirty, 1, 0),
+            sync: step(RecordKind::SyncEnter, 2, -1),
+            ..WriteRecord::default()
+        };
+        SettledWrite::of(&w).expect("settled")
+    }
+
+    /// The old file's write, held in a batch, arrives after the new file's
+    /// path and its process's new cgroup, which a later write needed.
+    fn late_write(hold: bool) -> Vec<(u64, Option<String>, Option<String>)> {
+        let mut feed = Feed::new(Engine::new(EngineConfig::default()), Plain);
+        if hold {
+            feed.hold_writes();
+        }
+        let mut batch = SettledBatch {
+            kind: RecordKind::SettledBatch as u32,
+            count: 1,
+            writes: [SettledWrite::default(); SETTLED_BATCH],
+        };
+        batch.writes[0] = settled(50);
+        for bytes in [
+            record_bytes(&path(10, b"old")).to_vec(),
+            record_bytes(&cgroup(10, 1)).to_vec(),
+            record_bytes(&path(100, b"new")).to_vec(),
+            record_bytes(&cgroup(100, 2)).to_vec(),
+            record_bytes(&settled(100)).to_vec(),
+            record_bytes(&batch).to_vec(),
+        ] {
+            feed.record(&bytes).unwrap();
+        }
+        let mut shown = Vec::new();
+        feed.let_go_shown(u64::MAX, &mut Shown(&mut shown)).unwrap();
+        shown.extend(feed.ready.iter().map(|w| {
+            assert_eq!(w.verdict, Verdict::Ordered);
+            (
+                w.begin.ts_ns,
+                w.path.as_deref().map(str::to_owned),
+                w.begin.cgroup.as_deref().map(str::to_owned),
+            )
+        }));
+        assert_eq!(
+            (feed.writes, feed.undecodable),
+            (2, 0),
+            "a batch counts its writes"
+        );
+        shown
+    }
+
+    #[test]
+    fn held_records_go_in_the_order_the_kernel_made_them() {
+        let some = |s: &str| Some(s.to_owned());
+        assert_eq!(
+            late_write(true),
+            [
+                (50, some("/old"), some("/cg1")),
+                (100, some("/new"), some("/cg2"))
+            ]
+        );
+        // What holding prevents: the new names on the old file's write.
+        assert_eq!(
+            late_write(false),
+            [
+                (100, some("/new"), some("/cg2")),
+                (50, some("/new"), some("/cg2"))
+            ]
+        );
+    }
+
+    /// A reporter that writes down each write's time and names.
+    struct Shown<'a>(&'a mut Vec<(u64, Option<String>, Option<String>)>);
+
+    impl Reporter for Shown<'_> {
+        fn start(&mut self, _: &crate::report::RunInfo) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn write(&mut self, w: &WriteReport) -> std::io::Result<()> {
+            self.0.push((
+                w.begin.ts_ns,
+                w.path.as_deref().map(str::to_owned),
+                w.begin.cgroup.as_deref().map(str::to_owned),
+            ));
+            Ok(())
+        }
+        fn finish(
+            &mut self,
+            _: &crate::analysis::Summary,
+            _: &crate::report::RunInfo,
+        ) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
 
     fn frame(addr: u64, symbol: Option<&str>) -> Frame {
         Frame {

@@ -720,3 +720,30 @@ fn a_whole_write_is_judged_as_its_events_would_be() {
         false,
     );
 }
+
+#[test]
+fn a_whole_write_that_arrives_after_a_later_one_leaves_it_open() {
+    // The kernel held the first write back in one CPU's batch while the
+    // next write to the inode, from another CPU, was sent unfinished (an
+    // attempt that will be retried): the late one is judged alone, and the
+    // open one still ends as what it is.
+    let flags = EVENT_DSYNC;
+    let mut e = Engine::new(EngineConfig::default());
+    let mut out = Vec::new();
+    e.push_into(Input::Event(begin(1, 50, flags)), &mut out);
+    let mut steps = vec![dirty(1, 10, 8192), sync(1, 20, 8192)];
+    e.write(begin(1, 0, flags), &mut steps, None, true, &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!((out[0].begin.ts_ns, &out[0].verdict), (0, &Verdict::Ordered));
+    assert_eq!(e.open_writes(), 1, "the later write is still open");
+    for i in events(vec![
+        begin(1, 55, flags),
+        dirty(1, 60, 8192),
+        sync(1, 70, 8192),
+        complete(1, 80),
+    ]) {
+        e.push_into(i, &mut out);
+    }
+    assert_eq!(e.tally().abandoned, 1, "the attempt at 50 was retried at 55");
+    assert_eq!(e.tally().ordered, 2);
+}
