@@ -1,6 +1,7 @@
 //! `dio-trace info`: the facts a bug report needs, and which mechanism each
 //! probe gets here (attached for real, then detached).
 
+use dio_trace_common::record::SETTLED_BATCH;
 use std::path::Path;
 
 use crate::{
@@ -91,6 +92,12 @@ pub fn print(backend: Backend, btf_file: Option<&Path>) -> anyhow::Result<Exit> 
             "plain loads through BTF-typed pointers (tp_btf, fentry/fexit), probe reads elsewhere"
         }
     );
+    match &tracer.batching {
+        Ok(()) => println!(
+            "batching:      settled writes leave {SETTLED_BATCH} to a record per CPU, flushed every second"
+        ),
+        Err(why) => println!("batching:      off, each write leaves alone ({why})"),
+    }
     println!(
         "probes (--backend {backend:?}; prefixed ones are that filesystem's, the rest ext4's or shared):"
     );

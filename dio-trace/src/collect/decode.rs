@@ -139,6 +139,12 @@ pub fn sent_at(bytes: &[u8]) -> Option<u64> {
     })
 }
 
+/// The CPU that settled a [`SettledWrite`] (ran its sync): the CPU whose
+/// batch it came in.
+pub fn settled_cpu(bytes: &[u8]) -> Option<u32> {
+    Some(pod::<SettledWrite>(bytes, "settled").ok()?.sync.cpu.into())
+}
+
 /// `bytes` decoded; a whole write's steps are appended to `steps` (a
 /// buffer the caller reuses: no allocation per write).
 pub fn decode_into(bytes: &[u8], steps: &mut Vec<Event>) -> Result<Decoded, DecodeError> {

@@ -11,8 +11,8 @@ use rustc_hash::FxHashMap;
 
 use super::{
     counters::Reading,
-    decode::{Decoded, batch_slots, decode_into, sent_at},
-    hold::Hold,
+    decode::{Decoded, batch_slots, decode_into, sent_at, settled_cpu},
+    hold::{Hold, Source},
 };
 use crate::{
     analysis::{Engine, Event, Frame, Input, Stack, engine::WriteReport},
@@ -109,17 +109,25 @@ impl<A: Annotator> Feed<A> {
     pub fn record(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         if let Some(slots) = batch_slots(bytes) {
             return match slots {
-                Ok(slots) => slots.into_iter().try_for_each(|slot| self.record(slot)),
+                Ok(slots) => slots.into_iter().try_for_each(|slot| {
+                    let cpu = settled_cpu(slot).unwrap_or(u32::MAX);
+                    self.take(slot, Source::Batch(cpu))
+                }),
                 Err(_) => {
                     self.undecodable += 1;
                     self.recorded(bytes)
                 }
             };
         }
+        self.take(bytes, Source::Alone)
+    }
+
+    /// Hold `bytes` if records are held, else process it now.
+    fn take(&mut self, bytes: &[u8], from: Source) -> std::io::Result<()> {
         if let Some(hold) = self.hold.as_mut()
             && let Some(at) = sent_at(bytes)
         {
-            hold.push(at, bytes);
+            hold.push(from, at, bytes);
             return Ok(());
         }
         self.process(bytes)
