@@ -1,24 +1,26 @@
 //! User-space cost per write: raw ring-buffer records through the same
 //! feed (decode, annotate, engine) that live tracing and replay use, as
-//! whole-write records (the default) and as one record per event (a full
+//! whole-write records, settled records (alone and in per-CPU batches, as
+//! the kernel sends most writes) and one record per event (a full
 //! timeline). Reports records per second on one core.
 
 use std::{collections::HashMap, sync::Arc};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use dio_trace::{
-    analysis::{Engine, EngineConfig},
+    analysis::{Engine, EngineConfig, Summary, engine::WriteReport},
     collect::{
         decode::record_bytes,
         feed::{Annotator, Feed},
     },
+    report::{Reporter, RunInfo},
 };
 use dio_trace_common::{
     kind::RecordKind,
     probe::Mechanism,
     record::{
         CgroupRecord, EVENT_DSYNC, EVENT_FINAL, EVENT_SYNC, InodeEvent, PATH_DEPTH, PATH_NAME_LEN,
-        PathRecord, RecordHeader, SettledWrite, Step, WriteRecord,
+        PathRecord, RecordHeader, SETTLED_BATCH, SettledBatch, SettledWrite, Step, WriteRecord,
     },
 };
 
@@ -156,6 +158,68 @@ fn appends(writes: usize, inodes: u64, record: impl Fn(WriteRecord) -> Vec<u8>) 
         .collect()
 }
 
+/// The settled appends as two CPUs batch them: writes alternate between
+/// the CPUs, each CPU sends sixteen of its own to a record, so every batch
+/// overlaps the other CPU's in time (the names go alone, first).
+fn batched_writes(writes: usize, inodes: u64) -> Vec<Vec<u8>> {
+    let records = settled_writes(writes, inodes);
+    let names = records.len() - writes;
+    let mut out: Vec<Vec<u8>> = records[..names].to_vec();
+    let mut cpus = [Vec::new(), Vec::new()];
+    for (w, r) in records[names..].iter().enumerate() {
+        let mut s: SettledWrite = *bytemuck_settled(r);
+        s.sync.cpu = (w % 2) as u16;
+        let cpu = &mut cpus[w % 2];
+        cpu.push(s);
+        if cpu.len() == SETTLED_BATCH {
+            out.push(batch(cpu));
+        }
+    }
+    for cpu in &mut cpus {
+        if !cpu.is_empty() {
+            out.push(batch(cpu));
+        }
+    }
+    out
+}
+
+/// A settled write's record read back.
+fn bytemuck_settled(r: &[u8]) -> &SettledWrite {
+    assert_eq!(r.len(), std::mem::size_of::<SettledWrite>());
+    // SAFETY: length checked; the bytes came from a `SettledWrite`, and
+    // `Vec<u8>` allocations are aligned for it in practice (checked).
+    let p = r.as_ptr().cast::<SettledWrite>();
+    assert!(p.is_aligned());
+    unsafe { &*p }
+}
+
+/// `writes` as one batch record, emptied.
+fn batch(writes: &mut Vec<SettledWrite>) -> Vec<u8> {
+    let mut b = SettledBatch {
+        kind: RecordKind::SettledBatch as u32,
+        count: writes.len() as u32,
+        writes: [SettledWrite::default(); SETTLED_BATCH],
+    };
+    b.writes[..writes.len()].copy_from_slice(writes);
+    writes.clear();
+    bytes(&b)
+}
+
+/// Shows nothing: the cost measured ends at the verdict.
+struct Quiet;
+
+impl Reporter for Quiet {
+    fn start(&mut self, _: &RunInfo) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn write(&mut self, _: &WriteReport) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn finish(&mut self, _: &Summary, _: &RunInfo) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The same appends with every event its own record (`--full-timeline`):
 /// begin, size update, sync, completion.
 fn events(writes: usize, inodes: u64) -> Vec<Vec<u8>> {
@@ -215,6 +279,34 @@ fn feed(c: &mut Criterion) {
             )
         });
     }
+    // As live: per-CPU batches, held and let go in order at each tick
+    // (here every 4,096 records).
+    let records = batched_writes(WRITES, 64);
+    g.throughput(Throughput::Elements(WRITES as u64));
+    g.bench_function(
+        "250k writes in per-CPU batches, held and let go in order, 64 files",
+        |b| {
+            b.iter_batched(
+                || {
+                    let mut f = Feed::new(Engine::new(EngineConfig::default()), Names::default());
+                    f.hold_writes();
+                    f
+                },
+                |mut f| {
+                    for (i, r) in records.iter().enumerate() {
+                        f.record(r).unwrap();
+                        if i % 4096 == 4095 {
+                            f.let_go_shown(u64::MAX, &mut Quiet).unwrap();
+                        }
+                    }
+                    f.let_go_shown(u64::MAX, &mut Quiet).unwrap();
+                    f.finish();
+                    assert_eq!(f.engine.tally().ordered, WRITES as u64);
+                },
+                BatchSize::LargeInput,
+            )
+        },
+    );
     g.finish();
 }
 
