@@ -279,8 +279,8 @@ fn feed(c: &mut Criterion) {
             )
         });
     }
-    // As live: per-CPU batches, held and let go in order at each tick
-    // (here every 4,096 records).
+    // As live: per-CPU batches, held and let go in order as soon as both
+    // CPUs' batches have passed them.
     let records = batched_writes(WRITES, 64);
     g.throughput(Throughput::Elements(WRITES as u64));
     g.bench_function(
@@ -289,7 +289,7 @@ fn feed(c: &mut Criterion) {
             b.iter_batched(
                 || {
                     let mut f = Feed::new(Engine::new(EngineConfig::default()), Names::default());
-                    f.hold_writes();
+                    f.hold_writes(2);
                     f
                 },
                 |mut f| {

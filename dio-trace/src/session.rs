@@ -176,7 +176,7 @@ pub async fn trace(
     };
     let mut feed = Feed::new(engine, LiveAnnotator::new(facts.mounts.clone(), kallsyms));
     if tracer.batching.is_ok() {
-        feed.hold_writes();
+        feed.hold_writes(batch::cpus());
     }
     if let Some(path) = record {
         let header = Header {
@@ -218,6 +218,7 @@ pub async fn trace(
             r = ring.ready() => {
                 r?;
                 ring.drain(|b| feed.record_shown(b, reporter))?;
+                feed.let_go_arrived(reporter)?;
             }
             _ = tick.tick() => {
                 if let Some(log) = kernel_log.as_mut() {
@@ -226,7 +227,8 @@ pub async fn trace(
                 let flushed = monotonic_ns();
                 batch::flush(&tracer.ebpf);
                 ring.drain(|b| feed.record_shown(b, reporter))?;
-                feed.let_go_shown(flushed, reporter)?;
+                feed.flushed(flushed);
+                feed.let_go_arrived(reporter)?;
                 let reading = counters.read();
                 feed.counters(&reading, monotonic_ns())?;
                 feed.tick(monotonic_ns());

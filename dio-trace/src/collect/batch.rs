@@ -77,6 +77,12 @@ pub fn flush(ebpf: &Ebpf) {
     }
 }
 
+/// How many CPU numbers there are (the possible CPUs): every CPU that can
+/// fill a batch is numbered below it.
+pub fn cpus() -> usize {
+    nr_cpus().unwrap_or(1)
+}
+
 /// After detaching: each CPU's batch still holding writes, as the batch
 /// record the kernel would have sent.
 pub fn leftovers(map: &PerCpuArray<MapData, CpuBatch>) -> Result<Vec<SettledBatch>, MapError> {

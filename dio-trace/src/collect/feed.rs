@@ -11,7 +11,7 @@ use rustc_hash::FxHashMap;
 
 use super::{
     counters::Reading,
-    decode::{Decoded, batch_slots, decode_into, sent_at, settled_cpu},
+    decode::{Decoded, batch_slots, decode_into, sent_at, settled_at},
     hold::{Hold, Source},
 };
 use crate::{
@@ -109,10 +109,17 @@ impl<A: Annotator> Feed<A> {
     pub fn record(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         if let Some(slots) = batch_slots(bytes) {
             return match slots {
-                Ok(slots) => slots.into_iter().try_for_each(|slot| {
-                    let cpu = settled_cpu(slot).unwrap_or(u32::MAX);
-                    self.take(slot, Source::Batch(cpu))
-                }),
+                Ok(slots) => {
+                    slots
+                        .into_iter()
+                        .try_for_each(|slot| match (self.hold.as_mut(), settled_at(slot)) {
+                            (Some(hold), Some((at, cpu))) => {
+                                hold.push(Source::Batch(cpu), at, slot);
+                                Ok(())
+                            }
+                            _ => self.process(slot),
+                        })
+                }
                 Err(_) => {
                     self.undecodable += 1;
                     self.recorded(bytes)
@@ -136,8 +143,24 @@ impl<A: Annotator> Feed<A> {
     /// Hold records back until [`Feed::let_go_shown`] says every record
     /// made before them has arrived (the kernel batches settled writes per
     /// CPU, [`crate::collect::hold`]).
-    pub fn hold_writes(&mut self) {
-        self.hold = Some(Hold::default());
+    /// `cpus`: CPUs are numbered below it.
+    pub fn hold_writes(&mut self, cpus: usize) {
+        self.hold = Some(Hold::new(cpus));
+    }
+
+    /// Every CPU's batch was flushed, and the ring drained, after `at`.
+    pub fn flushed(&mut self, at: u64) {
+        if let Some(hold) = self.hold.as_mut() {
+            hold.flushed(at);
+        }
+    }
+
+    /// [`Feed::let_go_shown`] up to where every record made has arrived.
+    pub fn let_go_arrived(&mut self, reporter: &mut dyn Reporter) -> std::io::Result<()> {
+        match self.hold.as_ref().map(Hold::mark) {
+            Some(mark) => self.let_go_shown(mark, reporter),
+            None => Ok(()),
+        }
     }
 
     /// The records held that the kernel made at or before `up_to`, in the
@@ -508,7 +531,7 @@ mod tests {
     fn late_write(hold: bool) -> Vec<(u64, Option<String>, Option<String>)> {
         let mut feed = Feed::new(Engine::new(EngineConfig::default()), Plain);
         if hold {
-            feed.hold_writes();
+            feed.hold_writes(2);
         }
         let mut batch = SettledBatch {
             kind: RecordKind::SettledBatch as u32,

@@ -19,8 +19,17 @@
 //! kept as one stream per CPU, and merged with the records that came on
 //! their own (sorted first: they are few): a merge of a few sorted streams
 //! instead of a sort of every record.
+//!
+//! The tick is not the only time records can go. A batch of CPU n that
+//! ends with a write settled at T says every write CPU n settled up to T
+//! is in hand, and records sent alone left the moment they were made. So
+//! once every CPU has sent a batch ending at or after T (or the tick
+//! flushed them all after T), everything made up to T has arrived
+//! ([`Hold::mark`]). Under load every CPU sends batches all the time, and
+//! records go after a batch's worth of time instead of a tick's, while
+//! their bytes are still in cache.
 
-use std::{cmp::Reverse, collections::BinaryHeap};
+use std::collections::VecDeque;
 
 /// Where a held record came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,28 +42,47 @@ pub enum Source {
 
 /// (made at, start in the arena, length): the start is also the order of
 /// arrival, which breaks ties.
-type Entry = (u64, u32, u32);
+type Entry = (u64, usize, usize);
 
-#[derive(Default)]
 pub struct Hold {
+    /// The records' bytes, in order of arrival; cleared once all are let
+    /// go, compacted when what is let go dwarfs what is held.
     bytes: Vec<u8>,
     /// Stream 0: records that came alone; stream 1 + n: CPU n's batches.
-    streams: Vec<Vec<Entry>>,
+    streams: Vec<VecDeque<Entry>>,
     held: usize,
-    /// The last [`Hold::let_go`]'s memory, reused.
-    spare: Vec<u8>,
+    /// By CPU: up to when everything it made is in hand.
+    marks: Vec<u64>,
 }
 
+/// Arena bytes let go, past which the held rest moves to its front.
+const COMPACT_AT: usize = 1 << 20;
+
 impl Hold {
+    /// For CPUs numbered below `cpus`.
+    pub fn new(cpus: usize) -> Self {
+        Self {
+            bytes: Vec::new(),
+            streams: Vec::new(),
+            held: 0,
+            marks: vec![0; cpus.max(1)],
+        }
+    }
+
     pub fn push(&mut self, from: Source, made_at: u64, record: &[u8]) {
         let stream = match from {
             Source::Alone => 0,
-            Source::Batch(cpu) => cpu as usize + 1,
+            Source::Batch(cpu) => {
+                if let Some(m) = self.marks.get_mut(cpu as usize) {
+                    *m = (*m).max(made_at);
+                }
+                cpu as usize + 1
+            }
         };
         if self.streams.len() <= stream {
-            self.streams.resize_with(stream + 1, Vec::new);
+            self.streams.resize_with(stream + 1, VecDeque::new);
         }
-        self.streams[stream].push((made_at, self.bytes.len() as u32, record.len() as u32));
+        self.streams[stream].push_back((made_at, self.bytes.len(), record.len()));
         self.bytes.extend_from_slice(record);
         self.held += 1;
     }
@@ -67,49 +95,82 @@ impl Hold {
         if self.held == 0 {
             return Ok(());
         }
-        let bytes = std::mem::replace(&mut self.bytes, std::mem::take(&mut self.spare));
-        let mut streams = std::mem::take(&mut self.streams);
-        self.held = 0;
         // Stable: arrival order among equal times.
-        streams[0].sort_by_key(|&(at, _, _)| at);
-        let mut next = BinaryHeap::with_capacity(streams.len());
-        for (s, stream) in streams.iter().enumerate() {
-            if let Some(&(at, start, _)) = stream.first() {
-                next.push(Reverse((at, start, s, 0usize)));
-            }
+        if let Some(alone) = self.streams.first_mut() {
+            alone.make_contiguous().sort_by_key(|&(at, _, _)| at);
         }
+        // Each stream's first record: a linear scan of a few finds the
+        // next one sooner than a heap.
+        let mut heads: Vec<(u64, usize, usize)> = self
+            .streams
+            .iter()
+            .enumerate()
+            .filter_map(|(s, stream)| stream.front().map(|&(at, start, _)| (at, start, s)))
+            .collect();
         let mut shown = Ok(());
-        while let Some(Reverse((at, _, s, i))) = next.pop() {
+        while let Some((i, &(at, _, s))) = heads.iter().enumerate().min_by_key(|(_, h)| (h.0, h.1)) {
             if at > up_to {
-                // Every stream's rest is later still: keep them all.
-                next.push(Reverse((at, 0, s, i)));
                 break;
             }
-            let (_, start, len) = streams[s][i];
+            let Some((_, start, len)) = self.streams[s].pop_front() else {
+                break;
+            };
+            self.held -= 1;
             if shown.is_ok() {
-                shown = f(&bytes[start as usize..(start + len) as usize]);
+                shown = f(&self.bytes[start..start + len]);
             }
-            if let Some(&(at, start, _)) = streams[s].get(i + 1) {
-                next.push(Reverse((at, start, s, i + 1)));
-            }
-        }
-        for Reverse((_, _, s, i)) in next {
-            for &(at, start, len) in &streams[s][i..] {
-                let from = if s == 0 {
-                    Source::Alone
-                } else {
-                    Source::Batch(s as u32 - 1)
-                };
-                self.push(from, at, &bytes[start as usize..(start + len) as usize]);
+            match self.streams[s].front() {
+                Some(&(at, start, _)) => heads[i] = (at, start, s),
+                None => {
+                    heads.swap_remove(i);
+                }
             }
         }
-        self.spare = bytes;
-        self.spare.clear();
+        self.compact();
         shown
+    }
+
+    /// Free the bytes of what was let go: all of them when nothing is held,
+    /// else by moving the held rest to the front once enough is free.
+    fn compact(&mut self) {
+        if self.held == 0 {
+            self.bytes.clear();
+            return;
+        }
+        if self.bytes.len() < COMPACT_AT {
+            return;
+        }
+        let held = || self.streams.iter().flat_map(|s| s.iter());
+        let Some(first) = held()
+            .map(|&(_, start, _)| start)
+            .min()
+            .filter(|&f| f >= COMPACT_AT)
+        else {
+            return;
+        };
+        self.bytes.drain(..first);
+        for stream in &mut self.streams {
+            for e in stream.iter_mut() {
+                e.1 -= first;
+            }
+        }
     }
 
     pub fn is_empty(&self) -> bool {
         self.held == 0
+    }
+
+    /// Every CPU's batch was flushed and the ring drained after `at`.
+    pub fn flushed(&mut self, at: u64) {
+        for m in &mut self.marks {
+            *m = (*m).max(at);
+        }
+    }
+
+    /// Up to when every record made has arrived: the CPU that is furthest
+    /// behind.
+    pub fn mark(&self) -> u64 {
+        self.marks.iter().copied().min().unwrap_or(0)
     }
 }
 
@@ -129,7 +190,7 @@ mod tests {
 
     #[test]
     fn records_go_in_the_order_they_were_made_up_to_the_mark() {
-        let mut h = Hold::default();
+        let mut h = Hold::new(2);
         h.push(Source::Batch(1), 10, b"a");
         h.push(Source::Batch(1), 30, b"c");
         h.push(Source::Alone, 40, b"d");
@@ -145,8 +206,38 @@ mod tests {
     }
 
     #[test]
+    fn the_mark_is_the_cpu_furthest_behind() {
+        let mut h = Hold::new(2);
+        h.push(Source::Alone, 5, b"alone");
+        assert_eq!(h.mark(), 0, "no CPU said anything yet");
+        h.push(Source::Batch(0), 40, b"x");
+        assert_eq!(h.mark(), 0, "CPU 1 may still hold older writes");
+        h.push(Source::Batch(1), 30, b"y");
+        assert_eq!(h.mark(), 30);
+        h.flushed(50);
+        assert_eq!(h.mark(), 50);
+        h.push(Source::Batch(7), 60, b"a CPU beyond the count");
+        assert_eq!(h.mark(), 50);
+    }
+
+    #[test]
+    fn what_was_let_go_is_freed_and_the_rest_kept_whole() {
+        let mut h = Hold::new(1);
+        let big = vec![7u8; 1024];
+        for t in 0..1100 {
+            h.push(Source::Batch(0), 10 + t, &big);
+        }
+        h.push(Source::Alone, 5_000, b"kept");
+        h.push(Source::Batch(0), 4_000, b"also kept");
+        assert_eq!(all(&mut h, 3_000).len(), 1100);
+        assert!(h.bytes.len() < 64, "compacted: {}", h.bytes.len());
+        assert_eq!(all(&mut h, u64::MAX), [&b"also kept"[..], b"kept"]);
+        assert!(h.bytes.is_empty());
+    }
+
+    #[test]
     fn an_error_stops_the_rest() {
-        let mut h = Hold::default();
+        let mut h = Hold::new(1);
         h.push(Source::Alone, 1, b"a");
         h.push(Source::Alone, 2, b"b");
         let mut seen = 0;
