@@ -213,8 +213,10 @@ fn facts_table(samples: &[Sample], runtime: u32, cpus: usize) -> String {
          programs' run time (`bpf_stats`) per direct I/O of the workload, *process CPU s/run* the \
          tracer process's own time (its threads' `schedstat`), *process ns/counted* that time per \
          counted write, and *CPU share* BPF and process together as a share of the machine's \
-         CPU time during the run:\n\n\
-         | workload | tracer | direct I/O | counted | ordered | violations | unjudged | lost | records sent | NDJSON write lines | BPF ns/I/O | process CPU s/run | process ns/counted | CPU share |\n\
+         CPU time during the run. *Sent* is dio-trace's `sent` counter: the writes and names that \
+         left through the ring (a batch counts as the writes in it; those read from the batches \
+         after detaching are not in it):\n\n\
+         | workload | tracer | direct I/O | counted | ordered | violations | unjudged | lost | sent | NDJSON write lines | BPF ns/I/O | process CPU s/run | process ns/counted | CPU share |\n\
          |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for w in workloads(samples) {
