@@ -24,8 +24,8 @@ pub enum RecordKind {
     /// writes send.
     Settled = 5,
     /// Several settled writes of one CPU in one record
-    /// ([`crate::record::SettledBatch`], format 5): split into
-    /// [`RecordKind::Settled`] records as it arrives, never in a trace.
+    /// ([`crate::record::SettledBatch`]): split into [`RecordKind::Settled`]
+    /// records as it arrives, so never in a trace (the format is 4's).
     SettledBatch = 6,
 
     // 10..=19: size updates.

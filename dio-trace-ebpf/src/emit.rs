@@ -233,9 +233,9 @@ fn send_settled(armed: *const ArmedWrite) -> bool {
 /// Put a settled write into this CPU's batch, and send the batch when it
 /// is full. False, and nothing done, when batching is off or another
 /// program on this CPU is in the middle of changing the batch (then the
-/// write goes alone). The path and cgroup records a batched write needs
-/// may overtake it: user space names writes by when they began, not by
-/// when they arrived.
+/// write goes alone). Records sent alone meanwhile overtake the batch:
+/// user space holds every record and puts them back in the order they
+/// were made (`collect/hold.rs`).
 #[inline(always)]
 fn batched(armed: *const ArmedWrite) -> bool {
     let Some(b) = BATCH.get_ptr_mut(0) else {

@@ -103,58 +103,16 @@ fn path_record(ino: u64) -> Vec<u8> {
 /// default: an ordered write leaves at its sync). Before them, as live,
 /// the writer's cgroup and each file's path, once.
 fn whole_writes(writes: usize, inodes: u64) -> Vec<Vec<u8>> {
-    appends(writes, inodes, |r| bytes(&r))
+    names(inodes)
+        .chain(appends(writes, inodes).map(|r| bytes(&r)))
+        .collect()
 }
 
 /// The same appends as the compact records the kernel sends for writes
 /// settled at their sync ([`SettledWrite`], format 4).
 fn settled_writes(writes: usize, inodes: u64) -> Vec<Vec<u8>> {
-    appends(writes, inodes, |mut r| {
-        // What the kernel's step slots hold at a settled sync.
-        r.size.pos = 0;
-        r.sync.pos = -1;
-        bytes(&SettledWrite::of(&r).expect("an append settled at its sync has a compact record"))
-    })
-}
-
-/// The writer's cgroup and each file's path, then `writes` appends, each
-/// sent as `record` makes it.
-fn appends(writes: usize, inodes: u64, record: impl Fn(WriteRecord) -> Vec<u8>) -> Vec<Vec<u8>> {
-    let mut ts = 0;
-    let cgroup = bytes(&CgroupRecord {
-        header: RecordHeader {
-            kind: RecordKind::TaskCgroup as u32,
-            mechanism: Mechanism::Kprobe as u32,
-            tgid: 1,
-            ..RecordHeader::default()
-        },
-        cgroup_id: 77,
-    });
-    let names = std::iter::once(cgroup).chain((0..inodes).map(path_record));
-    names
-        .chain((0..writes).map(|w| {
-            let ino = w as u64 % inodes;
-            let pos = (w as u64 / inodes) as i64 * 4096;
-            let mut begin = event(RecordKind::Write, ino, ts, pos, pos);
-            begin.flags = EVENT_SYNC | EVENT_DSYNC | EVENT_FINAL;
-            let step = |ts_ns, arg| Step {
-                ts_ns,
-                arg,
-                i_size: pos + 4096,
-                i_disksize: pos + 4096,
-                mechanism: Mechanism::Tracepoint as u32,
-                pid: 1,
-                tgid: 1,
-                ..Step::default()
-            };
-            ts += 400;
-            record(WriteRecord {
-                begin,
-                size: step(ts - 300, 0xffff_ffff_8150_0a5c),
-                sync: step(ts - 200, 0),
-                complete: Step::default(),
-            })
-        }))
+    names(inodes)
+        .chain(appends(writes, inodes).map(|r| bytes(&settled(r))))
         .collect()
 }
 
@@ -162,12 +120,10 @@ fn appends(writes: usize, inodes: u64, record: impl Fn(WriteRecord) -> Vec<u8>) 
 /// the CPUs, each CPU sends sixteen of its own to a record, so every batch
 /// overlaps the other CPU's in time (the names go alone, first).
 fn batched_writes(writes: usize, inodes: u64) -> Vec<Vec<u8>> {
-    let records = settled_writes(writes, inodes);
-    let names = records.len() - writes;
-    let mut out: Vec<Vec<u8>> = records[..names].to_vec();
+    let mut out: Vec<Vec<u8>> = names(inodes).collect();
     let mut cpus = [Vec::new(), Vec::new()];
-    for (w, r) in records[names..].iter().enumerate() {
-        let mut s: SettledWrite = *bytemuck_settled(r);
+    for (w, r) in appends(writes, inodes).enumerate() {
+        let mut s = settled(r);
         s.sync.cpu = (w % 2) as u16;
         let cpu = &mut cpus[w % 2];
         cpu.push(s);
@@ -183,14 +139,55 @@ fn batched_writes(writes: usize, inodes: u64) -> Vec<Vec<u8>> {
     out
 }
 
-/// A settled write's record read back.
-fn bytemuck_settled(r: &[u8]) -> &SettledWrite {
-    assert_eq!(r.len(), std::mem::size_of::<SettledWrite>());
-    // SAFETY: length checked; the bytes came from a `SettledWrite`, and
-    // `Vec<u8>` allocations are aligned for it in practice (checked).
-    let p = r.as_ptr().cast::<SettledWrite>();
-    assert!(p.is_aligned());
-    unsafe { &*p }
+/// The writer's cgroup and each file's path, as the kernel sends them
+/// before the writes that need them.
+fn names(inodes: u64) -> impl Iterator<Item = Vec<u8>> {
+    let cgroup = bytes(&CgroupRecord {
+        header: RecordHeader {
+            kind: RecordKind::TaskCgroup as u32,
+            mechanism: Mechanism::Kprobe as u32,
+            tgid: 1,
+            ..RecordHeader::default()
+        },
+        cgroup_id: 77,
+    });
+    std::iter::once(cgroup).chain((0..inodes).map(path_record))
+}
+
+/// `writes` appends over `inodes` files, each as its whole record.
+fn appends(writes: usize, inodes: u64) -> impl Iterator<Item = WriteRecord> {
+    (0..writes).map(move |w| {
+        let ts = (w as u64 + 1) * 400;
+        let ino = w as u64 % inodes;
+        let pos = (w as u64 / inodes) as i64 * 4096;
+        let mut begin = event(RecordKind::Write, ino, ts - 400, pos, pos);
+        begin.flags = EVENT_SYNC | EVENT_DSYNC | EVENT_FINAL;
+        let step = |ts_ns, arg| Step {
+            ts_ns,
+            arg,
+            i_size: pos + 4096,
+            i_disksize: pos + 4096,
+            mechanism: Mechanism::Tracepoint as u32,
+            pid: 1,
+            tgid: 1,
+            ..Step::default()
+        };
+        WriteRecord {
+            begin,
+            size: step(ts - 300, 0xffff_ffff_8150_0a5c),
+            sync: step(ts - 200, 0),
+            complete: Step::default(),
+        }
+    })
+}
+
+/// An append as the compact record the kernel sends when it settles at
+/// its sync.
+fn settled(mut r: WriteRecord) -> SettledWrite {
+    // What the kernel's step slots hold at a settled sync.
+    r.size.pos = 0;
+    r.sync.pos = -1;
+    SettledWrite::of(&r).expect("an append settled at its sync has a compact record")
 }
 
 /// `writes` as one batch record, emptied.

@@ -254,8 +254,9 @@ pub async fn trace(
     ring.drain(|b| feed.record_shown(b, reporter))?;
     let reading = counters.read();
     feed.counters(&reading, monotonic_ns())?;
-    // Settled writes a CPU still held in its batch: the kernel counted
-    // them sent, and they are, from here.
+    // Settled writes a CPU still held in its batch: they never went
+    // through the ring (nor into the kernel's `sent`), they reach user
+    // space from here.
     for b in batch::leftovers(&batches).map_err(|e| map_error(BATCH_MAP, e))? {
         feed.record_shown(record_bytes(&b), reporter)?;
     }

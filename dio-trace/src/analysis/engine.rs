@@ -202,8 +202,8 @@ impl Engine {
     ) {
         let key = begin.key();
         // A write open on the inode that began after this one is a later
-        // write that overtook it (this one was held in a CPU's batch): it
-        // is not this one's to close.
+        // write that overtook it (this one was in a batch a flush found
+        // busy, which comes a tick late): it is not this one's to close.
         let alone = done
             && counts(&begin)
             && self.open.get(&key).is_none_or(|w| w.begin.ts_ns > begin.ts_ns)

@@ -139,11 +139,10 @@ pub fn sent_at(bytes: &[u8]) -> Option<u64> {
     })
 }
 
-/// When the kernel settled a [`SettledWrite`] (its sync) and on which
-/// CPU: the CPU whose batch it came in.
-pub fn settled_at(bytes: &[u8]) -> Option<(u64, u32)> {
-    let w = pod::<SettledWrite>(bytes, "settled").ok()?;
-    Some((w.sync.ts_ns, w.sync.cpu.into()))
+/// The CPU that settled a [`SettledWrite`] (ran its sync): the CPU whose
+/// batch it came in.
+pub fn settled_cpu(bytes: &[u8]) -> Option<u32> {
+    Some(pod::<SettledWrite>(bytes, "settled").ok()?.sync.cpu.into())
 }
 
 /// `bytes` decoded; a whole write's steps are appended to `steps` (a

@@ -11,7 +11,7 @@ use rustc_hash::FxHashMap;
 
 use super::{
     counters::Reading,
-    decode::{Decoded, batch_slots, decode_into, sent_at, settled_at},
+    decode::{Decoded, batch_slots, decode_into, sent_at, settled_cpu},
     hold::{Hold, Source},
 };
 use crate::{
@@ -110,15 +110,13 @@ impl<A: Annotator> Feed<A> {
         if let Some(slots) = batch_slots(bytes) {
             return match slots {
                 Ok(slots) => {
-                    slots
-                        .into_iter()
-                        .try_for_each(|slot| match (self.hold.as_mut(), settled_at(slot)) {
-                            (Some(hold), Some((at, cpu))) => {
-                                hold.push(Source::Batch(cpu), at, slot);
-                                Ok(())
-                            }
-                            _ => self.process(slot),
-                        })
+                    // One CPU's batch: every slot was settled there.
+                    let from = slots
+                        .clone()
+                        .next()
+                        .and_then(settled_cpu)
+                        .map_or(Source::Alone, Source::Batch);
+                    slots.into_iter().try_for_each(|slot| self.take(slot, from))
                 }
                 Err(_) => {
                     self.undecodable += 1;
@@ -142,8 +140,7 @@ impl<A: Annotator> Feed<A> {
 
     /// Hold records back until [`Feed::let_go_shown`] says every record
     /// made before them has arrived (the kernel batches settled writes per
-    /// CPU, [`crate::collect::hold`]).
-    /// `cpus`: CPUs are numbered below it.
+    /// CPU, [`crate::collect::hold`]). `cpus`: CPUs are numbered below it.
     pub fn hold_writes(&mut self, cpus: usize) {
         self.hold = Some(Hold::new(cpus));
     }

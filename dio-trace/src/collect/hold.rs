@@ -50,7 +50,6 @@ pub struct Hold {
     bytes: Vec<u8>,
     /// Stream 0: records that came alone; stream 1 + n: CPU n's batches.
     streams: Vec<VecDeque<Entry>>,
-    held: usize,
     /// By CPU: up to when everything it made is in hand.
     marks: Vec<u64>,
 }
@@ -64,7 +63,6 @@ impl Hold {
         Self {
             bytes: Vec::new(),
             streams: Vec::new(),
-            held: 0,
             marks: vec![0; cpus.max(1)],
         }
     }
@@ -84,7 +82,6 @@ impl Hold {
         }
         self.streams[stream].push_back((made_at, self.bytes.len(), record.len()));
         self.bytes.extend_from_slice(record);
-        self.held += 1;
     }
 
     /// Every record made at or before `up_to` to `f`, in the order they
@@ -92,7 +89,7 @@ impl Hold {
     /// rest stay held. Stops at `f`'s first error, and drops what that
     /// call had taken out.
     pub fn let_go<E>(&mut self, up_to: u64, mut f: impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
-        if self.held == 0 {
+        if self.is_empty() {
             return Ok(());
         }
         // Stable: arrival order among equal times.
@@ -115,7 +112,6 @@ impl Hold {
             let Some((_, start, len)) = self.streams[s].pop_front() else {
                 break;
             };
-            self.held -= 1;
             if shown.is_ok() {
                 shown = f(&self.bytes[start..start + len]);
             }
@@ -133,7 +129,7 @@ impl Hold {
     /// Free the bytes of what was let go: all of them when nothing is held,
     /// else by moving the held rest to the front once enough is free.
     fn compact(&mut self) {
-        if self.held == 0 {
+        if self.is_empty() {
             self.bytes.clear();
             return;
         }
@@ -157,7 +153,7 @@ impl Hold {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.held == 0
+        self.streams.iter().all(VecDeque::is_empty)
     }
 
     /// Every CPU's batch was flushed and the ring drained after `at`.
