@@ -62,6 +62,7 @@ pub fn replay(
         probes: trace.header.probes.clone(),
         counters: Reading::from_named(&trace.trailer.counters),
         symbols_unreadable: trace.header.symbols_unreadable.clone(),
+        skipped: trace.trailer.skipped.clone(),
     };
     reporter.start(&info)?;
     let mut feed = Feed::new(engine, Recorded::default());

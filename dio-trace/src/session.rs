@@ -281,6 +281,7 @@ pub async fn trace(
     }
     problems.extend(kernel_problems(&reading));
     problems.extend(skip_problems(&skipped));
+    info.skipped = skipped_by_probe(&skipped);
     // Full timelines send events, not whole writes: nothing to match.
     if !wants.timeline
         && let Some(p) = missing_writes(&reading, feed.writes)
@@ -298,6 +299,7 @@ pub async fn trace(
         w.finish(&Trailer {
             counters: reading.named(),
             problems: problems.clone(),
+            skipped: info.skipped.clone(),
             ended_at: unix_now(),
         })?;
     }
@@ -420,6 +422,18 @@ fn skip_problems(skipped: &[(String, u64)]) -> Vec<String> {
     p
 }
 
+/// Skipped program runs summed by the probe each program serves (a
+/// program the catalog does not name counts under its own name, so no
+/// skip goes unreported).
+fn skipped_by_probe(skipped: &[(String, u64)]) -> std::collections::BTreeMap<String, u64> {
+    let mut by = std::collections::BTreeMap::new();
+    for (prog, n) in skipped {
+        let probe = probe_of_program(prog).map_or_else(|| prog.clone(), str::to_owned);
+        *by.entry(probe).or_insert(0) += n;
+    }
+    by
+}
+
 /// Counted writes that neither arrived nor were reported lost: the armed
 /// map (LRU) evicted them to make room for newer ones.
 fn missing_writes(r: &crate::collect::counters::Reading, received: u64) -> Option<String> {
@@ -442,4 +456,23 @@ fn map_error(name: &'static str, e: aya::maps::MapError) -> LoadError {
 
 fn take(tracer: &mut Tracer, name: &'static str) -> Result<aya::maps::Map, LoadError> {
     tracer.ebpf.take_map(name).ok_or(LoadError::MissingMap(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skips_are_summed_by_the_probe_they_could_hide() {
+        let by = skipped_by_probe(&[
+            ("kprobe_iomap_dio_rw".into(), 2),
+            ("fentry_iomap_dio_rw".into(), 1),
+            ("tp_ext4_sync_file_enter".into(), 4),
+            ("not_in_the_catalog".into(), 5),
+        ]);
+        assert_eq!(by.get(crate::probes::catalog::WRITE_BEGIN), Some(&3));
+        assert_eq!(by.get(SYNC_ENTER), Some(&4));
+        assert_eq!(by.get("not_in_the_catalog"), Some(&5));
+        assert_eq!(by.len(), 3);
+    }
 }

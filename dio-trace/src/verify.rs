@@ -187,6 +187,8 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<Exit> {
                     "expect": if pattern.counted() { "ordered" } else { "not-applicable" },
                     "writes": a.count * pattern.files(),
                     "counted": outcome.summary.tally.counted(),
+                    "ordered": outcome.summary.tally.ordered,
+                    "violations": outcome.summary.tally.violations,
                     "verdict": verdict.label(),
                     "reason": reason,
                     "backend": outcome.info.probes,

@@ -28,6 +28,11 @@ pub struct RunInfo {
     /// Why kernel addresses (stack frames, callers) cannot be named, if so:
     /// reports say it once.
     pub symbols_unreadable: Option<String>,
+    /// Program runs the kernel skipped (`recursion_misses`), by probe. The
+    /// reasons say it in words; this says which step a skip could have
+    /// hidden, so a harness can excuse a short count only by the skips
+    /// that could cause one.
+    pub skipped: BTreeMap<String, u64>,
 }
 
 impl RunInfo {
@@ -45,6 +50,7 @@ impl RunInfo {
                 .collect(),
             counters: Reading::default(),
             symbols_unreadable: None,
+            skipped: BTreeMap::new(),
         }
     }
 

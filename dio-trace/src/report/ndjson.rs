@@ -20,7 +20,8 @@
 //!   `inconclusive`, `failed`, `not_counted`, `abandoned` (write attempts
 //!   retried before any effect, e.g. io_uring's EAGAIN), `filtered`, `lost_events`,
 //!   `verdict` ("ordered" | "violation" | "inconclusive"), `reasons`,
-//!   `probes`, `counters` (raw kernel counters).
+//!   `probes`, `skipped` (probe -> program runs the kernel skipped, only
+//!   probes with skips), `counters` (raw kernel counters).
 //!
 //! `events` entries: `t_ns` (from the write's start), `event`, `mechanism`,
 //! `pid`, `cpu`, `i_size`, `i_disksize` (null when unreadable), and per
@@ -170,6 +171,7 @@ pub fn summary_json(s: &Summary, info: &RunInfo) -> Value {
         "verdict": s.overall.name(),
         "reasons": s.reasons,
         "probes": info.probes,
+        "skipped": info.skipped,
         "counters": counters,
     })
 }

@@ -75,5 +75,11 @@ pub struct Trailer {
     pub counters: BTreeMap<String, u64>,
     /// Problems live tracing found (probes that did not attach, ...).
     pub problems: Vec<String>,
+    /// Program runs the kernel skipped, by probe ([`RunInfo::skipped`]);
+    /// absent from traces written before it was kept.
+    ///
+    /// [`RunInfo::skipped`]: crate::report::RunInfo::skipped
+    #[serde(default)]
+    pub skipped: BTreeMap<String, u64>,
     pub ended_at: u64,
 }
