@@ -264,11 +264,35 @@ pub(super) fn judge(
     let Some(sum) = &seen.summary else {
         return Some(format!("no summary line (exit {:?})", seen.exit));
     };
-    let num = |k: &str| sum[k].as_u64().unwrap_or(u64::MAX);
+    // A field the summary lacks fails the case: it never compares equal
+    // to another missing one.
+    let mut missing = Vec::new();
+    let mut num = |k: &'static str| {
+        sum[k].as_u64().unwrap_or_else(|| {
+            missing.push(k);
+            0
+        })
+    };
+    let (counted, ordered, violations, inconclusive) = (
+        num("counted"),
+        num("ordered"),
+        num("violations"),
+        num("inconclusive"),
+    );
+    if !missing.is_empty() && !matches!(want, Want::Unservable(_)) {
+        return Some(format!("the summary has no {missing:?}: {sum}"));
+    }
     let got = format!(
         "exit {:?}, counted {}, ordered {}, violations {} {:?}, \
-         (violations explained by stacks, ordered writes with stacks) {:?}, reasons {}",
-        seen.exit, sum["counted"], sum["ordered"], sum["violations"], seen.kinds, seen.stacks, sum["reasons"]
+         (violations explained by stacks, ordered writes with stacks) {:?}, skipped {}, reasons {}",
+        seen.exit,
+        sum["counted"],
+        sum["ordered"],
+        sum["violations"],
+        seen.kinds,
+        seen.stacks,
+        sum["skipped"],
+        sum["reasons"]
     );
     // Every violation carries the stacks that explain it; no ordered
     // write carries any.
@@ -276,43 +300,38 @@ pub(super) fn judge(
     let mech = sum["probes"]["write_begin"].as_str().unwrap_or("");
     // A forced backend must be the one that served; `auto` takes the best.
     let forced = backend == "auto" || mech.starts_with(backend);
-    // Under stress, a short count is allowed only where the kernel's
-    // skipped program runs cover it and the answer is not a clean one.
-    let short = writes.saturating_sub(num("counted"));
-    let skipped = skipped_runs(sum);
-    // The kernel skipped runs (named, counted) and the answer says so: the
-    // writes it made are judged or covered by the skips, and no verdict
-    // that a skipped size update or sync could fake is believed.
+    // Each write the kernel made is counted once: never more. Fewer only
+    // under stress, where the kernel's skipped runs of a program whose
+    // miss hides a write cover the shortfall and the answer is not a
+    // clean one ([`stress_excuse`]).
+    let exact = counted == writes;
+    let excused = pattern == STRESS && stress_excuse(sum, writes, counted, seen.exit);
     let doubted = sum["reasons"]
         .to_string()
         .contains("violations cannot be trusted");
-    let excused = pattern == STRESS
-        && skipped >= short
-        && skipped > 0
-        && seen.exit == Some(3)
-        && (num("violations") == 0 || doubted);
+    let of_kind = |kind: &str| {
+        seen.kinds
+            .as_ref()
+            .map_or(0, |ks| ks.iter().filter(|k| *k == kind).count() as u64)
+    };
     let ok = match want {
         Want::Ordered => {
             forced
                 && stray == 0
-                && ((seen.exit == Some(0) && short == 0 && num("ordered") == num("counted"))
+                && ((seen.exit == Some(0) && exact && ordered == counted)
+                    // A skipped sync can fake a violation: only a doubted one.
                     || (excused
-                        && num("ordered")
-                            .saturating_add(num("violations"))
-                            .saturating_add(num("inconclusive"))
-                            == num("counted")))
+                        && (violations == 0 || (doubted && fakes_violations(sum)))
+                        && ordered + violations + inconclusive == counted))
         }
         Want::Violation(kind) => {
-            let of_kind = seen
-                .kinds
-                .as_ref()
-                .map_or(0, |ks| ks.iter().filter(|k| *k == kind).count() as u64);
-            let all = num("violations") == num("counted")
-                && of_kind == num("counted")
-                && explained == num("violations");
-            forced
-                && ((seen.exit == Some(1) && all && (short == 0 || (pattern == STRESS && skipped >= short)))
-                    || (excused && num("ordered") == 0))
+            let all = violations == counted && of_kind(kind) == counted && explained == violations;
+            let found = violations > 0
+                && ordered == 0
+                && of_kind(kind) == violations
+                && explained == violations
+                && violations + inconclusive == counted;
+            forced && ((seen.exit == Some(1) && exact && all) || (excused && found))
         }
         Want::Refused(_) | Want::Unknown => false,
         Want::Unservable(probe) => {
@@ -324,6 +343,42 @@ pub(super) fn judge(
         }
     };
     (!ok).then(|| format!("want {want:?}, got {got} (write_begin served by {mech:?})"))
+}
+
+/// The probes whose skipped runs can hide a whole write from the count:
+/// a write whose start was not seen is never armed, and a writer whose
+/// fork was not followed is never let through the `run` filter. A skipped
+/// size update or sync cannot shorten the count (it doubts the verdict
+/// instead, which the reasons say).
+const HIDING_PROBES: [&str; 2] = ["write_begin", "follow_fork"];
+
+/// A stress run that is not a clean count is excused only when the
+/// kernel skipped runs of dio-trace's programs and dio-trace said the
+/// answer is inconclusive (exit 3); and a count short of `writes` only
+/// when the skipped runs of [`HIDING_PROBES`] cover the shortfall. A run
+/// whose writes start on a kprobe gets no excuse: kprobe programs run with
+/// preemption off and skipped nothing in 18 of 18 measured runs
+/// (catalog.rs).
+fn stress_excuse(sum: &Value, writes: u64, counted: u64, exit: Option<i32>) -> bool {
+    let kprobe = sum["probes"]["write_begin"]
+        .as_str()
+        .is_some_and(|m| m.starts_with("kprobe"));
+    let skipped =
+        |probes: &[&str]| -> u64 { probes.iter().filter_map(|p| sum["skipped"][*p].as_u64()).sum() };
+    let any = sum["skipped"]
+        .as_object()
+        .map_or(0, |m| m.values().filter_map(Value::as_u64).sum::<u64>());
+    !kprobe && exit == Some(3) && any > 0 && counted <= writes && writes - counted <= skipped(&HIDING_PROBES)
+}
+
+/// The probes whose skipped runs can make a write look like a violation:
+/// a size update or sync that happened but was not seen. Only their skips
+/// excuse a violation on a kernel whose writes are ordered (dio-trace
+/// then says violations cannot be trusted).
+fn fakes_violations(sum: &Value) -> bool {
+    ["size_update", "sync_enter"]
+        .iter()
+        .any(|p| sum["skipped"][*p].as_u64().is_some_and(|n| n > 0))
 }
 
 /// One line of the README's support table: what served each probe in
@@ -354,17 +409,6 @@ fn support_row(row: &Named, backend: &str, seen: &Seen) -> String {
         "| {} | {} | {backend} | {} | {} | {} | {} | {answer} |",
         row.name, row.about, probes[0], probes[1], probes[2], probes[3]
     )
-}
-
-/// The program runs the kernel skipped, from the summary's reason.
-fn skipped_runs(sum: &Value) -> u64 {
-    sum["reasons"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| r.as_str()?.strip_prefix("the kernel skipped "))
-        .filter_map(|r| r.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
 }
 
 /// Counts of a matrix run.
@@ -507,7 +551,7 @@ mod tests {
 
     #[test]
     fn parses_and_judges_guest_lines() {
-        let console = "noise\n@@CASE kprobe o-sync-append 1\n@@SUMMARY {\"counted\":3,\"ordered\":0,\"violations\":3,\"probes\":{\"write_begin\":\"kprobe:iomap_dio_rw\"},\"reasons\":[]}\n[ 1.0] kernel line\n@@KINDS sync_before_size_update sync_before_size_update sync_before_size_update \n@@STACKS 3 0\n";
+        let console = "noise\n@@CASE kprobe o-sync-append 1\n@@SUMMARY {\"counted\":3,\"ordered\":0,\"violations\":3,\"inconclusive\":0,\"probes\":{\"write_begin\":\"kprobe:iomap_dio_rw\"},\"reasons\":[]}\n[ 1.0] kernel line\n@@KINDS sync_before_size_update sync_before_size_update sync_before_size_update \n@@STACKS 3 0\n";
         let seen = parse(console);
         assert_eq!(seen.len(), 1);
         let case = PATTERNS[0];
@@ -523,22 +567,96 @@ mod tests {
         assert!(judge(sbsu, "kprobe", case, &unexplained[0].1).is_some());
     }
 
+    /// A stress case's guest lines: `exit`, the summary's counts, the
+    /// write start's mechanism and the skipped runs by probe.
+    fn stress_line(exit: i32, mech: &str, c: [u64; 4], kinds: &str, skipped: &str) -> String {
+        let [counted, ordered, violations, inconclusive] = c;
+        format!(
+            "@@CASE {mech} {STRESS} {exit}\n@@SUMMARY {{\"counted\":{counted},\"ordered\":{ordered},\"violations\":{violations},\"inconclusive\":{inconclusive},\"probes\":{{\"write_begin\":\"{mech}:iomap_dio_rw\"}},\"skipped\":{{{skipped}}},\"reasons\":[]}}\n@@KINDS {kinds}\n@@STACKS {violations} 0\n"
+        )
+    }
+
+    fn judge_stress(want: Want, text: String) -> Option<String> {
+        let mech = parse(&text)[0].0.0.clone();
+        judge(want, &mech, PATTERNS[4], &parse(&text)[0].1)
+    }
+
     #[test]
-    fn a_short_stress_count_passes_only_when_the_kernel_said_why() {
-        let stress = PATTERNS[4];
-        let line = |exit: i32, counted: u64, reasons: &str| {
-            format!(
-                "@@CASE fentry {STRESS} {exit}\n@@SUMMARY {{\"counted\":{counted},\"ordered\":{counted},\"violations\":0,\"inconclusive\":0,\"probes\":{{\"write_begin\":\"fentry:iomap_dio_rw\"}},\"reasons\":[{reasons}]}}\n@@KINDS \n@@STACKS 0 0\n"
-            )
-        };
-        let judge_line = |text: String| judge(Want::Ordered, "fentry", stress, &parse(&text)[0].1);
-        assert_eq!(judge_line(line(0, 64, "")), None);
-        assert!(judge_line(line(0, 62, "")).is_some(), "a quiet short count fails");
-        let why = "\"the kernel skipped 2 runs of dio-trace's programs\"";
-        assert_eq!(judge_line(line(3, 62, why)), None);
+    fn a_short_stress_count_passes_only_when_hiding_skips_cover_it() {
+        let o = Want::Ordered;
+        let line =
+            |exit, counted, skipped| stress_line(exit, "fentry", [counted, counted, 0, 0], "", skipped);
+        assert_eq!(judge_stress(o, line(0, 64, "")), None);
         assert!(
-            judge_line(line(3, 61, why)).is_some(),
+            judge_stress(o, line(0, 62, "")).is_some(),
+            "a quiet short count fails"
+        );
+        assert_eq!(judge_stress(o, line(3, 62, "\"write_begin\":2")), None);
+        assert!(
+            judge_stress(o, line(3, 61, "\"write_begin\":2")).is_some(),
             "2 skipped runs cannot hide 3 writes"
         );
+        assert!(
+            judge_stress(o, line(3, 62, "\"sync_enter\":9")).is_some(),
+            "a skipped sync cannot hide a write"
+        );
+        // Counted exactly, inconclusive for a skipped completion: honest.
+        assert_eq!(judge_stress(o, line(3, 64, "\"dio_complete\":1")), None);
+        let kprobe = stress_line(3, "kprobe", [62, 62, 0, 0], "", "\"write_begin\":2");
+        assert!(judge_stress(o, kprobe).is_some(), "kprobe runs get no excuse");
+    }
+
+    #[test]
+    fn stress_on_a_buggy_kernel_passes_only_with_violations_found() {
+        let v = Want::Violation("sync_before_size_update");
+        let skip = "\"write_begin\":2,\"size_update\":1";
+        let kinds = |n: usize| "sync_before_size_update ".repeat(n);
+        assert_eq!(
+            judge_stress(v, stress_line(1, "fentry", [64, 0, 64, 0], &kinds(64), "")),
+            None
+        );
+        assert_eq!(
+            judge_stress(v, stress_line(3, "fentry", [62, 0, 60, 2], &kinds(60), skip)),
+            None
+        );
+        assert!(
+            judge_stress(v, stress_line(3, "fentry", [62, 0, 0, 62], "", skip)).is_some(),
+            "all inconclusive is no violation found"
+        );
+        assert!(
+            judge_stress(v, stress_line(3, "fentry", [62, 2, 60, 0], &kinds(60), skip)).is_some(),
+            "an ordered write on a buggy kernel"
+        );
+        // A fixed kernel: a violation passes only where a skipped size
+        // update or sync could have faked it and dio-trace doubts it.
+        let doubted = |skipped: &str| {
+            stress_line(3, "fentry", [64, 63, 1, 0], "sync_before_size_update", skipped).replace(
+                "\"reasons\":[]",
+                "\"reasons\":[\"violations cannot be trusted: x\"]",
+            )
+        };
+        assert_eq!(judge_stress(Want::Ordered, doubted("\"sync_enter\":1")), None);
+        assert!(judge_stress(Want::Ordered, doubted("\"dio_complete\":1")).is_some());
+    }
+
+    #[test]
+    fn overcounts_and_missing_fields_fail() {
+        let case = PATTERNS[0];
+        let text = |counted: u64| {
+            format!(
+                "@@CASE kprobe o-sync-append 0\n@@SUMMARY {{\"counted\":{counted},\"ordered\":{counted},\"violations\":0,\"inconclusive\":0,\"probes\":{{\"write_begin\":\"kprobe:iomap_dio_rw\"}},\"reasons\":[]}}\n@@KINDS \n@@STACKS 0 0\n"
+            )
+        };
+        let j = |t: String| judge(Want::Ordered, "kprobe", case, &parse(&t)[0].1);
+        assert_eq!(j(text(3)), None);
+        assert!(j(text(4)).is_some(), "4 counted for 3 made");
+        assert!(j(text(2)).is_some(), "2 counted for 3 made");
+        let bare = text(3)
+            .replace("\"counted\":3,\"ordered\":3,", "")
+            .replace("\"violations\":0,", "");
+        assert!(j(bare).is_some(), "a summary without its counts");
+        let sbsu = Want::Violation("sync_before_size_update");
+        let no_counts = "@@CASE kprobe o-sync-append 1\n@@SUMMARY {\"probes\":{\"write_begin\":\"kprobe:x\"}}\n@@KINDS \n@@STACKS 0 0\n";
+        assert!(judge(sbsu, "kprobe", case, &parse(no_counts)[0].1).is_some());
     }
 }
