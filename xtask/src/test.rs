@@ -57,13 +57,7 @@ pub fn run() -> Result<()> {
                 r.left(),
                 r.crash()
             );
-            if r.agrees() {
-                score.passed += 1;
-                println!("PASS crash {line}");
-            } else {
-                score.failed += 1;
-                println!("FAIL crash {line}: the verdict and the crash disagree");
-            }
+            score.record(r.disagreement(), format_args!("crash {line}"));
         }
     }
     crate::vm::fs_cells::crash(&opts, &mut score)?;

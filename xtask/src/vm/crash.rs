@@ -38,6 +38,8 @@ const PATTERNS: [&str; 3] = ["o-sync-append", "o-dsync-append", INTO_FALLOCATED]
 /// are plain new ones), so its setups run the appends only.
 const INTO_FALLOCATED: &str = "o-dsync-into-fallocated";
 const BLOCK: u64 = 4096;
+/// Writes each pattern makes in boot 1 (`--count 2`).
+const WRITES: u64 = 2;
 
 /// The disk and file a crash runs on.
 #[derive(Clone, Copy, Debug)]
@@ -68,6 +70,10 @@ pub struct CrashResult {
     pub cp_reason: Option<i64>,
     /// dio-trace's overall verdict ("ordered" | "violation" | "inconclusive").
     pub verdict: String,
+    /// dio-trace's exit status in boot 1.
+    pub exit: Option<i32>,
+    /// Writes dio-trace counted in boot 1 (None: the summary lacks it).
+    pub counted: Option<u64>,
     /// What was left of the file after the crash.
     pub survived: Survived,
 }
@@ -91,11 +97,39 @@ impl CrashResult {
         }
     }
 
-    pub fn agrees(&self) -> bool {
-        matches!(
+    /// Why the verdict and the crash do not agree, or None where they do:
+    /// ordered with size-kept, violation with any loss. Boot 1 must have
+    /// been a fair trial first: both writes counted, and dio-trace's exit
+    /// status the one its verdict has. A workload that stopped after one
+    /// write leaves a short file, which would "agree" with a wrong
+    /// violation.
+    pub fn disagreement(&self) -> Option<String> {
+        let want_exit = match self.verdict.as_str() {
+            "ordered" => Some(0),
+            "violation" => Some(1),
+            _ => None,
+        };
+        if self.counted != Some(WRITES) {
+            return Some(format!(
+                "boot 1 counted {:?} of the {WRITES} writes it made",
+                self.counted
+            ));
+        }
+        if want_exit.is_none() || self.exit != want_exit {
+            return Some(format!(
+                "dio-trace said {} and exited {:?} in boot 1",
+                self.verdict, self.exit
+            ));
+        }
+        let agree = matches!(
             (self.verdict.as_str(), self.crash()),
             ("ordered", "size-kept") | ("violation", "size-lost" | "data-lost" | "file-lost")
-        )
+        );
+        (!agree).then(|| "the verdict and the crash disagree".to_owned())
+    }
+
+    pub fn agrees(&self) -> bool {
+        self.disagreement().is_none()
     }
 }
 
@@ -173,6 +207,8 @@ fn one(
             )
         })?;
     let verdict = summary["verdict"].as_str().unwrap_or("missing").to_owned();
+    let exit = marked(&first.console, "@@EXIT ").and_then(|c| c.parse().ok());
+    let counted = summary["counted"].as_u64();
     let cp_reason =
         marked(&first.console, "@@CP ").and_then(|c| c.trim_start_matches("\"cp_reason\":").parse().ok());
     let survived = survivors(kernel, &disk, opts).with_context(|| format!("{pattern}: boot 2"))?;
@@ -180,6 +216,8 @@ fn one(
         pattern,
         cp_reason,
         verdict,
+        exit,
+        counted,
         survived,
     })
 }
@@ -205,11 +243,21 @@ pub fn final_line(results: &[CrashResult]) -> String {
 mod tests {
     use super::*;
 
+    fn exit_of(verdict: &str) -> Option<i32> {
+        match verdict {
+            "ordered" => Some(0),
+            "violation" => Some(1),
+            _ => Some(3),
+        }
+    }
+
     fn r(verdict: &str, size: u64) -> CrashResult {
         CrashResult {
             pattern: "o-sync-append",
             cp_reason: None,
             verdict: verdict.into(),
+            exit: exit_of(verdict),
+            counted: Some(WRITES),
             survived: Survived::File { size, data: size },
         }
     }
@@ -220,6 +268,8 @@ mod tests {
             pattern: INTO_FALLOCATED,
             cp_reason: None,
             verdict: String::from(verdict),
+            exit: exit_of(verdict),
+            counted: Some(WRITES),
             survived,
         };
         let gone = with("violation", Survived::Missing);
@@ -259,6 +309,38 @@ mod tests {
         assert_eq!(
             final_line(&[r("ordered", 8192), r("ordered", 8192)]),
             "verdict=ordered crash=size-kept"
+        );
+    }
+
+    #[test]
+    fn a_boot_that_made_one_write_of_two_fails() {
+        // The workload stopped after one write: a short file, and a
+        // violation that would otherwise "agree" with it.
+        let short = CrashResult {
+            counted: Some(1),
+            ..r("violation", 4096)
+        };
+        assert!(!short.agrees());
+        assert!(short.disagreement().unwrap().contains("counted Some(1)"));
+        assert!(
+            !CrashResult {
+                counted: None,
+                ..r("ordered", 8192)
+            }
+            .agrees()
+        );
+        // dio-trace died after its summary: its status is not the verdict's.
+        let died = CrashResult {
+            exit: Some(101),
+            ..r("violation", 4096)
+        };
+        assert!(!died.agrees());
+        assert!(
+            !CrashResult {
+                exit: None,
+                ..r("ordered", 8192)
+            }
+            .agrees()
         );
     }
 }

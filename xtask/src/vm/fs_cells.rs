@@ -154,9 +154,8 @@ pub fn crash(opts: &VmOptions, score: &mut Score) -> Result<()> {
                 .cp_reason
                 .map(|c| format!(", sync cp_reason {c}"))
                 .unwrap_or_default();
-            let why = (!r.agrees()).then(|| "the verdict and the crash disagree".to_owned());
             score.record(
-                why,
+                r.disagreement(),
                 format_args!(
                     "crash {name} {} {}: verdict {} with {} after the crash ({}){cp}",
                     setup.label(),
