@@ -337,8 +337,7 @@ mod tests {
     #[test]
     fn offsets_resolve_on_this_kernel() {
         if !std::path::Path::new(VMLINUX_BTF).exists() {
-            eprintln!("SKIPPED: no {VMLINUX_BTF} on this machine");
-            return;
+            return super::super::skip_or_fail("offsets", &format!("no {VMLINUX_BTF} on this machine"));
         }
         let btf = KernelBtf::load(None).unwrap();
         let off = btf.offsets().unwrap();
@@ -361,8 +360,7 @@ mod tests {
     #[test]
     fn an_external_btf_file_serves_ext4s_types() {
         if !std::path::Path::new(VMLINUX_BTF).exists() {
-            eprintln!("SKIPPED: no {VMLINUX_BTF} on this machine");
-            return;
+            return super::super::skip_or_fail("external BTF", &format!("no {VMLINUX_BTF} on this machine"));
         }
         let btf = KernelBtf::load(Some(Path::new(VMLINUX_BTF))).unwrap();
         assert_eq!(btf.ext4_types, Types::File(VMLINUX_BTF.into()));

@@ -13,6 +13,17 @@ pub mod mounts;
 pub mod preflight;
 pub mod tracefs;
 
+/// A unit test that needs something this machine lacks: SKIPPED, loudly,
+/// or a failure under CI (`CI` set), whose machine must have it.
+#[cfg(test)]
+pub(crate) fn skip_or_fail(test: &str, why: &str) {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test}: {why}, and CI's machine must have it"
+    );
+    eprintln!("SKIPPED {test}: {why}");
+}
+
 /// `uname -r` of the running kernel.
 pub fn release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")

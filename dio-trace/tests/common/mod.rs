@@ -31,9 +31,9 @@ pub fn required_at(test: &str, path: PathBuf, from: &str) -> Option<PathBuf> {
 }
 
 /// Say why a test cannot run: SKIPPED, or a failure under CI.
-fn missing(test: &str, why: &str) {
+pub fn missing(test: &str, why: &str) {
     if std::env::var_os("CI").is_some() {
-        panic!("{test}: {why}; `cargo xtask setup` installs it");
+        panic!("{test}: {why}; CI's machine must have it (`cargo xtask setup` installs what it can)");
     }
     eprintln!("SKIPPED {test}: {why}");
 }
