@@ -261,8 +261,9 @@ fn vm_crash(args: CrashArgs) -> Result<()> {
             .cp_reason
             .map(|c| format!(", sync cp_reason={c}"))
             .unwrap_or_default();
+        let why = r.disagreement().map(|w| format!(": {w}")).unwrap_or_default();
         println!(
-            "{} {} {}: dio-trace said {}; after the crash: {} ({}){cp}",
+            "{} {} {}: dio-trace said {}; after the crash: {} ({}){cp}{why}",
             args.boot.kernel,
             setup.label(),
             r.pattern,
