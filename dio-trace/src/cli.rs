@@ -27,11 +27,22 @@ Examples:
 Exit status: 0 all counted writes ordered, 1 violation, 2 usage error,
 3 inconclusive (stderr says why), 4 cannot trace here (stderr says the fix).";
 
+/// `--version`: the crate version, the commit it was built from and the
+/// BPF object it embeds (both from build.rs), for bug reports.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("DIO_TRACE_COMMIT"),
+    ", BPF object ",
+    env!("DIO_TRACE_BPF"),
+    ")"
+);
+
 /// Watch how the kernel completes direct-I/O writes and flag any sync that
 /// runs before the file-size update of a size-extending write (the ext4
 /// O_DIRECT|O_SYNC ordering bug of Linux 5.5..6.6).
 #[derive(Debug, Parser)]
-#[command(name = "dio-trace", version, after_help = EXAMPLES)]
+#[command(name = "dio-trace", version = VERSION, after_help = EXAMPLES)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -324,6 +335,20 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_version_names_the_commit_and_the_bpf_object() {
+        let err = Cli::try_parse_from(["dio-trace", "--version"]).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!("dio-trace {} (commit ", env!("CARGO_PKG_VERSION"))),
+            "{text}"
+        );
+        assert!(
+            text.contains(", BPF object crc32 ") && text.contains(" bytes)"),
+            "{text}"
+        );
     }
 
     #[test]
