@@ -92,6 +92,7 @@ pub fn explain(outcome: &Outcome) -> Exit {
 }
 
 fn run(a: RunArgs) -> anyhow::Result<Exit> {
+    crate::spawn::check_runnable(&a.command)?;
     let plan = Plan::new(&a.opts, Show::All, true)?;
     let outcome = traced(&plan, Target::Command(a.command.clone()), None)?;
     if let Some(status) = outcome.child
@@ -150,6 +151,9 @@ fn watch(a: WatchArgs) -> anyhow::Result<Exit> {
 
 fn record(a: RecordArgs) -> anyhow::Result<Exit> {
     let spawns = !a.command.is_empty();
+    if spawns {
+        crate::spawn::check_runnable(&a.command)?;
+    }
     let plan = Plan::new(&a.opts, if spawns { Show::All } else { Show::Problems }, spawns)?;
     let target = if spawns {
         Target::Command(a.command.clone())

@@ -32,6 +32,42 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// Refuse a command that cannot be run, as `execvp` would find it, before
+/// anything is loaded or attached: a typo is a usage error (exit 2) at
+/// once, not after every program is in the kernel.
+pub fn check_runnable(argv: &[String]) -> Result<(), UsageError> {
+    let prog = argv
+        .first()
+        .ok_or_else(|| UsageError("no command given".into()))?;
+    let runnable = |p: &std::path::Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file())
+            && std::ffi::CString::new(p.as_os_str().as_encoded_bytes())
+                // SAFETY: a valid NUL-terminated path; access only reads it.
+                .is_ok_and(|c| unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0)
+    };
+    let found = if prog.contains('/') {
+        runnable(std::path::Path::new(prog))
+    } else {
+        std::env::var_os("PATH")
+            .as_deref()
+            .map(std::env::split_paths)
+            .into_iter()
+            .flatten()
+            .any(|dir| runnable(&dir.join(prog)))
+    };
+    if found {
+        Ok(())
+    } else if prog.contains('/') {
+        Err(UsageError(format!(
+            "{prog}: no such executable file; check the path and its execute permission"
+        )))
+    } else {
+        Err(UsageError(format!(
+            "{prog}: command not found in PATH; give its path (./{prog}) or install it"
+        )))
+    }
+}
+
 /// Fork `argv`, held before exec until [`GatedChild::release`]. With
 /// `stdout_to_stderr`, the command's stdout goes to our stderr (keeps NDJSON
 /// on stdout parseable).
@@ -128,5 +164,24 @@ impl GatedChild {
                 return Err(e);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_that_cannot_run_are_refused_at_once() {
+        let argv = |s: &str| vec![s.to_owned()];
+        assert!(check_runnable(&argv("sh")).is_ok());
+        assert!(check_runnable(&argv("/bin/sh")).is_ok());
+        let err = check_runnable(&argv("no-such-cmd-dio-trace")).unwrap_err();
+        assert!(err.0.contains("not found in PATH"), "{}", err.0);
+        let err = check_runnable(&argv("/nonexistent-cmd")).unwrap_err();
+        assert!(err.0.contains("no such executable"), "{}", err.0);
+        // A file that exists but is not executable.
+        assert!(check_runnable(&argv("/etc/passwd")).is_err());
+        assert!(check_runnable(&[]).is_err());
     }
 }
