@@ -6,7 +6,7 @@ use std::process::Command;
 use anyhow::{Context as _, Result};
 
 pub fn run() -> Result<i32> {
-    crate::setup::run()?;
+    crate::setup::for_demo()?;
     println!("demo: building dio-trace (release)");
     crate::build::release()?;
     let bin = crate::build::release_binary();

@@ -33,13 +33,29 @@ const PERFETTO_PY: &str = "perfetto==0.59.1";
 /// bpf-linker release that uses rustc's own LLVM (no system LLVM needed).
 const BPF_LINKER_VERSION: &str = "0.10.4";
 
+/// What the demo uses and nothing more: the tools to build dio-trace
+/// (nightly with rust-src, bpf-linker) and to make and mount its scratch
+/// ext4. The test suite's world (QEMU, Prometheus, Chromium, ...) is
+/// [`run`]'s.
+const DEMO_PACKAGES: &[&str] = &["e2fsprogs", "util-linux", "mount"];
+
+/// Everything the tests need.
 pub fn run() -> Result<()> {
-    debian_packages()?;
+    debian_packages(DEBIAN_PACKAGES)?;
     python_packages()?;
     nightly_with_rust_src()?;
     bpf_linker()?;
     perfetto_python()?;
     println!("setup: done");
+    Ok(())
+}
+
+/// Only what `cargo xtask demo` uses.
+pub fn for_demo() -> Result<()> {
+    debian_packages(DEMO_PACKAGES)?;
+    nightly_with_rust_src()?;
+    bpf_linker()?;
+    println!("setup: done (the demo's part; `cargo xtask test` installs the rest)");
     Ok(())
 }
 
@@ -59,12 +75,8 @@ fn installed(pkg: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn debian_packages() -> Result<()> {
-    let missing: Vec<&str> = DEBIAN_PACKAGES
-        .iter()
-        .copied()
-        .filter(|p| !installed(p))
-        .collect();
+fn debian_packages(wanted: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = wanted.iter().copied().filter(|p| !installed(p)).collect();
     if missing.is_empty() {
         println!("setup: Debian packages present");
         return Ok(());
@@ -182,4 +194,21 @@ fn perfetto_python() -> Result<()> {
     println!("setup: installing {PERFETTO_PY} into {}", venv.display());
     sh(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
     sh(Command::new(&python).args(["-m", "pip", "install", "-q", PERFETTO_PY]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_installs_a_part_of_what_the_tests_do() {
+        for p in DEMO_PACKAGES {
+            assert!(DEBIAN_PACKAGES.contains(p), "{p}");
+        }
+        assert!(
+            !DEMO_PACKAGES
+                .iter()
+                .any(|p| ["chromium", "qemu-system-x86", "prometheus", "bpftrace", "fio"].contains(p))
+        );
+    }
 }
