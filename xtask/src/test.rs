@@ -42,7 +42,7 @@ pub fn run() -> Result<()> {
     let mut score = matrix::run(&kernels, &opts)?;
     crate::vm::verify::run(&kernels, &opts, &mut score)?;
     println!("test: XFS and f2fs in QEMU");
-    crate::vm::fs_cells::run(&opts, &mut score)?;
+    crate::vm::fs_cells::run(&opts, &mut score, &[])?;
 
     println!("test: crash ground truth in QEMU");
     let cache = crate::kernel::Cache::from_env()?;
