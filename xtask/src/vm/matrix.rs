@@ -480,6 +480,17 @@ mod tests {
             Want::Refused(_)
         ));
         assert_eq!(want(generic, "kprobe", true, "o-sync-append"), sbsu);
+        // The refusal is asked for by naming ext4: a run over every
+        // filesystem starts, leaving ext4's writes unjudged.
+        let refusal = script(" --btf /ext4.btf")
+            .lines()
+            .find(|l| l.contains(&format!("/mnt/{WITHOUT_BTF}-")))
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            refusal.contains("--path /mnt") && !refusal.contains("--btf"),
+            "{refusal}"
+        );
         assert_eq!(
             want(generic, "fentry", true, "o-sync-append"),
             Want::Unservable("size_update")
