@@ -66,7 +66,7 @@ pub fn run() -> Result<()> {
             }
         }
     }
-    crate::vm::fs_cells::crash(&opts, &mut score)?;
+    crate::vm::fs_cells::crash(&opts, &mut score, &[])?;
     println!("vm: {} passed, {} failed", score.passed, score.failed);
     if score.failed > 0 {
         bail!("{} guest cases failed", score.failed);

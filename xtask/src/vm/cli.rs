@@ -32,7 +32,8 @@ enum VmCommand {
     Filesystems {
         #[arg(long)]
         crash: bool,
-        /// Only the cells of this named kernel (repeatable; default: all).
+        /// Only the cells (and crash cells) of this named kernel
+        /// (repeatable; default: all).
         #[arg(long = "kernel", value_name = "NAME")]
         kernels: Vec<String>,
     },
@@ -187,7 +188,7 @@ pub fn run(args: VmArgs) -> Result<()> {
             let mut score = matrix::Score::default();
             super::fs_cells::run(&matrix::quiet_options(), &mut score, &kernels)?;
             if crash {
-                super::fs_cells::crash(&matrix::quiet_options(), &mut score)?;
+                super::fs_cells::crash(&matrix::quiet_options(), &mut score, &kernels)?;
             }
             println!("vm: {} passed, {} failed", score.passed, score.failed);
             if score.failed > 0 {
