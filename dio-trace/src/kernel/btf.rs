@@ -313,8 +313,8 @@ pub fn fs_status(fs: Fs, types: &dyn TypeLookup, registered: bool, release: &str
         return missing(format!(
             "{name} is not in /proc/filesystems on this kernel ({release}): it is a module and was not loaded \
              when dio-trace started (or the kernel lacks it), so neither its types nor its functions were there \
-             to read and probe; to judge its writes, load it (mount a {name} filesystem or `modprobe {name}`) \
-             and start dio-trace again"
+             to read and probe; to judge its writes, load it (`modprobe {name}`, or mount a filesystem of that \
+             type) and start dio-trace again"
         ));
     }
     let Some(l) = layout(fs) else {

@@ -165,8 +165,7 @@ mod tests {
             "{why}"
         );
         assert!(why.contains("`modprobe ext4`"), "{why}");
-        // A device that is not mounted, or holds a filesystem dio-trace
-        // has no facts for at all, is the kernel side's to count.
+        // A device that is not mounted: the kernel side counts its writes.
         assert_eq!(
             unjudgeable_target(&fs, &mounts, crate::kernel::kernel_dev(8, 1)),
             None
