@@ -34,8 +34,9 @@ pub enum Counter {
     /// Direct writes whose `ki_flags` fit no candidate layout: not
     /// classified, so the run cannot be called clean.
     FlagsUnknown = 11,
-    /// Sync-flavoured direct writes to a known filesystem whose facts (its
-    /// on-disk size's offset) the loader could not read from BTF: not judged.
+    /// Sync-flavoured direct writes to a known filesystem whose facts the
+    /// loader did not have (not loaded when the programs were, or no BTF
+    /// for its on-disk size's offset): not judged.
     NoFsFacts = 12,
     /// [`crate::record::StackRecord`]s the ring buffer could not take: the
     /// step is shown without its stack; no verdict rests on one, so they

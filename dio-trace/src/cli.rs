@@ -117,10 +117,11 @@ pub struct TraceOpts {
     /// messages are not even in the loaded programs.
     #[arg(long)]
     pub debug: bool,
-    /// A BTF file with ext4's types, for kernels where ext4 is a module
-    /// and the kernel publishes no module BTF (5.10 generic kernels): make
-    /// one with `pahole --btf_encode_detached=ext4.btf` from the debug
-    /// package's ext4.ko (the error on such a kernel says how).
+    /// A BTF file with a filesystem's types (ext4's or XFS's), for kernels
+    /// where it is a module and the kernel publishes no module BTF (5.10
+    /// generic kernels): make one with `pahole --btf_encode_detached=ext4.btf`
+    /// from the debug package's ext4.ko (the reason its writes are not
+    /// judged says how).
     #[arg(long, value_name = "FILE")]
     pub btf: Option<PathBuf>,
     /// Capture the kernel stack at the size update and the sync of every
@@ -262,10 +263,11 @@ pub struct VerifyArgs {
 pub struct InfoArgs {
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     pub backend: Backend,
-    /// A BTF file with ext4's types, for kernels where ext4 is a module
-    /// and the kernel publishes no module BTF (5.10 generic kernels): make
-    /// one with `pahole --btf_encode_detached=ext4.btf` from the debug
-    /// package's ext4.ko (the error on such a kernel says how).
+    /// A BTF file with a filesystem's types (ext4's or XFS's), for kernels
+    /// where it is a module and the kernel publishes no module BTF (5.10
+    /// generic kernels): make one with `pahole --btf_encode_detached=ext4.btf`
+    /// from the debug package's ext4.ko (the reason its writes are not
+    /// judged says how).
     #[arg(long, value_name = "FILE")]
     pub btf: Option<PathBuf>,
 }

@@ -126,10 +126,12 @@ pub fn print(backend: Backend, btf_file: Option<&Path>) -> anyhow::Result<Exit> 
         if ok {
             judged.push(st.fs.name());
         } else {
+            let mut why: Vec<String> = st.missing().into_iter().collect();
+            why.extend(tracer.selection.fs_problems(st.fs));
             println!(
                 "note: {} writes would be inconclusive here: {}",
                 st.fs.name(),
-                tracer.selection.fs_problems(st.fs).join("; ")
+                why.join("; ")
             );
         }
     }

@@ -68,11 +68,13 @@ struct BuildLabels {
 }
 
 /// Kernel counters of direct writes seen and not counted, by the `reason`
-/// label they get.
-const NOT_COUNTED: [(KernelCounter, &str); 5] = [
+/// label they get. `no_fs_facts`: a fleet host without ext4 that mounts
+/// one later shows those writes here, not nowhere.
+const NOT_COUNTED: [(KernelCounter, &str); 6] = [
     (KernelCounter::NotSync, "not_sync"),
     (KernelCounter::NotExtending, "not_extending"),
     (KernelCounter::OtherFs, "other_fs"),
+    (KernelCounter::NoFsFacts, "no_fs_facts"),
     (KernelCounter::FlagsUnknown, "flags_unknown"),
     (KernelCounter::Filtered, "filtered"),
 ];

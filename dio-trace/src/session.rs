@@ -91,6 +91,7 @@ pub async fn trace(
     record: Option<&Path>,
 ) -> anyhow::Result<Outcome> {
     let facts = KernelFacts::gather(plan.btf.as_deref())?;
+    facts.check_targeted(plan.filter.dev)?;
     let config = facts.config(plan.filter, plan.config_flags);
     let btf = aya::Btf::from_sys_fs()
         .map_err(|e| EnvError(format!("reading kernel BTF for tp_btf: {}", chain(&e))))?;
@@ -379,13 +380,10 @@ fn unjudged_fs(r: &crate::collect::counters::Reading, fs: &[FsStatus]) -> Vec<St
     }
     let no_facts = r.get(Counter::NoFsFacts);
     if no_facts > 0 {
-        let why: Vec<String> = fs
-            .iter()
-            .filter_map(|s| s.source.as_ref().err().map(|e| format!("{}: {e}", s.fs.name())))
-            .collect();
+        let why: Vec<String> = fs.iter().filter_map(FsStatus::missing).collect();
         p.push(format!(
-            "{no_facts} sync-flavoured direct writes went to a filesystem whose on-disk size dio-trace could not \
-             locate, so they were not judged ({})",
+            "{no_facts} sync-flavoured direct writes were not judged: they went to a filesystem whose facts \
+             dio-trace could not read ({})",
             why.join("; ")
         ));
     }
@@ -461,6 +459,8 @@ fn take(tracer: &mut Tracer, name: &'static str) -> Result<aya::maps::Map, LoadE
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{collect::counters::Reading, kernel::btf::Types};
+    use dio_trace_common::config::{FS_KNOWN, FsFacts};
 
     #[test]
     fn skips_are_summed_by_the_probe_they_could_hide() {
@@ -474,5 +474,43 @@ mod tests {
         assert_eq!(by.get(SYNC_ENTER), Some(&4));
         assert_eq!(by.get("not_in_the_catalog"), Some(&5));
         assert_eq!(by.len(), 3);
+    }
+
+    /// An XFS-only host where ext4 was never loaded, and then was: its
+    /// writes are counted in the kernel, never judged, and the answer
+    /// names ext4 and why (never "ordered").
+    #[test]
+    fn writes_to_a_filesystem_without_facts_are_named_not_judged() {
+        let fs = vec![
+            FsStatus {
+                fs: Fs::Ext4,
+                facts: FsFacts::default(),
+                source: Err("ext4 is not in /proc/filesystems".into()),
+            },
+            FsStatus {
+                fs: Fs::Xfs,
+                facts: FsFacts {
+                    flags: FS_KNOWN,
+                    ..FsFacts::default()
+                },
+                source: Ok(Types::Module),
+            },
+        ];
+        let mut r = Reading::default();
+        assert!(unjudged_fs(&r, &fs).is_empty(), "no write there: no reason");
+        r.0[Counter::NoFsFacts as usize] = 2;
+        let p = unjudged_fs(&r, &fs);
+        assert_eq!(p.len(), 1);
+        assert!(
+            p[0].starts_with("2 sync-flavoured direct writes were not judged")
+                && p[0].contains("(ext4's facts are missing: ext4 is not in /proc/filesystems)"),
+            "{p:?}"
+        );
+        let tally = crate::analysis::engine::Tally {
+            ordered: 3,
+            ..Default::default()
+        };
+        let s = summarize(&tally, 5, 0, p);
+        assert_eq!(s.overall, crate::analysis::summary::Overall::Inconclusive);
     }
 }

@@ -80,7 +80,7 @@ pub fn build(spec: &Spec<'_>, out: &Path) -> Result<()> {
     let modules = match &spec.kernel.modules {
         Some(dir) => {
             let mut wanted = modules::GUEST.to_vec();
-            wanted.extend(spec.mount_disk.filter(|fs| *fs != "ext4"));
+            wanted.extend(spec.mount_disk);
             modules::load_order(dir, &wanted, modules::GUEST_OPTIONAL)
                 .with_context(|| format!("collecting virtio and filesystem modules from {}", dir.display()))?
         }

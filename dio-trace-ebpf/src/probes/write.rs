@@ -200,7 +200,7 @@ pub fn try_write_begin(iocb: *const u8, iter: *const u8, mechanism: Mechanism, s
         count(Counter::NoFsFacts);
         debug!(
             &(),
-            "sync direct write not judged: the loader could not read {}'s on-disk size offset (dev {}:{} ino {})",
+            "sync direct write not judged: {}'s facts are missing (not loaded when dio-trace started, or no BTF for it) (dev {}:{} ino {})",
             fs.name(),
             key.dev >> 20,
             key.dev & 0xfffff,

@@ -11,6 +11,12 @@
 //! that publishes no module BTF, in a BTF file the user makes from the
 //! debug package (`--btf FILE`, as bpftrace's `BPFTRACE_BTF` and libbpf's
 //! `btf_custom_path`).
+//!
+//! A filesystem whose types are nowhere (a module not loaded, or loaded on
+//! a kernel without module BTF) is no reason to refuse the others: its
+//! facts are missing, with the reason ([`fs_status`]), and only its own
+//! writes go unjudged. A generic distribution kernel running f2fs or XFS
+//! alone never loads ext4.
 
 use std::path::{Path, PathBuf};
 
@@ -54,12 +60,14 @@ pub struct KernelBtf {
     /// Filesystem types that are not in `btf`: split module BTF (which
     /// also resolves vmlinux's) or the `--btf` file, searched first.
     extra: Vec<(Types, Btf)>,
-    pub ext4_types: Types,
 }
 
 impl KernelBtf {
-    /// Parse `/sys/kernel/btf/vmlinux`, and ext4's types from wherever
-    /// they are: `external` (`--btf`) first, then vmlinux, then the module.
+    /// Parse `/sys/kernel/btf/vmlinux`, `external` (`--btf`, which must
+    /// hold a filesystem's types) and the split BTF of every filesystem
+    /// module loaded now. A filesystem whose types are in none of them is
+    /// no error here: [`Self::fs_facts`] says why, and only its own writes
+    /// go unjudged.
     pub fn load(external: Option<&Path>) -> Result<Self> {
         let btf = Btf::from_file(VMLINUX_BTF).with_context(|| {
             format!("cannot read kernel BTF at {VMLINUX_BTF}: dio-trace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y")
@@ -67,7 +75,6 @@ impl KernelBtf {
         let mut me = Self {
             btf,
             extra: Vec::new(),
-            ext4_types: Types::Vmlinux,
         };
         if let Some(path) = external {
             if !path.is_file() {
@@ -81,6 +88,14 @@ impl KernelBtf {
                         path.display()
                     )
                 })?;
+            let inodes: Vec<&str> = Fs::ALL.into_iter().filter_map(layout).map(|l| l.inode).collect();
+            if !inodes.iter().any(|i| me.named_struct_in(&ext, i).is_ok()) {
+                bail!(
+                    "--btf {}: it has none of the filesystem types dio-trace reads (struct {})",
+                    path.display(),
+                    inodes.join(", struct ")
+                );
+            }
             me.extra.push((Types::File(path.to_owned()), ext));
         }
         // Filesystem modules with their own BTF (the ones loaded now).
@@ -93,11 +108,6 @@ impl KernelBtf {
                 me.extra.push((Types::Module, split));
             }
         }
-        me.ext4_types = match (me.named_struct_from("ext4_inode_info"), external) {
-            (Some(types), _) => types,
-            (None, Some(path)) => bail!("--btf {}: it has no struct ext4_inode_info", path.display()),
-            (None, None) => bail!("{}", missing_ext4_types()),
-        };
         Ok(me)
     }
 
@@ -119,52 +129,23 @@ impl KernelBtf {
             .or_else(|| extra.find_map(|e| found(&e)))
     }
 
-    /// Each filesystem's facts: where its on-disk size lives.
+    /// Each filesystem's facts: where its on-disk size lives, or why that
+    /// cannot be known. Where `/proc/filesystems` cannot be read, every
+    /// filesystem is taken as registered and BTF alone decides.
     pub fn fs_facts(&self) -> Vec<FsStatus> {
-        Fs::ALL.iter().map(|&fs| self.fs_status(fs)).collect()
-    }
-
-    fn fs_status(&self, fs: Fs) -> FsStatus {
-        let known = |vfs_inode, disk_size, flags, source| FsStatus {
-            fs,
-            facts: FsFacts {
-                flags: FS_KNOWN | flags,
-                vfs_inode,
-                disk_size,
-                _pad: 0,
-            },
-            source: Ok(source),
-        };
-        let missing = |why: String| FsStatus {
-            fs,
-            facts: FsFacts::default(),
-            source: Err(why),
-        };
-        match fs {
-            Fs::Ext4 => match (
-                self.offset("ext4_inode_info", "vfs_inode"),
-                self.offset("ext4_inode_info", "i_disksize"),
-            ) {
-                (Ok(v), Ok(d)) => known(v, d, 0, self.ext4_types.clone()),
-                (Err(e), _) | (_, Err(e)) => missing(format!("{e:#}")),
-            },
-            Fs::Xfs => {
-                let Some(types) = self.named_struct_from("xfs_inode") else {
-                    return missing(missing_module_types("xfs", "struct xfs_inode"));
-                };
-                // i_disk_size since 5.13; before, the on-disk copy i_d.di_size.
-                let disk = self
-                    .offset("xfs_inode", "i_disk_size")
-                    .or_else(|_| self.offset("xfs_inode", "i_d.di_size"));
-                match (self.offset("xfs_inode", "i_vnode"), disk) {
-                    (Ok(v), Ok(d)) => known(v, d, 0, types),
-                    (Err(e), _) | (_, Err(e)) => missing(format!("{e:#}")),
-                }
-            }
-            // f2fs writes the VFS i_size into the node page at the sync:
-            // nothing of its own to read.
-            Fs::F2fs => known(0, 0, FS_DISK_SIZE_IS_I_SIZE, Types::Vmlinux),
-        }
+        let registered = std::fs::read_to_string("/proc/filesystems")
+            .ok()
+            .map(|t| parse_filesystems(&t));
+        let release = super::release();
+        Fs::ALL
+            .iter()
+            .map(|&fs| {
+                let has = registered
+                    .as_ref()
+                    .is_none_or(|r| r.iter().any(|n| n == fs.name()));
+                fs_status(fs, self, has, &release)
+            })
+            .collect()
     }
 
     /// Does a function of this name exist (as BTF `FUNC`)?
@@ -257,38 +238,141 @@ impl KernelBtf {
     }
 }
 
-/// Why a module filesystem's types are missing (not fatal: its writes are
-/// then counted and reported, never judged).
-fn missing_module_types(module: &str, what: &str) -> String {
-    if !Path::new("/sys/module").join(module).exists() {
-        return format!(
-            "{module} was not loaded when dio-trace started, so {what} is not in BTF: mount it (or `modprobe {module}`) first"
-        );
+impl TypeLookup for KernelBtf {
+    fn struct_source(&self, name: &str) -> Option<Types> {
+        self.named_struct_from(name)
     }
+
+    fn field_offset(&self, name: &str, path: &str) -> Result<u32> {
+        self.offset(name, path)
+    }
+}
+
+impl FsStatus {
+    /// Why this filesystem's writes cannot be judged, as reports say it;
+    /// `None` when they can.
+    pub fn missing(&self) -> Option<String> {
+        self.source
+            .as_ref()
+            .err()
+            .map(|why| format!("{}'s facts are missing: {why}", self.fs.name()))
+    }
+}
+
+/// Where a filesystem keeps the size a crash leaves: its own inode struct,
+/// the VFS inode inside it, and the on-disk size field (alternatives in
+/// order: the field was renamed).
+struct Layout {
+    inode: &'static str,
+    vfs_inode: &'static str,
+    disk_size: &'static [&'static str],
+}
+
+/// `None`: nothing of its own to read.
+fn layout(fs: Fs) -> Option<Layout> {
+    match fs {
+        Fs::Ext4 => Some(Layout {
+            inode: "ext4_inode_info",
+            vfs_inode: "vfs_inode",
+            disk_size: &["i_disksize"],
+        }),
+        // i_disk_size since 5.13; before, the on-disk copy i_d.di_size.
+        Fs::Xfs => Some(Layout {
+            inode: "xfs_inode",
+            vfs_inode: "i_vnode",
+            disk_size: &["i_disk_size", "i_d.di_size"],
+        }),
+        // f2fs writes the VFS i_size into the node page at the sync.
+        Fs::F2fs => None,
+    }
+}
+
+/// The type lookups a filesystem's facts rest on: the running kernel's
+/// BTF ([`KernelBtf`]), or a fake kernel in tests.
+pub trait TypeLookup {
+    /// Where `struct name` is, if anywhere.
+    fn struct_source(&self, name: &str) -> Option<Types>;
+    /// Byte offset of `path` (dot-separated) in `struct name`.
+    fn field_offset(&self, name: &str, path: &str) -> Result<u32>;
+}
+
+/// One filesystem's facts, or why there are none. `registered`: the
+/// kernel has the filesystem now (`/proc/filesystems`: built in, or its
+/// module loaded). One that is not has neither types nor functions to
+/// probe, and a module loaded later is not picked up: its writes are
+/// counted and never judged, with this reason (`Counter::NoFsFacts`).
+/// Only a run that names the filesystem (`--path`, `--dev`) is refused.
+pub fn fs_status(fs: Fs, types: &dyn TypeLookup, registered: bool, release: &str) -> FsStatus {
+    let missing = |why: String| FsStatus {
+        fs,
+        facts: FsFacts::default(),
+        source: Err(why),
+    };
+    let name = fs.name();
+    if !registered {
+        return missing(format!(
+            "{name} is not in /proc/filesystems on this kernel ({release}): it is a module and was not loaded \
+             when dio-trace started (or the kernel lacks it), so neither its types nor its functions were there \
+             to read and probe; to judge its writes, load it (`modprobe {name}`, or mount a filesystem of that \
+             type) and start dio-trace again"
+        ));
+    }
+    let Some(l) = layout(fs) else {
+        return FsStatus {
+            fs,
+            facts: FsFacts {
+                flags: FS_KNOWN | FS_DISK_SIZE_IS_I_SIZE,
+                ..FsFacts::default()
+            },
+            source: Ok(Types::Vmlinux),
+        };
+    };
+    let Some(source) = types.struct_source(l.inode) else {
+        return missing(no_module_btf(fs, l.inode, release));
+    };
+    let disk = l
+        .disk_size
+        .iter()
+        .map(|f| types.field_offset(l.inode, f))
+        .reduce(|a, b| a.or(b))
+        .unwrap_or_else(|| Err(anyhow!("no on-disk size field named for {name}")));
+    match (types.field_offset(l.inode, l.vfs_inode), disk) {
+        (Ok(vfs_inode), Ok(disk_size)) => FsStatus {
+            fs,
+            facts: FsFacts {
+                flags: FS_KNOWN,
+                vfs_inode,
+                disk_size,
+                _pad: 0,
+            },
+            source: Ok(source),
+        },
+        (Err(e), _) | (_, Err(e)) => missing(format!("{e:#}")),
+    }
+}
+
+/// Why a registered filesystem's own struct is not in BTF (a module on a
+/// kernel that publishes no module BTF), and how to get it.
+fn no_module_btf(fs: Fs, inode: &str, release: &str) -> String {
+    let name = fs.name();
     format!(
-        "{module} is a module and the kernel publishes no BTF for it (no {}), so {what} cannot be read; \
-         give its types with --btf (made with `pahole --btf_encode_detached` from the -dbg package's {module}.ko)",
-        module_btf(module).display()
+        "{name} is a module on this kernel ({release}) and the kernel publishes no BTF for modules \
+         (no {}; CONFIG_DEBUG_INFO_BTF_MODULES came in 5.11), so the offsets of struct {inode} \
+         ({}, the size a crash leaves) cannot be read. Give dio-trace {name}'s types with --btf FILE, \
+         made from the kernel's debug package: `apt-get install linux-image-{release}-dbg dwarves && \
+         pahole --btf_encode_detached={name}.btf /usr/lib/debug/lib/modules/{release}/kernel/fs/{name}/{name}.ko`, \
+         then `dio-trace ... --btf {name}.btf`",
+        module_btf(name).display(),
+        fs.disk_size_field()
     )
 }
 
-/// Why ext4's types cannot be had, and how to get them.
-fn missing_ext4_types() -> String {
-    let release = super::release();
-    if !Path::new("/sys/module/ext4").exists() {
-        return format!(
-            "ext4 is a module on this kernel ({release}) and it is not loaded, so its types are not in BTF: \
-             mount an ext4 filesystem (or `modprobe ext4`) and run again"
-        );
-    }
-    format!(
-        "ext4 is a module on this kernel ({release}) and the kernel publishes no BTF for modules \
-         (no /sys/kernel/btf/ext4; CONFIG_DEBUG_INFO_BTF_MODULES came in 5.11), so the offsets of \
-         struct ext4_inode_info (i_disksize, the size a crash leaves) cannot be read. Give dio-trace \
-         ext4's types with --btf FILE, made from the kernel's debug package: \
-         `apt-get install linux-image-{release}-dbg dwarves && pahole --btf_encode_detached=ext4.btf \
-         /usr/lib/debug/lib/modules/{release}/kernel/fs/ext4/ext4.ko`, then `dio-trace ... --btf ext4.btf`"
-    )
+/// The filesystem names of `/proc/filesystems` (`nodev\tproc`, `\text4`).
+pub fn parse_filesystems(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Follow typedefs and qualifiers to the struct or union underneath.
@@ -333,6 +417,103 @@ mod tests {
     use super::*;
     use dio_trace_common::fs::FS_SLOTS;
 
+    /// A struct of a faked kernel: name, where it is, fields' offsets.
+    type FakeStruct = (&'static str, Types, &'static [(&'static str, u32)]);
+    /// A faked kernel: the structs it has.
+    struct Fake(&'static [FakeStruct]);
+
+    impl TypeLookup for Fake {
+        fn struct_source(&self, name: &str) -> Option<Types> {
+            self.0
+                .iter()
+                .find(|(n, _, _)| *n == name)
+                .map(|(_, t, _)| t.clone())
+        }
+        fn field_offset(&self, name: &str, path: &str) -> Result<u32> {
+            let (_, _, fields) = self
+                .0
+                .iter()
+                .find(|(n, _, _)| *n == name)
+                .ok_or_else(|| anyhow!("struct {name} not found in kernel BTF"))?;
+            fields
+                .iter()
+                .find(|(f, _)| *f == path)
+                .map(|(_, o)| *o)
+                .ok_or_else(|| anyhow!("struct {name} has no field {path} in this kernel's BTF"))
+        }
+    }
+
+    /// Debian 6.1 generic with only XFS loaded: ext4 and f2fs are modules
+    /// nobody loaded.
+    const XFS_ONLY: Fake = Fake(&[(
+        "xfs_inode",
+        Types::Module,
+        &[("i_vnode", 256), ("i_disk_size", 24)],
+    )]);
+
+    #[test]
+    fn a_filesystem_not_loaded_is_missing_and_says_how_to_load_it() {
+        let st = fs_status(Fs::Ext4, &XFS_ONLY, false, "6.1.0-44-amd64");
+        assert_eq!(st.facts, FsFacts::default(), "its writes go unjudged");
+        let why = st.missing().unwrap();
+        assert!(
+            why.starts_with("ext4's facts are missing: ext4 is not in /proc/filesystems"),
+            "{why}"
+        );
+        assert!(
+            why.contains("6.1.0-44-amd64") && why.contains("`modprobe ext4`"),
+            "{why}"
+        );
+        // f2fs has nothing of its own to read, but no functions to probe either.
+        let st = fs_status(Fs::F2fs, &XFS_ONLY, false, "6.1.0-44-amd64");
+        assert_eq!(st.facts.flags, 0);
+        assert!(st.missing().unwrap().contains("`modprobe f2fs`"));
+        // The loaded one is judged.
+        let st = fs_status(Fs::Xfs, &XFS_ONLY, true, "6.1.0-44-amd64");
+        assert_eq!(
+            (st.facts.flags, st.facts.vfs_inode, st.facts.disk_size),
+            (FS_KNOWN, 256, 24)
+        );
+        assert_eq!((st.missing(), st.source), (None, Ok(Types::Module)));
+    }
+
+    #[test]
+    fn a_loaded_module_without_btf_asks_for_its_types() {
+        // Debian 5.10 generic: ext4 loaded, no /sys/kernel/btf/ext4.
+        let st = fs_status(Fs::Ext4, &Fake(&[]), true, "5.10.0-30-amd64");
+        assert_eq!(st.facts.flags, 0);
+        let why = st.missing().unwrap();
+        assert!(
+            why.contains("--btf") && why.contains("kernel/fs/ext4/ext4.ko"),
+            "{why}"
+        );
+        let st = fs_status(Fs::Xfs, &Fake(&[]), true, "5.10.0-30-amd64");
+        assert!(st.missing().unwrap().contains("kernel/fs/xfs/xfs.ko"));
+        // A registered f2fs is always judged: the size is the VFS i_size.
+        let st = fs_status(Fs::F2fs, &Fake(&[]), true, "5.10.0-30-amd64");
+        assert_eq!(st.facts.flags, FS_KNOWN | FS_DISK_SIZE_IS_I_SIZE);
+    }
+
+    #[test]
+    fn renamed_and_missing_fields() {
+        // Before 5.13 XFS's on-disk size is i_d.di_size.
+        let old = Fake(&[(
+            "xfs_inode",
+            Types::Vmlinux,
+            &[("i_vnode", 200), ("i_d.di_size", 72)],
+        )]);
+        assert_eq!(fs_status(Fs::Xfs, &old, true, "5.10").facts.disk_size, 72);
+        let odd = Fake(&[("ext4_inode_info", Types::Vmlinux, &[("vfs_inode", 400)])]);
+        let why = fs_status(Fs::Ext4, &odd, true, "9.9").missing().unwrap();
+        assert!(why.contains("no field i_disksize"), "{why}");
+    }
+
+    #[test]
+    fn proc_filesystems_parses() {
+        let text = "nodev\tsysfs\nnodev\tproc\n\text4\n\tf2fs\nnodev\tbpf\n";
+        assert_eq!(parse_filesystems(text), ["sysfs", "proc", "ext4", "f2fs", "bpf"]);
+    }
+
     /// Reads this machine's BTF; skipped (loudly) where there is none.
     #[test]
     fn offsets_resolve_on_this_kernel() {
@@ -363,7 +544,10 @@ mod tests {
             return super::super::skip_or_fail("external BTF", &format!("no {VMLINUX_BTF} on this machine"));
         }
         let btf = KernelBtf::load(Some(Path::new(VMLINUX_BTF))).unwrap();
-        assert_eq!(btf.ext4_types, Types::File(VMLINUX_BTF.into()));
+        assert_eq!(
+            btf.struct_source("ext4_inode_info"),
+            Some(Types::File(VMLINUX_BTF.into()))
+        );
         let disk = |b: &KernelBtf| b.fs_facts()[Fs::Ext4.slot()].facts.disk_size;
         assert_eq!(disk(&btf), disk(&KernelBtf::load(None).unwrap()));
         let err = KernelBtf::load(Some(Path::new("/etc/hostname"))).err().unwrap();

@@ -72,6 +72,17 @@ impl KernelFacts {
         })
     }
 
+    /// Refuse a run limited to one device (`--dev`, `--path`) whose
+    /// filesystem's facts are missing: that filesystem is what the user
+    /// asked to judge, and none of its writes could be. A run over every
+    /// filesystem starts and leaves only that filesystem's writes unjudged.
+    pub fn check_targeted(&self, dev: u32) -> Result<(), EnvError> {
+        match unjudgeable_target(&self.fs, &self.mounts, dev) {
+            Some(why) => Err(EnvError(why)),
+            None => Ok(()),
+        }
+    }
+
     /// The loader global for a run with `filter` (the loader adds what
     /// depends on the ring buffer's size).
     pub fn config(&self, filter: Filter, flags: u32) -> Config {
@@ -94,5 +105,70 @@ impl KernelFacts {
             flags: flags | cgroups,
             wake_bytes: 0,
         }
+    }
+}
+
+/// Why writes to device `dev` (0: every device) cannot be judged, when
+/// it holds a filesystem dio-trace knows but whose facts are missing.
+fn unjudgeable_target(fs: &[FsStatus], mounts: &MountTable, dev: u32) -> Option<String> {
+    if dev == 0 {
+        return None;
+    }
+    let fstype = mounts.fstype(dev)?;
+    let missing = fs
+        .iter()
+        .find(|s| s.fs.name() == fstype)
+        .and_then(FsStatus::missing)?;
+    Some(format!(
+        "cannot judge writes to device {} ({fstype}, mounted at {}): {missing}",
+        super::dev_string(dev),
+        mounts.mount_points_of(dev).collect::<Vec<_>>().join(", ")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::btf::{Types, fs_status};
+    use dio_trace_common::fs::Fs;
+
+    struct NoTypes;
+    impl crate::kernel::btf::TypeLookup for NoTypes {
+        fn struct_source(&self, _: &str) -> Option<Types> {
+            None
+        }
+        fn field_offset(&self, name: &str, _: &str) -> anyhow::Result<u32> {
+            anyhow::bail!("struct {name} not found")
+        }
+    }
+
+    /// An f2fs-only host of a generic kernel: ext4 and XFS never loaded.
+    #[test]
+    fn only_a_run_that_names_a_filesystem_without_facts_is_refused() {
+        let fs: Vec<FsStatus> = Fs::ALL
+            .into_iter()
+            .map(|f| fs_status(f, &NoTypes, f == Fs::F2fs, "6.1.0-44-amd64"))
+            .collect();
+        let mounts = MountTable::parse(
+            "22 1 254:0 / / rw - f2fs /dev/vda rw\n\
+             30 22 7:0 / /mnt/late rw - ext4 /dev/loop0 rw\n",
+        );
+        let f2fs = crate::kernel::kernel_dev(254, 0);
+        let ext4 = crate::kernel::kernel_dev(7, 0);
+        assert_eq!(unjudgeable_target(&fs, &mounts, 0), None, "every device: start");
+        assert_eq!(unjudgeable_target(&fs, &mounts, f2fs), None);
+        let why = unjudgeable_target(&fs, &mounts, ext4).unwrap();
+        assert!(
+            why.starts_with(
+                "cannot judge writes to device 7:0 (ext4, mounted at /mnt/late): ext4's facts are missing:"
+            ),
+            "{why}"
+        );
+        assert!(why.contains("`modprobe ext4`"), "{why}");
+        // A device that is not mounted: the kernel side counts its writes.
+        assert_eq!(
+            unjudgeable_target(&fs, &mounts, crate::kernel::kernel_dev(8, 1)),
+            None
+        );
     }
 }

@@ -41,6 +41,14 @@ impl MountTable {
             .map(|m| m.fstype.as_str())
     }
 
+    /// Where the filesystem on a device is mounted.
+    pub fn mount_points_of(&self, dev: u32) -> impl Iterator<Item = &str> {
+        self.mounts
+            .iter()
+            .filter(move |m| m.dev == dev)
+            .map(|m| m.mount_point.as_str())
+    }
+
     /// Where filesystems of this type are mounted.
     pub fn mount_points<'a>(&'a self, fstype: &'a str) -> impl Iterator<Item = &'a str> {
         self.mounts

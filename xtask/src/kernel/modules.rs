@@ -16,9 +16,11 @@ use object::{Object as _, ObjectSection as _};
 
 use super::host;
 
-/// Modules needed to see the scratch disk as `/dev/vda` and mount it:
-/// generic kernels build ext4 (and jbd2, mbcache) as modules too.
-pub const GUEST: &[&str] = &["virtio_pci", "virtio_blk", "ext4"];
+/// Modules needed to see the scratch disk as `/dev/vda`. The disk's
+/// filesystem comes on top, and only it: generic kernels build ext4 (and
+/// jbd2, mbcache) as modules too, and a guest with an XFS or f2fs disk
+/// must never load ext4, as a host running those alone never does.
+pub const GUEST: &[&str] = &["virtio_pci", "virtio_blk"];
 /// Loaded where they exist: ext4's (and XFS's) checksums need a crc32c
 /// driver, f2fs's a crc32 one, which they ask for by name (a soft
 /// dependency `depends=` does not list);

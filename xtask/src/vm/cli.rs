@@ -32,6 +32,10 @@ enum VmCommand {
     Filesystems {
         #[arg(long)]
         crash: bool,
+        /// Only the cells (and crash cells) of this named kernel
+        /// (repeatable; default: all).
+        #[arg(long = "kernel", value_name = "NAME")]
+        kernels: Vec<String>,
     },
     /// dio-trace's verdict against what survives a crash, per pattern (O_SYNC
     /// and O_DSYNC appends, O_DSYNC into fallocated space): size kept, size
@@ -177,11 +181,14 @@ struct CrashProbeArgs {
 pub fn run(args: VmArgs) -> Result<()> {
     match args.command {
         VmCommand::Run(a) => vm_dio(a),
-        VmCommand::Filesystems { crash } => {
+        VmCommand::Filesystems { crash, kernels } => {
+            if let Some(k) = kernels.iter().find(|k| kernel::named::find(k).is_none()) {
+                bail!("--kernel {k}: not a named kernel ({})", kernel::named::names());
+            }
             let mut score = matrix::Score::default();
-            super::fs_cells::run(&matrix::quiet_options(), &mut score)?;
+            super::fs_cells::run(&matrix::quiet_options(), &mut score, &kernels)?;
             if crash {
-                super::fs_cells::crash(&matrix::quiet_options(), &mut score)?;
+                super::fs_cells::crash(&matrix::quiet_options(), &mut score, &kernels)?;
             }
             println!("vm: {} passed, {} failed", score.passed, score.failed);
             if score.failed > 0 {

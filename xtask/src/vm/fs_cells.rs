@@ -12,13 +12,13 @@
 //! hard link always does). The kernel's row decides the rest: on
 //! `buggy-7.3` XFS's DSYNC writes into new blocks run no sync, as ext4's.
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 
 use super::crash::Setup;
 use super::matrix::{Score, Want, case_script, expected, find_case, judged, parse};
-use super::{VmOptions, traced};
+use super::{Disk, VmOptions, traced};
 use crate::initramfs::GuestFile;
-use crate::kernel::{self, Cache, KernelSpec, Named};
+use crate::kernel::{self, Cache, Kernel, KernelSpec, Named};
 
 /// One filesystem on one kernel, with the backends to force there.
 pub struct FsCell {
@@ -33,6 +33,11 @@ pub struct FsCell {
     /// (`CP_NODE_NEED_CP`) and are rightly violations.
     pub verify: bool,
     pub backends: &'static [&'static str],
+    /// Last, load ext4 under a running `watch` and append to a file on it
+    /// ([`LATE_EXT4`]): a module loaded after dio-trace started is not
+    /// picked up, so those writes must be counted as not judged and the
+    /// answer must say why, never "ordered". Only where ext4 is a module.
+    pub late_ext4: bool,
 }
 
 /// Where each filesystem is checked: the kernels that ship it, through
@@ -42,13 +47,20 @@ pub struct FsCell {
 /// cells run `auto` (kprobes, and that tracepoint): a forced kprobe or
 /// fentry backend leaves f2fs writes inconclusive, which is the honest
 /// answer there.
+///
+/// On the generic kernels ext4 is a module, and these guests never load it
+/// ([`ext4_stayed_out`]): each of those cells is also a host without ext4,
+/// where dio-trace must start and judge the filesystem it has. 6.1's XFS
+/// cell is on the generic flavour for that reason (XFS on cloud kernels,
+/// ext4 built in, is checked on 6.12 and 7.3, and by 6.1's XFS crash cell).
 pub const FS_CELLS: &[FsCell] = &[
     FsCell {
-        kernel: "debian-6.1",
+        kernel: "debian-6.1-generic",
         fs: "xfs",
         hardlink: false,
         verify: true,
         backends: &["kprobe"],
+        late_ext4: false,
     },
     FsCell {
         kernel: "debian-6.12",
@@ -56,6 +68,7 @@ pub const FS_CELLS: &[FsCell] = &[
         hardlink: false,
         verify: true,
         backends: &["kprobe", "tracepoint"],
+        late_ext4: false,
     },
     FsCell {
         kernel: "debian-7.3",
@@ -63,6 +76,7 @@ pub const FS_CELLS: &[FsCell] = &[
         hardlink: false,
         verify: true,
         backends: &["kprobe", "tracepoint"],
+        late_ext4: false,
     },
     // The O_DSYNC regression on the other iomap filesystem.
     FsCell {
@@ -71,6 +85,7 @@ pub const FS_CELLS: &[FsCell] = &[
         hardlink: false,
         verify: true,
         backends: &["kprobe", "tracepoint"],
+        late_ext4: false,
     },
     FsCell {
         kernel: "debian-6.1-generic",
@@ -78,6 +93,7 @@ pub const FS_CELLS: &[FsCell] = &[
         hardlink: false,
         verify: false,
         backends: &["auto"],
+        late_ext4: true,
     },
     FsCell {
         kernel: "debian-6.1-generic",
@@ -85,6 +101,7 @@ pub const FS_CELLS: &[FsCell] = &[
         hardlink: true,
         verify: false,
         backends: &["auto"],
+        late_ext4: false,
     },
     FsCell {
         kernel: "debian-6.12-generic",
@@ -92,6 +109,7 @@ pub const FS_CELLS: &[FsCell] = &[
         hardlink: false,
         verify: false,
         backends: &["auto"],
+        late_ext4: false,
     },
     FsCell {
         kernel: "debian-6.12-generic",
@@ -99,6 +117,7 @@ pub const FS_CELLS: &[FsCell] = &[
         hardlink: true,
         verify: false,
         backends: &["auto"],
+        late_ext4: false,
     },
 ];
 
@@ -142,11 +161,15 @@ pub const CRASH_CELLS: &[(&str, Setup)] = &[
     ),
 ];
 
-/// Every crash cell: the verdict and the crash must agree.
-pub fn crash(opts: &VmOptions, score: &mut Score) -> Result<()> {
+/// Every crash cell (of the kernels named in `only`, if any): the verdict
+/// and the crash must agree.
+pub fn crash(opts: &VmOptions, score: &mut Score, only: &[String]) -> Result<()> {
     let cache = Cache::from_env()?;
     let dio: GuestFile = traced::dio_trace_file()?;
-    for (name, setup) in CRASH_CELLS {
+    for (name, setup) in CRASH_CELLS
+        .iter()
+        .filter(|(k, _)| only.is_empty() || only.iter().any(|o| o == k))
+    {
         let spec = KernelSpec::Named(kernel::named::find(name).expect("a named kernel"));
         let kernel = kernel::resolve(&spec, &cache)?;
         for r in super::crash::run(&kernel, &dio, opts, *setup)? {
@@ -199,9 +222,122 @@ fn patterns(fs: &str) -> impl Iterator<Item = (&'static str, u64, u64)> {
         .filter(move |(p, _, _)| fs != "f2fs" || *p != INTO_FALLOCATED)
 }
 
+/// Printed last by each cell's guest: is ext4 registered with the kernel,
+/// is its module loaded.
+const EXT4_LINE: &str = "@@EXT4";
+
+/// Why a cell on `row`'s kernel did not run without ext4 as it must, from
+/// the guest's [`EXT4_LINE`]; `None` where it did, or where ext4 is built
+/// in (nothing to check).
+pub fn ext4_stayed_out(row: &Named, console: &str) -> Option<Option<String>> {
+    if !row.ext4_module {
+        return None;
+    }
+    let seen = console
+        .lines()
+        .find_map(|l| l.split(&format!("{EXT4_LINE} ")).nth(1))
+        .map(str::trim);
+    Some(match seen {
+        Some("absent no-module") => None,
+        Some(other) => Some(format!(
+            "ext4 was loaded in the guest ({other}): the cell would pass on a host with ext4"
+        )),
+        None => Some("the guest did not say whether ext4 was loaded".into()),
+    })
+}
+
+/// The late ext4 step's parts in the guest: its image, its modules (in
+/// load order, one name a line) and how many O_SYNC appends it makes.
+const LATE_IMAGE: &str = "/late-ext4.img";
+const LATE_MODULES: &str = "/etc/dio-trace/late-modules";
+const LATE_WRITES: u64 = 2;
+/// What the late ext4 step prints: `@@LATE <watch's exit>`, its summary.
+const LATE_EXIT: &str = "@@LATE ";
+const LATE_SUMMARY: &str = "@@LATESUMMARY ";
+
+/// A `watch` starts on a host without ext4; once it is attached, ext4
+/// (and the loop driver) are loaded, an ext4 image is mounted and appended
+/// to with O_SYNC, and the watch is stopped.
+fn late_ext4_script() -> String {
+    format!(
+        "dio-trace watch --json >/tmp/late.out 2>/tmp/late.err &\n\
+         w=$!\n\
+         i=0\n\
+         until grep -q '\"type\":\"start\"' /tmp/late.out || [ $i -ge 600 ]; do sleep 0.1; i=$((i + 1)); done\n\
+         for m in $(cat {LATE_MODULES}); do [ -e /sys/module/$m ] || insmod /lib/modules/late/$m.ko || echo \"@@ERR insmod $m\"; done\n\
+         mkdir -p /late && mount -t ext4 -o loop {LATE_IMAGE} /late || echo '@@ERR mount {LATE_IMAGE}'\n\
+         dio-trace write --pattern o-sync-append --count {LATE_WRITES} /late/f\n\
+         kill -INT $w\n\
+         wait $w\n\
+         echo \"{LATE_EXIT}$?\"\n\
+         grep '\"type\":\"summary\"' /tmp/late.out | sed 's/^/{LATE_SUMMARY}/'\n\
+         sed 's/^/@@ERR /' /tmp/late.err | head -5\n"
+    )
+}
+
+/// The host files the late ext4 step needs: ext4's and loop's modules
+/// (with what they depend on) and an ext4 image. The directory holds them
+/// for as long as it lives.
+fn late_ext4_files(kernel: &Kernel) -> Result<(tempfile::TempDir, Disk, Vec<GuestFile>)> {
+    let dir = tempfile::tempdir()?;
+    let modules = kernel
+        .modules
+        .as_deref()
+        .context("the late ext4 step needs a kernel with ext4 as a module")?;
+    let mut files = Vec::new();
+    let mut names = Vec::new();
+    for m in kernel::modules::load_order(modules, &["loop", "ext4"], &[])? {
+        let host = dir.path().join(format!("{}.ko", m.name));
+        std::fs::write(&host, &m.bytes)?;
+        files.push(GuestFile {
+            host,
+            guest: format!("/lib/modules/late/{}.ko", m.name),
+        });
+        names.push(m.name);
+    }
+    let list = dir.path().join("late-modules");
+    std::fs::write(&list, names.join("\n"))?;
+    files.push(GuestFile {
+        host: list,
+        guest: LATE_MODULES.into(),
+    });
+    let image = Disk::of("ext4", 16)?;
+    files.push(GuestFile {
+        host: image.path().to_owned(),
+        guest: LATE_IMAGE.into(),
+    });
+    Ok((dir, image, files))
+}
+
+/// Why the late ext4 step did not show what it must: `watch` exits 3 (not
+/// judged, never ordered), every one of its appends counted in the kernel
+/// as a write to a filesystem without facts, none judged, and the answer
+/// naming ext4's missing facts.
+pub fn late_ext4_judged(console: &str) -> Option<String> {
+    let marked = |m: &str| console.lines().find_map(|l| l.split(m).nth(1)).map(str::trim);
+    let exit = marked(LATE_EXIT);
+    let Some(sum) = marked(LATE_SUMMARY).and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok())
+    else {
+        return Some(format!("no summary from the watch (exit {exit:?})"));
+    };
+    let ok = exit == Some("3")
+        && sum["counters"]["no_fs_facts"] == LATE_WRITES
+        && sum["counted"] == 0
+        && sum["verdict"] == "inconclusive"
+        && sum["reasons"].to_string().contains("ext4's facts are missing");
+    (!ok).then(|| {
+        format!(
+            "want exit 3, {LATE_WRITES} writes no_fs_facts, none counted, a reason naming ext4's missing facts; \
+             got exit {exit:?}, no_fs_facts {}, counted {}, verdict {}, reasons {}",
+            sum["counters"]["no_fs_facts"], sum["counted"], sum["verdict"], sum["reasons"]
+        )
+    })
+}
+
 /// The cases, then (`verify`) `dio-trace verify` on the same disk: every
-/// pattern, judged as on ext4.
-fn script(fs: &str, backends: &[&str], hardlink: bool, verify: bool) -> String {
+/// pattern, judged as on ext4; then whether ext4 is loaded; last
+/// (`late_ext4`), ext4 loaded under a running watch.
+fn script(fs: &str, backends: &[&str], hardlink: bool, verify: bool, late_ext4: bool) -> String {
     let mut s = String::from("set +e\n");
     if verify {
         s += &super::verify::script("");
@@ -214,21 +350,38 @@ fn script(fs: &str, backends: &[&str], hardlink: bool, verify: bool) -> String {
             s += &case_script(b, b, "", p, count);
         }
     }
+    s += &format!(
+        "echo \"{EXT4_LINE} $(grep -qw ext4 /proc/filesystems && echo registered || echo absent) \
+         $([ -e /sys/module/ext4 ] && echo module-loaded || echo no-module)\"\n"
+    );
+    if late_ext4 {
+        s += &late_ext4_script();
+    }
     s + "exit 0\n"
 }
 
-/// Every cell; prints a PASS/FAIL line per case into `score`.
-pub fn run(opts: &VmOptions, score: &mut Score) -> Result<()> {
+/// Every cell (of the kernels named in `only`, if any); prints a
+/// PASS/FAIL line per case into `score`.
+pub fn run(opts: &VmOptions, score: &mut Score, only: &[String]) -> Result<()> {
     let cache = Cache::from_env()?;
     let dio: GuestFile = traced::dio_trace_file()?;
-    for cell in FS_CELLS {
+    for cell in FS_CELLS
+        .iter()
+        .filter(|c| only.is_empty() || only.iter().any(|k| k == c.kernel))
+    {
         let spec = KernelSpec::Named(kernel::named::find(cell.kernel).expect("a named kernel"));
         let kernel = kernel::resolve(&spec, &cache)?;
-        let outcome = traced::boot_with_dio_on(
+        let late = if cell.late_ext4 {
+            Some(late_ext4_files(&kernel)?)
+        } else {
+            None
+        };
+        let outcome = traced::boot_with_dio_and(
             cell.fs,
             &kernel,
             &dio,
-            &script(cell.fs, cell.backends, cell.hardlink, cell.verify),
+            late.as_ref().map_or(&[][..], |(_, _, files)| files),
+            &script(cell.fs, cell.backends, cell.hardlink, cell.verify, cell.late_ext4),
             opts,
         )?;
         let seen = parse(&outcome.console);
@@ -253,6 +406,28 @@ pub fn run(opts: &VmOptions, score: &mut Score) -> Result<()> {
                     ),
                 );
             }
+        }
+        if let Some(why) = ext4_stayed_out(row, &outcome.console) {
+            score.record(
+                why,
+                format_args!(
+                    "{} {}{}: ext4 never loaded (a host without ext4)",
+                    cell.kernel,
+                    cell.fs,
+                    if cell.hardlink { "+hardlink" } else { "" },
+                ),
+            );
+        }
+        if cell.late_ext4 {
+            let why = late_ext4_judged(&outcome.console)
+                .map(|why| format!("{why}; the guest's last lines:\n{}", outcome.tail(12)));
+            score.record(
+                why,
+                format_args!(
+                    "{} {}: ext4 loaded under a running watch: its writes not judged, the answer says why",
+                    cell.kernel, cell.fs
+                ),
+            );
         }
         println!(
             "xtask: {} on {}: {:.1} s in QEMU",
@@ -293,6 +468,58 @@ mod tests {
             Want::Violation("sync_missing_new_extent")
         );
         assert!(patterns("f2fs").all(|(p, _, _)| p != INTO_FALLOCATED));
+        // Both filesystems run on a generic kernel without ext4.
+        for fs in ["xfs", "f2fs"] {
+            assert!(FS_CELLS.iter().any(|c| c.fs == fs && row(c.kernel).ext4_module));
+        }
+    }
+
+    #[test]
+    fn ext4_must_stay_out_where_it_is_a_module() {
+        let generic = kernel::named::find("debian-6.1-generic").unwrap();
+        let cloud = kernel::named::find("debian-6.12").unwrap();
+        let line = |seen: &str| format!("noise\n{EXT4_LINE} {seen}\n");
+        assert_eq!(ext4_stayed_out(generic, &line("absent no-module")), Some(None));
+        assert!(matches!(
+            ext4_stayed_out(generic, &line("registered module-loaded")),
+            Some(Some(_))
+        ));
+        assert!(matches!(ext4_stayed_out(generic, "no line"), Some(Some(_))));
+        assert_eq!(ext4_stayed_out(cloud, &line("registered no-module")), None);
+        let s = script("f2fs", &["auto"], false, false, true);
+        assert!(
+            s.find(EXT4_LINE) < s.find("insmod"),
+            "ext4 is checked before it is loaded"
+        );
+        for c in FS_CELLS.iter().filter(|c| c.late_ext4) {
+            assert!(
+                kernel::named::find(c.kernel).is_some_and(|r| r.ext4_module),
+                "{}",
+                c.kernel
+            );
+        }
+    }
+
+    #[test]
+    fn ext4_loaded_late_must_be_named_never_judged() {
+        let console = |exit: u32, no_facts: u64, counted: u64, verdict: &str, reason: &str| {
+            format!(
+                "{LATE_EXIT}{exit}\n{LATE_SUMMARY}{{\"counted\":{counted},\"verdict\":\"{verdict}\",\
+                 \"counters\":{{\"no_fs_facts\":{no_facts}}},\"reasons\":[\"{reason}\"]}}\n"
+            )
+        };
+        let why = "2 sync-flavoured direct writes were not judged: ... (ext4's facts are missing: ...)";
+        assert_eq!(late_ext4_judged(&console(3, 2, 0, "inconclusive", why)), None);
+        assert!(
+            late_ext4_judged(&console(0, 0, 2, "ordered", "")).is_some(),
+            "a false clean"
+        );
+        assert!(
+            late_ext4_judged(&console(3, 1, 0, "inconclusive", why)).is_some(),
+            "a write missing"
+        );
+        assert!(late_ext4_judged(&console(3, 2, 0, "inconclusive", "no write")).is_some());
+        assert!(late_ext4_judged("nothing").is_some());
         assert!(patterns("xfs").any(|(p, _, _)| p == INTO_FALLOCATED));
     }
 }

@@ -136,6 +136,10 @@ pub(super) struct Seen {
 
 /// The case label of the refusal checked before `--btf` is given.
 const WITHOUT_BTF: &str = "without-btf";
+/// What that case adds: it names ext4 (`--path` on the ext4 disk), so a
+/// kernel whose ext4 cannot be judged must refuse it. A run that names no
+/// filesystem starts, and leaves only ext4's writes unjudged.
+const ON_EXT4: &str = " --path /mnt";
 
 /// `btf`: ` --btf FILE` for a kernel that needs it (then the refusal
 /// without it is checked first), else empty.
@@ -143,7 +147,7 @@ fn script(btf: &str) -> String {
     let mut s = String::from("set +e\n");
     let mut cases: Vec<(&str, &str, &str, u64, &str)> = Vec::new();
     if !btf.is_empty() {
-        cases.push((WITHOUT_BTF, "kprobe", PATTERNS[0].0, PATTERNS[0].1, ""));
+        cases.push((WITHOUT_BTF, "kprobe", PATTERNS[0].0, PATTERNS[0].1, ON_EXT4));
     }
     for b in BACKENDS {
         for (p, count, _) in PATTERNS {
@@ -520,6 +524,17 @@ mod tests {
             Want::Refused(_)
         ));
         assert_eq!(want(generic, "kprobe", true, "o-sync-append"), sbsu);
+        // The refusal is asked for by naming ext4: a run over every
+        // filesystem starts, leaving ext4's writes unjudged.
+        let refusal = script(" --btf /ext4.btf")
+            .lines()
+            .find(|l| l.contains(&format!("/mnt/{WITHOUT_BTF}-")))
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            refusal.contains("--path /mnt") && !refusal.contains("--btf"),
+            "{refusal}"
+        );
         assert_eq!(
             want(generic, "fentry", true, "o-sync-append"),
             Want::Unservable("size_update")

@@ -51,8 +51,21 @@ pub fn boot_with_dio_on(
     script: &str,
     opts: &VmOptions,
 ) -> Result<Outcome> {
+    boot_with_dio_and(fs, kernel, dio, &[], script, opts)
+}
+
+/// [`boot_with_dio_on`] with `extra` files in the guest.
+pub fn boot_with_dio_and(
+    fs: &'static str,
+    kernel: &Kernel,
+    dio: &GuestFile,
+    extra: &[GuestFile],
+    script: &str,
+    opts: &VmOptions,
+) -> Result<Outcome> {
     let disk = Disk::of(fs, 256)?;
     let mut files = vec![dio.clone()];
+    files.extend_from_slice(extra);
     if let Some(btf) = &kernel.ext4_btf {
         files.push(GuestFile {
             host: btf.clone(),
