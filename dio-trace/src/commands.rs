@@ -93,7 +93,7 @@ pub fn explain(outcome: &Outcome) -> Exit {
 
 fn run(a: RunArgs) -> anyhow::Result<Exit> {
     crate::spawn::check_runnable(&a.command)?;
-    let plan = Plan::new(&a.opts, Show::All, true)?;
+    let plan = Plan::from_args(&a.opts, Show::All, true)?;
     let outcome = traced(&plan, Target::Command(a.command.clone()), None)?;
     if let Some(status) = outcome.child
         && !status.success()
@@ -104,7 +104,7 @@ fn run(a: RunArgs) -> anyhow::Result<Exit> {
 }
 
 fn watch(a: WatchArgs) -> anyhow::Result<Exit> {
-    let plan = Plan::new(&a.opts, Show::Problems, false)?;
+    let plan = Plan::from_args(&a.opts, Show::Problems, false)?;
     if !plan.json && io::stderr().is_terminal() {
         eprintln!("dio-trace: watching; Ctrl-C to stop and print the summary");
     }
@@ -154,7 +154,7 @@ fn record(a: RecordArgs) -> anyhow::Result<Exit> {
     if spawns {
         crate::spawn::check_runnable(&a.command)?;
     }
-    let plan = Plan::new(&a.opts, if spawns { Show::All } else { Show::Problems }, spawns)?;
+    let plan = Plan::from_args(&a.opts, if spawns { Show::All } else { Show::Problems }, spawns)?;
     let target = if spawns {
         Target::Command(a.command.clone())
     } else {

@@ -43,6 +43,24 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// A plan from the user's own arguments: as [`Plan::new`], and a
+    /// `--path` that does not exist is a usage error at once, before
+    /// anything is loaded (a typo would otherwise trace for its whole
+    /// duration and find nothing). `verify` plans files it is about to
+    /// create, so it calls [`Plan::new`].
+    pub fn from_args(opts: &TraceOpts, default_show: Show, spawns: bool) -> anyhow::Result<Self> {
+        if let Some(p) = &opts.path
+            && std::fs::symlink_metadata(p).is_err()
+        {
+            return Err(UsageError(format!(
+                "--path {}: no such file or directory (to trace a file a command will create, give its directory)",
+                p.display()
+            ))
+            .into());
+        }
+        Self::new(opts, default_show, spawns)
+    }
+
     /// `spawns`: the run starts a command, whose pid is followed.
     pub fn new(opts: &TraceOpts, default_show: Show, spawns: bool) -> anyhow::Result<Self> {
         let mut filter = Filter::default();

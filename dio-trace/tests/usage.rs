@@ -37,6 +37,28 @@ fn a_command_that_cannot_run_is_a_usage_error() {
 }
 
 #[test]
+fn a_path_that_does_not_exist_is_a_usage_error() {
+    for args in [
+        &["watch", "--path", "/nonexistent-dio-trace", "--duration", "1"][..],
+        &["run", "--path", "/nonexistent-dio-trace", "--", "true"],
+        &[
+            "record",
+            "-o",
+            "/tmp/dio-trace-usage-path.dtr",
+            "--path",
+            "/nonexistent-dio-trace",
+        ],
+    ] {
+        let (code, _, err) = dio(args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("--path /nonexistent-dio-trace: no such file or directory"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
 fn the_version_names_its_build() {
     let (code, out, _) = dio(&["--version"]);
     assert_eq!(code, Some(0));
