@@ -65,6 +65,27 @@ pub enum Command {
     Info(InfoArgs),
     /// Drive one known write pattern (what `verify`, the demo and tests trace).
     Write(WriteArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    ///
+    /// bash: `dio-trace completions bash > /etc/bash_completion.d/dio-trace`;
+    /// the Debian package installs them for bash, zsh and fish.
+    Completions(CompletionsArgs),
+    /// Write the manual pages (dio-trace.1, dio-trace-<command>.1) into DIR
+    /// (what `cargo xtask dist` packages).
+    #[command(hide = true)]
+    Man(ManArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ManArgs {
+    /// Folder to write the pages into (made if missing).
+    pub dir: PathBuf,
 }
 
 /// Options every tracing command shares.

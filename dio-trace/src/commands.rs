@@ -36,6 +36,16 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
         Command::Check(a) => check(a),
         Command::Info(a) => info(a),
         Command::Write(a) => write(a),
+        Command::Completions(a) => {
+            crate::docs::completions(a.shell, &mut io::stdout().lock());
+            Ok(Exit::Ordered)
+        }
+        Command::Man(a) => {
+            for name in crate::docs::write_man(&a.dir)? {
+                println!("{}", a.dir.join(name).display());
+            }
+            Ok(Exit::Ordered)
+        }
     }
 }
 

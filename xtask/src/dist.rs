@@ -40,6 +40,11 @@ const PACKAGED: &[(&str, &str, u32)] = &[
         0o644,
     ),
     ("README.md", "usr/share/doc/dio-trace/README.md", 0o644),
+    (
+        "deploy/lintian-overrides",
+        "usr/share/lintian/overrides/dio-trace",
+        0o644,
+    ),
 ];
 
 pub fn run() -> Result<()> {
@@ -66,9 +71,19 @@ pub fn build() -> Result<Dist> {
         std::fs::remove_dir_all(&stage)?;
     }
     install(&binary, &stage.join("usr/bin/dio-trace"), 0o755)?;
+    // Debian installs binaries stripped (the symbols stay in target/dist).
+    run_ok(
+        Command::new("strip")
+            .arg("--strip-unneeded")
+            .arg(stage.join("usr/bin/dio-trace")),
+    )?;
     for (src, dst, mode) in PACKAGED {
         install(&workspace().join(src), &stage.join(dst), *mode)?;
     }
+    manuals_and_completions(&binary, &stage)?;
+    let doc = stage.join("usr/share/doc/dio-trace");
+    std::fs::write(doc.join("copyright"), COPYRIGHT)?;
+    gzip_to(&changelog(version).into_bytes(), &doc.join("changelog.gz"))?;
     let control = format!(
         "Package: dio-trace\n\
          Version: {version}\n\
@@ -93,6 +108,69 @@ pub fn build() -> Result<Dist> {
             .arg(&deb),
     )?;
     Ok(Dist { binary, deb })
+}
+
+/// `debian/copyright` in the machine-readable format lintian reads.
+const COPYRIGHT: &str = "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\
+Upstream-Name: dio-trace\n\
+\n\
+Files: *\n\
+Copyright: 2026 dio-trace developers\n\
+License: MIT or Apache-2.0\n \
+dio-trace is dual-licensed under the MIT license and the Apache License,\n \
+Version 2.0, at your option.\n \
+.\n \
+On Debian systems, the complete text of the Apache License, Version 2.0,\n \
+can be found in /usr/share/common-licenses/Apache-2.0.\n";
+
+/// A native package's changelog: one entry for this version.
+fn changelog(version: &str) -> String {
+    format!(
+        "dio-trace ({version}) unstable; urgency=medium\n\n  \
+         * Built by `cargo xtask dist`; the project's history is its git log.\n\n \
+         -- dio-trace developers <dio-trace@example.invalid>  Sat, 05 Dec 2026 00:00:00 +0000\n"
+    )
+}
+
+/// The manual pages and shell completions, from the binary itself (its
+/// `clap` definitions), where Debian's man and shells look for them.
+fn manuals_and_completions(binary: &Path, stage: &Path) -> Result<()> {
+    let pages = tempfile::tempdir()?;
+    run_ok(Command::new(binary).arg("man").arg(pages.path()))?;
+    let man1 = stage.join("usr/share/man/man1");
+    std::fs::create_dir_all(&man1)?;
+    for page in std::fs::read_dir(pages.path())? {
+        let page = page?.path();
+        let name = page
+            .file_name()
+            .context("a page has a name")?
+            .to_string_lossy()
+            .into_owned();
+        gzip_to(&std::fs::read(&page)?, &man1.join(format!("{name}.gz")))?;
+    }
+    for (shell, dst) in COMPLETIONS {
+        let script = run_ok(Command::new(binary).args(["completions", shell]))?;
+        let path = stage.join(dst);
+        std::fs::create_dir_all(path.parent().expect("a folder"))?;
+        std::fs::write(&path, script)?;
+    }
+    Ok(())
+}
+
+/// (shell, where Debian's packages put its completions).
+pub const COMPLETIONS: [(&str, &str); 3] = [
+    ("bash", "usr/share/bash-completion/completions/dio-trace"),
+    ("zsh", "usr/share/zsh/vendor-completions/_dio-trace"),
+    ("fish", "usr/share/fish/vendor_completions.d/dio-trace.fish"),
+];
+
+/// `gzip -9n`: no name or time stamp, as Debian's packages compress.
+fn gzip_to(data: &[u8], dst: &Path) -> Result<()> {
+    use std::io::Write as _;
+    let mut out = flate2::GzBuilder::new().write(std::fs::File::create(dst)?, flate2::Compression::best());
+    out.write_all(data)?;
+    out.finish()?;
+    Ok(())
 }
 
 fn install(src: &Path, dst: &Path, mode: u32) -> Result<()> {
@@ -157,6 +235,8 @@ pub fn check(d: &Dist) -> Result<()> {
         "{} is not the repository's unit",
         unit.display()
     );
+    installed_docs(root.path())?;
+    lintian(&d.deb)?;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         ensure!(
@@ -178,6 +258,71 @@ pub fn check(d: &Dist) -> Result<()> {
         String::from_utf8_lossy(&info.stderr)
     );
     println!("dist: dpkg -i into a scratch root: the unit in place, `dio-trace info` exits 0");
+    Ok(())
+}
+
+/// The installed package has `man dio-trace` and a page per subcommand,
+/// and its bash completion loads in bash and completes `dio-trace`.
+fn installed_docs(root: &Path) -> Result<()> {
+    let man1 = root.join("usr/share/man/man1");
+    for page in MAN_PAGES {
+        let path = man1.join(format!("{page}.1.gz"));
+        ensure!(path.is_file(), "the package has no {}", path.display());
+    }
+    let bash = root.join(COMPLETIONS[0].1);
+    let loaded = run_ok(
+        Command::new("bash")
+            .arg("-c")
+            .arg(format!("source '{}' && complete -p dio-trace", bash.display())),
+    )?;
+    ensure!(
+        loaded.contains("dio-trace"),
+        "bash did not load the completion: {loaded}"
+    );
+    for (_, dst) in &COMPLETIONS[1..] {
+        ensure!(root.join(dst).is_file(), "the package has no {dst}");
+    }
+    println!(
+        "dist: {} manual pages, completions for bash (loads), zsh and fish",
+        MAN_PAGES.len()
+    );
+    Ok(())
+}
+
+/// The pages the package must carry, in xtask's own words: the tool's and
+/// one per subcommand a user calls.
+const MAN_PAGES: [&str; 9] = [
+    "dio-trace",
+    "dio-trace-run",
+    "dio-trace-watch",
+    "dio-trace-verify",
+    "dio-trace-record",
+    "dio-trace-check",
+    "dio-trace-info",
+    "dio-trace-write",
+    "dio-trace-completions",
+];
+
+/// Debian's own package checks: no error and no warning, but for the tags
+/// `deploy/lintian-overrides` explains (the package installs it, where
+/// lintian reads it).
+fn lintian(deb: &Path) -> Result<()> {
+    let out = Command::new("lintian")
+        .args(["--fail-on", "error,warning", "--tag-display-limit", "0"])
+        .arg(deb)
+        .output()
+        .context("running lintian (Debian package lintian; `cargo xtask setup` installs it)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success(),
+        "lintian found errors or warnings in {}:\n{text}{}",
+        deb.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!(
+        "dist: lintian: no error, no warning ({} info or override lines)",
+        text.lines().count()
+    );
     Ok(())
 }
 

@@ -24,6 +24,8 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "prometheus",
     // Renders `check --svg` output in the SVG test.
     "chromium",
+    // `cargo xtask dist` checks the .deb with Debian's own package checks.
+    "lintian",
 ];
 
 /// The `perfetto` PyPI package, whose `perfetto_trace_pb2` (Perfetto's own
