@@ -13,6 +13,7 @@ mod ext4_btf;
 pub mod host;
 pub mod modules;
 pub mod named;
+pub mod source;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
