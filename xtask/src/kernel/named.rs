@@ -17,6 +17,13 @@ pub enum Origin {
     },
     /// Built from Debian's source with a fix undone (`buggy.rs`).
     Built(&'static super::buggy::Recipe),
+    /// An `Apt` kernel with the modules of one source directory rebuilt
+    /// from Debian's source with a patch (`module_build.rs`).
+    AptPatched {
+        suite: Option<&'static str>,
+        pattern: &'static str,
+        recipe: &'static super::module_build::Recipe,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,7 +51,17 @@ pub struct Named {
     pub ext4_btf_from: Option<&'static str>,
     /// Run the crash ground truth on it in `cargo xtask test`.
     pub crash: bool,
+    /// f2fs syncs an extending direct write before it raises the size:
+    /// iomap's completion runs `f2fs_sync_file` and only then
+    /// `f2fs_i_size_write` (from a1e09b03e6f5, 5.17, NOTES §8). A sync that
+    /// takes a checkpoint then loses the size. False where f2fs updates the
+    /// size in `->end_io` (patches/f2fs-dio-size-in-end-io.patch), or has no
+    /// iomap direct I/O (5.10).
+    pub f2fs_late_size: bool,
 }
+
+/// Debian's packaged 7.3 generic kernel (split packaging), not the cloud one.
+const DEBIAN_73_GENERIC: &str = r"^linux-binary-7\.3\.[0-9]+\+deb[0-9]+-amd64$";
 
 /// `iomap:iomap_dio_rw_begin` came in 6.4: before, no tracepoint can
 /// serve `write_begin`.
@@ -64,6 +81,7 @@ pub static NAMED: &[Named] = &[
         refused: None,
         ext4_btf_from: None,
         crash: true,
+        f2fs_late_size: false,
     },
     Named {
         name: "debian-5.10-generic",
@@ -80,6 +98,7 @@ pub static NAMED: &[Named] = &[
         refused: Some("--btf"),
         ext4_btf_from: Some(r"^linux-image-5\.10\.0-30-amd64-dbg$"),
         crash: false,
+        f2fs_late_size: false,
     },
     Named {
         name: "debian-6.1",
@@ -94,6 +113,7 @@ pub static NAMED: &[Named] = &[
         refused: None,
         ext4_btf_from: None,
         crash: true,
+        f2fs_late_size: true,
     },
     Named {
         name: "debian-6.1-generic",
@@ -111,6 +131,7 @@ pub static NAMED: &[Named] = &[
         refused: None,
         ext4_btf_from: None,
         crash: false,
+        f2fs_late_size: true,
     },
     Named {
         name: "debian-6.12",
@@ -125,6 +146,7 @@ pub static NAMED: &[Named] = &[
         refused: None,
         ext4_btf_from: None,
         crash: false,
+        f2fs_late_size: true,
     },
     Named {
         name: "debian-6.12-generic",
@@ -140,6 +162,7 @@ pub static NAMED: &[Named] = &[
         refused: None,
         ext4_btf_from: None,
         crash: false,
+        f2fs_late_size: true,
     },
     Named {
         name: "debian-7.3",
@@ -154,6 +177,39 @@ pub static NAMED: &[Named] = &[
         refused: None,
         ext4_btf_from: None,
         crash: false,
+        f2fs_late_size: true,
+    },
+    Named {
+        name: "debian-7.3-generic",
+        origin: Origin::Apt {
+            suite: Some("trixie-backports"),
+            pattern: DEBIAN_73_GENERIC,
+        },
+        about: "Debian 13 backports 7.3 generic (split packages), f2fs as shipped",
+        bug: false,
+        dsync_skip: false,
+        // ext4's functions are a module's: aya 0.14 cannot fentry them.
+        unservable: &[("fentry", "size_update")],
+        refused: None,
+        ext4_btf_from: None,
+        crash: false,
+        f2fs_late_size: true,
+    },
+    Named {
+        name: "f2fs-fix-7.3",
+        origin: Origin::AptPatched {
+            suite: Some("trixie-backports"),
+            pattern: DEBIAN_73_GENERIC,
+            recipe: &super::module_build::F2FS_FIX_73,
+        },
+        about: "debian-7.3-generic with f2fs.ko rebuilt: size updated in ->end_io",
+        bug: false,
+        dsync_skip: false,
+        unservable: &[("fentry", "size_update")],
+        refused: None,
+        ext4_btf_from: None,
+        crash: false,
+        f2fs_late_size: false,
     },
     Named {
         name: "buggy-6.1",
@@ -165,6 +221,7 @@ pub static NAMED: &[Named] = &[
         refused: None,
         ext4_btf_from: None,
         crash: true,
+        f2fs_late_size: true,
     },
     Named {
         name: "buggy-7.3",
@@ -176,6 +233,7 @@ pub static NAMED: &[Named] = &[
         refused: None,
         ext4_btf_from: None,
         crash: true,
+        f2fs_late_size: true,
     },
 ];
 
@@ -208,6 +266,21 @@ mod tests {
         let fixed = find("debian-7.3").unwrap();
         assert!(!fixed.dsync_skip && !fixed.bug);
         assert_eq!(NAMED.iter().filter(|n| n.dsync_skip).count(), 1);
+    }
+
+    #[test]
+    fn the_f2fs_fix_has_a_stock_twin_of_the_same_package() {
+        let fixed = find("f2fs-fix-7.3").unwrap();
+        let stock = find("debian-7.3-generic").unwrap();
+        assert!(stock.f2fs_late_size && !fixed.f2fs_late_size);
+        let Origin::AptPatched { suite, pattern, .. } = fixed.origin else {
+            panic!("f2fs-fix-7.3 is not a patched package");
+        };
+        assert_eq!(stock.origin, Origin::Apt { suite, pattern });
+        assert_eq!(
+            (fixed.bug, fixed.dsync_skip, fixed.unservable),
+            (stock.bug, stock.dsync_skip, stock.unservable)
+        );
     }
 
     #[test]
