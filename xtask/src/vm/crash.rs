@@ -201,7 +201,9 @@ impl CrashResult {
     }
 }
 
-fn write_and_crash(pattern: &str, setup: Setup) -> String {
+/// Boot 1's script; `btf`: dio-trace's ` --btf FILE` where the kernel
+/// needs it.
+fn write_and_crash(pattern: &str, setup: Setup, btf: &str) -> String {
     let commit = if setup.fs == "ext4" {
         "mount -o remount,commit=60 /mnt\n"
     } else {
@@ -221,7 +223,7 @@ fn write_and_crash(pattern: &str, setup: Setup) -> String {
     };
     format!(
         "{commit}{mkdir}{link}\
-         dio-trace run --json{timeline} -- dio-trace write --pattern {pattern} --count {writes} {dir}/probe >/tmp/out 2>/tmp/err\n\
+         dio-trace run{btf} --json{timeline} -- dio-trace write --pattern {pattern} --count {writes} {dir}/probe >/tmp/out 2>/tmp/err\n\
          echo \"@@EXIT $?\"\n\
          grep '\"type\":\"summary\"' /tmp/out | sed 's/^/@@SUMMARY /'\n\
          grep -o '\"cp_reason\":[0-9-]*' /tmp/out | tail -1 | sed 's/^/@@CP /'\n\
@@ -259,11 +261,12 @@ fn one(
     setup: Setup,
 ) -> Result<CrashResult> {
     let disk = Disk::of(setup.fs, 128)?;
+    let files = super::traced::guest_files(kernel, dio);
     let first = boot(
         &Guest {
             kernel,
-            files: std::slice::from_ref(dio),
-            script: &write_and_crash(pattern, setup),
+            files: &files,
+            script: &write_and_crash(pattern, setup, &super::traced::btf_arg(kernel)),
             disk: Some(&disk),
         },
         opts,
