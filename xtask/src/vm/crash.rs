@@ -113,10 +113,12 @@ impl Setup {
         }
     }
 
-    /// Does the f2fs fsync of the file's first write take a checkpoint
-    /// (`need_do_checkpoint`) rather than roll forward?
-    pub fn checkpoints(&self) -> bool {
-        self.hardlink || self.parent == Parent::New
+    /// Does the f2fs fsync of the first counted write take a checkpoint
+    /// (`need_do_checkpoint`) rather than roll forward? `synced_first`:
+    /// the workload fsyncs the file before its counted writes, and that
+    /// fsync takes a new directory's checkpoint.
+    pub fn checkpoints(&self, synced_first: bool) -> bool {
+        self.hardlink || (self.parent == Parent::New && !synced_first)
     }
 
     /// Writes to make where `usual` would be made: one in a new directory,
@@ -395,12 +397,13 @@ mod tests {
     #[test]
     fn one_write_in_a_new_directory_is_judged_alone() {
         let newdir = Setup::on("f2fs").in_dir(Parent::New);
-        assert_eq!((newdir.writes(WRITES), newdir.checkpoints()), (1, true));
+        assert_eq!((newdir.writes(WRITES), newdir.checkpoints(false)), (1, true));
+        assert!(!newdir.checkpoints(true));
         assert_eq!(newdir.label(), "f2fs+newdir");
         let synced = Setup::on("f2fs").in_dir(Parent::Synced);
-        assert_eq!((synced.writes(WRITES), synced.checkpoints()), (2, false));
+        assert_eq!((synced.writes(WRITES), synced.checkpoints(false)), (2, false));
         assert!(synced.folder("d").0.contains("sync"));
-        assert!(Setup::on("f2fs").hardlinked().checkpoints());
+        assert!(Setup::on("f2fs").hardlinked().checkpoints(true));
         assert_eq!(Setup::on("xfs").folder("d"), (String::new(), "/mnt".into()));
         let one = |verdict: &str, size| CrashResult {
             writes: 1,
