@@ -56,7 +56,9 @@ pub struct Named {
     /// `f2fs_i_size_write` (from a1e09b03e6f5, 5.17, NOTES §8). A sync that
     /// takes a checkpoint then loses the size. False where f2fs updates the
     /// size in `->end_io` (patches/f2fs-dio-size-in-end-io.patch), or has no
-    /// iomap direct I/O (5.10).
+    /// iomap direct I/O (5.10: `generic_file_direct_write` raises the size
+    /// before f2fs syncs; a crash after a checkpointing sync kept it,
+    /// docs/f2fs-dio-size.md).
     pub f2fs_late_size: bool,
 }
 
