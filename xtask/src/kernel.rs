@@ -11,8 +11,10 @@ pub mod cache;
 mod debian;
 mod ext4_btf;
 pub mod host;
+pub mod module_build;
 pub mod modules;
 pub mod named;
+pub mod source;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -130,10 +132,7 @@ pub fn resolve(spec: &KernelSpec, cache: &Cache) -> Result<Kernel> {
     let (bzimage, modules) = match spec {
         KernelSpec::Named(n) => match n.origin {
             named::Origin::Apt { suite, pattern } => {
-                let apt = match suite {
-                    Some(suite) => apt::Apt::suite(suite, cache)?,
-                    None => apt::Apt::host(),
-                };
+                let apt = apt_for(suite, cache)?;
                 if let Some(dbg) = n.ext4_btf_from {
                     ext4_btf = Some(
                         ext4_btf::from_dbg(&apt, dbg, cache)
@@ -143,6 +142,20 @@ pub fn resolve(spec: &KernelSpec, cache: &Cache) -> Result<Kernel> {
                 debian::packaged(&apt, pattern, cache).with_context(|| format!("getting {}", n.name))?
             }
             named::Origin::Built(recipe) => (recipe.build(cache)?, None),
+            named::Origin::AptPatched {
+                suite,
+                pattern,
+                recipe,
+            } => {
+                let apt = apt_for(suite, cache)?;
+                let set = debian::package_set(&apt, pattern, cache)
+                    .with_context(|| format!("getting {}", n.name))?;
+                let modules = recipe
+                    .build(&apt, &set, cache)
+                    .with_context(|| format!("building {}'s modules", n.name))?;
+                let (vmlinuz, _, _) = set.layout()?;
+                (vmlinuz, Some(modules))
+            }
         },
         KernelSpec::Debs(debs) => debian::from_debs(debs, cache)?,
         KernelSpec::Dir(dir) => debian::from_dir(dir)?,
@@ -154,6 +167,14 @@ pub fn resolve(spec: &KernelSpec, cache: &Cache) -> Result<Kernel> {
         modules,
         ext4_btf,
     })
+}
+
+/// apt for a row's suite (`None`: the host's own).
+fn apt_for(suite: Option<&str>, cache: &Cache) -> Result<apt::Apt> {
+    match suite {
+        Some(suite) => apt::Apt::suite(suite, cache),
+        None => Ok(apt::Apt::host()),
+    }
 }
 
 /// Checks that `path` looks like an x86 bzImage ("HdrS" boot header).

@@ -6,7 +6,7 @@ use std::process::Command;
 use anyhow::{Context as _, Result, bail};
 
 /// Debian packages beyond the kernel build's own
-/// ([`crate::kernel::buggy::BUILD_DEPS`]): scratch filesystems, VMs,
+/// ([`crate::kernel::source::BUILD_DEPS`]): scratch filesystems, VMs,
 /// benchmarks.
 pub const DEBIAN_PACKAGES: &[&str] = &[
     "e2fsprogs",

@@ -19,6 +19,52 @@ use super::host::{self, ensure_packages, progress};
 
 /// The newest package matching `pattern` from `apt`: (bzImage, modules dir).
 pub fn packaged(apt: &Apt, pattern: &str, cache: &Cache) -> Result<(PathBuf, Option<PathBuf>)> {
+    layout(&package_set(apt, pattern, cache)?.dir)
+}
+
+/// A packaged kernel, unpacked.
+#[derive(Debug)]
+pub struct Packaged {
+    /// The kernel package (`linux-image-*` or `linux-binary-*`) and its version.
+    pub package: String,
+    pub version: String,
+    /// Where it (and, split, its `linux-modules-*` and `linux-base-*`)
+    /// was unpacked.
+    pub dir: PathBuf,
+}
+
+impl Packaged {
+    /// The kernel, its `lib/modules/<release>` and its release.
+    pub fn layout(&self) -> Result<(PathBuf, Option<PathBuf>, String)> {
+        let (vmlinuz, release) =
+            find_vmlinuz(&self.dir).with_context(|| format!("{} holds no kernel", self.dir.display()))?;
+        let (_, modules) = layout(&self.dir)?;
+        Ok((vmlinuz, modules, release))
+    }
+
+    /// The kernel's own build configuration: `boot/config-<release>`
+    /// (linux-image) or `config` beside the modules (linux-base, split).
+    pub fn config(&self, release: &str) -> Result<PathBuf> {
+        [
+            format!("boot/config-{release}"),
+            format!("usr/lib/modules/{release}/config"),
+            format!("lib/modules/{release}/config"),
+        ]
+        .iter()
+        .map(|p| self.dir.join(p))
+        .find(|p| p.is_file())
+        .with_context(|| {
+            format!(
+                "{} {} ships no build configuration (boot/config-{release} or \
+                 usr/lib/modules/{release}/config): cannot build modules for it",
+                self.package, self.version
+            )
+        })
+    }
+}
+
+/// The newest package matching `pattern` from `apt`, unpacked (cached).
+pub fn package_set(apt: &Apt, pattern: &str, cache: &Cache) -> Result<Packaged> {
     ensure_packages(&["dpkg", "apt"])?;
     let names = apt.search_names(pattern)?;
     let Some(package) = newest(&names) else {
@@ -42,7 +88,11 @@ pub fn packaged(apt: &Apt, pattern: &str, cache: &Cache) -> Result<(PathBuf, Opt
         }
         Ok(())
     })?;
-    layout(&dir)
+    Ok(Packaged {
+        package: package.to_owned(),
+        version,
+        dir,
+    })
 }
 
 /// `.deb` files the caller has (one `linux-image-*`, or a split

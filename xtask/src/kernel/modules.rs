@@ -132,7 +132,7 @@ pub(super) fn walk(dir: &Path, f: &mut dyn FnMut(&Path)) -> Result<()> {
 }
 
 /// A module file's bytes, decompressed if it is `.ko.xz`.
-fn read_module(path: &Path) -> Result<Vec<u8>> {
+pub(super) fn read_module(path: &Path) -> Result<Vec<u8>> {
     if path.extension().is_some_and(|e| e == "xz") {
         host::ensure_packages(&["xz-utils"])?;
         let out = Command::new("xz")

@@ -17,6 +17,13 @@ pub enum Origin {
     },
     /// Built from Debian's source with a fix undone (`buggy.rs`).
     Built(&'static super::buggy::Recipe),
+    /// An `Apt` kernel with the modules of one source directory rebuilt
+    /// from Debian's source with a patch (`module_build.rs`).
+    AptPatched {
+        suite: Option<&'static str>,
+        pattern: &'static str,
+        recipe: &'static super::module_build::Recipe,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,7 +56,19 @@ pub struct Named {
     /// disk is XFS or f2fs never loads it, and its cells check that it
     /// stayed out, so they run dio-trace on a host without ext4.
     pub ext4_module: bool,
+    /// f2fs syncs an extending direct write before it raises the size:
+    /// iomap's completion runs `f2fs_sync_file` and only then
+    /// `f2fs_i_size_write` (from a1e09b03e6f5, 5.17, NOTES §8). A sync that
+    /// takes a checkpoint then loses the size. False where f2fs updates the
+    /// size in `->end_io` (patches/f2fs-dio-size-in-end-io.patch), or has no
+    /// iomap direct I/O (5.10: `generic_file_direct_write` raises the size
+    /// before f2fs syncs; a crash after a checkpointing sync kept it,
+    /// docs/f2fs-dio-size.md).
+    pub f2fs_late_size: bool,
 }
+
+/// Debian's packaged 7.3 generic kernel (split packaging), not the cloud one.
+const DEBIAN_73_GENERIC: &str = r"^linux-binary-7\.3\.[0-9]+\+deb[0-9]+-amd64$";
 
 /// `iomap:iomap_dio_rw_begin` came in 6.4: before, no tracepoint can
 /// serve `write_begin`.
@@ -70,6 +89,7 @@ pub static NAMED: &[Named] = &[
         ext4_btf_from: None,
         crash: true,
         ext4_module: false,
+        f2fs_late_size: false,
     },
     Named {
         name: "debian-5.10-generic",
@@ -87,6 +107,7 @@ pub static NAMED: &[Named] = &[
         ext4_btf_from: Some(r"^linux-image-5\.10\.0-30-amd64-dbg$"),
         crash: false,
         ext4_module: true,
+        f2fs_late_size: false,
     },
     Named {
         name: "debian-6.1",
@@ -102,6 +123,7 @@ pub static NAMED: &[Named] = &[
         ext4_btf_from: None,
         crash: true,
         ext4_module: false,
+        f2fs_late_size: true,
     },
     Named {
         name: "debian-6.1-generic",
@@ -120,6 +142,7 @@ pub static NAMED: &[Named] = &[
         ext4_btf_from: None,
         crash: false,
         ext4_module: true,
+        f2fs_late_size: true,
     },
     Named {
         name: "debian-6.12",
@@ -135,6 +158,7 @@ pub static NAMED: &[Named] = &[
         ext4_btf_from: None,
         crash: false,
         ext4_module: false,
+        f2fs_late_size: true,
     },
     Named {
         name: "debian-6.12-generic",
@@ -151,6 +175,7 @@ pub static NAMED: &[Named] = &[
         ext4_btf_from: None,
         crash: false,
         ext4_module: true,
+        f2fs_late_size: true,
     },
     Named {
         name: "debian-7.3",
@@ -166,6 +191,41 @@ pub static NAMED: &[Named] = &[
         ext4_btf_from: None,
         crash: false,
         ext4_module: false,
+        f2fs_late_size: true,
+    },
+    Named {
+        name: "debian-7.3-generic",
+        origin: Origin::Apt {
+            suite: Some("trixie-backports"),
+            pattern: DEBIAN_73_GENERIC,
+        },
+        about: "Debian 13 backports 7.3 generic (split packages), f2fs as shipped",
+        bug: false,
+        dsync_skip: false,
+        // ext4's functions are a module's: aya 0.14 cannot fentry them.
+        unservable: &[("fentry", "size_update")],
+        refused: None,
+        ext4_btf_from: None,
+        crash: false,
+        ext4_module: true,
+        f2fs_late_size: true,
+    },
+    Named {
+        name: "f2fs-fix-7.3",
+        origin: Origin::AptPatched {
+            suite: Some("trixie-backports"),
+            pattern: DEBIAN_73_GENERIC,
+            recipe: &super::module_build::F2FS_FIX_73,
+        },
+        about: "debian-7.3-generic with f2fs.ko rebuilt: size updated in ->end_io",
+        bug: false,
+        dsync_skip: false,
+        unservable: &[("fentry", "size_update")],
+        refused: None,
+        ext4_btf_from: None,
+        crash: false,
+        ext4_module: true,
+        f2fs_late_size: false,
     },
     Named {
         name: "buggy-6.1",
@@ -178,6 +238,7 @@ pub static NAMED: &[Named] = &[
         ext4_btf_from: None,
         crash: true,
         ext4_module: false,
+        f2fs_late_size: true,
     },
     Named {
         name: "buggy-7.3",
@@ -190,6 +251,7 @@ pub static NAMED: &[Named] = &[
         ext4_btf_from: None,
         crash: true,
         ext4_module: false,
+        f2fs_late_size: true,
     },
 ];
 
@@ -217,8 +279,16 @@ mod tests {
 
     #[test]
     fn generic_flavours_build_ext4_as_a_module() {
+        // Debian's generic packages, as shipped or with a module rebuilt;
+        // the cloud ones and the kernels we build have ext4 built in.
         for n in NAMED {
-            assert_eq!(n.ext4_module, n.name.ends_with("-generic"), "{}", n.name);
+            let generic = match n.origin {
+                Origin::Apt { pattern, .. } | Origin::AptPatched { pattern, .. } => {
+                    !pattern.contains("cloud")
+                }
+                Origin::Built(_) => false,
+            };
+            assert_eq!(n.ext4_module, generic, "{}", n.name);
         }
     }
 
@@ -229,6 +299,21 @@ mod tests {
         let fixed = find("debian-7.3").unwrap();
         assert!(!fixed.dsync_skip && !fixed.bug);
         assert_eq!(NAMED.iter().filter(|n| n.dsync_skip).count(), 1);
+    }
+
+    #[test]
+    fn the_f2fs_fix_has_a_stock_twin_of_the_same_package() {
+        let fixed = find("f2fs-fix-7.3").unwrap();
+        let stock = find("debian-7.3-generic").unwrap();
+        assert!(stock.f2fs_late_size && !fixed.f2fs_late_size);
+        let Origin::AptPatched { suite, pattern, .. } = fixed.origin else {
+            panic!("f2fs-fix-7.3 is not a patched package");
+        };
+        assert_eq!(stock.origin, Origin::Apt { suite, pattern });
+        assert_eq!(
+            (fixed.bug, fixed.dsync_skip, fixed.unservable),
+            (stock.bug, stock.dsync_skip, stock.unservable)
+        );
     }
 
     #[test]

@@ -32,10 +32,12 @@ enum VmCommand {
     Filesystems {
         #[arg(long)]
         crash: bool,
-        /// Only the cells (and crash cells) of this named kernel
-        /// (repeatable; default: all).
-        #[arg(long = "kernel", value_name = "NAME")]
+        /// Only the cells of this named kernel (repeatable; default: all).
+        #[arg(long = "kernel")]
         kernels: Vec<String>,
+        /// Skip the traced cells: only the crash cells (with --crash).
+        #[arg(long)]
+        crash_only: bool,
     },
     /// dio-trace's verdict against what survives a crash, per pattern (O_SYNC
     /// and O_DSYNC appends, O_DSYNC into fallocated space): size kept, size
@@ -153,6 +155,11 @@ struct CrashArgs {
     /// a checkpoint instead of writing node pages for roll-forward).
     #[arg(long)]
     hardlink: bool,
+    /// Make the file in a new directory (`new`: on f2fs its first fsync
+    /// takes a checkpoint, and one write is made) or in a directory made
+    /// and synced first (`synced`: roll-forward).
+    #[arg(long, default_value = "root", value_parser = ["root", "new", "synced"])]
+    dir: String,
 }
 
 impl CrashArgs {
@@ -164,6 +171,11 @@ impl CrashArgs {
                 _ => "ext4",
             },
             hardlink: self.hardlink,
+            parent: match self.dir.as_str() {
+                "new" => crash::Parent::New,
+                "synced" => crash::Parent::Synced,
+                _ => crash::Parent::Root,
+            },
         }
     }
 }
@@ -181,14 +193,25 @@ struct CrashProbeArgs {
 pub fn run(args: VmArgs) -> Result<()> {
     match args.command {
         VmCommand::Run(a) => vm_dio(a),
-        VmCommand::Filesystems { crash, kernels } => {
-            if let Some(k) = kernels.iter().find(|k| kernel::named::find(k).is_none()) {
-                bail!("--kernel {k}: not a named kernel ({})", kernel::named::names());
+        VmCommand::Filesystems {
+            crash,
+            kernels,
+            crash_only,
+        } => {
+            for k in &kernels {
+                if crate::kernel::named::find(k).is_none() {
+                    anyhow::bail!(
+                        "--kernel {k}: not a named kernel ({})",
+                        crate::kernel::named::names()
+                    );
+                }
             }
             let mut score = matrix::Score::default();
-            super::fs_cells::run(&matrix::quiet_options(), &mut score, &kernels)?;
+            if !crash_only {
+                super::fs_cells::run(&matrix::quiet_options(), &kernels, &mut score)?;
+            }
             if crash {
-                super::fs_cells::crash(&matrix::quiet_options(), &mut score, &kernels)?;
+                super::fs_cells::crash(&matrix::quiet_options(), &kernels, &mut score)?;
             }
             println!("vm: {} passed, {} failed", score.passed, score.failed);
             if score.failed > 0 {
@@ -236,6 +259,7 @@ fn vm_verify(args: VerifyArgs) -> Result<()> {
             boot: args.boot,
             fs: "ext4".into(),
             hardlink: false,
+            dir: "root".into(),
         })?;
     }
     std::process::exit(code)

@@ -20,8 +20,11 @@
 //! The disk can hold XFS or f2fs instead ([`Setup`]); and the file can get a
 //! second hard link before the writes, which makes every f2fs fsync take a
 //! checkpoint (`need_do_checkpoint`: `CP_HARDLINK`) instead of writing node
-//! pages for roll-forward recovery. The f2fs runs keep the full timeline, so
-//! the sync's `cp_reason` is printed with the verdict.
+//! pages for roll-forward recovery, or be made in a new directory, which
+//! makes its first fsync take one (`CP_NODE_NEED_CP`, the parent is not
+//! checkpointed yet), or in a directory made and synced first (roll-forward
+//! again). The f2fs runs keep the full timeline, so the sync's `cp_reason`
+//! is printed with the verdict.
 
 use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
@@ -38,27 +41,92 @@ const PATTERNS: [&str; 3] = ["o-sync-append", "o-dsync-append", INTO_FALLOCATED]
 /// are plain new ones), so its setups run the appends only.
 const INTO_FALLOCATED: &str = "o-dsync-into-fallocated";
 const BLOCK: u64 = 4096;
-/// Writes each pattern makes in boot 1 (`--count 2`).
+/// Writes each pattern makes in boot 1 (`--count 2`), but see
+/// [`Setup::writes`].
 const WRITES: u64 = 2;
 
-/// The disk and file a crash runs on.
-#[derive(Clone, Copy, Debug)]
+/// The directory the file is made in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Parent {
+    /// The root, made (and on f2fs checkpointed) by mkfs.
+    Root,
+    /// A directory made just before the file: on f2fs its first fsync
+    /// takes a checkpoint (`cp_reason` 7, the parent is not checkpointed).
+    New,
+    /// A directory made and `sync`ed before the file: f2fs fsyncs roll
+    /// forward.
+    Synced,
+}
+
+/// The disk and file a crash (or an fs cell) runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Setup {
     /// "ext4", "xfs" or "f2fs".
     pub fs: &'static str,
     /// Give the file a second hard link before writing.
     pub hardlink: bool,
+    pub parent: Parent,
 }
 
 impl Setup {
-    pub const EXT4: Setup = Setup {
-        fs: "ext4",
-        hardlink: false,
-    };
+    pub const EXT4: Setup = Setup::on("ext4");
 
-    /// For labels: `f2fs+hardlink`.
+    /// A new file in the root of a fresh `fs`.
+    pub const fn on(fs: &'static str) -> Self {
+        Self {
+            fs,
+            hardlink: false,
+            parent: Parent::Root,
+        }
+    }
+
+    /// The same with a second hard link to the file.
+    pub const fn hardlinked(self) -> Self {
+        Self {
+            hardlink: true,
+            ..self
+        }
+    }
+
+    /// The same with the file in a directory of this kind.
+    pub const fn in_dir(self, parent: Parent) -> Self {
+        Self { parent, ..self }
+    }
+
+    /// For labels: `f2fs+hardlink`, `f2fs+newdir`.
     pub fn label(&self) -> String {
-        format!("{}{}", self.fs, if self.hardlink { "+hardlink" } else { "" })
+        let dir = match self.parent {
+            Parent::Root => "",
+            Parent::New => "+newdir",
+            Parent::Synced => "+synceddir",
+        };
+        format!("{}{}{dir}", self.fs, if self.hardlink { "+hardlink" } else { "" })
+    }
+
+    /// Shell lines that make the file's directory `/mnt/<name>` as the
+    /// setup says (nothing for the root), and that directory.
+    pub fn folder(&self, name: &str) -> (String, String) {
+        match self.parent {
+            Parent::Root => (String::new(), "/mnt".into()),
+            Parent::New => (format!("mkdir /mnt/{name}\n"), format!("/mnt/{name}")),
+            Parent::Synced => (format!("mkdir /mnt/{name} && sync\n"), format!("/mnt/{name}")),
+        }
+    }
+
+    /// Does the f2fs fsync of the first counted write take a checkpoint
+    /// (`need_do_checkpoint`) rather than roll forward? `synced_first`:
+    /// the workload fsyncs the file before its counted writes, and that
+    /// fsync takes a new directory's checkpoint.
+    pub fn checkpoints(&self, synced_first: bool) -> bool {
+        self.hardlink || (self.parent == Parent::New && !synced_first)
+    }
+
+    /// Writes to make where `usual` would be made: one in a new directory,
+    /// whose first fsync alone takes a checkpoint; the next rolls forward
+    /// and recovers the earlier write's blocks too, hiding its loss (NOTES
+    /// §8), so only the first write is a fair trial.
+    pub fn writes(&self, usual: u64) -> u64 {
+        if self.parent == Parent::New { 1 } else { usual }
     }
 }
 
@@ -66,6 +134,8 @@ impl Setup {
 #[derive(Debug)]
 pub struct CrashResult {
     pub pattern: &'static str,
+    /// Writes boot 1 made (each [`BLOCK`] bytes).
+    pub writes: u64,
     /// f2fs's `cp_reason` at the last sync's exit, when the run saw it.
     pub cp_reason: Option<i64>,
     /// dio-trace's overall verdict ("ordered" | "violation" | "inconclusive").
@@ -82,9 +152,9 @@ impl CrashResult {
     pub fn crash(&self) -> &'static str {
         match self.survived {
             Survived::Missing => "file-lost",
-            Survived::File { size, .. } if size < 2 * BLOCK => "size-lost",
-            Survived::File { size, data } if size == 2 * BLOCK && data < size => "data-lost",
-            Survived::File { size, data } if size == 2 * BLOCK && data == size => "size-kept",
+            Survived::File { size, .. } if size < self.writes * BLOCK => "size-lost",
+            Survived::File { size, data } if size == self.writes * BLOCK && data < size => "data-lost",
+            Survived::File { size, data } if size == self.writes * BLOCK && data == size => "size-kept",
             Survived::File { .. } => "unexpected",
         }
     }
@@ -109,10 +179,10 @@ impl CrashResult {
             "violation" => Some(1),
             _ => None,
         };
-        if self.counted != Some(WRITES) {
+        if self.counted != Some(self.writes) {
             return Some(format!(
-                "boot 1 counted {:?} of the {WRITES} writes it made",
-                self.counted
+                "boot 1 counted {:?} of the {} writes it made",
+                self.counted, self.writes
             ));
         }
         if want_exit.is_none() || self.exit != want_exit {
@@ -133,25 +203,29 @@ impl CrashResult {
     }
 }
 
-fn write_and_crash(pattern: &str, setup: Setup) -> String {
+/// Boot 1's script; `btf`: dio-trace's ` --btf FILE` where the kernel
+/// needs it.
+fn write_and_crash(pattern: &str, setup: Setup, btf: &str) -> String {
     let commit = if setup.fs == "ext4" {
         "mount -o remount,commit=60 /mnt\n"
     } else {
         ""
     };
+    let (mkdir, dir) = setup.folder(DIR);
     let link = if setup.hardlink {
-        "touch /mnt/probe && ln /mnt/probe /mnt/probe-link\n"
+        format!("touch {dir}/probe && ln {dir}/probe {dir}/probe-link\n")
     } else {
-        ""
+        String::new()
     };
+    let writes = setup.writes(WRITES);
     let timeline = if setup.fs == "f2fs" {
         " --full-timeline"
     } else {
         ""
     };
     format!(
-        "{commit}{link}\
-         dio-trace run --json{timeline} -- dio-trace write --pattern {pattern} --count 2 /mnt/probe >/tmp/out 2>/tmp/err\n\
+        "{commit}{mkdir}{link}\
+         dio-trace run{btf} --json{timeline} -- dio-trace write --pattern {pattern} --count {writes} {dir}/probe >/tmp/out 2>/tmp/err\n\
          echo \"@@EXIT $?\"\n\
          grep '\"type\":\"summary\"' /tmp/out | sed 's/^/@@SUMMARY /'\n\
          grep -o '\"cp_reason\":[0-9-]*' /tmp/out | tail -1 | sed 's/^/@@CP /'\n\
@@ -161,6 +235,9 @@ fn write_and_crash(pattern: &str, setup: Setup) -> String {
          exit 1\n"
     )
 }
+
+/// The directory a crash's file goes in, when not the root.
+const DIR: &str = "dir";
 
 fn marked<'a>(console: &'a str, marker: &str) -> Option<&'a str> {
     console
@@ -186,11 +263,12 @@ fn one(
     setup: Setup,
 ) -> Result<CrashResult> {
     let disk = Disk::of(setup.fs, 128)?;
+    let files = super::traced::guest_files(kernel, dio);
     let first = boot(
         &Guest {
             kernel,
-            files: std::slice::from_ref(dio),
-            script: &write_and_crash(pattern, setup),
+            files: &files,
+            script: &write_and_crash(pattern, setup, &super::traced::btf_arg(kernel)),
             disk: Some(&disk),
         },
         opts,
@@ -211,9 +289,11 @@ fn one(
     let counted = summary["counted"].as_u64();
     let cp_reason =
         marked(&first.console, "@@CP ").and_then(|c| c.trim_start_matches("\"cp_reason\":").parse().ok());
-    let survived = survivors(kernel, &disk, opts).with_context(|| format!("{pattern}: boot 2"))?;
+    let path = format!("{}/probe", setup.folder(DIR).1);
+    let survived = survivors(kernel, &disk, opts, &path).with_context(|| format!("{pattern}: boot 2"))?;
     Ok(CrashResult {
         pattern,
+        writes: setup.writes(WRITES),
         cp_reason,
         verdict,
         exit,
@@ -254,6 +334,7 @@ mod tests {
     fn r(verdict: &str, size: u64) -> CrashResult {
         CrashResult {
             pattern: "o-sync-append",
+            writes: WRITES,
             cp_reason: None,
             verdict: verdict.into(),
             exit: exit_of(verdict),
@@ -266,6 +347,7 @@ mod tests {
     fn every_outcome_is_reported() {
         let with = |verdict: &str, survived| CrashResult {
             pattern: INTO_FALLOCATED,
+            writes: WRITES,
             cp_reason: None,
             verdict: String::from(verdict),
             exit: exit_of(verdict),
@@ -310,6 +392,29 @@ mod tests {
             final_line(&[r("ordered", 8192), r("ordered", 8192)]),
             "verdict=ordered crash=size-kept"
         );
+    }
+
+    #[test]
+    fn one_write_in_a_new_directory_is_judged_alone() {
+        let newdir = Setup::on("f2fs").in_dir(Parent::New);
+        assert_eq!((newdir.writes(WRITES), newdir.checkpoints(false)), (1, true));
+        assert!(!newdir.checkpoints(true));
+        assert_eq!(newdir.label(), "f2fs+newdir");
+        let synced = Setup::on("f2fs").in_dir(Parent::Synced);
+        assert_eq!((synced.writes(WRITES), synced.checkpoints(false)), (2, false));
+        assert!(synced.folder("d").0.contains("sync"));
+        assert!(Setup::on("f2fs").hardlinked().checkpoints(true));
+        assert_eq!(Setup::on("xfs").folder("d"), (String::new(), "/mnt".into()));
+        let one = |verdict: &str, size| CrashResult {
+            writes: 1,
+            counted: Some(1),
+            ..r(verdict, size)
+        };
+        assert_eq!(one("ordered", 4096).crash(), "size-kept");
+        assert!(one("ordered", 4096).agrees());
+        assert_eq!(one("violation", 0).crash(), "size-lost");
+        assert!(one("violation", 0).agrees());
+        assert!(!one("ordered", 0).agrees());
     }
 
     #[test]

@@ -38,14 +38,18 @@ echo "crash-probe: sysrq did not crash the kernel"
 exit 1
 "#;
 
-/// Boot 2: mounting replays the journal; report what survived. A missing
-/// file is an outcome to report, not an error.
-const READ_SIZE: &str = "if [ -e /mnt/probe ]; then\n\
-    stat -c 'crash-probe-size=%s' /mnt/probe\n\
-    echo \"crash-probe-data=$(tr -d '\\000' < /mnt/probe | wc -c)\"\n\
-else\n\
-    echo crash-probe-file=missing\n\
-fi\n";
+/// Boot 2: mounting replays the journal; report what is left of `path`.
+/// A missing file is an outcome to report, not an error.
+fn read_size(path: &str) -> String {
+    format!(
+        "if [ -e {path} ]; then\n\
+             stat -c 'crash-probe-size=%s' {path}\n\
+             echo \"crash-probe-data=$(tr -d '\\000' < {path} | wc -c)\"\n\
+         else\n\
+             echo crash-probe-file=missing\n\
+         fi\n"
+    )
+}
 
 /// What a file had after the crash and the remount.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,7 +101,7 @@ pub fn crash_probe(kernel: &Kernel, cache: &Cache, opts: &VmOptions) -> Result<u
         "crash-probe boot 2 of 2 ({}): remount and measure",
         kernel.spec
     ));
-    match survivors(kernel, &disk, opts)? {
+    match survivors(kernel, &disk, opts, "/mnt/probe")? {
         Survived::File { size, .. } => Ok(size),
         // Reported as 0 bytes: the file's creation was not committed either.
         Survived::Missing => Ok(0),
@@ -105,19 +109,19 @@ pub fn crash_probe(kernel: &Kernel, cache: &Cache, opts: &VmOptions) -> Result<u
 }
 
 /// Boot `kernel` on `disk` after a crash: mounting replays the journal;
-/// returns what is left of /mnt/probe.
-pub fn survivors(kernel: &Kernel, disk: &Disk, opts: &VmOptions) -> Result<Survived> {
+/// returns what is left of `path` (`/mnt/...`).
+pub fn survivors(kernel: &Kernel, disk: &Disk, opts: &VmOptions, path: &str) -> Result<Survived> {
     let (code, console) = run_script(
         &Guest {
             kernel,
             files: &[],
-            script: READ_SIZE,
+            script: &read_size(path),
             disk: Some(disk),
         },
         opts,
     )?;
     if code != 0 {
-        bail!("boot 2 could not read /mnt/probe (status {code})");
+        bail!("boot 2 could not read {path} (status {code})");
     }
     parse_survivors(&console).context("boot 2 printed neither the file's size nor that it is missing")
 }

@@ -9,13 +9,16 @@
 //! `iomap_dio_complete` while `i_size` is old and writes the size after,
 //! which a crash survives when the sync writes node pages for roll-forward
 //! recovery and does not when it takes a checkpoint (a file with a second
-//! hard link always does). The kernel's row decides the rest: on
-//! `buggy-7.3` XFS's DSYNC writes into new blocks run no sync, as ext4's.
+//! hard link always does, a new file's first sync in a new directory too).
+//! The kernel's row decides the rest: whether its f2fs raises the size
+//! late at all (`f2fs_late_size`: not with the fix of
+//! `patches/f2fs-dio-size-in-end-io.patch`), and on `buggy-7.3` XFS's
+//! DSYNC writes into new blocks run no sync, as ext4's.
 
 use anyhow::{Context as _, Result};
 
-use super::crash::Setup;
-use super::matrix::{Score, Want, case_script, expected, find_case, judged, parse};
+use super::crash::{Parent, Setup};
+use super::matrix::{Score, Want, case_script_in, expected, find_case, judged, parse};
 use super::{Disk, VmOptions, traced};
 use crate::initramfs::GuestFile;
 use crate::kernel::{self, Cache, Kernel, KernelSpec, Named};
@@ -23,9 +26,8 @@ use crate::kernel::{self, Cache, Kernel, KernelSpec, Named};
 /// One filesystem on one kernel, with the backends to force there.
 pub struct FsCell {
     pub kernel: &'static str,
-    pub fs: &'static str,
-    /// Give each file a second hard link before writing.
-    pub hardlink: bool,
+    /// The filesystem, and where each case's file is made.
+    pub setup: Setup,
     /// Also run `dio-trace verify` on the disk, every counted pattern
     /// expected as the cases are. Not on f2fs: there the answer depends on
     /// each fsync's path, and verify's 8-writer pattern makes its files in
@@ -34,9 +36,10 @@ pub struct FsCell {
     pub verify: bool,
     pub backends: &'static [&'static str],
     /// Last, load ext4 under a running `watch` and append to a file on it
-    /// ([`LATE_EXT4`]): a module loaded after dio-trace started is not
-    /// picked up, so those writes must be counted as not judged and the
-    /// answer must say why, never "ordered". Only where ext4 is a module.
+    /// ([`late_ext4_script`]): a module loaded after dio-trace started is
+    /// not picked up, so those writes must be counted as not judged and
+    /// the answer must say why, never "ordered". Only where ext4 is a
+    /// module.
     pub late_ext4: bool,
 }
 
@@ -56,24 +59,21 @@ pub struct FsCell {
 pub const FS_CELLS: &[FsCell] = &[
     FsCell {
         kernel: "debian-6.1-generic",
-        fs: "xfs",
-        hardlink: false,
+        setup: Setup::on("xfs"),
         verify: true,
         backends: &["kprobe"],
         late_ext4: false,
     },
     FsCell {
         kernel: "debian-6.12",
-        fs: "xfs",
-        hardlink: false,
+        setup: Setup::on("xfs"),
         verify: true,
         backends: &["kprobe", "tracepoint"],
         late_ext4: false,
     },
     FsCell {
         kernel: "debian-7.3",
-        fs: "xfs",
-        hardlink: false,
+        setup: Setup::on("xfs"),
         verify: true,
         backends: &["kprobe", "tracepoint"],
         late_ext4: false,
@@ -81,95 +81,115 @@ pub const FS_CELLS: &[FsCell] = &[
     // The O_DSYNC regression on the other iomap filesystem.
     FsCell {
         kernel: "buggy-7.3",
-        fs: "xfs",
-        hardlink: false,
+        setup: Setup::on("xfs"),
         verify: true,
         backends: &["kprobe", "tracepoint"],
         late_ext4: false,
     },
     FsCell {
         kernel: "debian-6.1-generic",
-        fs: "f2fs",
-        hardlink: false,
+        setup: Setup::on("f2fs"),
         verify: false,
         backends: &["auto"],
         late_ext4: true,
     },
     FsCell {
         kernel: "debian-6.1-generic",
-        fs: "f2fs",
-        hardlink: true,
+        setup: Setup::on("f2fs").hardlinked(),
         verify: false,
         backends: &["auto"],
         late_ext4: false,
     },
     FsCell {
         kernel: "debian-6.12-generic",
-        fs: "f2fs",
-        hardlink: false,
+        setup: Setup::on("f2fs"),
         verify: false,
         backends: &["auto"],
         late_ext4: false,
     },
     FsCell {
         kernel: "debian-6.12-generic",
-        fs: "f2fs",
-        hardlink: true,
+        setup: Setup::on("f2fs").hardlinked(),
+        verify: false,
+        backends: &["auto"],
+        late_ext4: false,
+    },
+    // The f2fs fix: the same package as shipped and with f2fs.ko patched,
+    // each sync path.
+    FsCell {
+        kernel: "debian-7.3-generic",
+        setup: F2FS_LINKED,
+        verify: false,
+        backends: &["auto"],
+        late_ext4: false,
+    },
+    FsCell {
+        kernel: "debian-7.3-generic",
+        setup: F2FS_NEW_DIR,
+        verify: false,
+        backends: &["auto"],
+        late_ext4: false,
+    },
+    FsCell {
+        kernel: "debian-7.3-generic",
+        setup: F2FS_SYNCED_DIR,
+        verify: false,
+        backends: &["auto"],
+        late_ext4: false,
+    },
+    FsCell {
+        kernel: "f2fs-fix-7.3",
+        setup: F2FS_LINKED,
+        verify: false,
+        backends: &["auto"],
+        late_ext4: false,
+    },
+    FsCell {
+        kernel: "f2fs-fix-7.3",
+        setup: F2FS_NEW_DIR,
+        verify: false,
+        backends: &["auto"],
+        late_ext4: false,
+    },
+    FsCell {
+        kernel: "f2fs-fix-7.3",
+        setup: F2FS_SYNCED_DIR,
         verify: false,
         backends: &["auto"],
         late_ext4: false,
     },
 ];
+
+/// f2fs's three sync paths: every fsync takes a checkpoint (a second hard
+/// link), the first one does (a new directory), none does (a directory
+/// made and synced first: roll-forward).
+const F2FS_LINKED: Setup = Setup::on("f2fs").hardlinked();
+const F2FS_NEW_DIR: Setup = Setup::on("f2fs").in_dir(Parent::New);
+const F2FS_SYNCED_DIR: Setup = Setup::on("f2fs").in_dir(Parent::Synced);
 
 /// Crash ground truth beyond ext4 (`cargo xtask vm crash --fs`): XFS, and
 /// f2fs with a sync that rolls forward and one that takes a checkpoint.
 pub const CRASH_CELLS: &[(&str, Setup)] = &[
-    (
-        "debian-6.1",
-        Setup {
-            fs: "xfs",
-            hardlink: false,
-        },
-    ),
-    (
-        "buggy-7.3",
-        Setup {
-            fs: "xfs",
-            hardlink: false,
-        },
-    ),
-    (
-        "debian-6.1-generic",
-        Setup {
-            fs: "f2fs",
-            hardlink: false,
-        },
-    ),
-    (
-        "debian-6.1-generic",
-        Setup {
-            fs: "f2fs",
-            hardlink: true,
-        },
-    ),
-    (
-        "debian-6.12-generic",
-        Setup {
-            fs: "f2fs",
-            hardlink: true,
-        },
-    ),
+    ("debian-6.1", Setup::on("xfs")),
+    ("buggy-7.3", Setup::on("xfs")),
+    ("debian-6.1-generic", Setup::on("f2fs")),
+    ("debian-6.1-generic", Setup::on("f2fs").hardlinked()),
+    ("debian-6.12-generic", Setup::on("f2fs").hardlinked()),
+    ("debian-7.3-generic", F2FS_LINKED),
+    ("debian-7.3-generic", F2FS_NEW_DIR),
+    ("debian-7.3-generic", F2FS_SYNCED_DIR),
+    ("f2fs-fix-7.3", F2FS_LINKED),
+    ("f2fs-fix-7.3", F2FS_NEW_DIR),
+    ("f2fs-fix-7.3", F2FS_SYNCED_DIR),
 ];
 
-/// Every crash cell (of the kernels named in `only`, if any): the verdict
-/// and the crash must agree.
-pub fn crash(opts: &VmOptions, score: &mut Score, only: &[String]) -> Result<()> {
+/// Every crash cell (of the `only` kernels, where given): the verdict and
+/// the crash must agree, and the crash must be what the row's facts say.
+pub fn crash(opts: &VmOptions, only: &[String], score: &mut Score) -> Result<()> {
     let cache = Cache::from_env()?;
     let dio: GuestFile = traced::dio_trace_file()?;
-    for (name, setup) in CRASH_CELLS
-        .iter()
-        .filter(|(k, _)| only.is_empty() || only.iter().any(|o| o == k))
-    {
+    for (name, setup) in CRASH_CELLS.iter().filter(|(k, _)| chosen(only, k)) {
+        let row = kernel::named::find(name).expect("a named kernel");
         let spec = KernelSpec::Named(kernel::named::find(name).expect("a named kernel"));
         let kernel = kernel::resolve(&spec, &cache)?;
         for r in super::crash::run(&kernel, &dio, opts, *setup)? {
@@ -177,8 +197,18 @@ pub fn crash(opts: &VmOptions, score: &mut Score, only: &[String]) -> Result<()>
                 .cp_reason
                 .map(|c| format!(", sync cp_reason {c}"))
                 .unwrap_or_default();
+            let want = want(row, *setup, r.pattern);
+            let lost = matches!(want, Want::Violation(_));
+            let why = r.disagreement().or_else(|| {
+                (lost == (r.crash() == "size-kept")).then(|| {
+                    format!(
+                        "the row's facts want {want:?}, and the crash {} that",
+                        if lost { "does not show" } else { "contradicts" }
+                    )
+                })
+            });
             score.record(
-                r.disagreement(),
+                why,
                 format_args!(
                     "crash {name} {} {}: verdict {} with {} after the crash ({}){cp}",
                     setup.label(),
@@ -193,15 +223,22 @@ pub fn crash(opts: &VmOptions, score: &mut Score, only: &[String]) -> Result<()>
     Ok(())
 }
 
+/// Is `kernel` among the `only` kernels (all where none is given)?
+fn chosen(only: &[String], kernel: &str) -> bool {
+    only.is_empty() || only.iter().any(|k| k == kernel)
+}
+
 /// What a filesystem's counted writes of `pattern` must show on `row`'s
-/// kernel: f2fs's sync before its size write is a violation only where the
-/// sync takes a checkpoint; otherwise the kernel's own facts decide (the
-/// O_DSYNC regression is iomap's, so XFS has it where ext4 does).
-pub fn want(row: &Named, fs: &str, hardlink: bool, pattern: &str) -> Want {
-    match (fs, hardlink) {
-        ("f2fs", true) => Want::Violation("sync_before_size_update"),
-        _ => expected(row, pattern),
+/// kernel in `setup`: f2fs's sync before its size write is a violation
+/// where the row's f2fs raises the size late and the sync takes a
+/// checkpoint; otherwise the kernel's own facts decide (the O_DSYNC
+/// regression is iomap's, so XFS has it where ext4 does).
+pub fn want(row: &Named, setup: Setup, pattern: &str) -> Want {
+    let synced_first = SYNCED_FIRST.contains(&pattern);
+    if setup.fs == "f2fs" && setup.checkpoints(synced_first) && row.f2fs_late_size {
+        return Want::Violation("sync_before_size_update");
     }
+    expected(row, pattern)
 }
 
 /// (pattern, `--count`, writes the kernel makes).
@@ -214,6 +251,10 @@ const PATTERNS: [(&str, u64, u64); 4] = [
 /// Writes into unwritten extents, which f2fs does not have: its cells
 /// skip the pattern.
 const INTO_FALLOCATED: &str = "o-dsync-into-fallocated";
+/// Patterns whose file `dio-trace write` makes, writes and fsyncs before
+/// the counted writes: in a new directory that fsync takes the checkpoint,
+/// and the counted writes' syncs roll forward.
+const SYNCED_FIRST: &[&str] = &["o-append-dsync", INTO_FALLOCATED];
 
 /// The patterns a cell of `fs` runs.
 fn patterns(fs: &str) -> impl Iterator<Item = (&'static str, u64, u64)> {
@@ -334,24 +375,26 @@ pub fn late_ext4_judged(console: &str) -> Option<String> {
     })
 }
 
-/// The cases, then (`verify`) `dio-trace verify` on the same disk: every
-/// pattern, judged as on ext4; then whether ext4 is loaded; last
-/// (`late_ext4`), ext4 loaded under a running watch.
-fn script(fs: &str, backends: &[&str], hardlink: bool, verify: bool, late_ext4: bool) -> String {
+/// The cases (each file in its own directory where the setup asks for
+/// one), then (`verify`) `dio-trace verify` on the same disk: every
+/// pattern, judged as on ext4.
+fn script(setup: Setup, backends: &[&str], verify: bool, late_ext4: bool) -> String {
     let mut s = String::from("set +e\n");
     if verify {
         s += &super::verify::script("");
     }
     for b in backends {
-        for (p, count, _) in patterns(fs) {
-            if hardlink {
-                s += &format!("touch /mnt/{b}-{p} && ln /mnt/{b}-{p} /mnt/{b}-{p}.link\n");
+        for (p, count, _) in patterns(setup.fs) {
+            let (mkdir, dir) = setup.folder(&format!("{b}-{p}.d"));
+            s += &mkdir;
+            if setup.hardlink {
+                s += &format!("touch {dir}/{b}-{p} && ln {dir}/{b}-{p} {dir}/{b}-{p}.link\n");
             }
-            s += &case_script(b, b, "", p, count);
+            s += &case_script_in(&dir, b, b, "", p, setup.writes(count));
         }
     }
     s += &format!(
-        "echo \"{EXT4_LINE} $(grep -qw ext4 /proc/filesystems && echo registered || echo absent) \
+        "echo \"{EXT4_LINE} $(grep -qw ext4 /proc/filesystems && echo registered || echo absent) \\
          $([ -e /sys/module/ext4 ] && echo module-loaded || echo no-module)\"\n"
     );
     if late_ext4 {
@@ -360,15 +403,12 @@ fn script(fs: &str, backends: &[&str], hardlink: bool, verify: bool, late_ext4: 
     s + "exit 0\n"
 }
 
-/// Every cell (of the kernels named in `only`, if any); prints a
-/// PASS/FAIL line per case into `score`.
-pub fn run(opts: &VmOptions, score: &mut Score, only: &[String]) -> Result<()> {
+/// Every cell (of the `only` kernels, where given); prints a PASS/FAIL
+/// line per case into `score`.
+pub fn run(opts: &VmOptions, only: &[String], score: &mut Score) -> Result<()> {
     let cache = Cache::from_env()?;
     let dio: GuestFile = traced::dio_trace_file()?;
-    for cell in FS_CELLS
-        .iter()
-        .filter(|c| only.is_empty() || only.iter().any(|k| k == c.kernel))
-    {
+    for cell in FS_CELLS.iter().filter(|c| chosen(only, c.kernel)) {
         let spec = KernelSpec::Named(kernel::named::find(cell.kernel).expect("a named kernel"));
         let kernel = kernel::resolve(&spec, &cache)?;
         let late = if cell.late_ext4 {
@@ -377,33 +417,30 @@ pub fn run(opts: &VmOptions, score: &mut Score, only: &[String]) -> Result<()> {
             None
         };
         let outcome = traced::boot_with_dio_and(
-            cell.fs,
+            cell.setup.fs,
             &kernel,
             &dio,
             late.as_ref().map_or(&[][..], |(_, _, files)| files),
-            &script(cell.fs, cell.backends, cell.hardlink, cell.verify, cell.late_ext4),
+            &script(cell.setup, cell.backends, cell.verify, cell.late_ext4),
             opts,
         )?;
         let seen = parse(&outcome.console);
         let row = spec.row().expect("a named kernel");
         if cell.verify {
-            let label = format!("{} {}", cell.kernel, cell.fs);
-            let counted = |p: &str| super::verify::verdict_label(want(row, cell.fs, false, p));
+            let label = format!("{} {}", cell.kernel, cell.setup.fs);
+            let plain = Setup::on(cell.setup.fs);
+            let counted = |p: &str| super::verify::verdict_label(want(row, plain, p));
             super::verify::score_patterns(&label, &outcome, &counted, score);
         }
         for b in cell.backends {
-            for case_def @ (p, _, _) in patterns(cell.fs) {
+            for (p, count, writes) in patterns(cell.setup.fs) {
+                let case_def = (p, cell.setup.writes(count), cell.setup.writes(writes));
                 let case = find_case(&seen, b, p);
-                let why = judged(want(row, cell.fs, cell.hardlink, p), b, case_def, case, &outcome);
+                let want = want(row, cell.setup, p);
+                let why = judged(want, b, case_def, case, &outcome);
                 score.record(
                     why,
-                    format_args!(
-                        "{} {}{} {b} {p}: {:?}",
-                        cell.kernel,
-                        cell.fs,
-                        if cell.hardlink { "+hardlink" } else { "" },
-                        want(row, cell.fs, cell.hardlink, p)
-                    ),
+                    format_args!("{} {} {b} {p}: {want:?}", cell.kernel, cell.setup.label()),
                 );
             }
         }
@@ -411,10 +448,9 @@ pub fn run(opts: &VmOptions, score: &mut Score, only: &[String]) -> Result<()> {
             score.record(
                 why,
                 format_args!(
-                    "{} {}{}: ext4 never loaded (a host without ext4)",
+                    "{} {}: ext4 never loaded (a host without ext4)",
                     cell.kernel,
-                    cell.fs,
-                    if cell.hardlink { "+hardlink" } else { "" },
+                    cell.setup.label()
                 ),
             );
         }
@@ -425,13 +461,14 @@ pub fn run(opts: &VmOptions, score: &mut Score, only: &[String]) -> Result<()> {
                 why,
                 format_args!(
                     "{} {}: ext4 loaded under a running watch: its writes not judged, the answer says why",
-                    cell.kernel, cell.fs
+                    cell.kernel,
+                    cell.setup.label()
                 ),
             );
         }
         println!(
             "xtask: {} on {}: {:.1} s in QEMU",
-            cell.fs,
+            cell.setup.label(),
             cell.kernel,
             outcome.elapsed.as_secs_f64()
         );
@@ -447,31 +484,81 @@ mod tests {
     fn cells_name_real_kernels() {
         for c in FS_CELLS {
             assert!(kernel::named::find(c.kernel).is_some(), "{}", c.kernel);
-            assert!(["xfs", "f2fs"].contains(&c.fs));
+            assert!(["xfs", "f2fs"].contains(&c.setup.fs));
+        }
+        for (k, _) in CRASH_CELLS {
+            assert!(kernel::named::find(k).is_some(), "{k}");
         }
         let row = |n| kernel::named::find(n).unwrap();
+        let (xfs, f2fs) = (Setup::on("xfs"), Setup::on("f2fs"));
         let fixed = row("debian-6.1-generic");
-        assert_eq!(want(fixed, "xfs", false, "o-sync-append"), Want::Ordered);
-        assert_eq!(want(fixed, "f2fs", false, "o-dsync-append"), Want::Ordered);
+        assert_eq!(want(fixed, xfs, "o-sync-append"), Want::Ordered);
+        assert_eq!(want(fixed, f2fs, "o-dsync-append"), Want::Ordered);
         assert_eq!(
-            want(fixed, "f2fs", true, "o-sync-append"),
+            want(fixed, f2fs.hardlinked(), "o-sync-append"),
             Want::Violation("sync_before_size_update")
         );
         let dsync = row("buggy-7.3");
-        assert_eq!(want(dsync, "xfs", false, "o-sync-append"), Want::Ordered);
+        assert_eq!(want(dsync, xfs, "o-sync-append"), Want::Ordered);
         assert_eq!(
-            want(dsync, "xfs", false, "o-dsync-append"),
+            want(dsync, xfs, "o-dsync-append"),
             Want::Violation("sync_missing")
         );
         assert_eq!(
-            want(dsync, "xfs", false, INTO_FALLOCATED),
+            want(dsync, xfs, INTO_FALLOCATED),
             Want::Violation("sync_missing_new_extent")
         );
         assert!(patterns("f2fs").all(|(p, _, _)| p != INTO_FALLOCATED));
         // Both filesystems run on a generic kernel without ext4.
         for fs in ["xfs", "f2fs"] {
-            assert!(FS_CELLS.iter().any(|c| c.fs == fs && row(c.kernel).ext4_module));
+            assert!(
+                FS_CELLS
+                    .iter()
+                    .any(|c| c.setup.fs == fs && row(c.kernel).ext4_module)
+            );
         }
+    }
+
+    #[test]
+    fn a_checkpointing_f2fs_sync_loses_the_size_unless_the_row_has_the_fix() {
+        let row = |n| kernel::named::find(n).unwrap();
+        let (stock, fixed) = (row("debian-7.3-generic"), row("f2fs-fix-7.3"));
+        // The pre-fsync of an O_APPEND file takes the new directory's
+        // checkpoint; its counted write rolls forward.
+        assert_eq!(want(stock, F2FS_NEW_DIR, "o-append-dsync"), Want::Ordered);
+        assert_eq!(
+            want(stock, F2FS_LINKED, "o-append-dsync"),
+            Want::Violation("sync_before_size_update")
+        );
+        for p in ["o-sync-append", "o-dsync-append"] {
+            for setup in [F2FS_LINKED, F2FS_NEW_DIR] {
+                assert_eq!(
+                    want(stock, setup, p),
+                    Want::Violation("sync_before_size_update"),
+                    "{} {p}",
+                    setup.label()
+                );
+                assert_eq!(want(fixed, setup, p), Want::Ordered, "{} {p}", setup.label());
+            }
+            assert_eq!(want(stock, F2FS_SYNCED_DIR, p), Want::Ordered);
+            assert_eq!(want(fixed, F2FS_NEW_DIR, p), Want::Ordered);
+            assert_eq!(want(fixed, F2FS_SYNCED_DIR, p), Want::Ordered);
+        }
+        // Both kernels cover every sync path, in QEMU and in a crash.
+        for k in ["debian-7.3-generic", "f2fs-fix-7.3"] {
+            for setup in [F2FS_LINKED, F2FS_NEW_DIR, F2FS_SYNCED_DIR] {
+                assert!(FS_CELLS.iter().any(|c| c.kernel == k && c.setup == setup));
+                assert!(CRASH_CELLS.contains(&(k, setup)));
+            }
+        }
+        // A new directory's case makes one write: the only fair trial.
+        let s = script(F2FS_NEW_DIR, &["auto"], false, false);
+        assert!(s.contains("mkdir /mnt/auto-o-sync-append.d\n"), "{s}");
+        assert!(
+            s.contains("--count 1 /mnt/auto-o-sync-append.d/auto-o-sync-append"),
+            "{s}"
+        );
+        assert!(patterns("xfs").any(|(p, _, _)| p == INTO_FALLOCATED));
     }
 
     #[test]
@@ -486,7 +573,7 @@ mod tests {
         ));
         assert!(matches!(ext4_stayed_out(generic, "no line"), Some(Some(_))));
         assert_eq!(ext4_stayed_out(cloud, &line("registered no-module")), None);
-        let s = script("f2fs", &["auto"], false, false, true);
+        let s = script(Setup::on("f2fs"), &["auto"], false, true);
         assert!(
             s.find(EXT4_LINE) < s.find("insmod"),
             "ext4 is checked before it is loaded"

@@ -167,8 +167,13 @@ fn script(btf: &str) -> String {
 /// was kept by roll-forward recovery, `cp_reason` 0) and first error
 /// lines as `@@` lines for [`parse`].
 pub fn case_script(label: &str, b: &str, extra: &str, p: &str, count: u64) -> String {
+    case_script_in("/mnt", label, b, extra, p, count)
+}
+
+/// [`case_script`] with the file in `dir` instead of `/mnt`.
+pub fn case_script_in(dir: &str, label: &str, b: &str, extra: &str, p: &str, count: u64) -> String {
     format!(
-        "dio-trace run --backend {b}{extra} --json -- dio-trace write --pattern {p} --count {count} /mnt/{label}-{p} >/tmp/out 2>/tmp/err\n\
+        "dio-trace run --backend {b}{extra} --json -- dio-trace write --pattern {p} --count {count} {dir}/{label}-{p} >/tmp/out 2>/tmp/err\n\
          echo \"@@CASE {label} {p} $?\"\n\
          grep '\"type\":\"summary\"' /tmp/out | sed 's/^/@@SUMMARY /'\n\
          echo \"@@KINDS $(grep '\"type\":\"violation\"' /tmp/out | grep -o '\"kind\":\"[a-z_]*\"' | cut -d'\"' -f4 | tr '\\n' ' ')\"\n\

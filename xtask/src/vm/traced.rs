@@ -37,6 +37,19 @@ pub fn btf_arg(kernel: &Kernel) -> String {
     }
 }
 
+/// dio-trace for the guest's /bin, and the kernel's ext4 BTF where it has
+/// one (at [`GUEST_EXT4_BTF`], for [`btf_arg`]).
+pub fn guest_files(kernel: &Kernel, dio: &GuestFile) -> Vec<GuestFile> {
+    let mut files = vec![dio.clone()];
+    if let Some(btf) = &kernel.ext4_btf {
+        files.push(GuestFile {
+            host: btf.clone(),
+            guest: GUEST_EXT4_BTF.into(),
+        });
+    }
+    files
+}
+
 /// Boot `kernel` with dio-trace in /bin (and its ext4 BTF, if it has one)
 /// and a fresh scratch ext4 on /mnt, and run `script`.
 pub fn boot_with_dio(kernel: &Kernel, dio: &GuestFile, script: &str, opts: &VmOptions) -> Result<Outcome> {
@@ -64,14 +77,8 @@ pub fn boot_with_dio_and(
     opts: &VmOptions,
 ) -> Result<Outcome> {
     let disk = Disk::of(fs, 256)?;
-    let mut files = vec![dio.clone()];
+    let mut files = guest_files(kernel, dio);
     files.extend_from_slice(extra);
-    if let Some(btf) = &kernel.ext4_btf {
-        files.push(GuestFile {
-            host: btf.clone(),
-            guest: GUEST_EXT4_BTF.into(),
-        });
-    }
     boot(
         &Guest {
             kernel,
