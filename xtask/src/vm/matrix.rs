@@ -23,7 +23,7 @@ use crate::kernel::{self, Cache, KernelSpec, Named, named::NAMED};
 
 /// Every named kernel: the matrix CI runs.
 pub fn kernels() -> Vec<KernelSpec> {
-    NAMED.iter().map(KernelSpec::Named).collect()
+    NAMED.iter().filter(|n| n.matrix).map(KernelSpec::Named).collect()
 }
 const BACKENDS: [&str; 3] = ["fentry", "kprobe", "tracepoint"];
 /// (pattern, `--count`, writes the kernel makes).
