@@ -394,7 +394,7 @@ fn script(setup: Setup, backends: &[&str], verify: bool, late_ext4: bool) -> Str
         }
     }
     s += &format!(
-        "echo \"{EXT4_LINE} $(grep -qw ext4 /proc/filesystems && echo registered || echo absent) \\
+        "echo \"{EXT4_LINE} $(grep -qw ext4 /proc/filesystems && echo registered || echo absent) \
          $([ -e /sys/module/ext4 ] && echo module-loaded || echo no-module)\"\n"
     );
     if late_ext4 {
@@ -573,6 +573,10 @@ mod tests {
         ));
         assert!(matches!(ext4_stayed_out(generic, "no line"), Some(Some(_))));
         assert_eq!(ext4_stayed_out(cloud, &line("registered no-module")), None);
+        // The guest's own echo prints the two words one space apart.
+        let echo = script(Setup::on("xfs"), &[], false, false);
+        let echo = echo.lines().find(|l| l.contains(EXT4_LINE)).unwrap();
+        assert!(echo.contains("echo absent) $("), "{echo}");
         let s = script(Setup::on("f2fs"), &["auto"], false, true);
         assert!(
             s.find(EXT4_LINE) < s.find("insmod"),
