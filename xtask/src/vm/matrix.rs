@@ -792,4 +792,20 @@ mod tests {
             .is_some()
         );
     }
+
+    #[test]
+    fn stress_on_a_fixed_kernel_accounts_for_every_counted_write() {
+        let o = Want::Ordered;
+        let skip = "\"write_begin\":2,\"dio_complete\":2";
+        // Counted 62 of 64 (2 hidden by skipped begins), 2 of them
+        // inconclusive (their completions skipped), the rest ordered.
+        assert_eq!(
+            judge_stress(o, stress_line(3, "fentry", [62, 60, 0, 2], "", skip)),
+            None
+        );
+        assert!(
+            judge_stress(o, stress_line(3, "fentry", [62, 59, 0, 2], "", skip)).is_some(),
+            "a counted write neither ordered, a violation nor inconclusive"
+        );
+    }
 }
