@@ -201,9 +201,9 @@ fn one(
         },
         opts,
     )?;
-    let traced = boot1(pattern, &first)?;
-    let survived = survivors(kernel, &disk, opts).with_context(|| format!("{pattern}: boot 2"))?;
-    Ok(CrashResult { survived, ..traced })
+    let mut result = boot1(pattern, &first)?;
+    result.survived = survivors(kernel, &disk, opts).with_context(|| format!("{pattern}: boot 2"))?;
+    Ok(result)
 }
 
 /// What boot 1 reported (the file not yet read: `survived` is Missing

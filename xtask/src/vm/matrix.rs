@@ -808,4 +808,63 @@ mod tests {
             "a counted write neither ordered, a violation nor inconclusive"
         );
     }
+
+    #[test]
+    fn only_skipped_runs_excuse_a_stress_run() {
+        let o = Want::Ordered;
+        // Exit 3 with nothing skipped is no excuse, even counted exactly.
+        assert!(judge_stress(o, stress_line(3, "fentry", [64, 64, 0, 0], "", "")).is_some());
+        assert!(
+            judge_stress(
+                o,
+                stress_line(3, "fentry", [64, 64, 0, 0], "", "\"write_begin\":0")
+            )
+            .is_some()
+        );
+        // A violation on a fixed kernel is excused only by a skip that
+        // happened, not by a zero count of one.
+        let doubted = stress_line(
+            3,
+            "fentry",
+            [64, 63, 1, 0],
+            "sync_before_size_update",
+            "\"write_begin\":1,\"sync_enter\":0",
+        )
+        .replace(
+            "\"reasons\":[]",
+            "\"reasons\":[\"violations cannot be trusted: x\"]",
+        );
+        assert!(judge_stress(o, doubted).is_some());
+    }
+
+    #[test]
+    fn the_support_table_row_says_what_served_and_what_was_answered() {
+        let row = kernel::named::find("buggy-6.1").unwrap();
+        let served = parse(
+            "@@CASE kprobe o-sync-append 1\n@@SUMMARY {\"verdict\":\"violation\",\"counted\":3,\"writes\":5,\"probes\":{\"write_begin\":\"kprobe:iomap_dio_rw\",\"size_update\":\"fentry:ext4_mark\",\"sync_enter\":\"fentry:ext4_sync_file\"}}\n",
+        );
+        assert_eq!(
+            support_row(row, "kprobe", &served[0].1),
+            format!(
+                "| buggy-6.1 | {} | kprobe | kprobe:iomap_dio_rw | fentry:ext4_mark | fentry:ext4_sync_file | - | violation (3 of 5 counted, exit 1) |",
+                row.about
+            )
+        );
+        let refused = parse("@@CASE kprobe o-sync-append 4\n@@ERR no BTF for ext4\n@@ERR second line\n");
+        assert_eq!(
+            support_row(row, "fentry", &refused[0].1),
+            format!(
+                "| buggy-6.1 | {} | fentry | - | - | - | - | refused, exit 4: no BTF for ext4 |",
+                row.about
+            )
+        );
+    }
+
+    #[test]
+    fn unattended_runs_are_quiet() {
+        let o = quiet_options();
+        assert_eq!(o.console, ConsoleMode::Quiet);
+        assert_eq!(o.append, ["quiet", "loglevel=1"]);
+        assert_eq!(o.timeout, VmOptions::default().timeout);
+    }
 }
