@@ -768,3 +768,40 @@ fn verdicts_are_named_as_ndjson_and_the_vm_cells_read_them() {
     assert_eq!(Verdict::Inconclusive("x".into()).name(), "inconclusive");
     assert_eq!(Verdict::Failed(-5).name(), "failed");
 }
+
+// Found by `cargo xtask mutants` (issue 23): only a negative return is a
+// failed write, and only a size update orders one.
+#[test]
+fn a_completion_returning_zero_is_no_failure() {
+    let (out, t) = run(events(vec![
+        begin(1, 1, EVENT_SYNC | EVENT_DSYNC),
+        dirty(1, 5, 8192),
+        sync(1, 10, 8192),
+        Event {
+            arg: 0,
+            ..complete(1, 20)
+        },
+    ]));
+    assert_eq!(out[0].verdict, Verdict::Ordered);
+    assert_eq!(t.failed, 0);
+}
+
+#[test]
+fn a_step_showing_the_size_is_no_size_update() {
+    // The completion began with the on-disk size already covering the
+    // write, and no size update was seen: that proves no order.
+    let (out, _) = run(events(vec![
+        begin(1, 1, EVENT_SYNC | EVENT_DSYNC),
+        Event {
+            i_disksize: 8192,
+            ..ev(CompleteEnter, 1, 5)
+        },
+        sync(1, 10, 8192),
+        complete(1, 20),
+    ]));
+    assert!(
+        matches!(out[0].verdict, Verdict::Inconclusive(_)),
+        "{:?}",
+        out[0].verdict
+    );
+}
