@@ -8,6 +8,7 @@ mod dist;
 mod fuzz;
 mod initramfs;
 mod kernel;
+mod mutants;
 mod setup;
 mod test;
 mod vm;
@@ -43,6 +44,11 @@ enum Command {
     Dist,
     /// Fuzz the trace reader and the record decoder (cargo-fuzz, nightly).
     Fuzz(fuzz::FuzzArgs),
+    /// Mutation testing (cargo-mutants, installed on first use) over the
+    /// engine and the scoring of the QEMU cells; `.cargo/mutants.toml`
+    /// says what is mutated and which mutants are equivalent. Run before
+    /// each release (too slow for CI).
+    Mutants(mutants::MutantsArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -55,5 +61,6 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Fuzz(args) => fuzz::run(args),
         Command::Dist => dist::run(),
+        Command::Mutants(args) => mutants::run(args),
     }
 }

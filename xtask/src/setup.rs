@@ -33,7 +33,11 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
 const PERFETTO_PY: &str = "perfetto==0.59.1";
 
 /// bpf-linker release that uses rustc's own LLVM (no system LLVM needed).
-const BPF_LINKER_VERSION: &str = "0.10.4";
+const BPF_LINKER: CargoTool = CargoTool {
+    krate: "bpf-linker",
+    version: "0.10.4",
+    version_command: &["bpf-linker", "--version"],
+};
 
 /// What the demo uses and nothing more: the tools to build dio-trace
 /// (nightly with rust-src, bpf-linker) and to make and mount its scratch
@@ -46,7 +50,7 @@ pub fn run() -> Result<()> {
     debian_packages(DEBIAN_PACKAGES)?;
     python_packages()?;
     nightly_with_rust_src()?;
-    bpf_linker()?;
+    cargo_tool(&BPF_LINKER)?;
     perfetto_python()?;
     println!("setup: done");
     Ok(())
@@ -56,7 +60,7 @@ pub fn run() -> Result<()> {
 pub fn for_demo() -> Result<()> {
     debian_packages(DEMO_PACKAGES)?;
     nightly_with_rust_src()?;
-    bpf_linker()?;
+    cargo_tool(&BPF_LINKER)?;
     println!("setup: done (the demo's part; `cargo xtask test` installs the rest)");
     Ok(())
 }
@@ -153,24 +157,34 @@ fn nightly_with_rust_src() -> Result<()> {
 /// lints (clippy) need.
 const NIGHTLY_COMPONENTS: [&str; 2] = ["rust-src", "clippy"];
 
-fn bpf_linker() -> Result<()> {
-    let version = Command::new("bpf-linker")
-        .arg("--version")
+/// A tool `cargo install` builds from crates.io, pinned.
+pub struct CargoTool {
+    pub krate: &'static str,
+    pub version: &'static str,
+    /// The command (and its arguments) whose output names the installed
+    /// version.
+    pub version_command: &'static [&'static str],
+}
+
+/// Install `tool` at its pinned version unless that version is present
+/// (a few minutes, once).
+pub fn cargo_tool(tool: &CargoTool) -> Result<()> {
+    let CargoTool {
+        krate,
+        version,
+        version_command: cmd,
+    } = tool;
+    let installed = Command::new(cmd[0])
+        .args(&cmd[1..])
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
-    if version.contains(BPF_LINKER_VERSION) {
-        println!("setup: bpf-linker {BPF_LINKER_VERSION} present");
+    if installed.contains(version) {
+        println!("setup: {krate} {version} present");
         return Ok(());
     }
-    println!("setup: installing bpf-linker {BPF_LINKER_VERSION} (a few minutes, once)");
-    sh(Command::new("cargo").args([
-        "install",
-        "bpf-linker",
-        "--version",
-        BPF_LINKER_VERSION,
-        "--locked",
-    ]))
+    println!("setup: installing {krate} {version} (a few minutes, once)");
+    sh(Command::new("cargo").args(["install", krate, "--version", version, "--locked"]))
 }
 
 /// A Python venv with the `perfetto` package, under the cache (never the

@@ -223,4 +223,15 @@ mod tests {
         cut[..3].copy_from_slice(&[b'a', 0xc3, 0]);
         assert_eq!(Comm::new(&cut).to_string(), "a\u{fffd}");
     }
+
+    // Found by `cargo xtask mutants` (issue 23): a comparison that always
+    // matched, and a Debug that printed nothing.
+    #[test]
+    fn a_comm_equals_only_its_own_name_and_debugs_as_a_string() {
+        assert!(Comm::from("psql") != "postgres");
+        assert!(Comm::from("psql") != "psq");
+        assert!(Comm::from("psql") == "psql");
+        assert_eq!(format!("{:?}", Comm::from("psql")), "\"psql\"");
+        assert_eq!(format!("{:>6}|", Comm::from("dd")), "    dd|");
+    }
 }

@@ -136,11 +136,11 @@ pub fn judge(begin: &Event, events: &[Event], lost: bool, cov: Coverage) -> Verd
             None => no_sync(fs, complete.is_some(), cov, ViolationKind::SyncMissingNewExtent),
         };
     }
-    let covers = |e: &&Event| e.kind.is_size_update() && e.disksize().is_some_and(|d| d >= end);
-    let size_at = events.iter().position(|e| covers(&e));
-    match (sync_at, size_at) {
-        (Some(s), Some(u)) if u < s => Verdict::Ordered,
-        (Some(s), _) => {
+    let covers = |e: &Event| e.kind.is_size_update() && e.disksize().is_some_and(|d| d >= end);
+    match sync_at {
+        // A size update covering the write came before the sync.
+        Some(s) if events[..s].iter().any(covers) => Verdict::Ordered,
+        Some(s) => {
             if !fs_cov.size_update {
                 return Verdict::Inconclusive(format!(
                     "the {} size-update probe ({}) is not attached",
@@ -166,7 +166,7 @@ pub fn judge(begin: &Event, events: &[Event], lost: bool, cov: Coverage) -> Verd
                 _ => Verdict::Violation(ViolationKind::SyncBeforeSizeUpdate),
             }
         }
-        (None, _) => no_sync(fs, complete.is_some(), cov, ViolationKind::SyncMissing),
+        None => no_sync(fs, complete.is_some(), cov, ViolationKind::SyncMissing),
     }
 }
 

@@ -143,4 +143,37 @@ mod tests {
             Overall::Violation
         );
     }
+
+    // Found by `cargo xtask mutants` (issue 23): each of these alone must
+    // keep a run from being clean, and say so.
+    #[test]
+    fn orphans_evictions_and_unjudged_writes_each_spoil_a_clean_run() {
+        let spoiled = |t: Tally, why: &str| {
+            let s = summarize(&t, 3, 0, vec![]);
+            assert_eq!(s.overall, Overall::Inconclusive, "{why}");
+            assert_eq!(s.reasons, [why]);
+        };
+        spoiled(
+            Tally {
+                orphaned_lost: 2,
+                ..tally(3, 0, 0)
+            },
+            "2 events belonged to writes whose start was lost",
+        );
+        spoiled(
+            Tally {
+                evicted: 1,
+                ..tally(3, 0, 0)
+            },
+            "1 writes were closed early: too many in flight",
+        );
+        spoiled(tally(2, 0, 1), "1 writes could not be judged");
+    }
+
+    #[test]
+    fn overall_verdicts_are_named_as_reports_print_them() {
+        assert_eq!(Overall::Ordered.name(), "ordered");
+        assert_eq!(Overall::Violation.name(), "violation");
+        assert_eq!(Overall::Inconclusive.name(), "inconclusive");
+    }
 }

@@ -246,11 +246,17 @@ fn marked<'a>(console: &'a str, marker: &str) -> Option<&'a str> {
         .map(str::trim)
 }
 
+/// The patterns a crash of `setup` runs: f2fs's skip the writes into
+/// fallocated space.
+fn patterns(setup: Setup) -> impl Iterator<Item = &'static str> {
+    PATTERNS
+        .into_iter()
+        .filter(move |p| setup.fs != "f2fs" || *p != INTO_FALLOCATED)
+}
+
 /// Every pattern for `setup` on `kernel`.
 pub fn run(kernel: &Kernel, dio: &GuestFile, opts: &VmOptions, setup: Setup) -> Result<Vec<CrashResult>> {
-    PATTERNS
-        .iter()
-        .filter(|p| setup.fs != "f2fs" || **p != INTO_FALLOCATED)
+    patterns(setup)
         .map(|p| one(kernel, dio, p, opts, setup))
         .collect()
 }
@@ -273,6 +279,16 @@ fn one(
         },
         opts,
     )?;
+    let mut result = boot1(pattern, setup, &first)?;
+    let path = format!("{}/probe", setup.folder(DIR).1);
+    result.survived = survivors(kernel, &disk, opts, &path).with_context(|| format!("{pattern}: boot 2"))?;
+    Ok(result)
+}
+
+/// What boot 1 reported (the file not yet read: `survived` is Missing
+/// until boot 2 says otherwise); an error when it did not crash or
+/// printed no summary.
+fn boot1(pattern: &'static str, setup: Setup, first: &super::Outcome) -> Result<CrashResult> {
     if !matches!(first.end, End::Panicked) {
         bail!("{pattern}: boot 1 did not crash: {}", first.failure());
     }
@@ -289,8 +305,6 @@ fn one(
     let counted = summary["counted"].as_u64();
     let cp_reason =
         marked(&first.console, "@@CP ").and_then(|c| c.trim_start_matches("\"cp_reason\":").parse().ok());
-    let path = format!("{}/probe", setup.folder(DIR).1);
-    let survived = survivors(kernel, &disk, opts, &path).with_context(|| format!("{pattern}: boot 2"))?;
     Ok(CrashResult {
         pattern,
         writes: setup.writes(WRITES),
@@ -298,7 +312,7 @@ fn one(
         verdict,
         exit,
         counted,
-        survived,
+        survived: Survived::Missing,
     })
 }
 
@@ -447,5 +461,106 @@ mod tests {
             }
             .agrees()
         );
+    }
+
+    // Found by `cargo xtask mutants` (issue 23): sizes at and past the
+    // edges of the two written blocks.
+    #[test]
+    fn a_partial_or_oversized_file_is_named_for_what_it_is() {
+        let left = |size, data| {
+            CrashResult {
+                survived: Survived::File { size, data },
+                ..r("violation", 0)
+            }
+            .crash()
+        };
+        assert_eq!(left(0, 0), "size-lost");
+        assert_eq!(left(BLOCK, BLOCK), "size-lost");
+        assert_eq!(left(6000, 6000), "size-lost", "a torn second block");
+        assert_eq!(left(2 * BLOCK - 1, 2 * BLOCK - 1), "size-lost");
+        assert_eq!(left(2 * BLOCK, 2 * BLOCK), "size-kept");
+        assert_eq!(left(2 * BLOCK, BLOCK), "data-lost");
+        assert_eq!(left(3 * BLOCK, 3 * BLOCK), "unexpected", "more than was written");
+        assert_eq!(left(3 * BLOCK, 0), "unexpected");
+        let over = CrashResult {
+            survived: Survived::File {
+                size: 3 * BLOCK,
+                data: 3 * BLOCK,
+            },
+            ..r("ordered", 0)
+        };
+        assert!(!over.agrees(), "an unexpected file agrees with no verdict");
+    }
+
+    #[test]
+    fn setups_are_labelled_and_f2fs_skips_unwritten_extents() {
+        assert_eq!(Setup::EXT4.label(), "ext4");
+        let f2fs = |hardlink: bool| {
+            if hardlink {
+                Setup::on("f2fs").hardlinked()
+            } else {
+                Setup::on("f2fs")
+            }
+        };
+        assert_eq!(f2fs(true).label(), "f2fs+hardlink");
+        assert_eq!(f2fs(false).label(), "f2fs");
+        let of = |s| patterns(s).collect::<Vec<_>>();
+        assert_eq!(of(Setup::EXT4), PATTERNS);
+        assert_eq!(of(Setup::on("xfs")), PATTERNS);
+        for hardlink in [false, true] {
+            assert_eq!(of(f2fs(hardlink)), ["o-sync-append", "o-dsync-append"]);
+        }
+    }
+
+    #[test]
+    fn boot_1_writes_twice_then_crashes_with_the_setups_options() {
+        let ext4 = write_and_crash("o-dsync-append", Setup::EXT4, "");
+        assert!(ext4.starts_with("mount -o remount,commit=60 /mnt\n"), "{ext4}");
+        assert!(ext4.contains(&format!("--pattern o-dsync-append --count {WRITES} /mnt/probe")));
+        assert!(!ext4.contains("--full-timeline") && !ext4.contains("ln "));
+        for marker in [
+            "echo \"@@EXIT $?\"",
+            "@@SUMMARY",
+            "@@CP",
+            "echo c > /proc/sysrq-trigger",
+        ] {
+            assert!(ext4.contains(marker), "{marker} missing: {ext4}");
+        }
+        let f2fs = write_and_crash("o-sync-append", Setup::on("f2fs").hardlinked(), "");
+        assert!(!f2fs.contains("commit=60"), "ext4's mount option on f2fs: {f2fs}");
+        assert!(f2fs.contains("dio-trace run --json --full-timeline -- "));
+        assert!(f2fs.contains("ln /mnt/probe /mnt/probe-link\n"));
+        let xfs = write_and_crash("o-sync-append", Setup::on("xfs"), "");
+        assert!(!xfs.contains("commit=60") && !xfs.contains("--full-timeline"));
+    }
+
+    #[test]
+    fn boot_1_is_read_from_its_markers_and_must_crash() {
+        let outcome = |end, console: &str| super::super::Outcome {
+            end,
+            console: console.into(),
+            elapsed: std::time::Duration::ZERO,
+            streamed: true,
+        };
+        let console = "[ 0.5] noise\n@@EXIT 1\n@@SUMMARY {\"verdict\":\"violation\",\"counted\":2}\n@@CP \"cp_reason\":3\n[ 1.0] sysrq: Trigger a crash\n";
+        let got = boot1("o-sync-append", Setup::EXT4, &outcome(End::Panicked, console)).unwrap();
+        assert_eq!(got.verdict, "violation");
+        assert_eq!(got.exit, Some(1));
+        assert_eq!(got.counted, Some(2));
+        assert_eq!(got.cp_reason, Some(3));
+        assert_eq!(got.survived, Survived::Missing);
+        let plain = console.replace("@@CP \"cp_reason\":3\n", "");
+        assert_eq!(
+            boot1("o-sync-append", Setup::EXT4, &outcome(End::Panicked, &plain))
+                .unwrap()
+                .cp_reason,
+            None
+        );
+        assert!(
+            boot1("o-sync-append", Setup::EXT4, &outcome(End::Exited(1), console)).is_err(),
+            "a boot that did not crash tells nothing about what survives"
+        );
+        let silent = console.replace("@@SUMMARY", "@@NOTHING");
+        assert!(boot1("o-sync-append", Setup::EXT4, &outcome(End::Panicked, &silent)).is_err());
     }
 }

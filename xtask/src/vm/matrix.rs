@@ -679,4 +679,214 @@ mod tests {
         let no_counts = "@@CASE kprobe o-sync-append 1\n@@SUMMARY {\"probes\":{\"write_begin\":\"kprobe:x\"}}\n@@KINDS \n@@STACKS 0 0\n";
         assert!(judge(sbsu, "kprobe", case, &parse(no_counts)[0].1).is_some());
     }
+
+    // Found by `cargo xtask mutants` (issue 23): the guest script, the
+    // lookup of a case and the refusal and unservable judgements had no
+    // test that could fail.
+    #[test]
+    fn the_matrix_is_every_named_kernel_its_row_puts_there() {
+        let ks = kernels();
+        let rows: Vec<&Named> = NAMED.iter().filter(|n| n.matrix).collect();
+        assert_eq!(ks.len(), rows.len());
+        assert!(rows.len() < NAMED.len(), "the f2fs pair stay out");
+        for (k, row) in ks.iter().zip(rows) {
+            assert_eq!(k.row().map(|r| r.name), Some(row.name));
+        }
+    }
+
+    #[test]
+    fn the_guest_runs_every_backend_and_pattern_once() {
+        let s = script("");
+        assert!(s.starts_with("set +e\n") && s.ends_with("exit 0\n"), "{s}");
+        assert!(!s.contains(WITHOUT_BTF) && !s.contains("--btf"));
+        for b in BACKENDS {
+            for (p, count, _) in PATTERNS {
+                let run = format!(
+                    "dio-trace run --backend {b} --json -- dio-trace write --pattern {p} --count {count} /mnt/{b}-{p} >"
+                );
+                assert_eq!(s.matches(&run).count(), 1, "{run}");
+                assert_eq!(s.matches(&format!("echo \"@@CASE {b} {p} $?\"")).count(), 1);
+            }
+        }
+        assert_eq!(s.matches("@@CASE").count(), BACKENDS.len() * PATTERNS.len());
+        for marker in ["@@SUMMARY", "@@KINDS", "@@STACKS", "@@ERR"] {
+            assert_eq!(
+                s.matches(marker).count(),
+                BACKENDS.len() * PATTERNS.len(),
+                "{marker}"
+            );
+        }
+        // A kernel that needs --btf: first the refusal without it, then
+        // every case with it.
+        let s = script(" --btf /btf");
+        let (p, count, _) = PATTERNS[0];
+        let first = s.lines().nth(1).unwrap();
+        assert_eq!(
+            first,
+            format!(
+                "dio-trace run --backend kprobe{ON_EXT4} --json -- dio-trace write --pattern {p} --count {count} /mnt/{WITHOUT_BTF}-{p} >/tmp/out 2>/tmp/err"
+            )
+        );
+        assert_eq!(s.matches("--btf /btf").count(), BACKENDS.len() * PATTERNS.len());
+        assert_eq!(s.matches("@@CASE").count(), BACKENDS.len() * PATTERNS.len() + 1);
+    }
+
+    fn outcome(console: &str) -> crate::vm::Outcome {
+        crate::vm::Outcome {
+            end: crate::vm::End::Exited(0),
+            console: console.into(),
+            elapsed: std::time::Duration::ZERO,
+            streamed: true,
+        }
+    }
+
+    #[test]
+    fn each_case_is_found_by_its_backend_and_pattern() {
+        let console = "@@CASE kprobe o-sync-append 0\n@@ERR one\n@@CASE fentry o-sync-append 1\n@@ERR two\n@@CASE kprobe o-dsync-append 3\n@@ERR three\n";
+        let seen = parse(console);
+        let err = |b, p| find_case(&seen, b, p).map(|s| s.err.trim().to_owned());
+        assert_eq!(err("kprobe", "o-sync-append").as_deref(), Some("one"));
+        assert_eq!(err("fentry", "o-sync-append").as_deref(), Some("two"));
+        assert_eq!(err("kprobe", "o-dsync-append").as_deref(), Some("three"));
+        assert_eq!(err("fentry", "o-dsync-append"), None);
+        assert_eq!(err("tracepoint", "o-sync-append"), None);
+        let o = outcome(console);
+        let missing = judged(Want::Ordered, "tracepoint", PATTERNS[0], None, &o);
+        assert!(missing.unwrap().starts_with("the guest did not report this case"));
+        // A reported case is judged on what it showed.
+        let good = "@@CASE kprobe o-sync-append 0\n@@SUMMARY {\"counted\":3,\"ordered\":3,\"violations\":0,\"inconclusive\":0,\"probes\":{\"write_begin\":\"kprobe:iomap_dio_rw\"},\"reasons\":[]}\n@@KINDS \n@@STACKS 0 0\n";
+        let seen = parse(good);
+        let case = find_case(&seen, "kprobe", "o-sync-append");
+        assert_eq!(judged(Want::Ordered, "kprobe", PATTERNS[0], case, &o), None);
+        assert!(judged(Want::Violation("sync_missing"), "kprobe", PATTERNS[0], case, &o).is_some());
+    }
+
+    #[test]
+    fn a_refusal_needs_exit_4_and_the_message() {
+        let want = Want::Refused("--btf");
+        let seen = |exit: i32, err: &str| {
+            parse(&format!(
+                "@@CASE {WITHOUT_BTF} o-sync-append {exit}\n@@ERR {err}\n"
+            ))
+        };
+        let j = |exit, err| judge(want, "kprobe", PATTERNS[0], &seen(exit, err)[0].1);
+        assert_eq!(j(4, "ext4 has no BTF here: give it with --btf FILE"), None);
+        assert!(j(4, "something else went wrong").is_some(), "the wrong refusal");
+        assert!(
+            j(1, "ext4 has no BTF here: give it with --btf FILE").is_some(),
+            "not a refusal"
+        );
+        assert!(j(0, "").is_some());
+    }
+
+    #[test]
+    fn an_unservable_probe_must_be_reported_unattached_with_exit_3() {
+        let want = Want::Unservable("write_begin");
+        // No counts at all: nothing was traced, which is what unservable means.
+        let line = |exit: i32, probes: &str, reasons: &str| {
+            format!(
+                "@@CASE tracepoint o-sync-append {exit}\n@@SUMMARY {{\"probes\":{{{probes}}},\"reasons\":[{reasons}]}}\n@@KINDS \n@@STACKS 0 0\n"
+            )
+        };
+        let j = |text: String| judge(want, "tracepoint", PATTERNS[0], &parse(&text)[0].1);
+        let said = "\"probe write_begin could not attach: no tracepoint\"";
+        assert_eq!(j(line(3, "\"size_update\":\"tracepoint:x\"", said)), None);
+        assert!(
+            j(line(0, "\"size_update\":\"tracepoint:x\"", said)).is_some(),
+            "exit 0"
+        );
+        assert!(
+            j(line(3, "\"write_begin\":\"kprobe:iomap_dio_rw\"", said)).is_some(),
+            "the probe was served after all"
+        );
+        assert!(
+            j(line(3, "", "\"probe size_update could not attach\"")).is_some(),
+            "another probe"
+        );
+        // Any other want with the counts missing fails.
+        assert!(
+            judge(
+                Want::Ordered,
+                "tracepoint",
+                PATTERNS[0],
+                &parse(&line(0, "", ""))[0].1
+            )
+            .is_some()
+        );
+    }
+
+    #[test]
+    fn stress_on_a_fixed_kernel_accounts_for_every_counted_write() {
+        let o = Want::Ordered;
+        let skip = "\"write_begin\":2,\"dio_complete\":2";
+        // Counted 62 of 64 (2 hidden by skipped begins), 2 of them
+        // inconclusive (their completions skipped), the rest ordered.
+        assert_eq!(
+            judge_stress(o, stress_line(3, "fentry", [62, 60, 0, 2], "", skip)),
+            None
+        );
+        assert!(
+            judge_stress(o, stress_line(3, "fentry", [62, 59, 0, 2], "", skip)).is_some(),
+            "a counted write neither ordered, a violation nor inconclusive"
+        );
+    }
+
+    #[test]
+    fn only_skipped_runs_excuse_a_stress_run() {
+        let o = Want::Ordered;
+        // Exit 3 with nothing skipped is no excuse, even counted exactly.
+        assert!(judge_stress(o, stress_line(3, "fentry", [64, 64, 0, 0], "", "")).is_some());
+        assert!(
+            judge_stress(
+                o,
+                stress_line(3, "fentry", [64, 64, 0, 0], "", "\"write_begin\":0")
+            )
+            .is_some()
+        );
+        // A violation on a fixed kernel is excused only by a skip that
+        // happened, not by a zero count of one.
+        let doubted = stress_line(
+            3,
+            "fentry",
+            [64, 63, 1, 0],
+            "sync_before_size_update",
+            "\"write_begin\":1,\"sync_enter\":0",
+        )
+        .replace(
+            "\"reasons\":[]",
+            "\"reasons\":[\"violations cannot be trusted: x\"]",
+        );
+        assert!(judge_stress(o, doubted).is_some());
+    }
+
+    #[test]
+    fn the_support_table_row_says_what_served_and_what_was_answered() {
+        let row = kernel::named::find("buggy-6.1").unwrap();
+        let served = parse(
+            "@@CASE kprobe o-sync-append 1\n@@SUMMARY {\"verdict\":\"violation\",\"counted\":3,\"writes\":5,\"probes\":{\"write_begin\":\"kprobe:iomap_dio_rw\",\"size_update\":\"fentry:ext4_mark\",\"sync_enter\":\"fentry:ext4_sync_file\"}}\n",
+        );
+        assert_eq!(
+            support_row(row, "kprobe", &served[0].1),
+            format!(
+                "| buggy-6.1 | {} | kprobe | kprobe:iomap_dio_rw | fentry:ext4_mark | fentry:ext4_sync_file | - | violation (3 of 5 counted, exit 1) |",
+                row.about
+            )
+        );
+        let refused = parse("@@CASE kprobe o-sync-append 4\n@@ERR no BTF for ext4\n@@ERR second line\n");
+        assert_eq!(
+            support_row(row, "fentry", &refused[0].1),
+            format!(
+                "| buggy-6.1 | {} | fentry | - | - | - | - | refused, exit 4: no BTF for ext4 |",
+                row.about
+            )
+        );
+    }
+
+    #[test]
+    fn unattended_runs_are_quiet() {
+        let o = quiet_options();
+        assert_eq!(o.console, ConsoleMode::Quiet);
+        assert_eq!(o.append, ["quiet", "loglevel=1"]);
+        assert_eq!(o.timeout, VmOptions::default().timeout);
+    }
 }

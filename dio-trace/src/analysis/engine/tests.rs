@@ -747,3 +747,61 @@ fn a_whole_write_that_arrives_after_a_later_one_leaves_it_open() {
     assert_eq!(e.tally().abandoned, 1, "the attempt at 50 was retried at 55");
     assert_eq!(e.tally().ordered, 2);
 }
+
+// Found by `cargo xtask mutants` (issue 23): the flavour reports print and
+// the verdicts' names had no test that could fail.
+#[test]
+fn o_sync_and_o_dsync_writes_are_named_apart() {
+    // The kernel sets DSYNC for O_SYNC too (__O_SYNC | O_DSYNC).
+    assert_eq!(begin(1, 0, EVENT_SYNC | EVENT_DSYNC).sync_flavour(), "sync");
+    assert_eq!(begin(1, 0, EVENT_DSYNC).sync_flavour(), "dsync");
+    assert_eq!(
+        begin(1, 0, EVENT_DSYNC | EVENT_NEW_EXTENT).sync_flavour(),
+        "dsync"
+    );
+}
+
+#[test]
+fn verdicts_are_named_as_ndjson_and_the_vm_cells_read_them() {
+    assert_eq!(Verdict::Ordered.name(), "ordered");
+    assert_eq!(Verdict::Violation(ViolationKind::SyncMissing).name(), "violation");
+    assert_eq!(Verdict::Inconclusive("x".into()).name(), "inconclusive");
+    assert_eq!(Verdict::Failed(-5).name(), "failed");
+}
+
+// Found by `cargo xtask mutants` (issue 23): only a negative return is a
+// failed write, and only a size update orders one.
+#[test]
+fn a_completion_returning_zero_is_no_failure() {
+    let (out, t) = run(events(vec![
+        begin(1, 1, EVENT_SYNC | EVENT_DSYNC),
+        dirty(1, 5, 8192),
+        sync(1, 10, 8192),
+        Event {
+            arg: 0,
+            ..complete(1, 20)
+        },
+    ]));
+    assert_eq!(out[0].verdict, Verdict::Ordered);
+    assert_eq!(t.failed, 0);
+}
+
+#[test]
+fn a_step_showing_the_size_is_no_size_update() {
+    // The completion began with the on-disk size already covering the
+    // write, and no size update was seen: that proves no order.
+    let (out, _) = run(events(vec![
+        begin(1, 1, EVENT_SYNC | EVENT_DSYNC),
+        Event {
+            i_disksize: 8192,
+            ..ev(CompleteEnter, 1, 5)
+        },
+        sync(1, 10, 8192),
+        complete(1, 20),
+    ]));
+    assert!(
+        matches!(out[0].verdict, Verdict::Inconclusive(_)),
+        "{:?}",
+        out[0].verdict
+    );
+}
