@@ -24,6 +24,7 @@
 //! the sync's `cp_reason` is printed with the verdict.
 
 use anyhow::{Context as _, Result, bail};
+use dio_trace_common::crash::{Expect, Outcome, agrees, classify};
 use serde_json::Value;
 
 use super::crash_probe::{Survived, survivors};
@@ -74,13 +75,22 @@ pub struct CrashResult {
 
 impl CrashResult {
     pub fn crash(&self) -> &'static str {
-        match self.survived {
-            Survived::Missing => "file-lost",
-            Survived::File { size, .. } if size < 2 * BLOCK => "size-lost",
-            Survived::File { size, data } if size == 2 * BLOCK && data < size => "data-lost",
-            Survived::File { size, data } if size == 2 * BLOCK && data == size => "size-kept",
-            Survived::File { .. } => "unexpected",
+        match self.outcome() {
+            // This harness's name for it since before the shared rule.
+            Outcome::Kept => "size-kept",
+            o => o.name(),
         }
+    }
+
+    /// The shared classification: two written blocks, all of them data.
+    fn outcome(&self) -> Outcome {
+        classify(
+            self.survived,
+            Expect {
+                size: 2 * BLOCK,
+                data: 2 * BLOCK,
+            },
+        )
     }
 
     /// "8192 bytes, 4096 of them written data" or "no file".
@@ -92,10 +102,7 @@ impl CrashResult {
     }
 
     pub fn agrees(&self) -> bool {
-        matches!(
-            (self.verdict.as_str(), self.crash()),
-            ("ordered", "size-kept") | ("violation", "size-lost" | "data-lost" | "file-lost")
-        )
+        agrees(&self.verdict, self.outcome())
     }
 }
 
