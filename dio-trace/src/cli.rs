@@ -251,6 +251,11 @@ pub struct VerifyArgs {
     /// (exit 4 without); exit 5 when a verdict and its crash disagree.
     #[arg(long, conflicts_with = "dir")]
     pub crash: bool,
+    /// With --crash: start from the fresh, unmounted filesystem of --fs on
+    /// this device or image (copied, never written) instead of running mkfs:
+    /// for systems without mkfs, like the test guests.
+    #[arg(long, value_name = "DEV", requires = "crash")]
+    pub fresh_fs: Option<PathBuf>,
     /// With --crash: JUnit XML, one test case per counted write.
     #[arg(long, value_name = "FILE", requires = "crash")]
     pub junit: Option<PathBuf>,

@@ -118,7 +118,7 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<Exit> {
                 "dio-trace verify: making a scratch {} image on a dm-log-writes device",
                 a.fs.name()
             );
-            let r = rig.insert(Rig::create(a.fs, 256)?);
+            let r = rig.insert(Rig::create(a.fs, 256, a.fresh_fs.as_deref())?);
             eprintln!("dio-trace verify: {} on {}", r.dir().display(), r.dm_name());
             r.dir().to_path_buf()
         }

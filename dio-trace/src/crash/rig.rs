@@ -25,6 +25,9 @@ pub struct Rig {
     root: PathBuf,
     fs: Fs,
     bytes: u64,
+    /// The image replays start from: the fresh filesystem `--fresh-fs`
+    /// gave (mkfs is then not in the log); `None`: a blank device.
+    base: Option<PathBuf>,
     ctl: Control,
     name: String,
     loops: Vec<String>,
@@ -74,11 +77,27 @@ impl Rig {
     /// Images of `size_mib` (at least what `fs` needs) for data and log,
     /// the log-writes target named after this process, `fs` made on it
     /// (so mkfs is in the log and a replay starts from a blank device)
-    /// and mounted.
-    pub fn create(fs: Fs, size_mib: u64) -> Result<Self, EnvError> {
+    /// and mounted. With `fresh`, a device or image holding a fresh `fs`
+    /// instead of mkfs (guests without mkfs): it is copied, never written,
+    /// and replays start from the copy.
+    pub fn create(fs: Fs, size_mib: u64, fresh: Option<&Path>) -> Result<Self, EnvError> {
         // First, before any image: without device mapper this is exit 4.
         let ctl = Control::open()?;
-        let bytes = size_mib.max(min_size_mib(fs)) << 20;
+        let fresh = match fresh {
+            Some(p) => {
+                let f = std::fs::File::open(p).map_err(|e| {
+                    EnvError(format!("cannot open the fresh filesystem {}: {e}", p.display()))
+                })?;
+                let len = std::io::Seek::seek(&mut &f, std::io::SeekFrom::End(0))
+                    .map_err(|e| EnvError(format!("cannot size {}: {e}", p.display())))?;
+                Some((f, len))
+            }
+            None => None,
+        };
+        let bytes = match &fresh {
+            Some((_, len)) => *len,
+            None => size_mib.max(min_size_mib(fs)) << 20,
+        };
         let root = std::env::temp_dir().join(format!(
             "dio-trace-crash-{}-{}",
             std::process::id(),
@@ -91,6 +110,7 @@ impl Rig {
             root,
             fs,
             bytes,
+            base: None,
             ctl,
             name: format!("dio-trace-lw-{}", std::process::id()),
             loops: Vec::new(),
@@ -104,6 +124,17 @@ impl Rig {
             std::fs::File::create(&path)
                 .and_then(|f| f.set_len(len))
                 .map_err(|e| EnvError(format!("cannot create {}: {e}", path.display())))?;
+            if let Some((src, _)) = fresh.as_ref().filter(|_| image == "data.img") {
+                let base = rig.root.join("base.img");
+                let copy = || -> std::io::Result<()> {
+                    let b = std::fs::File::create(&base)?;
+                    b.set_len(bytes)?;
+                    let d = std::fs::OpenOptions::new().write(true).open(&path)?;
+                    sparse_copy(src, &[&b, &d], bytes)
+                };
+                copy().map_err(|e| EnvError(format!("cannot copy the fresh filesystem: {e}")))?;
+                rig.base = Some(base);
+            }
             let dev = losetup(&path)?;
             rig.loops.push(dev);
         }
@@ -125,12 +156,17 @@ impl Rig {
             })?;
         rig.dm_live = true;
         let node = node.display().to_string();
-        let (tool, args, package) = mkfs(fs);
-        run(
-            Command::new(tool).args(args).arg(&node),
-            &format!("making {}", fs.name()),
-            package,
-        )?;
+        if rig.base.is_none() {
+            let (tool, args, package) = mkfs(fs);
+            run(
+                Command::new(tool).args(args).arg(&node),
+                &format!(
+                    "making {} (or pass --fresh-fs DEV holding a fresh one)",
+                    fs.name()
+                ),
+                package,
+            )?;
+        }
         mount(fs, &node, &rig.mount, false)?;
         rig.mounted = true;
         Ok(rig)
@@ -176,6 +212,9 @@ impl Rig {
         let image = self.root.join("replay.img");
         let mut target = std::fs::File::create(&image)?;
         target.set_len(self.bytes)?;
+        if let Some(base) = &self.base {
+            sparse_copy(&std::fs::File::open(base)?, &[&target], self.bytes)?;
+        }
         let mut log = Log::open(std::io::BufReader::new(std::fs::File::open(log)?))?;
         replay::to_mark(&mut log, mark, &mut target)?;
         target.sync_all()?;
@@ -193,6 +232,42 @@ impl Rig {
         let _ = Command::new("losetup").arg("-d").arg(&dev).status();
         read
     }
+}
+
+/// Copy `len` bytes of `src` into each of `dst` (sized already), writing
+/// only blocks that are not all zeros and skipping `src`'s holes: images
+/// stay sparse, and a copy costs what the filesystem used.
+fn sparse_copy(src: &std::fs::File, dst: &[&std::fs::File], len: u64) -> std::io::Result<()> {
+    use std::os::{fd::AsRawFd as _, unix::fs::FileExt as _};
+    const BLOCK: usize = 4096;
+    let mut buf = vec![0u8; 256 * BLOCK];
+    let mut at = 0u64;
+    while at < len {
+        // SAFETY: plain integers on an open descriptor. Block devices and
+        // old filesystems answer EINVAL/ENXIO: then read everything.
+        let data = unsafe { libc::lseek(src.as_raw_fd(), at as libc::off_t, libc::SEEK_DATA) };
+        if data < 0 {
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO) {
+                break; // no data after `at`
+            }
+        } else {
+            at = (data as u64).min(len) / BLOCK as u64 * BLOCK as u64;
+        }
+        let want = (len - at).min(buf.len() as u64) as usize;
+        let n = src.read_at(&mut buf[..want], at)?;
+        if n == 0 {
+            break;
+        }
+        for (i, block) in buf[..n].chunks(BLOCK).enumerate() {
+            if block.iter().any(|&b| b != 0) {
+                for d in dst {
+                    d.write_all_at(block, at + (i * BLOCK) as u64)?;
+                }
+            }
+        }
+        at += n as u64;
+    }
+    Ok(())
 }
 
 /// Size and non-zero bytes of `path`, or that it is gone.
@@ -227,5 +302,28 @@ impl Drop for Rig {
             let _ = Command::new("losetup").arg("-d").arg(dev).status();
         }
         let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::FileExt as _;
+
+    use super::*;
+
+    #[test]
+    fn sparse_copy_copies_data_and_leaves_holes() {
+        let src = tempfile::tempfile().unwrap();
+        src.set_len(1 << 20).unwrap();
+        src.write_all_at(&[5u8; 4096], 8192).unwrap();
+        src.write_all_at(&[6u8; 10], 700_000).unwrap();
+        let dst = tempfile::tempfile().unwrap();
+        dst.set_len(1 << 20).unwrap();
+        sparse_copy(&src, &[&dst], 1 << 20).unwrap();
+        let mut a = vec![0u8; 1 << 20];
+        let mut b = vec![0u8; 1 << 20];
+        src.read_exact_at(&mut a, 0).unwrap();
+        dst.read_exact_at(&mut b, 0).unwrap();
+        assert!(a == b);
     }
 }
