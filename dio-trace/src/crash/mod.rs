@@ -9,6 +9,7 @@
 
 pub mod dm;
 pub mod log;
+pub mod loopdev;
 pub mod replay;
 pub mod report;
 pub mod rig;

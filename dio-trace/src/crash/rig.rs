@@ -14,7 +14,7 @@ use dio_trace_common::{crash::Survived, fs::Fs};
 use super::{
     dm::{self, Control},
     log::Log,
-    replay,
+    loopdev, replay,
 };
 use crate::{
     error::EnvError,
@@ -37,11 +37,13 @@ pub struct Rig {
 }
 
 fn losetup(image: &Path) -> Result<String, EnvError> {
-    run(
-        Command::new("losetup").args(["--find", "--show"]).arg(image),
-        "attaching a loop device (needs root and the loop module)",
-        "mount",
-    )
+    loopdev::attach(image)
+        .map(|p| p.display().to_string())
+        .map_err(|e| EnvError(format!("attaching {} to a loop device: {e}", image.display())))
+}
+
+fn losetup_d(dev: &str) {
+    let _ = loopdev::detach(Path::new(dev));
 }
 
 /// What to pass to `mount -o`: ext4's periodic journal commit pushed past
@@ -201,7 +203,7 @@ impl Rig {
             self.dm_live = false;
         }
         for dev in self.loops.drain(..) {
-            let _ = Command::new("losetup").arg("-d").arg(&dev).status();
+            losetup_d(&dev);
         }
         Ok(self.root.join("log.img"))
     }
@@ -229,7 +231,7 @@ impl Rig {
                 run(Command::new("umount").arg(&dir), "unmounting a replay", "mount")?;
                 r
             });
-        let _ = Command::new("losetup").arg("-d").arg(&dev).status();
+        losetup_d(&dev);
         read
     }
 }
@@ -299,7 +301,7 @@ impl Drop for Rig {
             let _ = self.ctl.remove(&self.name);
         }
         for dev in &self.loops {
-            let _ = Command::new("losetup").arg("-d").arg(dev).status();
+            losetup_d(dev);
         }
         let _ = std::fs::remove_dir_all(&self.root);
     }
