@@ -256,6 +256,10 @@ pub struct VerifyArgs {
     /// for systems without mkfs, like the test guests.
     #[arg(long, value_name = "DEV", requires = "crash")]
     pub fresh_fs: Option<PathBuf>,
+    /// With --crash: keep the dm-log-writes log (its entries only) in FILE,
+    /// to replay again later (its marks are PATTERN/WRITER/INDEX).
+    #[arg(long, value_name = "FILE", requires = "crash")]
+    pub keep_log: Option<PathBuf>,
     /// With --crash: JUnit XML, one test case per counted write.
     #[arg(long, value_name = "FILE", requires = "crash")]
     pub junit: Option<PathBuf>,

@@ -219,7 +219,7 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<Exit> {
     }
     let mut exit = overall(&rows);
     let truths = match rig.as_mut() {
-        Some(r) => crash_truths(r, &seen, a.count, a.json)?,
+        Some(r) => crash_truths(r, &seen, a.count, a.json, a.keep_log.as_deref())?,
         None => Vec::new(),
     };
     if a.crash {
@@ -299,8 +299,15 @@ fn crash_truths(
     seen: &[(Pattern, Vec<Seen>)],
     count: u32,
     json: bool,
+    keep: Option<&std::path::Path>,
 ) -> anyhow::Result<Vec<WriteTruth>> {
     let log = rig.finish()?;
+    if let Some(keep) = keep {
+        let len = crate::crash::log::Log::open(std::fs::File::open(&log)?)?.used_bytes()?;
+        let mut from = std::io::Read::take(std::fs::File::open(&log)?, len);
+        let mut to = std::fs::File::create(keep)?;
+        std::io::copy(&mut from, &mut to)?;
+    }
     let mut truths = Vec::new();
     for (pattern, writes) in seen.iter().filter(|(p, _)| p.counted()) {
         let pattern = *pattern;

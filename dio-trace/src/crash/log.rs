@@ -247,6 +247,16 @@ impl<R: Read + Seek> Log<R> {
         Ok(Some(entry))
     }
 
+    /// Bytes the log's entries take, super included: what to keep of a
+    /// log device that is mostly unused (reads the whole log; rewinds).
+    pub fn used_bytes(&mut self) -> Result<u64, LogError> {
+        self.rewind()?;
+        while self.next_entry()?.is_some() {}
+        let len = self.at;
+        self.rewind()?;
+        Ok(len)
+    }
+
     /// Every mark's name, in log order (reads the whole log; rewinds).
     pub fn marks(&mut self) -> Result<Vec<String>, LogError> {
         self.rewind()?;
@@ -321,6 +331,10 @@ mod tests {
         ]
     }
 
+    fn bytes_len(ss: u32) -> u64 {
+        write::log(ss, &sample()).len() as u64
+    }
+
     #[test]
     fn reads_back_what_was_written() {
         for ss in [512, 4096] {
@@ -334,6 +348,7 @@ mod tests {
             assert_eq!(got, sample());
             assert_eq!(log.marks().unwrap(), ["o-sync-append/0/0", "o-sync-append/0/1"]);
             assert_eq!(log.position(), 0, "marks() rewinds");
+            assert_eq!(log.used_bytes().unwrap(), bytes_len(ss));
         }
     }
 

@@ -44,6 +44,9 @@ pub struct Named {
     pub ext4_btf_from: Option<&'static str>,
     /// Run the crash ground truth on it in `cargo xtask test`.
     pub crash: bool,
+    /// It ships device mapper's log-writes target: the matrix's `verify`
+    /// runs with `--crash` there (per-write crash truth, `crash_truth.rs`).
+    pub crash_truth: bool,
 }
 
 /// `iomap:iomap_dio_rw_begin` came in 6.4: before, no tracepoint can
@@ -64,6 +67,7 @@ pub static NAMED: &[Named] = &[
         refused: None,
         ext4_btf_from: None,
         crash: true,
+        crash_truth: true,
     },
     Named {
         name: "debian-5.10-generic",
@@ -80,6 +84,7 @@ pub static NAMED: &[Named] = &[
         refused: Some("--btf"),
         ext4_btf_from: Some(r"^linux-image-5\.10\.0-30-amd64-dbg$"),
         crash: false,
+        crash_truth: false,
     },
     Named {
         name: "debian-6.1",
@@ -94,6 +99,7 @@ pub static NAMED: &[Named] = &[
         refused: None,
         ext4_btf_from: None,
         crash: true,
+        crash_truth: true,
     },
     Named {
         name: "debian-6.1-generic",
@@ -111,6 +117,7 @@ pub static NAMED: &[Named] = &[
         refused: None,
         ext4_btf_from: None,
         crash: false,
+        crash_truth: false,
     },
     Named {
         name: "debian-6.12",
@@ -125,6 +132,7 @@ pub static NAMED: &[Named] = &[
         refused: None,
         ext4_btf_from: None,
         crash: false,
+        crash_truth: false,
     },
     Named {
         name: "debian-6.12-generic",
@@ -140,6 +148,7 @@ pub static NAMED: &[Named] = &[
         refused: None,
         ext4_btf_from: None,
         crash: false,
+        crash_truth: false,
     },
     Named {
         name: "debian-7.3",
@@ -154,6 +163,7 @@ pub static NAMED: &[Named] = &[
         refused: None,
         ext4_btf_from: None,
         crash: false,
+        crash_truth: false,
     },
     Named {
         name: "buggy-6.1",
@@ -165,6 +175,7 @@ pub static NAMED: &[Named] = &[
         refused: None,
         ext4_btf_from: None,
         crash: true,
+        crash_truth: false,
     },
     Named {
         name: "buggy-7.3",
@@ -176,6 +187,7 @@ pub static NAMED: &[Named] = &[
         refused: None,
         ext4_btf_from: None,
         crash: true,
+        crash_truth: false,
     },
 ];
 

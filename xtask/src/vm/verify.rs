@@ -9,7 +9,7 @@ use anyhow::Result;
 use serde_json::Value;
 
 use super::matrix::{self, Score, Want};
-use super::{VmOptions, traced};
+use super::{VmOptions, crash_truth, traced};
 use crate::kernel::{self, Cache, KernelSpec, Named};
 
 /// Writes per pattern in the guests.
@@ -49,8 +49,19 @@ pub fn run(kernels: &[KernelSpec], opts: &VmOptions, score: &mut Score) -> Resul
             // The matrix asserts the refusal; there is nothing to verify.
             continue;
         }
-        let outcome = traced::boot_with_dio(&kernel, &dio, &script(&traced::btf_arg(&kernel)), opts)?;
+        // Where the kernel ships dm-log-writes, the same boot gives each
+        // counted write its crash truth too.
+        let btf = traced::btf_arg(&kernel);
+        let script = if row.crash_truth {
+            crash_truth::script(&btf)
+        } else {
+            script(&btf)
+        };
+        let outcome = traced::boot_with_dio(&kernel, &dio, &script, opts)?;
         score_patterns(&spec.to_string(), &outcome, &|p| want(row, p), score);
+        if row.crash_truth {
+            crash_truth::score(&spec.to_string(), row, &outcome.console, score);
+        }
     }
     Ok(())
 }
