@@ -25,9 +25,12 @@ const CONCURRENT_WRITERS: u32 = 8;
 /// filesystem the rig starts from (the guests have no mkfs); verify's
 /// NDJSON goes to the console with `@@V `, its exit status with `@@VEXIT`.
 pub fn script(btf: &str) -> String {
+    // Not `dio-trace ... | sed`: `$?` would be sed's status.
     format!(
-        "{}--json 2>/tmp/verify.err | sed 's/^/@@V /'\n\
-         echo \"@@VEXIT $?\"\n\
+        "{}--json >/tmp/verify.out 2>/tmp/verify.err\n\
+         rc=$?\n\
+         sed 's/^/@@V /' /tmp/verify.out\n\
+         echo \"@@VEXIT $rc\"\n\
          tail -5 /tmp/verify.err\n",
         verify_line(btf, COUNT)
     )
@@ -198,6 +201,14 @@ mod tests {
             })
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    #[test]
+    fn the_script_reports_verifys_own_status_not_a_pipes() {
+        let s = script("");
+        let run = s.lines().find(|l| l.contains("dio-trace verify")).unwrap();
+        assert!(!run.contains('|'), "{run}");
+        assert!(s.contains("rc=$?") && s.contains("@@VEXIT $rc"));
     }
 
     #[test]
