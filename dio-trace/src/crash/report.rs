@@ -7,7 +7,7 @@ use std::io::Write;
 use serde_json::json;
 
 use super::truth::WriteTruth;
-use crate::report::junit::escape;
+use crate::report::junit::write_crash_cases;
 
 /// The human table: per pattern, each counted write's verdict and crash.
 pub fn table(out: &mut dyn Write, truths: &[WriteTruth]) -> std::io::Result<()> {
@@ -89,33 +89,17 @@ pub fn ndjson(out: &mut dyn Write, truths: &[WriteTruth]) -> std::io::Result<()>
 /// JUnit XML: one test case per write, failing when verdict and crash
 /// disagree.
 pub fn junit(out: &std::path::Path, kernel: &str, truths: &[WriteTruth]) -> std::io::Result<()> {
-    let failures = truths.iter().filter(|t| !t.agrees()).count();
-    let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    x += &format!(
-        "<testsuites name=\"dio-trace\" tests=\"{n}\" failures=\"{failures}\" errors=\"0\">\n  <testsuite name=\"{}\" tests=\"{n}\" failures=\"{failures}\" errors=\"0\" skipped=\"0\">\n",
-        escape(&format!("verify --crash on {kernel}")),
-        n = truths.len()
-    );
-    for t in truths {
-        x += &format!(
-            "    <testcase classname=\"dio-trace.crash.{}\" name=\"{}: {} / {}\" time=\"0\"",
-            escape(&t.pattern.name()),
-            escape(&t.mark()),
-            escape(&t.verdict),
-            t.crash()
-        );
-        match t.disagreement() {
-            None => x += "/>\n",
-            Some(why) => {
-                x += &format!(
-                    ">\n      <failure type=\"disagreement\" message=\"{}\"/>\n    </testcase>\n",
-                    escape(&why)
-                )
-            }
-        }
-    }
-    x += "  </testsuite>\n</testsuites>\n";
-    std::fs::write(out, x)
+    write_crash_cases(
+        out,
+        &format!("verify --crash on {kernel}"),
+        truths.iter().map(|t| {
+            (
+                format!("dio-trace.crash.{}", t.pattern.name()),
+                format!("{}: {} / {}", t.mark(), t.verdict, t.crash()),
+                t.disagreement(),
+            )
+        }),
+    )
 }
 
 #[cfg(test)]
