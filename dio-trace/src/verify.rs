@@ -170,7 +170,7 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<Exit> {
             },
         };
         let plan = Plan::new(&opts, Show::All, true)?;
-        let argv = vec![
+        let mut argv = vec![
             exe.display().to_string(),
             "write".into(),
             "--pattern".into(),
@@ -179,7 +179,7 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<Exit> {
             a.count.to_string(),
             file.display().to_string(),
         ];
-        let mut argv = argv;
+        // Marks only where writes are counted: only those are replayed.
         if let Some(r) = rig.as_ref().filter(|_| pattern.counted()) {
             argv.extend(["--mark-dm".into(), r.dm_name().to_owned()]);
         }
