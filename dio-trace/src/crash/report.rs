@@ -37,16 +37,24 @@ pub fn table(out: &mut dyn Write, truths: &[WriteTruth]) -> std::io::Result<()> 
             t.index,
             t.verdict,
             t.crash(),
-            if t.agrees() { "agree" } else { "DISAGREE" },
+            t.result(),
             t.left()
         )?;
     }
     let bad: Vec<String> = truths.iter().filter_map(WriteTruth::disagreement).collect();
+    let hidden = truths.iter().filter(|t| t.hidden()).count();
     writeln!(
         out,
-        "crash truth agrees on {} of {} writes",
+        "crash truth agrees on {} of {} writes{}",
         truths.len() - bad.len(),
-        truths.len()
+        truths.len(),
+        if hidden > 0 {
+            format!(
+                " ({hidden} violations hidden: another writer's commit made them durable before they returned)"
+            )
+        } else {
+            String::new()
+        }
     )?;
     for b in bad {
         writeln!(out, "  disagreement: {b}")?;
@@ -55,7 +63,9 @@ pub fn table(out: &mut dyn Write, truths: &[WriteTruth]) -> std::io::Result<()> 
 }
 
 /// One NDJSON line per write: `{"type":"crash_write", "pattern", "writer",
-/// "index", "mark", "verdict", "crash", "agrees", "size", "data", "error"}`
+/// "index", "mark", "verdict", "crash", "agrees", "hidden", "size", "data",
+/// "error"}` (`hidden`: a violation kept because another writer's commit
+/// closed its window, which agrees)
 /// (`size`/`data` null when the file is gone or there was no replay;
 /// `error` only without a replay).
 pub fn ndjson(out: &mut dyn Write, truths: &[WriteTruth]) -> std::io::Result<()> {
@@ -76,6 +86,7 @@ pub fn ndjson(out: &mut dyn Write, truths: &[WriteTruth]) -> std::io::Result<()>
                 "verdict": t.verdict,
                 "crash": t.crash(),
                 "agrees": t.agrees(),
+                "hidden": t.hidden(),
                 "size": size,
                 "data": data,
                 "error": t.survived.as_ref().err(),

@@ -54,7 +54,29 @@ impl WriteTruth {
     }
 
     pub fn agrees(&self) -> bool {
-        self.outcome.is_some_and(|o| agrees(&self.verdict, o))
+        self.outcome.is_some_and(|o| agrees(&self.verdict, o)) || self.hidden()
+    }
+
+    /// A violation that was kept where writers share a journal: the sync
+    /// did run before the size update, but another writer's commit made
+    /// the late update durable before this write returned, closing the
+    /// window a crash would have hit (seen on buggy-6.1 with 8 writers).
+    /// Not a disagreement: the ordering bug is real and the tracer right;
+    /// only a single writer's crash shows the loss every time.
+    pub fn hidden(&self) -> bool {
+        self.pattern.files() > 1 && self.verdict == "violation" && self.outcome == Some(Outcome::Kept)
+    }
+
+    /// The result column: `agree`, `hidden` (see [`WriteTruth::hidden`])
+    /// or `DISAGREE`.
+    pub fn result(&self) -> &'static str {
+        if self.hidden() {
+            "hidden"
+        } else if self.agrees() {
+            "agree"
+        } else {
+            "DISAGREE"
+        }
     }
 
     /// "8192 bytes, 4096 of them written data", "no file", or the replay's error.
@@ -142,6 +164,37 @@ mod tests {
             bad.disagreement().unwrap(),
             "o-sync-append/0/1: verdict ordered but crash size-lost (4096 bytes, 4096 of them written data)"
         );
+    }
+
+    #[test]
+    fn a_kept_violation_is_hidden_only_among_writers_sharing_a_journal() {
+        let kept = |p| {
+            WriteTruth::new(
+                p,
+                (3, 0),
+                Some("violation"),
+                Ok(Survived::File {
+                    size: 4096,
+                    data: 4096,
+                }),
+                (2, SIZE),
+            )
+        };
+        let c = kept(Pattern::ConcurrentOSyncAppend);
+        assert!(c.hidden() && c.agrees());
+        assert_eq!(c.result(), "hidden");
+        let single = kept(Pattern::OSyncAppend);
+        assert!(!single.hidden() && !single.agrees());
+        assert_eq!(single.result(), "DISAGREE");
+        // An ordered write that was lost is never hidden.
+        let lost = WriteTruth::new(
+            Pattern::ConcurrentOSyncAppend,
+            (3, 0),
+            Some("ordered"),
+            Ok(Survived::File { size: 0, data: 0 }),
+            (2, SIZE),
+        );
+        assert!(!lost.agrees());
     }
 
     #[test]
