@@ -175,7 +175,7 @@ pub static NAMED: &[Named] = &[
         refused: None,
         ext4_btf_from: None,
         crash: true,
-        crash_truth: false,
+        crash_truth: true,
     },
     Named {
         name: "buggy-7.3",
