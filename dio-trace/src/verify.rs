@@ -114,12 +114,14 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<Exit> {
             d.clone()
         }
         None if a.crash => {
-            eprintln!(
-                "dio-trace verify: making a scratch {} image on a dm-log-writes device",
-                a.fs.name()
-            );
+            // Rig::create checks device mapper before it makes anything.
             let r = rig.insert(Rig::create(a.fs, 256, a.fresh_fs.as_deref())?);
-            eprintln!("dio-trace verify: {} on {}", r.dir().display(), r.dm_name());
+            eprintln!(
+                "dio-trace verify: a scratch {} on the dm-log-writes device {}, mounted on {}",
+                a.fs.name(),
+                r.dm_name(),
+                r.dir().display()
+            );
             r.dir().to_path_buf()
         }
         None => {
