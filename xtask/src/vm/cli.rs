@@ -304,11 +304,13 @@ fn vm_crash(args: CrashArgs) -> Result<()> {
 
 fn vm_run(args: RunArgs) -> Result<()> {
     // Check the binaries first: resolving the kernel may build one.
-    let files = args
+    let mut files = args
         .binaries
         .iter()
         .map(GuestFile::in_bin)
         .collect::<Result<Vec<_>>>()?;
+    // `dio-trace verify --crash` makes its own scratch ext4.
+    files.extend(crate::initramfs::host_mkfs_ext4()?);
     let cache = Cache::from_env()?;
     let kernel = kernel::resolve(&args.boot.kernel, &cache)?;
     let fs = match args.disk_fs.as_deref() {
