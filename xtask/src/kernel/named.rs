@@ -187,7 +187,7 @@ pub static NAMED: &[Named] = &[
         refused: None,
         ext4_btf_from: None,
         crash: true,
-        crash_truth: false,
+        crash_truth: true,
     },
 ];
 
