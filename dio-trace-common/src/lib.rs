@@ -9,6 +9,7 @@
 pub mod arm;
 pub mod config;
 pub mod counters;
+pub mod crash;
 pub mod fs;
 pub mod kind;
 pub mod probe;

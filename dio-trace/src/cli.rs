@@ -278,6 +278,24 @@ pub struct VerifyArgs {
     /// A BTF file with ext4's types (see `run --help`).
     #[arg(long, value_name = "FILE")]
     pub btf: Option<PathBuf>,
+    /// Crash truth for every counted write: the scratch filesystem on a
+    /// dm-log-writes device, replayed to the moment each write returned,
+    /// mounted and read. Needs device mapper with the log-writes target
+    /// (exit 4 without); exit 5 when a verdict and its crash disagree.
+    #[arg(long, conflicts_with = "dir")]
+    pub crash: bool,
+    /// With --crash: start from the fresh, unmounted filesystem of --fs on
+    /// this device or image (copied, never written) instead of running mkfs:
+    /// for systems without mkfs, like the test guests.
+    #[arg(long, value_name = "DEV", requires = "crash")]
+    pub fresh_fs: Option<PathBuf>,
+    /// With --crash: keep the dm-log-writes log (its entries only) in FILE,
+    /// to replay again later (its marks are PATTERN/WRITER/INDEX).
+    #[arg(long, value_name = "FILE", requires = "crash")]
+    pub keep_log: Option<PathBuf>,
+    /// With --crash: JUnit XML, one test case per counted write.
+    #[arg(long, value_name = "FILE", requires = "crash")]
+    pub junit: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -306,6 +324,10 @@ pub struct WriteArgs {
     pub size: u64,
     /// File to create (truncated if it exists).
     pub file: PathBuf,
+    /// Send a dm-log-writes mark PATTERN/WRITER/INDEX to this device
+    /// mapper device as each write returns (what `verify --crash` replays to).
+    #[arg(long, value_name = "DM_NAME", hide = true)]
+    pub mark_dm: Option<String>,
 }
 
 /// "4096", "4K", "1M", "2G" (binary units).

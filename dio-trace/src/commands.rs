@@ -234,7 +234,13 @@ fn info(a: InfoArgs) -> anyhow::Result<Exit> {
 }
 
 fn write(a: WriteArgs) -> anyhow::Result<Exit> {
-    let size = workload::run(a.pattern, &a.file, a.count, a.size)?;
+    let marker = match &a.mark_dm {
+        Some(dm) => Some(crate::crash::Marker::new(dm, a.pattern)?),
+        None => None,
+    };
+    let mark = |w, i| marker.as_ref().map_or(Ok(()), |m| m.mark(w, i));
+    let on_return: Option<workload::OnReturn> = marker.is_some().then_some(&mark);
+    let size = workload::run(a.pattern, &a.file, a.count, a.size, on_return)?;
     eprintln!(
         "dio-trace write: {} x {} bytes, {}, {} is now {size} bytes",
         a.count,

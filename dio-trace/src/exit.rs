@@ -2,7 +2,8 @@
 
 use crate::analysis::Overall;
 
-/// 0 ordered, 1 violation, 2 usage, 3 inconclusive, 4 cannot do the job here.
+/// 0 ordered, 1 violation, 2 usage, 3 inconclusive, 4 cannot do the job
+/// here, 5 the tracer and the crash truth disagree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Exit {
@@ -17,6 +18,9 @@ pub enum Exit {
     /// Cannot trace here (privilege, BTF, tracefs, kernel, filesystem,
     /// unreadable input); stderr says the cause and the fix.
     Environment = 4,
+    /// `verify --crash`: a write's verdict and its crash truth disagree
+    /// (an ordered write lost, a violation kept, a write not seen).
+    Disagreement = 5,
 }
 
 impl From<Overall> for Exit {

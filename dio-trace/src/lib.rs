@@ -12,6 +12,7 @@ pub mod attach;
 pub mod cli;
 pub mod collect;
 pub mod commands;
+pub mod crash;
 pub mod docs;
 pub mod error;
 pub mod exit;

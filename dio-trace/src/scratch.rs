@@ -19,7 +19,7 @@ pub struct Scratch {
 }
 
 /// How to make a filesystem on a device, and the Debian package with the tool.
-fn mkfs(fs: Fs) -> (&'static str, &'static [&'static str], &'static str) {
+pub(crate) fn mkfs(fs: Fs) -> (&'static str, &'static [&'static str], &'static str) {
     match fs {
         Fs::Ext4 => ("mkfs.ext4", &["-q", "-F", "-E", "nodiscard"], "e2fsprogs"),
         Fs::Xfs => ("mkfs.xfs", &["-q", "-f", "-K"], "xfsprogs"),
@@ -36,7 +36,7 @@ pub fn min_size_mib(fs: Fs) -> u64 {
     }
 }
 
-fn run(cmd: &mut Command, what: &str, package: &str) -> Result<String, EnvError> {
+pub(crate) fn run(cmd: &mut Command, what: &str, package: &str) -> Result<String, EnvError> {
     let out = cmd.output().map_err(|e| {
         EnvError(format!(
             "{what}: cannot run {:?}: {e}; install it (apt-get install {package})",
@@ -129,6 +129,6 @@ impl Drop for Scratch {
     }
 }
 
-fn monotonic_suffix() -> u64 {
+pub(crate) fn monotonic_suffix() -> u64 {
     crate::collect::feed::monotonic_ns() % 1_000_000_007
 }

@@ -10,6 +10,10 @@ use crate::{
     analysis::{Overall, Summary, engine::WriteReport},
     cli::VerifyArgs,
     cli::{TraceOpts, ViewOpts},
+    crash::{
+        rig::Rig,
+        truth::{self, WriteTruth},
+    },
     exit::Exit,
     plan::{Plan, check_path},
     report::{Reporter, RunInfo, Show, human::Human, ndjson::Ndjson},
@@ -78,14 +82,19 @@ pub fn judge_pattern(pattern: Pattern, count: u32, s: &Summary) -> PatternVerdic
     }
 }
 
-/// Forwards only the per-write lines of a reporter (no per-pattern headers).
-struct WritesOnly<'a>(&'a mut dyn Reporter);
+/// Forwards only the per-write lines of a reporter (no per-pattern
+/// headers), keeping each write's file, offset and verdict for `--crash`.
+struct WritesOnly<'a>(&'a mut dyn Reporter, Vec<Seen>);
+
+/// A write the tracer reported: file, offset, verdict.
+type Seen = (Option<std::sync::Arc<str>>, i64, &'static str);
 
 impl Reporter for WritesOnly<'_> {
     fn start(&mut self, _: &RunInfo) -> std::io::Result<()> {
         Ok(())
     }
     fn write(&mut self, w: &WriteReport) -> std::io::Result<()> {
+        self.1.push((w.path.clone(), w.begin.pos, w.verdict.name()));
         self.0.write(w)
     }
     fn finish(&mut self, _: &Summary, _: &RunInfo) -> std::io::Result<()> {
@@ -98,10 +107,22 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<Exit> {
     // device would fail first, with a message about losetup.
     crate::kernel::preflight::check_privileges().map_err(crate::error::EnvError::of)?;
     let scratch;
+    let mut rig = None;
     let dir: PathBuf = match &a.dir {
         Some(d) => {
             check_path(d)?;
             d.clone()
+        }
+        None if a.crash => {
+            // Rig::create checks device mapper before it makes anything.
+            let r = rig.insert(Rig::create(a.fs, 256, a.fresh_fs.as_deref())?);
+            eprintln!(
+                "dio-trace verify: a scratch {} on the dm-log-writes device {}, mounted on {}",
+                a.fs.name(),
+                r.dm_name(),
+                r.dir().display()
+            );
+            r.dir().to_path_buf()
         }
         None => {
             eprintln!(
@@ -124,6 +145,7 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<Exit> {
     let mut out = std::io::stdout().lock();
     let mut rows = Vec::new();
     let mut kernel = String::new();
+    let mut seen = Vec::new();
     for (i, pattern) in Pattern::ALL.into_iter().enumerate() {
         let file = dir.join(format!("dio-trace-verify-{}", pattern.name()));
         if !a.json {
@@ -150,7 +172,7 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<Exit> {
             },
         };
         let plan = Plan::new(&opts, Show::All, true)?;
-        let argv = vec![
+        let mut argv = vec![
             exe.display().to_string(),
             "write".into(),
             "--pattern".into(),
@@ -159,18 +181,19 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<Exit> {
             a.count.to_string(),
             file.display().to_string(),
         ];
+        // Marks only where writes are counted: only those are replayed.
+        if let Some(r) = rig.as_ref().filter(|_| pattern.counted()) {
+            argv.extend(["--mark-dm".into(), r.dm_name().to_owned()]);
+        }
         // Per-write lines only: the table (or the pattern lines) is ours.
         let mut inner: Box<dyn Reporter> = if a.json {
             Box::new(Ndjson::new(std::io::sink(), Show::All))
         } else {
             Box::new(Human::new(std::io::stdout(), Show::All))
         };
-        let outcome = rt.block_on(session::trace(
-            &plan,
-            Target::Command(argv),
-            &mut WritesOnly(inner.as_mut()),
-            None,
-        ))?;
+        let mut writes = WritesOnly(inner.as_mut(), Vec::new());
+        let outcome = rt.block_on(session::trace(&plan, Target::Command(argv), &mut writes, None))?;
+        seen.push((pattern, std::mem::take(&mut writes.1)));
         let _ = std::fs::remove_file(&file);
         kernel = outcome.info.kernel.clone();
         let verdict = judge_pattern(pattern, a.count, &outcome.summary);
@@ -198,7 +221,22 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<Exit> {
         }
         rows.push((pattern, outcome.summary.tally.counted(), verdict));
     }
-    let exit = overall(&rows);
+    let mut exit = overall(&rows);
+    let truths = match rig.as_mut() {
+        Some(r) => crash_truths(r, &seen, a.count, a.json, a.keep_log.as_deref())?,
+        None => Vec::new(),
+    };
+    if a.crash {
+        exit = truth::exit(exit, &truths);
+        if a.json {
+            crate::crash::report::ndjson(&mut out, &truths)?;
+        } else {
+            crate::crash::report::table(&mut out, &truths)?;
+        }
+        if let Some(j) = &a.junit {
+            crate::crash::report::junit(j, &kernel, &truths)?;
+        }
+    }
     if a.json {
         serde_json::to_writer(
             &mut out,
@@ -250,6 +288,62 @@ fn exit_name(e: Exit) -> &'static str {
     match e {
         Exit::Ordered => "ordered",
         Exit::Violation => "violation",
+        Exit::Disagreement => "crash-disagrees",
         _ => "inconclusive",
     }
+}
+
+/// Bytes per write: `dio-trace write`'s default, which verify keeps.
+const WRITE_SIZE: u64 = 4096;
+
+/// Tear the log-writes stack down (completing the log), then replay it to
+/// each counted write's return and judge that write's verdict against it.
+fn crash_truths(
+    rig: &mut Rig,
+    seen: &[(Pattern, Vec<Seen>)],
+    count: u32,
+    json: bool,
+    keep: Option<&std::path::Path>,
+) -> anyhow::Result<Vec<WriteTruth>> {
+    let log = rig.finish()?;
+    if let Some(keep) = keep {
+        let len = crate::crash::log::Log::open(std::fs::File::open(&log)?)?.used_bytes()?;
+        let mut from = std::io::Read::take(std::fs::File::open(&log)?, len);
+        let mut to = std::fs::File::create(keep)?;
+        std::io::copy(&mut from, &mut to)?;
+    }
+    let mut truths = Vec::new();
+    for (pattern, writes) in seen.iter().filter(|(p, _)| p.counted()) {
+        let pattern = *pattern;
+        if !json {
+            eprintln!(
+                "crash truth: replaying {} to each of its {} writes' returns",
+                pattern.name(),
+                count * pattern.files()
+            );
+        }
+        for writer in 0..pattern.files() {
+            for index in 0..count {
+                let verdict = writes.iter().find_map(|(path, pos, v)| {
+                    (truth::locate(pattern, path.as_deref(), *pos, count, WRITE_SIZE)
+                        == Some((writer, index)))
+                    .then_some(*v)
+                });
+                let mut file = PathBuf::from(format!("dio-trace-verify-{}", pattern.name()));
+                if pattern.files() > 1 {
+                    file.push(writer.to_string());
+                }
+                let mark = crate::crash::mark_name(pattern, writer, index);
+                let survived = rig.survivor(&log, &mark, &file).map_err(|e| format!("{e:#}"));
+                truths.push(WriteTruth::new(
+                    pattern,
+                    (writer, index),
+                    verdict,
+                    survived,
+                    (count, WRITE_SIZE),
+                ));
+            }
+        }
+    }
+    Ok(truths)
 }

@@ -13,6 +13,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+use dio_trace_common::crash::Expect;
 
 /// Direct I/O needs buffers, offsets and lengths aligned to the logical
 /// block size; 4096 covers every device in practice.
@@ -120,6 +121,41 @@ impl Pattern {
         self != Pattern::BufferedSyncAppend
     }
 
+    /// What the file holds once write `index` (of `count`, `size` bytes
+    /// each) returned, when it and every earlier one was made durable:
+    /// appends grow the file write by write (after the block an O_APPEND
+    /// file starts with); writes into fallocated space find the size there
+    /// and add data.
+    pub fn expect_after(self, index: u32, count: u32, size: u64) -> Expect {
+        let done = u64::from(index + 1) * size;
+        match self {
+            p if p.into_fallocated() => Expect {
+                size: u64::from(count) * size,
+                data: done,
+            },
+            Pattern::OAppendDsync => Expect {
+                size: done + size,
+                data: done + size,
+            },
+            _ => Expect {
+                size: done,
+                data: done,
+            },
+        }
+    }
+
+    /// The index of the write a report at `offset` is (the inverse of
+    /// where [`run`] writes), if it is one of `count`.
+    pub fn index_at(self, offset: i64, count: u32, size: u64) -> Option<u32> {
+        let block = u64::try_from(offset).ok()? / size;
+        let index = if self == Pattern::OAppendDsync {
+            block.checked_sub(1)?
+        } else {
+            block
+        };
+        u32::try_from(index).ok().filter(|i| *i < count)
+    }
+
     /// The name on the command line.
     pub fn name(self) -> String {
         clap::ValueEnum::to_possible_value(&self)
@@ -202,22 +238,27 @@ fn os_err(what: &str, file: &Path) -> anyhow::Error {
     anyhow::Error::new(std::io::Error::last_os_error()).context(format!("{what} {}", file.display()))
 }
 
+/// Called as each write returns, with the writer (the file's index; 0
+/// but for the concurrent pattern) and the write's index: where
+/// `verify --crash` drops its dm-log-writes marks.
+pub type OnReturn<'a> = &'a (dyn Fn(u32, u32) -> Result<()> + Sync);
+
 /// Run `pattern` against `file` (a directory for the concurrent pattern).
 /// Returns the bytes in the file(s) afterwards.
-pub fn run(pattern: Pattern, file: &Path, count: u32, size: u64) -> Result<u64> {
+pub fn run(pattern: Pattern, file: &Path, count: u32, size: u64, on_return: Option<OnReturn>) -> Result<u64> {
     if size == 0 || !size.is_multiple_of(ALIGN as u64) {
         bail!("--size must be a positive multiple of {ALIGN} for direct I/O, got {size}");
     }
     let size = usize::try_from(size).context("--size too large")?;
     if pattern.files() == 1 {
-        return write_file(pattern, file, count, size);
+        return write_file(pattern, file, count, size, 0, on_return);
     }
     std::fs::create_dir_all(file).with_context(|| format!("cannot create directory {}", file.display()))?;
     std::thread::scope(|s| {
         let writers: Vec<_> = (0..pattern.files())
             .map(|i| {
                 let f = file.join(i.to_string());
-                s.spawn(move || write_file(pattern, &f, count, size))
+                s.spawn(move || write_file(pattern, &f, count, size, i, on_return))
             })
             .collect();
         writers
@@ -230,7 +271,14 @@ pub fn run(pattern: Pattern, file: &Path, count: u32, size: u64) -> Result<u64> 
     })
 }
 
-fn write_file(pattern: Pattern, file: &Path, count: u32, size: usize) -> Result<u64> {
+fn write_file(
+    pattern: Pattern,
+    file: &Path,
+    count: u32,
+    size: usize,
+    writer: u32,
+    on_return: Option<OnReturn>,
+) -> Result<u64> {
     let buf = AlignedBuf::new(size)?;
     let cpath = CString::new(file.as_os_str().as_bytes()).context("file name contains NUL")?;
     let keep = match pattern {
@@ -277,6 +325,9 @@ fn write_file(pattern: Pattern, file: &Path, count: u32, size: usize) -> Result<
         // SAFETY: fd is open.
         if pattern == Pattern::DirectAppendFsync && unsafe { libc::fsync(fd.0) } != 0 {
             return Err(os_err("fsync failed on", file));
+        }
+        if let Some(f) = on_return {
+            f(writer, i as u32).with_context(|| format!("after write {i} to {}", file.display()))?;
         }
     }
     let len = std::fs::metadata(file)

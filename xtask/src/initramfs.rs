@@ -62,6 +62,49 @@ impl GuestFile {
     }
 }
 
+/// The host's `mkfs.ext4` (e2fsprogs) and the shared libraries it links,
+/// at their host paths: so `dio-trace verify --crash` can make its scratch
+/// filesystem in a `vm shell` guest, whose busybox has no mkfs for ext4.
+/// mke2fs falls back to its built-in profile without /etc/mke2fs.conf.
+pub fn host_mkfs_ext4() -> Result<Vec<GuestFile>> {
+    ensure_packages(&["e2fsprogs"])?;
+    let tool = Path::new("/sbin/mkfs.ext4");
+    let out = std::process::Command::new("ldd")
+        .arg(tool)
+        .output()
+        .context("running ldd /sbin/mkfs.ext4")?;
+    if !out.status.success() {
+        bail!(
+            "ldd /sbin/mkfs.ext4 failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut files = vec![GuestFile {
+        host: tool.into(),
+        guest: "/sbin/mkfs.ext4".into(),
+    }];
+    files.extend(
+        libraries(&String::from_utf8_lossy(&out.stdout))
+            .into_iter()
+            .map(|lib| GuestFile {
+                host: lib.into(),
+                guest: lib.to_owned(),
+            }),
+    );
+    Ok(files)
+}
+
+/// The absolute library paths in `ldd` output (`libc.so.6 => /lib/...`,
+/// `/lib64/ld-linux-x86-64.so.2 (0x...)`; not the vDSO).
+fn libraries(ldd: &str) -> Vec<&str> {
+    ldd.lines()
+        .filter_map(|l| {
+            let path = l.split("=>").last()?.split_whitespace().next()?;
+            path.starts_with('/').then_some(path)
+        })
+        .collect()
+}
+
 /// What goes into one initramfs.
 pub struct Spec<'a> {
     pub kernel: &'a Kernel,
@@ -373,6 +416,18 @@ mod tests {
             guest: "/opt/t/x".into(),
         };
         assert!(add_guest_file(&mut w, &ok).is_ok());
+    }
+
+    #[test]
+    fn ldd_lines_give_library_paths() {
+        let ldd = "\tlinux-vdso.so.1 (0x00007fb3f9dd1000)\n\tlibext2fs.so.2 => /lib/x86_64-linux-gnu/libext2fs.so.2 (0x1)\n\t/lib64/ld-linux-x86-64.so.2 (0x2)\n";
+        assert_eq!(
+            libraries(ldd),
+            [
+                "/lib/x86_64-linux-gnu/libext2fs.so.2",
+                "/lib64/ld-linux-x86-64.so.2"
+            ]
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod cli;
 mod console;
 pub mod crash;
 mod crash_probe;
+pub mod crash_truth;
 mod disk;
 mod fixtures;
 pub mod fs_cells;

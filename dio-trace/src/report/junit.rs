@@ -20,6 +20,8 @@ pub enum Expect {
 enum Outcome {
     Pass,
     Failure(String, String),
+    /// `verify --crash`: the verdict and the crash truth disagree.
+    Disagreement(String),
     Error(String),
     Skipped(String),
 }
@@ -117,48 +119,78 @@ impl Reporter for Junit {
             secs: 0.0,
             outcome: whole,
         });
-        let count = |f: fn(&Outcome) -> bool| self.cases.iter().filter(|c| f(&c.outcome)).count();
-        let failures = count(|o| matches!(o, Outcome::Failure(..)));
-        let errors = count(|o| matches!(o, Outcome::Error(_)));
-        let skipped = count(|o| matches!(o, Outcome::Skipped(_)));
-        let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+        let mut f = std::fs::File::create(&self.out)?;
+        f.write_all(xml(&self.suite, &self.cases).as_bytes())
+    }
+}
+
+/// One test case per counted write of `verify --crash`: `class`, `name`,
+/// and the disagreement that fails it (`None`: it passes).
+pub fn write_crash_cases(
+    out: &std::path::Path,
+    suite: &str,
+    cases: impl IntoIterator<Item = (String, String, Option<String>)>,
+) -> std::io::Result<()> {
+    let cases: Vec<Case> = cases
+        .into_iter()
+        .map(|(class, name, failure)| Case {
+            class,
+            name,
+            secs: 0.0,
+            outcome: failure.map_or(Outcome::Pass, Outcome::Disagreement),
+        })
+        .collect();
+    std::fs::write(out, xml(suite, &cases))
+}
+
+/// The whole document for `cases`.
+fn xml(suite: &str, cases: &[Case]) -> String {
+    let count = |f: fn(&Outcome) -> bool| cases.iter().filter(|c| f(&c.outcome)).count();
+    let failures = count(|o| matches!(o, Outcome::Failure(..) | Outcome::Disagreement(_)));
+    let errors = count(|o| matches!(o, Outcome::Error(_)));
+    let skipped = count(|o| matches!(o, Outcome::Skipped(_)));
+    let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    x += &format!(
+        "<testsuites name=\"dio-trace\" tests=\"{n}\" failures=\"{failures}\" errors=\"{errors}\">\n  <testsuite name=\"{}\" tests=\"{n}\" failures=\"{failures}\" errors=\"{errors}\" skipped=\"{skipped}\">\n",
+        escape(suite),
+        n = cases.len()
+    );
+    for c in cases {
         x += &format!(
-            "<testsuites name=\"dio-trace\" tests=\"{n}\" failures=\"{failures}\" errors=\"{errors}\">\n  <testsuite name=\"{}\" tests=\"{n}\" failures=\"{failures}\" errors=\"{errors}\" skipped=\"{skipped}\">\n",
-            escape(&self.suite),
-            n = self.cases.len()
+            "    <testcase classname=\"{}\" name=\"{}\" time=\"{:.6}\"",
+            escape(&c.class),
+            escape(&c.name),
+            c.secs
         );
-        for c in &self.cases {
-            x += &format!(
-                "    <testcase classname=\"{}\" name=\"{}\" time=\"{:.6}\"",
-                escape(&c.class),
-                escape(&c.name),
-                c.secs
-            );
-            match &c.outcome {
-                Outcome::Pass => x += "/>\n",
-                Outcome::Failure(msg, body) => {
-                    x += &format!(
-                        ">\n      <failure type=\"violation\" message=\"{}\">{}</failure>\n    </testcase>\n",
-                        escape(msg),
-                        escape(body)
-                    )
-                }
-                Outcome::Error(msg) => {
-                    x += &format!(
-                        ">\n      <error type=\"inconclusive\" message=\"{}\"/>\n    </testcase>\n",
-                        escape(msg)
-                    )
-                }
-                Outcome::Skipped(msg) => {
-                    x += &format!(
-                        ">\n      <skipped message=\"{}\"/>\n    </testcase>\n",
-                        escape(msg)
-                    )
-                }
+        match &c.outcome {
+            Outcome::Pass => x += "/>\n",
+            Outcome::Failure(msg, body) => {
+                x += &format!(
+                    ">\n      <failure type=\"violation\" message=\"{}\">{}</failure>\n    </testcase>\n",
+                    escape(msg),
+                    escape(body)
+                )
+            }
+            Outcome::Disagreement(msg) => {
+                x += &format!(
+                    ">\n      <failure type=\"disagreement\" message=\"{}\"/>\n    </testcase>\n",
+                    escape(msg)
+                )
+            }
+            Outcome::Error(msg) => {
+                x += &format!(
+                    ">\n      <error type=\"inconclusive\" message=\"{}\"/>\n    </testcase>\n",
+                    escape(msg)
+                )
+            }
+            Outcome::Skipped(msg) => {
+                x += &format!(
+                    ">\n      <skipped message=\"{}\"/>\n    </testcase>\n",
+                    escape(msg)
+                )
             }
         }
-        x += "  </testsuite>\n</testsuites>\n";
-        let mut f = std::fs::File::create(&self.out)?;
-        f.write_all(x.as_bytes())
     }
+    x += "  </testsuite>\n</testsuites>\n";
+    x
 }

@@ -25,7 +25,14 @@ pub const GUEST: &[&str] = &["virtio_pci", "virtio_blk"];
 /// driver, f2fs's a crc32 one, which they ask for by name (a soft
 /// dependency `depends=` does not list);
 /// `nvme` serves `--disk nvme` where it is a module.
-pub const GUEST_OPTIONAL: &[&str] = &["crc32c_generic", "crc32_generic", "nvme"];
+pub const GUEST_OPTIONAL: &[&str] = &[
+    "crc32c_generic",
+    "crc32_generic",
+    "nvme",
+    "loop",
+    "dm_mod",
+    "dm_log_writes",
+];
 
 /// One module to load: its name and uncompressed bytes.
 pub struct Module {

@@ -71,6 +71,9 @@ pub struct Named {
     /// before f2fs syncs; a crash after a checkpointing sync kept it,
     /// docs/f2fs-dio-size.md).
     pub f2fs_late_size: bool,
+    /// It ships device mapper's log-writes target: the matrix's `verify`
+    /// runs with `--crash` there (per-write crash truth, `crash_truth.rs`).
+    pub crash_truth: bool,
 }
 
 /// Debian's packaged 7.3 generic kernel (split packaging), not the cloud one.
@@ -97,6 +100,7 @@ pub static NAMED: &[Named] = &[
         matrix: true,
         ext4_module: false,
         f2fs_late_size: false,
+        crash_truth: true,
     },
     Named {
         name: "debian-5.10-generic",
@@ -116,6 +120,7 @@ pub static NAMED: &[Named] = &[
         matrix: true,
         ext4_module: true,
         f2fs_late_size: false,
+        crash_truth: false,
     },
     Named {
         name: "debian-6.1",
@@ -133,6 +138,7 @@ pub static NAMED: &[Named] = &[
         matrix: true,
         ext4_module: false,
         f2fs_late_size: true,
+        crash_truth: true,
     },
     Named {
         name: "debian-6.1-generic",
@@ -153,6 +159,7 @@ pub static NAMED: &[Named] = &[
         matrix: true,
         ext4_module: true,
         f2fs_late_size: true,
+        crash_truth: false,
     },
     Named {
         name: "debian-6.12",
@@ -170,6 +177,7 @@ pub static NAMED: &[Named] = &[
         matrix: true,
         ext4_module: false,
         f2fs_late_size: true,
+        crash_truth: false,
     },
     Named {
         name: "debian-6.12-generic",
@@ -188,6 +196,7 @@ pub static NAMED: &[Named] = &[
         matrix: true,
         ext4_module: true,
         f2fs_late_size: true,
+        crash_truth: false,
     },
     Named {
         name: "debian-7.3",
@@ -205,6 +214,7 @@ pub static NAMED: &[Named] = &[
         matrix: true,
         ext4_module: false,
         f2fs_late_size: true,
+        crash_truth: false,
     },
     Named {
         name: "debian-7.3-generic",
@@ -223,6 +233,7 @@ pub static NAMED: &[Named] = &[
         matrix: false,
         ext4_module: true,
         f2fs_late_size: true,
+        crash_truth: false,
     },
     Named {
         name: "f2fs-fix-7.3",
@@ -241,6 +252,7 @@ pub static NAMED: &[Named] = &[
         matrix: false,
         ext4_module: true,
         f2fs_late_size: false,
+        crash_truth: false,
     },
     Named {
         name: "buggy-6.1",
@@ -255,6 +267,7 @@ pub static NAMED: &[Named] = &[
         matrix: true,
         ext4_module: false,
         f2fs_late_size: true,
+        crash_truth: true,
     },
     Named {
         name: "buggy-7.3",
@@ -269,6 +282,7 @@ pub static NAMED: &[Named] = &[
         matrix: true,
         ext4_module: false,
         f2fs_late_size: true,
+        crash_truth: true,
     },
 ];
 

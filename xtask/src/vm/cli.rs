@@ -131,7 +131,9 @@ struct VerifyArgs {
     /// Writes per pattern.
     #[arg(long, default_value_t = 4)]
     count: u32,
-    /// Also run the crash check.
+    /// Per-write crash truth in the same boot (`dio-trace verify --crash`:
+    /// dm-log-writes, replayed to each write's return), then the sysrq
+    /// crash check (`vm crash`).
     #[arg(long)]
     crash: bool,
 }
@@ -253,7 +255,28 @@ fn vm_verify(args: VerifyArgs) -> Result<()> {
         "--count".into(),
         args.count.to_string(),
     ];
-    let code = dio_in_guest(&args.boot, &verify)?;
+    let code = if args.crash {
+        // Per-write crash truth (dm-log-writes) in the same boot as verify.
+        let dio = traced::dio_trace_file()?;
+        let kernel = kernel::resolve(&args.boot.kernel, &Cache::from_env()?)?;
+        let script = format!(
+            "{}\necho \"@@VEXIT $?\"\n",
+            super::crash_truth::verify_line(&traced::btf_arg(&kernel), args.count)
+        );
+        let outcome = traced::boot_with_dio(&kernel, &dio, &script, &args.boot.options())?;
+        if args.boot.quiet {
+            println!("{}", outcome.script_output());
+        }
+        outcome.exit_code()?;
+        // The script's own status is the sed-free echo's: read verify's.
+        outcome
+            .console
+            .lines()
+            .find_map(|l| l.split("@@VEXIT ").nth(1)?.trim().parse().ok())
+            .unwrap_or(4)
+    } else {
+        dio_in_guest(&args.boot, &verify)?
+    };
     if args.crash {
         vm_crash(CrashArgs {
             boot: args.boot,
@@ -313,11 +336,13 @@ fn vm_crash(args: CrashArgs) -> Result<()> {
 
 fn vm_run(args: RunArgs) -> Result<()> {
     // Check the binaries first: resolving the kernel may build one.
-    let files = args
+    let mut files = args
         .binaries
         .iter()
         .map(GuestFile::in_bin)
         .collect::<Result<Vec<_>>>()?;
+    // `dio-trace verify --crash` makes its own scratch ext4.
+    files.extend(crate::initramfs::host_mkfs_ext4()?);
     let cache = Cache::from_env()?;
     let kernel = kernel::resolve(&args.boot.kernel, &cache)?;
     let fs = match args.disk_fs.as_deref() {

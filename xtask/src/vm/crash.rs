@@ -27,6 +27,7 @@
 //! is printed with the verdict.
 
 use anyhow::{Context as _, Result, bail};
+use dio_trace_common::crash::{Expect, Outcome, agrees, classify};
 use serde_json::Value;
 
 use super::crash_probe::{Survived, survivors};
@@ -150,13 +151,22 @@ pub struct CrashResult {
 
 impl CrashResult {
     pub fn crash(&self) -> &'static str {
-        match self.survived {
-            Survived::Missing => "file-lost",
-            Survived::File { size, .. } if size < self.writes * BLOCK => "size-lost",
-            Survived::File { size, data } if size == self.writes * BLOCK && data < size => "data-lost",
-            Survived::File { size, data } if size == self.writes * BLOCK && data == size => "size-kept",
-            Survived::File { .. } => "unexpected",
+        match self.outcome() {
+            // This harness's name for it since before the shared rule.
+            Outcome::Kept => "size-kept",
+            o => o.name(),
         }
+    }
+
+    /// The shared classification: every block the run wrote, all of it data.
+    fn outcome(&self) -> Outcome {
+        classify(
+            self.survived,
+            Expect {
+                size: self.writes * BLOCK,
+                data: self.writes * BLOCK,
+            },
+        )
     }
 
     /// "8192 bytes, 4096 of them written data" or "no file".
@@ -191,11 +201,7 @@ impl CrashResult {
                 self.verdict, self.exit
             ));
         }
-        let agree = matches!(
-            (self.verdict.as_str(), self.crash()),
-            ("ordered", "size-kept") | ("violation", "size-lost" | "data-lost" | "file-lost")
-        );
-        (!agree).then(|| "the verdict and the crash disagree".to_owned())
+        (!agrees(&self.verdict, self.outcome())).then(|| "the verdict and the crash disagree".to_owned())
     }
 
     pub fn agrees(&self) -> bool {

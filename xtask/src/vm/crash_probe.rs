@@ -51,14 +51,9 @@ fn read_size(path: &str) -> String {
     )
 }
 
-/// What a file had after the crash and the remount.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Survived {
-    /// The file is gone (its creation was never made durable).
-    Missing,
-    /// Its size, and how many of its bytes are not zero.
-    File { size: u64, data: u64 },
-}
+/// What a file had after the crash and the remount (shared with
+/// `dio-trace verify --crash`).
+pub use dio_trace_common::crash::Survived;
 
 /// Runs the two boots on `kernel` and returns the file size that survived.
 pub fn crash_probe(kernel: &Kernel, cache: &Cache, opts: &VmOptions) -> Result<u64> {

@@ -430,7 +430,7 @@ pub fn run(opts: &VmOptions, only: &[String], score: &mut Score) -> Result<()> {
             let label = format!("{} {}", cell.kernel, cell.setup.fs);
             let plain = Setup::on(cell.setup.fs);
             let counted = |p: &str| super::verify::verdict_label(want(row, plain, p));
-            super::verify::score_patterns(&label, &outcome, &counted, score);
+            super::verify::score_patterns(&label, &outcome, super::verify::COUNT, &counted, score);
         }
         for b in cell.backends {
             for (p, count, writes) in patterns(cell.setup.fs) {

@@ -9,11 +9,11 @@ use anyhow::Result;
 use serde_json::Value;
 
 use super::matrix::{self, Score, Want};
-use super::{VmOptions, traced};
+use super::{VmOptions, crash_truth, traced};
 use crate::kernel::{self, Cache, KernelSpec, Named};
 
 /// Writes per pattern in the guests.
-const COUNT: u64 = 3;
+pub(super) const COUNT: u64 = 3;
 
 /// Every pattern `dio-trace verify` runs, in xtask's own words, with its
 /// writers (files written side by side, `COUNT` writes each). The counted
@@ -80,14 +80,30 @@ pub fn run(kernels: &[KernelSpec], opts: &VmOptions, score: &mut Score) -> Resul
             // The matrix asserts the refusal; there is nothing to verify.
             continue;
         }
-        let outcome = traced::boot_with_dio(&kernel, &dio, &script(&traced::btf_arg(&kernel)), opts)?;
-        score_patterns(&spec.to_string(), &outcome, &|p| want(row, p), score);
+        // Where the kernel ships dm-log-writes, the same boot gives each
+        // counted write its crash truth too.
+        let btf = traced::btf_arg(&kernel);
+        let script = if row.crash_truth {
+            crash_truth::script(&btf)
+        } else {
+            script(&btf)
+        };
+        let outcome = traced::boot_with_dio(&kernel, &dio, &script, opts)?;
+        let count = if row.crash_truth {
+            u64::from(crash_truth::COUNT)
+        } else {
+            COUNT
+        };
+        score_patterns(&spec.to_string(), &outcome, count, &|p| want(row, p), score);
+        if row.crash_truth {
+            crash_truth::score(&spec.to_string(), row, &outcome.console, score);
+        }
     }
     Ok(())
 }
 
-/// Score the lines [`script`] printed in `outcome`'s console: every
-/// pattern of [`PATTERNS`] once, counted ones showing
+/// Score the lines [`script`] printed in `outcome`'s console (`count`
+/// writes per writer): every pattern of [`PATTERNS`] once, counted ones showing
 /// `counted_want(pattern)` with every write counted once and each of
 /// them that verdict, the others NOT-APPLICABLE with none counted; and
 /// dio-trace's exit status, 1 where any pattern must be a violation,
@@ -95,6 +111,7 @@ pub fn run(kernels: &[KernelSpec], opts: &VmOptions, score: &mut Score) -> Resul
 pub(super) fn score_patterns(
     label: &str,
     outcome: &super::Outcome,
+    count: u64,
     counted_want: &dyn Fn(&str) -> &'static str,
     score: &mut Score,
 ) {
@@ -127,7 +144,7 @@ pub(super) fn score_patterns(
         }
         let mine: Vec<&Value> = rows.iter().filter(|r| r["pattern"] == pattern).collect();
         let why = match mine[..] {
-            [r] => judge_row(r, want, writers * COUNT),
+            [r] => judge_row(r, want, writers * count),
             [] => Some(format!(
                 "verify did not report it (exit {exit:?}; {errors}): {}",
                 outcome.failure()
@@ -233,7 +250,7 @@ mod tests {
             streamed: true,
         };
         let mut score = Score::default();
-        score_patterns("test", &outcome, &|_| want, &mut score);
+        score_patterns("test", &outcome, COUNT, &|_| want, &mut score);
         score
     }
 
