@@ -870,3 +870,87 @@ fn a_whole_write_meets_an_open_one_of_its_time_and_a_step_of_another_inode() {
         true,
     );
 }
+
+#[test]
+fn only_events_that_lost_records_count_as_orphaned_losses() {
+    // An event of no open write, with nothing lost, is no loss.
+    let (_, t) = run(events(vec![sync(9, 5, 4096)]));
+    assert_eq!(t.orphaned_lost, 0);
+    let (_, t) = run(events(vec![Event {
+        lost: 1,
+        ..sync(9, 5, 4096)
+    }]));
+    assert_eq!(t.orphaned_lost, 1);
+    // The same for a whole write's steps after the one that settled it.
+    write_matches_pushes(
+        EngineConfig::default(),
+        vec![],
+        begin(1, 0, EVENT_SYNC | EVENT_DSYNC),
+        vec![dirty(1, 10, 8192), complete(1, 30), sync(1, 40, 8192)],
+        None,
+        true,
+    );
+}
+
+#[test]
+fn lingering_and_stalled_writes_close_only_past_their_limits() {
+    let cfg = EngineConfig {
+        linger_ns: 100,
+        stall_ns: 1000,
+        ..EngineConfig::default()
+    };
+    let flags = EVENT_SYNC | EVENT_DSYNC;
+    let mut e = Engine::new(cfg);
+    let mut out = Vec::new();
+    // Completed at 10, its size update never came: it lingers.
+    for i in events(vec![begin(1, 0, flags), complete(1, 10)]) {
+        e.push_into(i, &mut out);
+    }
+    // Begun at 0 on another inode, never completed: it stalls.
+    e.push_into(Input::Event(begin(2, 0, flags)), &mut out);
+    assert!(out.is_empty());
+    assert_eq!(e.last_ts(), 10, "the newest kernel time seen");
+    assert!(e.tick(110).is_empty(), "exactly the linger: not past it");
+    assert_eq!(e.tick(111).len(), 1, "past the linger");
+    assert!(e.tick(1000).is_empty(), "exactly the stall: not past it");
+    assert_eq!(e.tick(1001).len(), 1, "past the stall");
+    assert_eq!(e.open_writes(), 0);
+}
+
+#[test]
+fn closing_or_dropping_one_write_keeps_the_others_to_finish() {
+    let flags = EVENT_SYNC | EVENT_DSYNC;
+    // Inode 2 stays open while inode 1's write settles and closes.
+    let (reports, _) = run(events(vec![
+        begin(2, 0, flags),
+        begin(1, 1, flags),
+        dirty(1, 2, 8192),
+        sync(1, 3, 8192),
+        complete(1, 4),
+    ]));
+    let inos: Vec<u64> = reports.iter().map(|r| r.begin.ino).collect();
+    assert_eq!(inos.len(), 2, "{inos:?}");
+    assert!(
+        inos.contains(&2),
+        "the open write on inode 2 is closed at the end"
+    );
+    // Inode 1's first attempt is abandoned and retried; inode 2 still ends.
+    let (reports, t) = run(events(vec![
+        begin(2, 0, flags),
+        begin(1, 1, flags),
+        begin(1, 2, flags),
+    ]));
+    assert_eq!(t.abandoned, 1);
+    let inos: Vec<u64> = reports.iter().map(|r| r.begin.ino).collect();
+    assert!(inos.contains(&2) && inos.contains(&1), "{inos:?}");
+}
+
+#[test]
+fn an_empty_list_never_takes_the_place_of_a_used_one() {
+    let mut e = Engine::new(EngineConfig::default());
+    for _ in 0..MAX_SPARE {
+        e.recycle(Vec::new());
+    }
+    e.recycle(Vec::with_capacity(4));
+    assert!(e.spare_events().capacity() >= 4, "the used list was kept");
+}
