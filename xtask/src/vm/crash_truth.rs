@@ -13,13 +13,12 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::matrix::{self, Score, Want};
+use super::verify;
 use crate::kernel::Named;
 
 /// Writes per writer of each pattern: two replays per pattern keep the
 /// boot short (TCG) and still show a write that follows another.
 pub const COUNT: u32 = 2;
-/// Writers of `concurrent-o-sync-append` (dio-trace's `CONCURRENT_FILES`).
-const CONCURRENT_WRITERS: u32 = 8;
 
 /// The guest script: the disk init mounted on /mnt is the fresh
 /// filesystem the rig starts from (the guests have no mkfs); verify's
@@ -47,13 +46,13 @@ pub fn verify_line(btf: &str, count: u32) -> String {
     )
 }
 
+/// Writes a counted pattern makes under crash truth: `COUNT` per writer
+/// (verify's own table says how many writers).
 fn writes(pattern: &str) -> u32 {
-    COUNT
-        * if pattern == "concurrent-o-sync-append" {
-            CONCURRENT_WRITERS
-        } else {
-            1
-        }
+    let writers = verify::counted_patterns()
+        .find(|(p, _)| *p == pattern)
+        .map_or(1, |(_, w)| w);
+    COUNT * writers as u32
 }
 
 /// What a write's verdict and crash must be where its pattern must show
@@ -87,19 +86,7 @@ pub fn score(label: &str, row: &Named, console: &str, score: &mut Score) {
             .or_default()
             .push(l);
     }
-    let counted = [
-        "o-sync-append",
-        "o-dsync-append",
-        "rwf-sync-append",
-        "rwf-dsync-append",
-        "aio-dsync-append",
-        "uring-dsync-append",
-        "concurrent-o-sync-append",
-        "o-append-dsync",
-        "o-dsync-into-fallocated",
-        "rwf-dsync-into-fallocated",
-        "o-sync-into-fallocated",
-    ];
+    let counted: Vec<&str> = verify::counted_patterns().map(|(p, _)| p).collect();
     let mut any_violation = false;
     for pattern in counted.iter().copied().chain(
         by_pattern
@@ -162,19 +149,7 @@ mod tests {
     /// The console a guest prints when every write is `verdict`/`crash`.
     fn console(verdict: &str, crash: &str, exit: i32) -> String {
         let mut c = String::from("[ 1.0] booting\n");
-        for p in [
-            "o-sync-append",
-            "o-dsync-append",
-            "rwf-sync-append",
-            "rwf-dsync-append",
-            "aio-dsync-append",
-            "uring-dsync-append",
-            "concurrent-o-sync-append",
-            "o-append-dsync",
-            "o-dsync-into-fallocated",
-            "rwf-dsync-into-fallocated",
-            "o-sync-into-fallocated",
-        ] {
+        for (p, _) in verify::counted_patterns() {
             for i in 0..writes(p) {
                 c += &format!(
                     "@@V {{\"type\":\"crash_write\",\"pattern\":\"{p}\",\"mark\":\"{p}/0/{i}\",\"verdict\":\"{verdict}\",\"crash\":\"{crash}\"}}\n"

@@ -39,6 +39,12 @@ const PATTERNS: [(&str, u64); 16] = [
     ("buffered-sync-append", 1),
 ];
 
+/// The counted patterns of [`PATTERNS`] (those with a [`matrix::shape`])
+/// and their writers: what crash truth judges write by write too.
+pub(super) fn counted_patterns() -> impl Iterator<Item = (&'static str, u64)> {
+    PATTERNS.into_iter().filter(|(p, _)| matrix::shape(p).is_some())
+}
+
 /// What a pattern that must not count shows.
 const NOT_APPLICABLE: &str = "NOT-APPLICABLE";
 
