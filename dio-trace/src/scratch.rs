@@ -69,13 +69,7 @@ impl Scratch {
     }
 
     fn make(size_mib: u64, fstype: &str, tool: &str, args: &[&str], package: &str) -> Result<Self, EnvError> {
-        let root = std::env::temp_dir().join(format!(
-            "dio-trace-scratch-{}-{}",
-            std::process::id(),
-            monotonic_suffix()
-        ));
-        std::fs::create_dir_all(root.join("mnt"))
-            .map_err(|e| EnvError(format!("cannot create {}: {e}", root.display())))?;
+        let root = temp_root("scratch")?;
         let mut s = Self {
             mount: root.join("mnt"),
             root,
@@ -129,6 +123,15 @@ impl Drop for Scratch {
     }
 }
 
-pub(crate) fn monotonic_suffix() -> u64 {
-    crate::collect::feed::monotonic_ns() % 1_000_000_007
+/// A fresh folder `$TMPDIR/dio-trace-<what>-<pid>-<n>` with an empty
+/// `mnt/` inside: where a scratch image and its mount point live.
+pub(crate) fn temp_root(what: &str) -> Result<std::path::PathBuf, EnvError> {
+    let root = std::env::temp_dir().join(format!(
+        "dio-trace-{what}-{}-{}",
+        std::process::id(),
+        crate::collect::feed::monotonic_ns() % 1_000_000_007
+    ));
+    std::fs::create_dir_all(root.join("mnt"))
+        .map_err(|e| EnvError(format!("cannot create {}: {e}", root.display())))?;
+    Ok(root)
 }

@@ -149,7 +149,17 @@ fn manuals_and_completions(binary: &Path, stage: &Path) -> Result<()> {
         gzip_to(&std::fs::read(&page)?, &man1.join(format!("{name}.gz")))?;
     }
     for (shell, dst) in COMPLETIONS {
-        let script = run_ok(Command::new(binary).args(["completions", shell]))?;
+        // stdout alone: run_ok's text has stderr after it.
+        let out = Command::new(binary)
+            .args(["completions", shell])
+            .output()
+            .context("running dio-trace completions")?;
+        ensure!(
+            out.status.success(),
+            "dio-trace completions {shell} exited {}",
+            out.status
+        );
+        let script = out.stdout;
         let path = stage.join(dst);
         std::fs::create_dir_all(path.parent().expect("a folder"))?;
         std::fs::write(&path, script)?;

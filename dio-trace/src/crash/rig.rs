@@ -18,7 +18,7 @@ use super::{
 };
 use crate::{
     error::EnvError,
-    scratch::{min_size_mib, mkfs, monotonic_suffix, run},
+    scratch::{min_size_mib, mkfs, run, temp_root},
 };
 
 pub struct Rig {
@@ -100,13 +100,7 @@ impl Rig {
             Some((_, len)) => *len,
             None => size_mib.max(min_size_mib(fs)) << 20,
         };
-        let root = std::env::temp_dir().join(format!(
-            "dio-trace-crash-{}-{}",
-            std::process::id(),
-            monotonic_suffix()
-        ));
-        std::fs::create_dir_all(root.join("mnt"))
-            .map_err(|e| EnvError(format!("cannot create {}: {e}", root.display())))?;
+        let root = temp_root("crash")?;
         let mut rig = Self {
             mount: root.join("mnt"),
             root,
