@@ -197,7 +197,7 @@ fn check_fixture(name: &str, violations: bool) {
 
 #[test]
 fn buggy_kernel_fentry_trace_as_perfetto() {
-    check_fixture("buggy-6.1-fentry", true);
+    check_fixture("debian-5.10-fentry", true);
 }
 
 #[test]

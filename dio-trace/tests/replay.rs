@@ -51,11 +51,17 @@ fn check(args: &[&str]) -> (i32, String, String) {
 
 /// The fixture `name` in every format replays to its live run.
 fn replay_matches_live(name: &str, want_exit: i32, want_verdict: &str) {
-    for (dir, version) in [
-        ("", dio_trace_common::FORMAT_VERSION),
-        ("v3/", 3),
-        ("v2/", 2),
-        ("v1/", 1),
+    replay_matches_live_as(name, name, want_exit, want_verdict);
+}
+
+/// As [`replay_matches_live`], where the older formats' recording has
+/// another name (`old`): it was made on a kernel the matrix no longer has.
+fn replay_matches_live_as(name: &str, old: &str, want_exit: i32, want_verdict: &str) {
+    for (dir, version, name) in [
+        ("", dio_trace_common::FORMAT_VERSION, name),
+        ("v3/", 3, old),
+        ("v2/", 2, old),
+        ("v1/", 1, old),
     ] {
         let trace = fixture(&format!("{dir}{name}.dtr"));
         let bytes = std::fs::read(&trace).unwrap();
@@ -97,7 +103,9 @@ fn replay_one(name: &str, want_exit: i32, want_verdict: &str) {
 
 #[test]
 fn buggy_kernel_fentry_trace_replays_as_violations() {
-    replay_matches_live("buggy-6.1-fentry", 1, "violation");
+    // The old formats were recorded on buggy-6.1 when it was a kernel of
+    // our own, with ext4 built in (now ext4 is a module there: no fentry).
+    replay_matches_live_as("debian-5.10-fentry", "buggy-6.1-fentry", 1, "violation");
 }
 
 #[test]
@@ -142,7 +150,7 @@ fn stacks(lines: &[Value]) -> Vec<(u64, String, Value)> {
 /// no raw addresses; on the fixed kernels none at all.
 #[test]
 fn stacks_replay_as_they_were_shown_live() {
-    for name in ["buggy-6.1-fentry", "buggy-6.1-kprobe"] {
+    for name in ["debian-5.10-fentry", "buggy-6.1-kprobe"] {
         let live = ndjson(&std::fs::read_to_string(fixture(&format!("{name}.live.ndjson"))).unwrap());
         let (_, out, _) = check(&["--json", fixture(&format!("{name}.dtr")).to_str().unwrap()]);
         let replayed = stacks(&ndjson(&out));
@@ -213,7 +221,7 @@ fn expect_violation_turns_the_bug_into_a_pass_and_a_fix_into_a_failure() {
 fn junit_is_well_formed_with_one_case_per_write() {
     let dir = tempfile::tempdir().unwrap();
     let xml_path = dir.path().join("out.xml");
-    let buggy = fixture("buggy-6.1-fentry.dtr");
+    let buggy = fixture("debian-5.10-fentry.dtr");
     let (code, _, _) = check(&["--junit", xml_path.to_str().unwrap(), buggy.to_str().unwrap()]);
     assert_eq!(code, 1);
     let xml = std::fs::read_to_string(&xml_path).unwrap();

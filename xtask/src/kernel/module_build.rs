@@ -66,6 +66,18 @@ pub const F2FS_FIX_73: Recipe = Recipe {
     steps: "olddefconfig, modules_prepare, M=dir modules, strip -g, v1",
 };
 
+/// ext4 with 91562895f803 undone, so that an O_DIRECT|O_SYNC append is
+/// synced before its new size is journaled (NOTES §1, §4), for Debian's
+/// generic 6.1, whose ext4 is a module: the bug without a kernel build.
+pub const BUGGY_61: Recipe = Recipe {
+    name: "buggy-6.1",
+    source_package: "linux-source-6.1",
+    patch: include_str!("../../patches/ext4-undo-91562895f803.patch"),
+    patch_name: "patches/ext4-undo-91562895f803.patch",
+    module_dir: "fs/ext4",
+    steps: "olddefconfig, modules_prepare, M=dir modules, strip -g, v1",
+};
+
 /// Packages beyond the kernel build's: `extract-vmlinux` decompresses
 /// zstd, xz or gzip kernels.
 const MORE_DEPS: &[&str] = &["zstd", "binutils"];
@@ -425,6 +437,24 @@ mod tests {
                 .patch
                 .contains("\nFixes: a1e09b03e6f5 (\"f2fs: use iomap for direct I/O\")\n")
         );
+    }
+
+    /// A patch must stay inside the directory whose modules are rebuilt:
+    /// a change elsewhere would be built into no module and go untested.
+    #[test]
+    fn each_patch_stays_in_its_module_dir() {
+        for r in [&F2FS_FIX_73, &BUGGY_61] {
+            let files: Vec<&str> = r.patch.lines().filter(|l| l.starts_with("+++ ")).collect();
+            assert!(!files.is_empty(), "{}", r.name);
+            for f in files {
+                assert!(
+                    f.starts_with(&format!("+++ b/{}/", r.module_dir)),
+                    "{}: {f} is outside {}",
+                    r.name,
+                    r.module_dir
+                );
+            }
+        }
     }
 
     #[test]

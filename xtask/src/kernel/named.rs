@@ -79,6 +79,9 @@ pub struct Named {
 /// Debian's packaged 7.3 generic kernel (split packaging), not the cloud one.
 const DEBIAN_73_GENERIC: &str = r"^linux-binary-7\.3\.[0-9]+\+deb[0-9]+-amd64$";
 
+/// Debian 12's generic 6.1: ext4 a module, with BTF.
+const DEBIAN_61_GENERIC: &str = r"^linux-image-6\.1\.0-[0-9]+-amd64-unsigned$";
+
 /// `iomap:iomap_dio_rw_begin` came in 6.4: before, no tracepoint can
 /// serve `write_begin`.
 const NO_IOMAP_TRACEPOINTS: &[(&str, &str)] = &[("tracepoint", "write_begin")];
@@ -144,7 +147,7 @@ pub static NAMED: &[Named] = &[
         name: "debian-6.1-generic",
         origin: Origin::Apt {
             suite: None,
-            pattern: r"^linux-image-6\.1\.0-[0-9]+-amd64-unsigned$",
+            pattern: DEBIAN_61_GENERIC,
         },
         about: "Debian 12 6.1 generic, ext4 a module with BTF",
         bug: false,
@@ -256,16 +259,21 @@ pub static NAMED: &[Named] = &[
     },
     Named {
         name: "buggy-6.1",
-        origin: Origin::Built(&super::buggy::BUGGY_61),
-        about: "Debian's 6.1 source with 91562895f803 undone",
+        origin: Origin::AptPatched {
+            suite: None,
+            pattern: DEBIAN_61_GENERIC,
+            recipe: &super::module_build::BUGGY_61,
+        },
+        about: "debian-6.1-generic with ext4.ko rebuilt: 91562895f803 undone",
         bug: true,
         dsync_skip: false,
-        unservable: NO_IOMAP_TRACEPOINTS,
+        // As debian-6.1-generic: ext4 is a module.
+        unservable: &[("tracepoint", "write_begin"), ("fentry", "write_begin")],
         refused: None,
         ext4_btf_from: None,
         crash: true,
         matrix: true,
-        ext4_module: false,
+        ext4_module: true,
         f2fs_late_size: true,
         crash_truth: true,
     },

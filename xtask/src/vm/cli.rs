@@ -48,10 +48,18 @@ enum VmCommand {
     /// command's status.
     Shell(RunArgs),
     /// Record the replay tests' trace fixtures on the buggy and fixed kernels.
-    Fixtures,
+    Fixtures(FixturesArgs),
     /// Append 4 KiB twice with O_DIRECT|O_SYNC, crash, reboot on the same
     /// disk and print the surviving size (fixed: 8192, buggy: 4096).
     CrashProbe(CrashProbeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FixturesArgs {
+    /// Record only this fixture (KERNEL-BACKEND, e.g. debian-5.10-fentry);
+    /// repeat for more. Default: all of them.
+    #[arg(long, value_name = "FIXTURE")]
+    pub only: Vec<String>,
 }
 
 /// Options every boot takes.
@@ -225,7 +233,7 @@ pub fn run(args: VmArgs) -> Result<()> {
         VmCommand::Matrix(a) => vm_matrix(a),
         VmCommand::Crash(a) => vm_crash(a),
         VmCommand::Shell(a) => vm_run(a),
-        VmCommand::Fixtures => super::fixtures::run(&matrix::quiet_options()),
+        VmCommand::Fixtures(a) => super::fixtures::run(&a.only, &matrix::quiet_options()),
         VmCommand::CrashProbe(a) => vm_crash_probe(a),
     }
 }
