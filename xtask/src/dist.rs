@@ -59,6 +59,20 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
+/// `docs/`'s pages (and the pictures they show) beside the README, so the
+/// README's links work in `/usr/share/doc/dio-trace` too.
+fn install_docs(to: &Path) -> Result<()> {
+    let from = workspace().join("docs");
+    for entry in std::fs::read_dir(&from).with_context(|| format!("reading {}", from.display()))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "md" || e == "svg") {
+            let name = path.file_name().context("a docs file without a name")?;
+            install(&path, &to.join(name), 0o644)?;
+        }
+    }
+    Ok(())
+}
+
 /// Build the static binary and the package into `target/dist/`.
 pub fn build() -> Result<Dist> {
     let out = workspace().join("target/dist");
@@ -80,6 +94,7 @@ pub fn build() -> Result<Dist> {
     for (src, dst, mode) in PACKAGED {
         install(&workspace().join(src), &stage.join(dst), *mode)?;
     }
+    install_docs(&stage.join("usr/share/doc/dio-trace/docs"))?;
     manuals_and_completions(&binary, &stage)?;
     let doc = stage.join("usr/share/doc/dio-trace");
     std::fs::write(doc.join("copyright"), COPYRIGHT)?;

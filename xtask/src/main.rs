@@ -5,6 +5,8 @@ mod bench;
 mod build;
 mod demo;
 mod dist;
+#[cfg(test)]
+mod doc_links;
 mod fuzz;
 mod initramfs;
 mod kernel;

@@ -4,7 +4,7 @@
 //! that filesystem in the guest.
 //!
 //! What a cell must show follows from the filesystem's facts (NOTES §8,
-//! and the crash ground truth in the README): XFS logs the size in its
+//! and the crash ground truth in docs/filesystems.md): XFS logs the size in its
 //! `end_io`, before iomap's sync, in every version; f2fs syncs inside
 //! `iomap_dio_complete` while `i_size` is old and writes the size after,
 //! which a crash survives when the sync writes node pages for roll-forward

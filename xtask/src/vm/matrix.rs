@@ -390,7 +390,7 @@ fn fakes_violations(sum: &Value) -> bool {
         .any(|p| sum["skipped"][*p].as_u64().is_some_and(|n| n > 0))
 }
 
-/// One line of the README's support table: what served each probe in
+/// One line of the support table (docs/kernel-support.md): what served each probe in
 /// the guest, and the answer dio-trace gave.
 fn support_row(row: &Named, backend: &str, seen: &Seen) -> String {
     let probe = |sum: &Value, p: &str| sum["probes"][p].as_str().unwrap_or("-").to_owned();
@@ -482,7 +482,7 @@ pub fn run(kernels: &[KernelSpec], opts: &VmOptions) -> Result<Score> {
         }
         println!("xtask: {spec}: {:.1} s in QEMU", outcome.elapsed.as_secs_f64());
     }
-    println!("xtask: kernel support table (README), O_SYNC appends:");
+    println!("xtask: kernel support table (docs/kernel-support.md), O_SYNC appends:");
     println!("| kernel | what | backend | write_begin | size_update | sync_enter | dio_complete | answer |");
     println!("|---|---|---|---|---|---|---|---|");
     for line in table {

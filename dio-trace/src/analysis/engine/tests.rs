@@ -361,7 +361,7 @@ fn each_filesystem_s_size_update_counts_for_its_writes() {
 }
 
 /// f2fs syncs before its size write; what lasts depends on the sync's
-/// path (README, "Filesystems": the crash ground truth).
+/// path (docs/filesystems.md: the crash ground truth).
 #[test]
 fn an_f2fs_sync_that_rolls_forward_keeps_the_write_one_that_checkpoints_does_not() {
     let late = Event {
