@@ -189,11 +189,18 @@ fn bzimage_file(path: &Path) -> Result<PathBuf> {
 /// `cargo xtask kernel`: resolve a kernel spec and print its paths.
 #[derive(Args)]
 pub struct KernelArgs {
-    /// A named kernel (debian-5.10, debian-6.1, debian-7.3, buggy-6.1,
-    /// buggy-7.3, ...),
-    /// a bzImage, a linux-image .deb, a linux-binary.deb,linux-modules.deb
-    /// pair, or a folder they were unpacked to.
+    #[arg(help = spec_help())]
     spec: KernelSpec,
+}
+
+/// What `--kernel` takes, with the named kernels from the table itself, so
+/// `--help` never lists a stale set.
+pub fn spec_help() -> String {
+    format!(
+        "A named kernel ({}), a bzImage, a linux-image .deb, a linux-binary.deb,linux-modules.deb pair, \
+         or a folder they were unpacked to",
+        named::names()
+    )
 }
 
 /// Entry point of `cargo xtask kernel`.

@@ -65,12 +65,7 @@ pub struct FixturesArgs {
 /// Options every boot takes.
 #[derive(Args)]
 struct BootArgs {
-    /// A named kernel (debian-5.10, debian-5.10-generic, debian-6.1,
-    /// debian-6.1-generic, debian-6.12, debian-6.12-generic, debian-7.3,
-    /// buggy-6.1, buggy-7.3), a bzImage,
-    /// a linux-image .deb, a linux-binary.deb,linux-modules.deb pair, or a
-    /// folder they were unpacked to.
-    #[arg(long)]
+    #[arg(long, help = crate::kernel::spec_help())]
     kernel: KernelSpec,
     /// Seconds before the guest is killed (per boot).
     #[arg(long, default_value_t = 300)]
