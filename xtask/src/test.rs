@@ -106,9 +106,17 @@ fn stages_of_the_run(stages: &mut Stages) -> Result<Score> {
     stages.time("crash ground truth in QEMU", || {
         println!("test: crash ground truth in QEMU");
         let dio = traced::dio_trace_file()?;
-        for spec in kernels.iter().filter(|k| k.row().is_some_and(|r| r.crash)) {
-            let kernel = crate::kernel::resolve(spec, &cache)?;
-            for r in crash::run(&kernel, &dio, &opts, crash::Setup::EXT4)? {
+        let specs: Vec<&KernelSpec> = kernels
+            .iter()
+            .filter(|k| k.row().is_some_and(|r| r.crash))
+            .collect();
+        let resolved = specs
+            .iter()
+            .map(|spec| crate::kernel::resolve(spec, &cache))
+            .collect::<Result<Vec<_>>>()?;
+        let cells: Vec<_> = resolved.iter().map(|k| (k, crash::Setup::EXT4)).collect();
+        for (spec, results) in specs.iter().zip(crash::run_all(&cells, &dio, &opts)?) {
+            for r in results {
                 let line = format!(
                     "{spec} {}: verdict {} with {} after the crash ({})",
                     r.pattern,

@@ -20,6 +20,7 @@ mod fixtures;
 pub mod fs_cells;
 pub mod matrix;
 mod qemu;
+pub mod side_by_side;
 pub mod traced;
 pub mod verify;
 

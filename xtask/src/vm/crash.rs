@@ -262,9 +262,28 @@ fn patterns(setup: Setup) -> impl Iterator<Item = &'static str> {
 
 /// Every pattern for `setup` on `kernel`.
 pub fn run(kernel: &Kernel, dio: &GuestFile, opts: &VmOptions, setup: Setup) -> Result<Vec<CrashResult>> {
-    patterns(setup)
-        .map(|p| one(kernel, dio, p, opts, setup))
-        .collect()
+    run_all(&[(kernel, setup)], dio, opts).map(|mut all| all.remove(0))
+}
+
+/// [`run`] for each (kernel, setup), every pattern of every one side by
+/// side (a pattern's two boots share a disk, so they stay in order); the
+/// results in the order asked.
+pub fn run_all(
+    cells: &[(&Kernel, Setup)],
+    dio: &GuestFile,
+    opts: &VmOptions,
+) -> Result<Vec<Vec<CrashResult>>> {
+    let jobs: Vec<(usize, &Kernel, Setup, &'static str)> = cells
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (kernel, setup))| patterns(*setup).map(move |p| (i, *kernel, *setup, p)))
+        .collect();
+    let results = super::side_by_side::map(&jobs, |(_, kernel, setup, p)| one(kernel, dio, p, opts, *setup));
+    let mut out: Vec<Vec<CrashResult>> = cells.iter().map(|_| Vec::new()).collect();
+    for ((i, ..), r) in jobs.iter().zip(results) {
+        out[*i].push(r?);
+    }
+    Ok(out)
 }
 
 fn one(

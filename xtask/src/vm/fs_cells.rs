@@ -188,11 +188,27 @@ pub const CRASH_CELLS: &[(&str, Setup)] = &[
 pub fn crash(opts: &VmOptions, only: &[String], score: &mut Score) -> Result<()> {
     let cache = Cache::from_env()?;
     let dio: GuestFile = traced::dio_trace_file()?;
-    for (name, setup) in CRASH_CELLS.iter().filter(|(k, _)| chosen(only, k)) {
+    let chosen_cells: Vec<_> = CRASH_CELLS.iter().filter(|(k, _)| chosen(only, k)).collect();
+    let resolved = chosen_cells
+        .iter()
+        .map(|(name, _)| {
+            kernel::resolve(
+                &KernelSpec::Named(kernel::named::find(name).expect("a named kernel")),
+                &cache,
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let cells: Vec<_> = resolved
+        .iter()
+        .zip(&chosen_cells)
+        .map(|(k, (_, s))| (k, *s))
+        .collect();
+    for ((name, setup), results) in chosen_cells
+        .iter()
+        .zip(super::crash::run_all(&cells, &dio, opts)?)
+    {
         let row = kernel::named::find(name).expect("a named kernel");
-        let spec = KernelSpec::Named(kernel::named::find(name).expect("a named kernel"));
-        let kernel = kernel::resolve(&spec, &cache)?;
-        for r in super::crash::run(&kernel, &dio, opts, *setup)? {
+        for r in results {
             let cp = r
                 .cp_reason
                 .map(|c| format!(", sync cp_reason {c}"))
@@ -408,6 +424,7 @@ fn script(setup: Setup, backends: &[&str], verify: bool, late_ext4: bool) -> Str
 pub fn run(opts: &VmOptions, only: &[String], score: &mut Score) -> Result<()> {
     let cache = Cache::from_env()?;
     let dio: GuestFile = traced::dio_trace_file()?;
+    let mut jobs = Vec::new();
     for cell in FS_CELLS.iter().filter(|c| chosen(only, c.kernel)) {
         let spec = KernelSpec::Named(kernel::named::find(cell.kernel).expect("a named kernel"));
         let kernel = kernel::resolve(&spec, &cache)?;
@@ -416,14 +433,20 @@ pub fn run(opts: &VmOptions, only: &[String], score: &mut Score) -> Result<()> {
         } else {
             None
         };
-        let outcome = traced::boot_with_dio_and(
+        jobs.push((cell, spec, kernel, late));
+    }
+    let outcomes = super::side_by_side::map(&jobs, |(cell, _, kernel, late)| {
+        traced::boot_with_dio_and(
             cell.setup.fs,
-            &kernel,
+            kernel,
             &dio,
             late.as_ref().map_or(&[][..], |(_, _, files)| files),
             &script(cell.setup, cell.backends, cell.verify, cell.late_ext4),
             opts,
-        )?;
+        )
+    });
+    for ((cell, spec, _, _), outcome) in jobs.iter().zip(outcomes) {
+        let outcome = outcome?;
         let seen = parse(&outcome.console);
         let row = spec.row().expect("a named kernel");
         if cell.verify {

@@ -449,14 +449,20 @@ pub fn run(kernels: &[KernelSpec], opts: &VmOptions) -> Result<Score> {
     let dio: GuestFile = traced::dio_trace_file()?;
     let mut score = Score::default();
     let mut table = Vec::new();
+    let mut jobs = Vec::new();
     for spec in kernels {
         let Some(row) = spec.row() else {
             println!("SKIPPED matrix {spec}: not a named kernel, so nothing says what it must show");
             continue;
         };
-        let kernel = kernel::resolve(spec, &cache)?;
+        jobs.push((spec, row, kernel::resolve(spec, &cache)?));
+    }
+    let outcomes = super::side_by_side::map(&jobs, |(_, _, kernel)| {
+        traced::boot_with_dio(kernel, &dio, &script(&traced::btf_arg(kernel)), opts)
+    });
+    for ((spec, row, kernel), outcome) in jobs.iter().zip(outcomes) {
+        let outcome = outcome?;
         let helped = kernel.ext4_btf.is_some();
-        let outcome = traced::boot_with_dio(&kernel, &dio, &script(&traced::btf_arg(&kernel)), opts)?;
         let seen = parse(&outcome.console);
         if helped {
             let case = seen.iter().find(|((b, _), _)| b == WITHOUT_BTF).map(|(_, s)| s);

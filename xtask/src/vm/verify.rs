@@ -76,6 +76,7 @@ fn want(row: &Named, pattern: &str) -> &'static str {
 pub fn run(kernels: &[KernelSpec], opts: &VmOptions, score: &mut Score) -> Result<()> {
     let cache = Cache::from_env()?;
     let dio = traced::dio_trace_file()?;
+    let mut jobs = Vec::new();
     for spec in kernels {
         let Some(row) = spec.row() else {
             println!("SKIPPED verify {spec}: not a named kernel, so nothing says what it must show");
@@ -86,15 +87,21 @@ pub fn run(kernels: &[KernelSpec], opts: &VmOptions, score: &mut Score) -> Resul
             // The matrix asserts the refusal; there is nothing to verify.
             continue;
         }
+        jobs.push((spec, row, kernel));
+    }
+    let outcomes = super::side_by_side::map(&jobs, |(_, row, kernel)| {
         // Where the kernel ships dm-log-writes, the same boot gives each
         // counted write its crash truth too.
-        let btf = traced::btf_arg(&kernel);
+        let btf = traced::btf_arg(kernel);
         let script = if row.crash_truth {
             crash_truth::script(&btf)
         } else {
             script(&btf)
         };
-        let outcome = traced::boot_with_dio(&kernel, &dio, &script, opts)?;
+        traced::boot_with_dio(kernel, &dio, &script, opts)
+    });
+    for ((spec, row, _), outcome) in jobs.iter().zip(outcomes) {
+        let outcome = outcome?;
         let count = if row.crash_truth {
             u64::from(crash_truth::COUNT)
         } else {
