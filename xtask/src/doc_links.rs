@@ -76,18 +76,22 @@ fn check(page: &Path, text: &str, target: &str) -> Result<Option<String>> {
     })
 }
 
+/// The lines of a Markdown text outside fenced code blocks.
+fn prose_lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut fenced = false;
+    text.lines().filter(move |line| {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            return false;
+        }
+        !fenced
+    })
+}
+
 /// The link targets of a Markdown text, outside fenced and inline code.
 fn links(text: &str) -> Vec<String> {
     let mut out = Vec::new();
-    let mut fenced = false;
-    for line in text.lines() {
-        if line.trim_start().starts_with("```") {
-            fenced = !fenced;
-            continue;
-        }
-        if fenced {
-            continue;
-        }
+    for line in prose_lines(text) {
         // Inline code spans alternate with prose between backticks.
         for (i, prose) in line.split('`').enumerate() {
             if i % 2 == 1 {
@@ -113,13 +117,8 @@ fn links(text: &str) -> Vec<String> {
 /// suffixed `-1`, `-2`, ...
 fn anchors(text: &str) -> BTreeSet<String> {
     let mut seen = BTreeSet::new();
-    let mut fenced = false;
-    for line in text.lines() {
-        if line.trim_start().starts_with("```") {
-            fenced = !fenced;
-            continue;
-        }
-        let Some(heading) = (!fenced).then(|| line.strip_prefix('#')).flatten() else {
+    for line in prose_lines(text) {
+        let Some(heading) = line.strip_prefix('#') else {
             continue;
         };
         let title = heading.trim_start_matches('#').trim();
