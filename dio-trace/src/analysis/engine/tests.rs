@@ -469,14 +469,33 @@ fn path_filter_keeps_only_the_tree() {
         ino: 2,
         path: Some("/mnt/a/f".into()),
     });
-    for ino in [1, 2] {
-        e.push(Input::Event(dirty(ino, 1, 8192)));
-        e.push(Input::Event(sync(ino, 2, 8192)));
-        e.push(Input::Event(complete(ino, 3)));
-    }
+    // Outside the tree, the buggy order: were it judged, a violation.
+    e.push(Input::Event(sync(1, 1, 4096)));
+    e.push(Input::Event(complete(1, 2)));
+    e.push(Input::Event(dirty(1, 3, 8192)));
+    e.push(Input::Event(dirty(2, 1, 8192)));
+    e.push(Input::Event(sync(2, 2, 8192)));
+    e.push(Input::Event(complete(2, 3)));
     let out = e.finish();
     assert!(out.is_empty(), "closed on completion already");
-    assert_eq!((e.tally().filtered, e.tally().ordered), (1, 1));
+    let t = e.tally();
+    assert_eq!((t.filtered, t.ordered, t.violations), (1, 1, 0));
+}
+
+/// Only a size update settles the size: a sync that found the on-disk
+/// size already past the write keeps the write open for the size update
+/// that comes late, so its timeline shows it.
+#[test]
+fn a_late_size_update_stays_on_the_timeline() {
+    let (out, _) = run(events(vec![
+        begin(1, 0, EVENT_SYNC | EVENT_DSYNC),
+        sync(1, 10, 8192),
+        complete(1, 20),
+        dirty(1, 30, 8192),
+    ]));
+    assert_eq!(out.len(), 1);
+    let kinds: Vec<RecordKind> = out[0].events.iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [SyncEnter, CompleteExit, MarkDirty]);
 }
 
 #[test]
