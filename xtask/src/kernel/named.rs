@@ -180,7 +180,7 @@ pub static NAMED: &[Named] = &[
         matrix: true,
         ext4_module: false,
         f2fs_late_size: true,
-        crash_truth: false,
+        crash_truth: true,
     },
     Named {
         name: "debian-6.12-generic",
@@ -217,7 +217,7 @@ pub static NAMED: &[Named] = &[
         matrix: true,
         ext4_module: false,
         f2fs_late_size: true,
-        crash_truth: false,
+        crash_truth: true,
     },
     Named {
         name: "debian-7.3-generic",
