@@ -55,6 +55,9 @@ pub struct Recipe {
     pub steps: &'static str,
 }
 
+/// The steps every recipe here takes (part of each cache key).
+const MODULE_STEPS: &str = "olddefconfig, modules_prepare, M=dir modules, strip -g, v1";
+
 /// f2fs updates the size of an extending direct write in `->end_io`,
 /// before iomap's completion syncs (the patch's message says why).
 pub const F2FS_FIX_73: Recipe = Recipe {
@@ -63,7 +66,7 @@ pub const F2FS_FIX_73: Recipe = Recipe {
     patch: include_str!("../../patches/f2fs-dio-size-in-end-io.patch"),
     patch_name: "patches/f2fs-dio-size-in-end-io.patch",
     module_dir: "fs/f2fs",
-    steps: "olddefconfig, modules_prepare, M=dir modules, strip -g, v1",
+    steps: MODULE_STEPS,
 };
 
 /// ext4 with 91562895f803 undone, so that an O_DIRECT|O_SYNC append is
@@ -75,7 +78,7 @@ pub const BUGGY_61: Recipe = Recipe {
     patch: include_str!("../../patches/ext4-undo-91562895f803.patch"),
     patch_name: "patches/ext4-undo-91562895f803.patch",
     module_dir: "fs/ext4",
-    steps: "olddefconfig, modules_prepare, M=dir modules, strip -g, v1",
+    steps: MODULE_STEPS,
 };
 
 /// Packages beyond the kernel build's: `extract-vmlinux` decompresses

@@ -82,6 +82,12 @@ const DEBIAN_73_GENERIC: &str = r"^linux-binary-7\.3\.[0-9]+\+deb[0-9]+-amd64$";
 /// Debian 12's generic 6.1: ext4 a module, with BTF.
 const DEBIAN_61_GENERIC: &str = r"^linux-image-6\.1\.0-[0-9]+-amd64-unsigned$";
 
+/// What no hook can serve on Debian's generic 6.1 and the rows built on it:
+/// no iomap tracepoints before 6.4, and for fentry, iomap_dio_rw has 7
+/// arguments (6.1 trampolines take 6) while aya 0.14 has no fentry on
+/// module functions like ext4_file_write_iter.
+const GENERIC_61_UNSERVABLE: &[(&str, &str)] = &[("tracepoint", "write_begin"), ("fentry", "write_begin")];
+
 /// `iomap:iomap_dio_rw_begin` came in 6.4: before, no tracepoint can
 /// serve `write_begin`.
 const NO_IOMAP_TRACEPOINTS: &[(&str, &str)] = &[("tracepoint", "write_begin")];
@@ -152,10 +158,7 @@ pub static NAMED: &[Named] = &[
         about: "Debian 12 6.1 generic, ext4 a module with BTF",
         bug: false,
         dsync_skip: false,
-        // fentry: iomap_dio_rw has 7 arguments (6.1 trampolines take 6)
-        // and aya 0.14 has no fentry on module functions like
-        // ext4_file_write_iter.
-        unservable: &[("tracepoint", "write_begin"), ("fentry", "write_begin")],
+        unservable: GENERIC_61_UNSERVABLE,
         refused: None,
         ext4_btf_from: None,
         crash: false,
@@ -267,8 +270,7 @@ pub static NAMED: &[Named] = &[
         about: "debian-6.1-generic with ext4.ko rebuilt: 91562895f803 undone",
         bug: true,
         dsync_skip: false,
-        // As debian-6.1-generic: ext4 is a module.
-        unservable: &[("tracepoint", "write_begin"), ("fentry", "write_begin")],
+        unservable: GENERIC_61_UNSERVABLE,
         refused: None,
         ext4_btf_from: None,
         crash: true,
