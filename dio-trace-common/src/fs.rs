@@ -81,6 +81,17 @@ impl Fs {
         }
     }
 
+    /// Does what the sync writes last only by the path it takes? On f2fs a
+    /// checkpoint keeps the whole inode as it is, while node pages written
+    /// for roll-forward recovery are found again only if every earlier
+    /// block of their chain is on disk too ([`crate::record::EVENT_SYNC_ALONE`]):
+    /// a write there is judged when its sync has returned, by how it
+    /// returned, also where its size update came first. ext4's and XFS's
+    /// syncs commit their journal, whatever the path.
+    pub const fn sync_path_decides(self) -> bool {
+        matches!(self, Fs::F2fs)
+    }
+
     /// The kernel's sync for this filesystem, for messages.
     pub const fn sync_step(self) -> &'static str {
         match self {

@@ -356,6 +356,28 @@ pub const EVENT_FINAL: u32 = 1 << 3;
 /// them) instead of taking a checkpoint of the in-memory inode.
 pub const EVENT_ROLL_FORWARD: u32 = 1 << 4;
 
+/// On a sync, beside [`EVENT_ROLL_FORWARD`]: no other f2fs sync on the
+/// same device was running when this one returned. Roll-forward recovery
+/// walks one chain of node blocks from the checkpoint and stops at the
+/// first block that is not on disk, and a sync waits only for the node
+/// blocks numbered before its own: a sync still running elsewhere may
+/// hold an earlier link that is not durable yet, which makes this write
+/// unreachable after a crash (seen with 8 concurrent writers on Debian's
+/// 6.1, docs/verifying-a-kernel.md). Without this bit (another sync ran,
+/// its start was not seen, or a trace from before the bit existed) a
+/// roll-forward does not make the write ordered.
+pub const EVENT_SYNC_ALONE: u32 = 1 << 6;
+
+/// On a sync, beside [`EVENT_ROLL_FORWARD`]: f2fs waited for the node
+/// pages it wrote before its flush. `f2fs_wait_on_node_pages_writeback`
+/// waits for nothing when the sync's sequence number is 0, which the
+/// first node page after each checkpoint gets: the flush may then go
+/// before the node page is written, and a power cut loses the write
+/// (seen on Debian's 6.1 in 1 of 2 runs, with a dm-log-writes replay:
+/// docs/verifying-a-kernel.md). Without this bit a roll-forward does not
+/// make the write ordered.
+pub const EVENT_NODES_WAITED: u32 = 1 << 7;
+
 /// Bits 8..=11 of a write's flags: its filesystem, a [`crate::fs::Fs`]
 /// number (0 in traces older than format 3: ext4).
 pub const EVENT_FS_SHIFT: u32 = 8;

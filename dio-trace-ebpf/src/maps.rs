@@ -81,6 +81,64 @@ pub fn filter_add(ino: u64, delta: i64) {
     }
 }
 
+/// f2fs syncs running now, by a hash of their device number: whether
+/// another sync ran beside one decides whether its roll-forward counts
+/// (`EVENT_SYNC_ALONE`). Every f2fs sync is counted, traced file or not.
+/// Devices that share a slot only make a sync look less alone, which
+/// costs a verdict ("inconclusive"), never a false "ordered".
+#[map]
+pub static F2FS_SYNCS: Array<u64> = Array::with_max_entries(F2FS_SYNC_SLOTS, 0);
+
+/// A power of two: the hash's top bits index it.
+const F2FS_SYNC_SLOTS: u32 = 64;
+
+#[inline(always)]
+fn f2fs_sync_slot(dev: u32) -> Option<*mut u64> {
+    let slot = (dev as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - F2FS_SYNC_SLOTS.trailing_zeros());
+    F2FS_SYNCS.get_ptr_mut(slot as u32)
+}
+
+/// An f2fs sync on device `dev` starts.
+#[inline(always)]
+pub fn f2fs_sync_started(dev: u32) {
+    if let Some(c) = f2fs_sync_slot(dev) {
+        atomic_add(c, 1);
+    }
+}
+
+/// An f2fs sync on device `dev` returns: was it the only one running?
+/// Read, then decremented (5.10's BPF has no fetching add): two exits
+/// racing both see the other, which errs towards "not alone". A count of
+/// 0 means this sync's start was not seen (it began before the probes
+/// attached): not alone, and not decremented below zero.
+#[inline(always)]
+pub fn f2fs_sync_ended(dev: u32) -> bool {
+    let Some(c) = f2fs_sync_slot(dev) else {
+        return false;
+    };
+    // SAFETY: array slot, valid while the program runs.
+    let running = unsafe { core::ptr::read_volatile(c) };
+    if running != 0 {
+        atomic_add(c, -1);
+    }
+    running == 1
+}
+
+/// How the f2fs sync a task is in waited for the node pages it wrote, by
+/// task (`pid_tgid`): [`NODES_PENDING`] from its start, then what its call
+/// of `f2fs_wait_on_node_pages_writeback(sbi, seq_id)` showed. That call
+/// waits for nothing when `seq_id` is 0, which is the number the first
+/// node page after a checkpoint gets (`fsync_seg_id` restarts at 0): the
+/// sync's flush may then go before its own node page is written, and a
+/// power cut loses what it synced (docs/verifying-a-kernel.md).
+#[map]
+pub static F2FS_NODE_WAIT: LruHashMap<u64, u8> = LruHashMap::with_max_entries(4096, 0);
+
+/// [`F2FS_NODE_WAIT`] values.
+pub const NODES_PENDING: u8 = 0;
+pub const NODES_WAITED: u8 = 1;
+pub const NODES_UNWAITED: u8 = 2;
+
 /// `*c += delta`, atomically: CPUs arm and retire concurrently.
 #[inline(always)]
 fn atomic_add(c: *mut u64, delta: i64) {

@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand};
 
 use dio_trace_common::fs::Fs;
 
-use crate::{probes::select::Backend, report::Show, workload::Pattern};
+use crate::{layout::Layout, probes::select::Backend, report::Show, workload::Pattern};
 
 /// `ext4`, `xfs` or `f2fs`.
 fn parse_fs(s: &str) -> Result<Fs, String> {
@@ -296,6 +296,16 @@ pub struct VerifyArgs {
     /// With --crash: JUnit XML, one test case per counted write.
     #[arg(long, value_name = "FILE", requires = "crash")]
     pub junit: Option<PathBuf>,
+    /// Where each pattern's file goes. On f2fs this picks the sync's path:
+    /// `root` and `synced-dir` roll forward, `new-dir` takes a checkpoint at
+    /// the first fsync, `hardlinked` (a second link to each file) at every
+    /// fsync, and a checkpoint keeps only the size the inode had.
+    #[arg(long, value_enum, default_value_t = Layout::Root)]
+    pub layout: Layout,
+    /// Only this pattern (repeatable; default: every one, in `dio-trace
+    /// write --help`'s order).
+    #[arg(long = "pattern", value_enum, value_name = "PATTERN")]
+    pub patterns: Vec<Pattern>,
 }
 
 #[derive(Debug, Args)]

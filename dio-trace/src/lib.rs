@@ -18,6 +18,7 @@ pub mod error;
 pub mod exit;
 pub mod info;
 pub mod kernel;
+pub mod layout;
 pub mod loader;
 pub mod metrics;
 pub mod notify;

@@ -15,6 +15,7 @@ use crate::{
         truth::{self, WriteTruth},
     },
     exit::Exit,
+    layout::Layout,
     plan::{Plan, check_path},
     report::{Reporter, RunInfo, Show, human::Human, ndjson::Ndjson},
     scratch::Scratch,
@@ -146,10 +147,16 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<Exit> {
     let mut rows = Vec::new();
     let mut kernel = String::new();
     let mut seen = Vec::new();
-    for (i, pattern) in Pattern::ALL.into_iter().enumerate() {
-        let file = dir.join(format!("dio-trace-verify-{}", pattern.name()));
+    let patterns: Vec<Pattern> = Pattern::ALL
+        .into_iter()
+        .filter(|p| a.patterns.is_empty() || a.patterns.contains(p))
+        .collect();
+    for (i, &pattern) in patterns.iter().enumerate() {
+        let rel = a.layout.place(&format!("dio-trace-verify-{}", pattern.name()));
+        a.layout.prepare(&dir, &rel, pattern.files())?;
+        let file = dir.join(&rel);
         if !a.json {
-            eprintln!("[{}/{}] {} ...", i + 1, Pattern::ALL.len(), pattern.name());
+            eprintln!("[{}/{}] {} ...", i + 1, patterns.len(), pattern.name());
         }
         let opts = TraceOpts {
             pid: vec![],
@@ -207,6 +214,7 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<Exit> {
                 &json!({
                     "type": "pattern",
                     "pattern": pattern.name(),
+                    "layout": a.layout.name(),
                     "expect": if pattern.counted() { "ordered" } else { "not-applicable" },
                     "writes": a.count * pattern.files(),
                     "counted": outcome.summary.tally.counted(),
@@ -223,7 +231,7 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<Exit> {
     }
     let mut exit = overall(&rows);
     let truths = match rig.as_mut() {
-        Some(r) => crash_truths(r, &seen, a.count, a.json, a.keep_log.as_deref())?,
+        Some(r) => crash_truths(r, &seen, a.count, a.layout, a.json, a.keep_log.as_deref())?,
         None => Vec::new(),
     };
     if a.crash {
@@ -302,6 +310,7 @@ fn crash_truths(
     rig: &mut Rig,
     seen: &[(Pattern, Vec<Seen>)],
     count: u32,
+    layout: Layout,
     json: bool,
     keep: Option<&std::path::Path>,
 ) -> anyhow::Result<Vec<WriteTruth>> {
@@ -329,7 +338,7 @@ fn crash_truths(
                         == Some((writer, index)))
                     .then_some(*v)
                 });
-                let mut file = PathBuf::from(format!("dio-trace-verify-{}", pattern.name()));
+                let mut file = layout.place(&format!("dio-trace-verify-{}", pattern.name()));
                 if pattern.files() > 1 {
                     file.push(writer.to_string());
                 }

@@ -13,6 +13,7 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     EbpfContext as _,
+    helpers::bpf_get_current_pid_tgid,
     macros::{btf_tracepoint, fentry, fexit, kprobe, raw_tracepoint},
     programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RawTracePointContext},
 };
@@ -21,12 +22,16 @@ use dio_trace_common::{
     fs::Fs,
     kind::RecordKind,
     probe::Mechanism,
-    record::{DATASYNC_UNKNOWN, EVENT_ROLL_FORWARD},
+    record::{DATASYNC_UNKNOWN, EVENT_NODES_WAITED, EVENT_ROLL_FORWARD, EVENT_SYNC_ALONE},
 };
 
 use crate::{
     emit::{Fact, full_timeline, settle, stack, step, step_time, wants_stack},
-    facts::{Via, entry_sizes, file_inode, vfs_inode},
+    facts::{Via, entry_fs, entry_sizes, file_inode, inode_sb, read, vfs_inode},
+    maps::{
+        F2FS_NODE_WAIT, NODES_PENDING, NODES_UNWAITED, NODES_WAITED, config, f2fs_sync_ended,
+        f2fs_sync_started,
+    },
     probes::armed,
 };
 
@@ -81,6 +86,65 @@ pub fn tp_f2fs_sync_file_enter(ctx: BtfTracePointContext) -> i32 {
 pub fn raw_f2fs_sync_file_enter(ctx: RawTracePointContext) -> i32 {
     sync_enter_untyped(ctx.as_ptr(), ctx.arg(0), Mechanism::RawTracepoint);
     0
+}
+
+/// Every f2fs sync is counted on its device, traced file or not, so that
+/// each exit knows whether another ran beside it ([`f2fs_sync_exit`]).
+/// A program of its own: the sync's start may be served by another hook
+/// (`vfs_fsync_range`), and this count must not depend on which.
+#[btf_tracepoint(function = "f2fs_sync_file_enter")]
+pub fn tp_f2fs_sync_count(ctx: BtfTracePointContext) -> i32 {
+    count_f2fs_sync(ctx.arg(0), Mechanism::Tracepoint);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "f2fs_sync_file_enter")]
+pub fn raw_f2fs_sync_count(ctx: RawTracePointContext) -> i32 {
+    count_f2fs_sync(ctx.arg(0), Mechanism::RawTracepoint);
+    0
+}
+
+#[inline(always)]
+fn count_f2fs_sync(inode: *const u8, mechanism: Mechanism) {
+    if let Some(dev) = inode_dev(Via::of(mechanism), inode) {
+        f2fs_sync_started(dev);
+    }
+    let _ = F2FS_NODE_WAIT.insert(&bpf_get_current_pid_tgid(), &NODES_PENDING, 0);
+}
+
+/// `f2fs_wait_on_node_pages_writeback(struct f2fs_sb_info *, unsigned int
+/// seq_id)`, which an fsync that rolls forward calls before its flush:
+/// with `seq_id` 0 it waits for nothing ([`F2FS_NODE_WAIT`]).
+#[kprobe]
+pub fn kprobe_f2fs_wait_on_node_pages_writeback(ctx: ProbeContext) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    // Only inside a sync the count saw start (not a checkpoint's own call).
+    // SAFETY: map value read, valid while the program runs.
+    if unsafe { F2FS_NODE_WAIT.get(&id) }.is_some()
+        && let Some(seq_id) = ctx.arg::<u32>(1)
+    {
+        let v = if seq_id == 0 { NODES_UNWAITED } else { NODES_WAITED };
+        let _ = F2FS_NODE_WAIT.insert(&id, &v, 0);
+    }
+    0
+}
+
+/// Did the f2fs sync this task is leaving wait for its node pages? Read
+/// once, at its exit.
+#[inline(always)]
+fn f2fs_nodes_waited() -> bool {
+    let id = bpf_get_current_pid_tgid();
+    // SAFETY: map value read, valid while the program runs.
+    let waited = unsafe { F2FS_NODE_WAIT.get(&id) }.is_some_and(|v| *v == NODES_WAITED);
+    let _ = F2FS_NODE_WAIT.remove(&id);
+    waited
+}
+
+/// `inode->i_sb->s_dev`.
+#[inline(always)]
+fn inode_dev(via: Via, inode: *const u8) -> Option<u32> {
+    let sb = inode_sb(via, inode).ok()?;
+    read(via, sb, config!(offsets.super_block_s_dev)).ok()
 }
 
 /// `f2fs:f2fs_sync_file_exit(struct inode *, int cp_reason, int datasync,
@@ -172,12 +236,18 @@ fn file_sync(ctx: *mut c_void, file: *const u8, kind: RecordKind, arg: u64, mech
 /// How an f2fs sync made things durable: `cp_reason` 0 wrote node pages
 /// for roll-forward recovery (which rebuilds the size from the write's
 /// blocks), anything else took a checkpoint of the in-memory inode, with
-/// whatever `i_size` it had. Without a full timeline the exit only amends
-/// the first sync's step, which the write's record carries.
+/// whatever `i_size` it had. A roll-forward counts only if no other f2fs
+/// sync on the device was running when it returned (`EVENT_SYNC_ALONE`).
+/// Without a full timeline the exit only amends the first sync's step,
+/// which the write's record carries.
 #[inline(always)]
 fn f2fs_sync_exit(inode: *const u8, cp_reason: i32, ret: i32, mechanism: Mechanism) {
+    let alone = inode_dev(Via::of(mechanism), inode).is_some_and(f2fs_sync_ended);
+    let waited = f2fs_nodes_waited();
     let flags = if cp_reason == 0 && ret == 0 {
         EVENT_ROLL_FORWARD
+            | if alone { EVENT_SYNC_ALONE } else { 0 }
+            | if waited { EVENT_NODES_WAITED } else { 0 }
     } else {
         0
     };
@@ -203,12 +273,20 @@ fn f2fs_sync_exit(inode: *const u8, cp_reason: i32, ret: i32, mechanism: Mechani
         return;
     };
     // SAFETY: map value pointer, valid while the program runs.
-    unsafe {
+    let sized_first = unsafe {
         let sync = &raw mut (*entry).rec.sync;
         if (*sync).ts_ns != 0 && (*sync).pos < 0 {
             (*sync).pos = cp_reason as i64;
             (*sync).flags |= flags;
+            (*entry).state & ARM_SIZE_SEEN != 0
+        } else {
+            false
         }
+    };
+    // The first sync's exit of a write whose size update came first: now
+    // its verdict cannot change ([`try_sync`] leaves it to this).
+    if sized_first {
+        settle(entry);
     }
 }
 
@@ -256,9 +334,14 @@ pub fn try_sync(ctx: *mut c_void, inode: *const u8, kind: RecordKind, arg: u64, 
     // A sync after the covering size update settles the verdict (ordered):
     // send the write now, and its completion finds nothing armed, which
     // is cheap. Otherwise the write waits for its completion and size
-    // update, which make the violation's timeline.
+    // update, which make the violation's timeline. Where the sync's path
+    // decides what lasts (f2fs), its exit settles it instead.
     // SAFETY: as above.
-    if !full && kind == RecordKind::SyncEnter && unsafe { (*entry).state } & ARM_SIZE_SEEN != 0 {
+    if !full
+        && kind == RecordKind::SyncEnter
+        && unsafe { (*entry).state } & ARM_SIZE_SEEN != 0
+        && !entry_fs(entry).sync_path_decides()
+    {
         settle(entry);
     }
 }

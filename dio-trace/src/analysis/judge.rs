@@ -3,7 +3,7 @@
 use dio_trace_common::{
     fs::{FS_SLOTS, Fs},
     kind::RecordKind,
-    record::EVENT_ROLL_FORWARD,
+    record::{EVENT_NODES_WAITED, EVENT_ROLL_FORWARD, EVENT_SYNC_ALONE},
 };
 
 use super::event::Event;
@@ -90,16 +90,69 @@ impl Verdict {
     }
 }
 
-/// Did the sync at the head of `from` end by making the write's blocks
-/// durable for roll-forward recovery? Its own step says so (whole-write
-/// records) or its exit does (full timelines).
-fn rolled_forward(from: &[Event]) -> bool {
-    let flagged = |e: &Event| e.flags & EVENT_ROLL_FORWARD != 0;
-    flagged(&from[0])
-        || from[1..]
+/// How the sync at the head of `from` ended, as far as roll-forward
+/// recovery goes: its own step says so (whole-write records) or its exit
+/// does (full timelines).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RollForward {
+    /// It failed, or its end was not seen.
+    No,
+    /// It took a checkpoint (f2fs's `cp_reason` not 0), which keeps the
+    /// inode as it was.
+    Checkpoint,
+    /// It wrote the file's node pages for roll-forward, and no other sync
+    /// on the device was running when it returned: the chain to them is
+    /// durable.
+    Alone,
+    /// It wrote them, but beside another sync that may hold an earlier,
+    /// not yet durable, link of the chain ([`EVENT_SYNC_ALONE`]).
+    Shared,
+    /// It wrote them, alone, but f2fs did not wait for them before its
+    /// flush ([`EVENT_NODES_WAITED`]).
+    Unwaited,
+}
+
+fn roll_forward(from: &[Event]) -> RollForward {
+    // `pos` is the exit's `cp_reason` (on a whole-write record's sync
+    // step too, which the exit amends), -1 where no exit was seen. A
+    // failed sync fails the write, which is judged before this.
+    let of = |e: &Event| {
+        let has = |bit: u32| e.flags & bit != 0;
+        match (
+            has(EVENT_ROLL_FORWARD),
+            has(EVENT_SYNC_ALONE),
+            has(EVENT_NODES_WAITED),
+        ) {
+            (false, _, _) if e.pos > 0 => RollForward::Checkpoint,
+            (false, _, _) => RollForward::No,
+            (true, false, _) => RollForward::Shared,
+            (true, true, false) => RollForward::Unwaited,
+            (true, true, true) => RollForward::Alone,
+        }
+    };
+    match of(&from[0]) {
+        RollForward::No => from[1..]
             .iter()
             .find(|e| matches!(e.kind, RecordKind::SyncExit | RecordKind::SyncEnter))
-            .is_some_and(|e| e.kind == RecordKind::SyncExit && flagged(e))
+            .filter(|e| e.kind == RecordKind::SyncExit)
+            .map_or(RollForward::No, of),
+        flagged => flagged,
+    }
+}
+
+/// Why a roll-forward that is not [`RollForward::Alone`] is not "ordered".
+fn unproven_roll_forward(fs: Fs, how: RollForward) -> String {
+    let why = if how == RollForward::Unwaited {
+        "but it did not wait for them before its flush (f2fs_wait_on_node_pages_writeback with \
+         seq_id 0, as the first sync after a checkpoint gets), so the flush may have gone first"
+    } else {
+        "but another sync on the device was running when it returned (or its start was not seen): \
+         recovery walks one chain of node blocks and stops at the first one not on disk"
+    };
+    format!(
+        "the {} sync wrote node pages for roll-forward recovery, {why}; this write may not survive a crash",
+        fs.name()
+    )
 }
 
 /// Judge one write from its `WriteBegin` and the events of its inode that
@@ -108,7 +161,8 @@ fn rolled_forward(from: &[Event]) -> bool {
 /// Ordered: the first sync is preceded by a size update (the write's
 /// filesystem's: `mark_inode_dirty` on ext4) whose on-disk size covers the
 /// write's end, or the kernel says that sync made the write's blocks
-/// durable for roll-forward recovery, which rebuilds the size (f2fs).
+/// durable for roll-forward recovery, which rebuilds the size (f2fs),
+/// with no other sync beside it that could break the chain to them.
 /// Violation: that sync comes first and took no such path, or the
 /// completion ends with no sync at all. A write counted for its new or
 /// unwritten blocks ([`Event::new_extent`]) needs no size update: its sync
@@ -132,14 +186,15 @@ pub fn judge(begin: &Event, events: &[Event], lost: bool, cov: Coverage) -> Verd
     let sync_at = events.iter().position(|e| e.kind == RecordKind::SyncEnter);
     if begin.new_extent() {
         return match sync_at {
-            Some(_) => Verdict::Ordered,
+            Some(s) => synced_in_order(fs, fs_cov, &events[s..]),
             None => no_sync(fs, complete.is_some(), cov, ViolationKind::SyncMissingNewExtent),
         };
     }
     let covers = |e: &Event| e.kind.is_size_update() && e.disksize().is_some_and(|d| d >= end);
     match sync_at {
-        // A size update covering the write came before the sync.
-        Some(s) if events[..s].iter().any(covers) => Verdict::Ordered,
+        // A size update covering the write came before the sync: ordered,
+        // where the sync's path cannot lose what it wrote.
+        Some(s) if events[..s].iter().any(covers) => synced_in_order(fs, fs_cov, &events[s..]),
         Some(s) => {
             if !fs_cov.size_update {
                 return Verdict::Inconclusive(format!(
@@ -148,8 +203,12 @@ pub fn judge(begin: &Event, events: &[Event], lost: bool, cov: Coverage) -> Verd
                     fs.size_step()
                 ));
             }
-            if rolled_forward(&events[s..]) {
-                return Verdict::Ordered;
+            match roll_forward(&events[s..]) {
+                RollForward::Alone => return Verdict::Ordered,
+                how @ (RollForward::Shared | RollForward::Unwaited) => {
+                    return Verdict::Inconclusive(unproven_roll_forward(fs, how));
+                }
+                RollForward::No | RollForward::Checkpoint => {}
             }
             if !fs_cov.sync_path {
                 return Verdict::Inconclusive(format!(
@@ -167,6 +226,32 @@ pub fn judge(begin: &Event, events: &[Event], lost: bool, cov: Coverage) -> Verd
             }
         }
         None => no_sync(fs, complete.is_some(), cov, ViolationKind::SyncMissing),
+    }
+}
+
+/// A write whose first sync (the head of `from`) came after all it needed
+/// (its covering size update; for a new-extent write, nothing): ordered,
+/// where the sync's path cannot lose what it wrote
+/// ([`Fs::sync_path_decides`]).
+fn synced_in_order(fs: Fs, fs_cov: FsCoverage, from: &[Event]) -> Verdict {
+    if !fs.sync_path_decides() {
+        return Verdict::Ordered;
+    }
+    match roll_forward(from) {
+        RollForward::Alone | RollForward::Checkpoint => Verdict::Ordered,
+        how @ (RollForward::Shared | RollForward::Unwaited) => {
+            Verdict::Inconclusive(unproven_roll_forward(fs, how))
+        }
+        RollForward::No if !fs_cov.sync_path => Verdict::Inconclusive(format!(
+            "how the {} sync ended (its sync-exit probe) is not attached: what it wrote lasts by its \
+             path (a checkpoint, or node pages for roll-forward recovery)",
+            fs.name()
+        )),
+        RollForward::No => Verdict::Inconclusive(format!(
+            "how the {} sync ended was not seen (it failed, or its exit was missed): what it wrote \
+             lasts by its path",
+            fs.name()
+        )),
     }
 }
 

@@ -7,7 +7,7 @@ use std::io::Write;
 use serde_json::json;
 
 use super::truth::WriteTruth;
-use crate::report::junit::write_crash_cases;
+use crate::report::junit::{CrashCase, write_crash_cases};
 
 /// The human table: per pattern, each counted write's verdict and crash.
 pub fn table(out: &mut dyn Write, truths: &[WriteTruth]) -> std::io::Result<()> {
@@ -43,11 +43,17 @@ pub fn table(out: &mut dyn Write, truths: &[WriteTruth]) -> std::io::Result<()> 
     }
     let bad: Vec<String> = truths.iter().filter_map(WriteTruth::disagreement).collect();
     let hidden = truths.iter().filter(|t| t.hidden()).count();
+    let unjudged = truths.iter().filter(|t| t.unjudged()).count();
     writeln!(
         out,
-        "crash truth agrees on {} of {} writes{}",
-        truths.len() - bad.len(),
+        "crash truth agrees on {} of {} writes{}{}",
+        truths.len() - bad.len() - unjudged,
         truths.len(),
+        if unjudged > 0 {
+            format!(" ({unjudged} unjudged: the tracer said inconclusive, so there is nothing to agree with)")
+        } else {
+            String::new()
+        },
         if hidden > 0 {
             format!(
                 " ({hidden} violations hidden: another writer's commit made them durable before they returned)"
@@ -63,9 +69,10 @@ pub fn table(out: &mut dyn Write, truths: &[WriteTruth]) -> std::io::Result<()> 
 }
 
 /// One NDJSON line per write: `{"type":"crash_write", "pattern", "writer",
-/// "index", "mark", "verdict", "crash", "agrees", "hidden", "size", "data",
-/// "error"}` (`hidden`: a violation kept because another writer's commit
-/// closed its window, which agrees)
+/// "index", "mark", "verdict", "crash", "agrees", "hidden", "unjudged",
+/// "size", "data", "error"}` (`hidden`: a violation kept because another
+/// writer's commit closed its window, which agrees; `unjudged`: an
+/// inconclusive verdict, which neither agrees nor disagrees)
 /// (`size`/`data` null when the file is gone or there was no replay;
 /// `error` only without a replay).
 pub fn ndjson(out: &mut dyn Write, truths: &[WriteTruth]) -> std::io::Result<()> {
@@ -87,6 +94,7 @@ pub fn ndjson(out: &mut dyn Write, truths: &[WriteTruth]) -> std::io::Result<()>
                 "crash": t.crash(),
                 "agrees": t.agrees(),
                 "hidden": t.hidden(),
+                "unjudged": t.unjudged(),
                 "size": size,
                 "data": data,
                 "error": t.survived.as_ref().err(),
@@ -107,7 +115,15 @@ pub fn junit(out: &std::path::Path, kernel: &str, truths: &[WriteTruth]) -> std:
             (
                 format!("dio-trace.crash.{}", t.pattern.name()),
                 format!("{}: {} / {}", t.mark(), t.verdict, t.crash()),
-                t.disagreement(),
+                match t.disagreement() {
+                    Some(why) => CrashCase::Disagrees(why),
+                    None if t.unjudged() => CrashCase::Unjudged(format!(
+                        "{}: the tracer could not judge it (inconclusive); the crash left {}",
+                        t.mark(),
+                        t.left()
+                    )),
+                    None => CrashCase::Agrees,
+                },
             )
         }),
     )

@@ -67,11 +67,21 @@ impl WriteTruth {
         self.pattern.files() > 1 && self.verdict == "violation" && self.outcome == Some(Outcome::Kept)
     }
 
-    /// The result column: `agree`, `hidden` (see [`WriteTruth::hidden`])
-    /// or `DISAGREE`.
+    /// The tracer gave no verdict to check: an inconclusive write (its
+    /// reason is on the tracer's line for it) neither agrees nor
+    /// disagrees. A write it did not report at all ("missing") is a miss,
+    /// and disagrees.
+    pub fn unjudged(&self) -> bool {
+        self.verdict == "inconclusive"
+    }
+
+    /// The result column: `agree`, `hidden` (see [`WriteTruth::hidden`]),
+    /// `unjudged` (see [`WriteTruth::unjudged`]) or `DISAGREE`.
     pub fn result(&self) -> &'static str {
         if self.hidden() {
             "hidden"
+        } else if self.unjudged() {
+            "unjudged"
         } else if self.agrees() {
             "agree"
         } else {
@@ -90,7 +100,7 @@ impl WriteTruth {
 
     /// Why this write disagrees, for the report (`None` when it agrees).
     pub fn disagreement(&self) -> Option<String> {
-        (!self.agrees()).then(|| {
+        (!self.agrees() && !self.unjudged()).then(|| {
             format!(
                 "{}: verdict {} but crash {} ({})",
                 self.mark(),
@@ -125,9 +135,9 @@ pub fn locate(
 }
 
 /// The exit status with crash truth: any disagreement is 5; else what
-/// `verify` alone says.
+/// `verify` alone says (inconclusive, 3, where a write was unjudged).
 pub fn exit(verify: Exit, truths: &[WriteTruth]) -> Exit {
-    if truths.iter().all(WriteTruth::agrees) {
+    if truths.iter().all(|t| t.disagreement().is_none()) {
         verify
     } else {
         Exit::Disagreement
@@ -225,6 +235,26 @@ mod tests {
             Exit::Violation
         );
         assert_eq!(exit(Exit::Ordered, &[]), Exit::Ordered);
+    }
+
+    #[test]
+    fn an_inconclusive_write_is_unjudged_whatever_the_crash() {
+        let p = Pattern::ConcurrentOSyncAppend;
+        for (size, data) in [(0, 0), (4096, 4096)] {
+            let w = t(p, 0, "inconclusive", size, data);
+            assert!(w.unjudged() && !w.agrees() && !w.hidden());
+            assert_eq!((w.result(), w.disagreement()), ("unjudged", None));
+            // Verify's own status (inconclusive) stands: not 5.
+            assert_eq!(exit(Exit::Inconclusive, &[w]), Exit::Inconclusive);
+        }
+        // Beside a disagreement, 5 still wins.
+        let lost = t(p, 1, "ordered", 0, 0);
+        assert_eq!(
+            exit(Exit::Inconclusive, &[t(p, 0, "inconclusive", 0, 0), lost]),
+            Exit::Disagreement
+        );
+        // Only "inconclusive" is unjudged: a missing write is a miss.
+        assert!(!WriteTruth::new(p, (0, 0), None, Ok(Survived::Missing), (2, SIZE)).unjudged());
     }
 
     #[test]

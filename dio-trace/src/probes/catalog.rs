@@ -67,15 +67,23 @@ pub const XFS_SYNC_ENTER: &str = "xfs_sync_enter";
 pub const F2FS_SIZE_UPDATE: &str = "f2fs_size_update";
 pub const F2FS_SYNC_ENTER: &str = "f2fs_sync_enter";
 pub const F2FS_SYNC_EXIT: &str = "f2fs_sync_exit";
+pub const F2FS_SYNC_COUNT: &str = "f2fs_sync_count";
+pub const F2FS_NODE_WAIT: &str = "f2fs_node_wait";
 
 /// Each filesystem's (size update, sync, how the sync ended) rows, by
-/// [`Fs::slot`]; the last only where the sync's path decides what lasts.
+/// [`Fs::slot`]; the last only where the sync's path decides what lasts
+/// ([`Fs::sync_path_decides`]), and all of its rows are needed for it.
 /// ext4's keep the names they had when ext4 was the only filesystem:
 /// recorded traces name them so.
-pub const FS_FACT_PROBES: [(Fs, &str, &str, Option<&str>); FS_SLOTS] = [
-    (Fs::Ext4, SIZE_UPDATE, SYNC_ENTER, None),
-    (Fs::Xfs, XFS_SIZE_UPDATE, XFS_SYNC_ENTER, None),
-    (Fs::F2fs, F2FS_SIZE_UPDATE, F2FS_SYNC_ENTER, Some(F2FS_SYNC_EXIT)),
+pub const FS_FACT_PROBES: [(Fs, &str, &str, &[&str]); FS_SLOTS] = [
+    (Fs::Ext4, SIZE_UPDATE, SYNC_ENTER, &[]),
+    (Fs::Xfs, XFS_SIZE_UPDATE, XFS_SYNC_ENTER, &[]),
+    (
+        Fs::F2fs,
+        F2FS_SIZE_UPDATE,
+        F2FS_SYNC_ENTER,
+        &[F2FS_SYNC_EXIT, F2FS_SYNC_COUNT, F2FS_NODE_WAIT],
+    ),
 ];
 
 /// What the verdict can rest on, given which probes are served.
@@ -85,7 +93,7 @@ pub fn coverage(served: impl Fn(&str) -> bool) -> Coverage {
         fs[f.slot()] = FsCoverage {
             size_update: served(size),
             sync: served(sync),
-            sync_path: path.is_none_or(&served),
+            sync_path: path.iter().all(|p| served(p)),
         };
     }
     Coverage {
@@ -416,6 +424,38 @@ pub static CATALOG: &[ProbeSpec] = &[
                 &[(RawTracepoint, "raw_f2fs_sync_file_exit")],
             ),
         ],
+    },
+    ProbeSpec {
+        name: F2FS_SYNC_COUNT,
+        fs: Some(Fs::F2fs),
+        need: Need::Verdict,
+        about: "every f2fs_sync_file start, counted per device: whether another sync ran beside a roll-forward",
+        hooks: &[
+            hook(
+                Tracepoint,
+                "f2fs_sync_file_enter",
+                "3.8",
+                &[(Tracepoint, "tp_f2fs_sync_count")],
+            ),
+            hook(
+                RawTracepoint,
+                "f2fs_sync_file_enter",
+                "3.8",
+                &[(RawTracepoint, "raw_f2fs_sync_count")],
+            ),
+        ],
+    },
+    ProbeSpec {
+        name: F2FS_NODE_WAIT,
+        fs: Some(Fs::F2fs),
+        need: Need::Verdict,
+        about: "f2fs_wait_on_node_pages_writeback: did the sync wait for its node pages (seq_id 0 waits for none)",
+        hooks: &[hook(
+            Kprobe,
+            "f2fs_wait_on_node_pages_writeback",
+            "4.19",
+            &[(Kprobe, "kprobe_f2fs_wait_on_node_pages_writeback")],
+        )],
     },
     ProbeSpec {
         name: COMPLETE,

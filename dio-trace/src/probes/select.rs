@@ -230,7 +230,8 @@ mod tests {
 
     /// Programs that run with preemption disabled come first: with
     /// everything available, every fact probe is a kprobe (the only
-    /// exceptions, the sync exits, have no kprobe hook), and tracepoints come next.
+    /// exceptions, the sync exits and f2fs's sync count, have no kprobe
+    /// hook), and tracepoints come next.
     #[test]
     fn auto_prefers_what_the_kernel_never_skips() {
         let all = Wants {
@@ -240,7 +241,7 @@ mod tests {
         let sel = select(Backend::Auto, all, |_, _| Ok(()));
         for p in &sel.probes {
             let (m, _) = p.served.unwrap();
-            let want = if p.name.ends_with("sync_exit") {
+            let want = if p.name.ends_with("sync_exit") || p.name == crate::probes::catalog::F2FS_SYNC_COUNT {
                 Mechanism::Tracepoint
             } else {
                 Mechanism::Kprobe

@@ -6,7 +6,7 @@ use std::io::Write;
 
 use dio_trace_common::{
     kind::RecordKind,
-    record::{DATASYNC_UNKNOWN, EVENT_ROLL_FORWARD},
+    record::{DATASYNC_UNKNOWN, EVENT_NODES_WAITED, EVENT_ROLL_FORWARD, EVENT_SYNC_ALONE},
 };
 
 use super::{Reporter, RunInfo, View, backend_of};
@@ -170,6 +170,12 @@ fn explanation(w: &WriteReport) -> Option<String> {
 fn sync_path(e: &Event) -> String {
     match e.pos {
         p if p < 0 => String::new(),
+        0 if e.flags & EVENT_ROLL_FORWARD != 0 && e.flags & EVENT_SYNC_ALONE == 0 => {
+            " cp_reason=0 (roll-forward, beside another sync)".into()
+        }
+        0 if e.flags & EVENT_ROLL_FORWARD != 0 && e.flags & EVENT_NODES_WAITED == 0 => {
+            " cp_reason=0 (roll-forward, node pages not waited for)".into()
+        }
         0 if e.flags & EVENT_ROLL_FORWARD != 0 => " cp_reason=0 (roll-forward)".into(),
         p => format!(" cp_reason={p} (checkpoint)"),
     }

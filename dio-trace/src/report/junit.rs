@@ -17,6 +17,14 @@ pub enum Expect {
     Violation,
 }
 
+/// How one `verify --crash` write ends as a test case.
+pub enum CrashCase {
+    Agrees,
+    /// The tracer gave no verdict (inconclusive): skipped, with why.
+    Unjudged(String),
+    Disagrees(String),
+}
+
 enum Outcome {
     Pass,
     Failure(String, String),
@@ -129,15 +137,19 @@ impl Reporter for Junit {
 pub fn write_crash_cases(
     out: &std::path::Path,
     suite: &str,
-    cases: impl IntoIterator<Item = (String, String, Option<String>)>,
+    cases: impl IntoIterator<Item = (String, String, CrashCase)>,
 ) -> std::io::Result<()> {
     let cases: Vec<Case> = cases
         .into_iter()
-        .map(|(class, name, failure)| Case {
+        .map(|(class, name, end)| Case {
             class,
             name,
             secs: 0.0,
-            outcome: failure.map_or(Outcome::Pass, Outcome::Disagreement),
+            outcome: match end {
+                CrashCase::Agrees => Outcome::Pass,
+                CrashCase::Unjudged(why) => Outcome::Skipped(why),
+                CrashCase::Disagrees(why) => Outcome::Disagreement(why),
+            },
         })
         .collect();
     std::fs::write(out, xml(suite, &cases))

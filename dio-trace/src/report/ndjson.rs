@@ -30,6 +30,10 @@
 //! (completions and sync exits), `cp_reason` (f2fs syncs, null elsewhere:
 //! 0 the sync wrote node pages for roll-forward recovery, else it took a
 //! checkpoint, the kernel's `enum cp_reason_type`, e.g. 3 `CP_HARDLINK`),
+//! `sync_alone` (beside `cp_reason`: no other f2fs sync on the device was
+//! running when it returned), `nodes_waited` (beside it: f2fs waited for
+//! the node pages it wrote before its flush); a roll-forward counts only
+//! with both,
 //! `error` (completions), and `stack` where the kernel sent one: the call
 //! path, innermost frame first, as `name+0xoff` (`[module]` after it for a
 //! module's function); an unnamed frame is `"?"`. `stack_error` is the
@@ -39,7 +43,11 @@
 
 use std::io::Write;
 
-use dio_trace_common::{counters::Counter, kind::RecordKind, record::DATASYNC_UNKNOWN};
+use dio_trace_common::{
+    counters::Counter,
+    kind::RecordKind,
+    record::{DATASYNC_UNKNOWN, EVENT_NODES_WAITED, EVENT_SYNC_ALONE},
+};
 use serde_json::{Value, json};
 
 use super::{Reporter, RunInfo, View, backend_of};
@@ -87,8 +95,15 @@ pub fn event_json(e: &Event, t0: u64, raw: bool) -> Value {
         RecordKind::SyncEnter => json!({
             "datasync": (e.arg != DATASYNC_UNKNOWN).then_some(e.arg),
             "cp_reason": (e.pos >= 0).then_some(e.pos),
+            "sync_alone": (e.pos >= 0).then_some(e.flags & EVENT_SYNC_ALONE != 0),
+            "nodes_waited": (e.pos >= 0).then_some(e.flags & EVENT_NODES_WAITED != 0),
         }),
-        RecordKind::SyncExit => json!({ "ret": e.arg as i64, "cp_reason": (e.pos >= 0).then_some(e.pos) }),
+        RecordKind::SyncExit => json!({
+            "ret": e.arg as i64,
+            "cp_reason": (e.pos >= 0).then_some(e.pos),
+            "sync_alone": (e.pos >= 0).then_some(e.flags & EVENT_SYNC_ALONE != 0),
+            "nodes_waited": (e.pos >= 0).then_some(e.flags & EVENT_NODES_WAITED != 0),
+        }),
         RecordKind::CompleteExit | RecordKind::CompleteEnter => {
             json!({ "ret": e.arg as i64, "error": e.pos })
         }

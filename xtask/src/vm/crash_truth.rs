@@ -1,12 +1,14 @@
 //! `dio-trace verify --crash` in the guests: per-write crash truth from a
 //! dm-log-writes replay, run in the same boot as the matrix's `verify`
 //! (its pattern lines are scored as before) on kernels whose row says
-//! they ship dm-log-writes. Every counted write of every pattern must be
-//! what the row's facts say ([`matrix::expected`]): a violation that was
-//! lost, or ordered and kept; and exactly `COUNT` writes per writer of
-//! each counted pattern ([`matrix::shape`]) must be reported, no fewer and
-//! no more. verify's own exit status must match (1 where the kernel has
-//! the bug, 0 where not; 5, a disagreement, always fails).
+//! they ship dm-log-writes, and on the XFS and f2fs disks of the
+//! filesystem cells. Every counted write must be what our tables say
+//! ([`allowed`]: the row's facts, [`matrix::expected`], and on f2fs each
+//! fsync's path, write by write): a violation that was lost, or ordered
+//! and kept; and exactly `COUNT` writes per writer of each counted pattern
+//! ([`matrix::shape`]) must be reported, no fewer and no more. verify's
+//! own exit status must match (1 where a write must be a violation, 0
+//! where every write is ordered; 5, a disagreement, always fails).
 
 use std::collections::BTreeMap;
 
@@ -20,28 +22,110 @@ use crate::kernel::Named;
 /// boot short (TCG) and still show a write that follows another.
 pub const COUNT: u32 = 2;
 
-/// The guest script: the disk init mounted on /mnt is the fresh
-/// filesystem the rig starts from (the guests have no mkfs); verify's
-/// NDJSON goes to the console with `@@V `, its exit status with `@@VEXIT`.
-pub fn script(btf: &str) -> String {
-    // Not `dio-trace ... | sed`: `$?` would be sed's status.
-    format!(
-        "{}--json >/tmp/verify.out 2>/tmp/verify.err\n\
-         rc=$?\n\
-         sed 's/^/@@V /' /tmp/verify.out\n\
-         echo \"@@VEXIT $rc\"\n\
-         tail -5 /tmp/verify.err\n",
-        verify_line(btf, COUNT)
-    )
+/// Where a run's files go (`dio-trace verify --layout`): on f2fs this
+/// picks each fsync's path (NOTES §8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// The filesystem's root: f2fs's fsyncs roll forward.
+    Root,
+    /// A new directory per pattern: f2fs's first fsync takes a checkpoint.
+    NewDir,
+    /// A second hard link per file: every f2fs fsync takes a checkpoint.
+    Hardlinked,
+}
+
+impl Layout {
+    fn arg(self) -> &'static str {
+        match self {
+            Layout::Root => "root",
+            Layout::NewDir => "new-dir",
+            Layout::Hardlinked => "hardlinked",
+        }
+    }
+}
+
+/// One `dio-trace verify --crash` in a guest, on the fresh disk of `fs`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Run {
+    pub fs: &'static str,
+    pub layout: Layout,
+    /// Only these counted patterns; every counted one where empty.
+    pub patterns: &'static [&'static str],
+}
+
+impl Run {
+    /// The matrix's run: ext4, every counted pattern in the root. Its lines
+    /// carry no tag, as the plain verify's do ([`verify::score_patterns`]
+    /// reads its pattern lines too).
+    pub const EXT4: Run = Run::on("ext4", Layout::Root, &[]);
+
+    pub const fn on(fs: &'static str, layout: Layout, patterns: &'static [&'static str]) -> Self {
+        Self { fs, layout, patterns }
+    }
+
+    /// `f2fs+hardlinked`, for case names.
+    pub fn label(&self) -> String {
+        match self.layout {
+            Layout::Root => self.fs.to_owned(),
+            l => format!("{}+{}", self.fs, l.arg()),
+        }
+    }
+
+    /// What its console lines carry after `@@V` and `@@VEXIT`.
+    fn tag(&self) -> String {
+        if *self == Run::EXT4 {
+            String::new()
+        } else {
+            format!(":{}", self.label())
+        }
+    }
+
+    /// The counted patterns it runs, with their writers.
+    fn counted(&self) -> Vec<(&'static str, u64)> {
+        verify::counted_patterns()
+            .filter(|(p, _)| self.patterns.is_empty() || self.patterns.contains(p))
+            .collect()
+    }
+
+    /// verify's arguments beyond [`verify_line`]'s.
+    fn args(&self) -> String {
+        let mut a = format!("--fs {} --layout {}", self.fs, self.layout.arg());
+        for p in self.patterns {
+            a += &format!(" --pattern {p}");
+        }
+        a
+    }
+}
+
+/// The guest script for `runs`, one after another in one boot: the disk
+/// init mounted on /mnt is the fresh filesystem each starts from (the
+/// guests have no mkfs), left unmounted; verify's NDJSON goes to the
+/// console with `@@V<tag> `, its exit status with `@@VEXIT<tag>`.
+pub fn script(btf: &str, runs: &[Run]) -> String {
+    let mut s = String::new();
+    for run in runs {
+        let tag = run.tag();
+        // Not `dio-trace ... | sed`: `$?` would be sed's status.
+        s += &format!(
+            "{}{} --json >/tmp/verify.out 2>/tmp/verify.err\n\
+             rc=$?\n\
+             sed 's/^/@@V{tag} /' /tmp/verify.out\n\
+             echo \"@@VEXIT{tag} $rc\"\n\
+             tail -5 /tmp/verify.err\n",
+            verify_line(btf, COUNT),
+            run.args()
+        );
+    }
+    s
 }
 
 /// The guest lines that run `dio-trace verify --crash` on the fresh disk
-/// init mounted on /mnt (unmounted first: it is only copied), open-ended
-/// for more arguments.
+/// init mounted on /mnt (found once, unmounted: it is only copied; `$disk`
+/// names it afterwards), open-ended for more arguments.
 pub fn verify_line(btf: &str, count: u32) -> String {
     format!(
-        "disk=$(awk '$2 == \"/mnt\" {{ print $1 }}' /proc/mounts)\n\
-         umount /mnt\n\
+        "disk=${{disk:-$(awk '$2 == \"/mnt\" {{ print $1 }}' /proc/mounts)}}\n\
+         umount /mnt 2>/dev/null\n\
          dio-trace verify{btf} --crash --fresh-fs \"$disk\" --count {count} "
     )
 }
@@ -55,27 +139,88 @@ fn writes(pattern: &str) -> u32 {
     COUNT * writers as u32
 }
 
-/// What a write's verdict and crash must be where its pattern must show
-/// `want`; `None`: nothing says (fails). Writers sharing a journal may
-/// close each other's windows: a violation there may be kept (dio-trace
-/// calls it `hidden`), never an ordered write lost.
-fn must(want: Want, pattern: &str) -> Option<(&'static str, &'static [&'static str])> {
-    let shared = pattern == "concurrent-o-sync-append";
-    match want {
-        Want::Ordered => Some(("ordered", &["kept"])),
-        Want::Violation(_) if shared => Some(("violation", &["size-lost", "data-lost", "file-lost", "kept"])),
-        Want::Violation(_) => Some(("violation", &["size-lost", "data-lost", "file-lost"])),
+/// What one write may show: each verdict it may have, with the crashes
+/// that verdict may meet.
+type Allowed = &'static [(&'static str, &'static [&'static str])];
+
+const LOST: &[&str] = &["size-lost", "data-lost", "file-lost"];
+const LOST_OR_KEPT: &[&str] = &["size-lost", "data-lost", "file-lost", "kept"];
+const ORDERED: Allowed = &[("ordered", &["kept"])];
+const VIOLATION: Allowed = &[("violation", LOST)];
+/// Writers sharing a journal may close each other's windows: a violation
+/// there may be kept (dio-trace calls it `hidden`), never an ordered
+/// write lost.
+const VIOLATION_SHARED: Allowed = &[("violation", LOST_OR_KEPT)];
+/// An f2fs roll-forward among writers syncing side by side: ordered and
+/// kept, or unjudged whatever the crash (another sync may hold an earlier
+/// link of the node chain, `EVENT_SYNC_ALONE`).
+const ROLL_FORWARD_SHARED: Allowed = &[("ordered", &["kept"]), ("inconclusive", LOST_OR_KEPT)];
+/// The first writes of f2fs's concurrent writers: each fsync takes the new
+/// directory's checkpoint, unless another's checkpoint came first and it
+/// rolls forward.
+const FIRST_OF_MANY_STOCK: Allowed = &[
+    ("violation", LOST_OR_KEPT),
+    ("ordered", &["kept"]),
+    ("inconclusive", LOST_OR_KEPT),
+];
+
+/// The pattern whose 8 writers share a journal (and, on f2fs, a new
+/// directory and the node chain).
+const CONCURRENT: &str = "concurrent-o-sync-append";
+
+/// What write `index` (of any writer) of `pattern` may show in `run` on
+/// `row`'s kernel; `None`: nothing says (fails).
+fn allowed(row: &Named, run: &Run, pattern: &str, index: u32) -> Option<Allowed> {
+    if run.fs == "f2fs" {
+        return matrix::shape(pattern).map(|_| f2fs_allowed(row, run.layout, pattern, index));
+    }
+    match matrix::expected(row, pattern) {
+        Want::Ordered => Some(ORDERED),
+        Want::Violation(_) if pattern == CONCURRENT => Some(VIOLATION_SHARED),
+        Want::Violation(_) => Some(VIOLATION),
         _ => None,
     }
 }
 
-/// Score the `crash_write` lines and verify's exit status in `console`:
-/// one case per counted pattern (each of its writes right, the count
-/// exact) and one for the exit status.
-pub fn score(label: &str, row: &Named, console: &str, score: &mut Score) {
+/// f2fs, write by write (NOTES §8): an fsync takes a checkpoint of the
+/// inode as it is when the file has a second link or its directory was
+/// never checkpointed (a new one's first fsync); otherwise it writes node
+/// pages for roll-forward, which rebuilds the size. A kernel whose f2fs
+/// raises the size after the sync (`f2fs_late_size`) loses a checkpointed
+/// write's size; with the fix every write lasts. Writes into fallocated
+/// blocks need no size: ordered and kept on both.
+fn f2fs_allowed(row: &Named, layout: Layout, pattern: &str, index: u32) -> Allowed {
+    // The file is written and fsynced before its counted writes: that
+    // fsync takes a new directory's checkpoint.
+    let synced_first = pattern == "o-append-dsync" || pattern.contains("into-fallocated");
+    if pattern.contains("into-fallocated") {
+        return ORDERED;
+    }
+    let concurrent = pattern == CONCURRENT;
+    // The concurrent writers' files are in a directory of their own.
+    let checkpoints = layout == Layout::Hardlinked
+        || (index == 0 && (concurrent || (layout == Layout::NewDir && !synced_first)));
+    match (concurrent, checkpoints, row.f2fs_late_size) {
+        (false, true, true) => VIOLATION,
+        (false, _, _) => ORDERED,
+        (true, true, true) if layout == Layout::Hardlinked => VIOLATION_SHARED,
+        (true, true, true) => FIRST_OF_MANY_STOCK,
+        (true, true, false) if layout == Layout::Hardlinked => ORDERED,
+        // The fix keeps a checkpointed write, and a first write that rolls
+        // forward instead is a roll-forward among others.
+        (true, true, false) => ROLL_FORWARD_SHARED,
+        (true, false, _) => ROLL_FORWARD_SHARED,
+    }
+}
+
+/// Score `run`'s `crash_write` lines and verify's exit status in
+/// `console`: one case per counted pattern (each of its writes as
+/// [`allowed`] says, the count exact) and one for the exit status.
+pub fn score(label: &str, row: &Named, run: &Run, console: &str, score: &mut Score) {
+    let tag = format!("@@V{} ", run.tag());
     let lines: Vec<Value> = console
         .lines()
-        .filter_map(|l| l.split("@@V ").nth(1))
+        .filter_map(|l| l.split(tag.as_str()).nth(1))
         .filter_map(|j| serde_json::from_str(j).ok())
         .filter(|v: &Value| v["type"] == "crash_write")
         .collect();
@@ -86,8 +231,8 @@ pub fn score(label: &str, row: &Named, console: &str, score: &mut Score) {
             .or_default()
             .push(l);
     }
-    let counted: Vec<&str> = verify::counted_patterns().map(|(p, _)| p).collect();
-    let mut any_violation = false;
+    let counted: Vec<&str> = run.counted().into_iter().map(|(p, _)| p).collect();
+    let (mut must_violate, mut may_violate, mut may_unjudge) = (false, false, false);
     for pattern in counted.iter().copied().chain(
         by_pattern
             .keys()
@@ -95,49 +240,101 @@ pub fn score(label: &str, row: &Named, console: &str, score: &mut Score) {
             .filter(|p| !counted.contains(p)),
     ) {
         let got = by_pattern.get(pattern).map_or(&[][..], Vec::as_slice);
-        let want = matrix::expected(row, pattern);
-        any_violation |= matches!(want, Want::Violation(_));
-        let why = match must(want, pattern) {
-            None => Some(format!("no shape says what {pattern} must show")),
-            Some((verdict, crashes)) => {
-                let bad: Vec<String> = got
-                    .iter()
-                    .filter(|w| w["verdict"] != verdict || !crashes.iter().any(|c| w["crash"] == *c))
-                    .map(|w| format!("{} {}/{}", w["mark"], w["verdict"], w["crash"]))
-                    .collect();
-                let n = writes(pattern) as usize;
-                if got.len() != n {
-                    Some(format!("want {n} writes, the guest reported {}", got.len()))
-                } else if !bad.is_empty() {
-                    Some(format!(
-                        "want every write {verdict} and {}, got {}",
-                        crashes.join("|"),
-                        bad.join(", ")
-                    ))
-                } else {
-                    None
-                }
+        let n = writes(pattern) as usize;
+        let mut bad = Vec::new();
+        let mut unknown = false;
+        for w in got {
+            let index = w["index"].as_u64().unwrap_or(u64::MAX) as u32;
+            let Some(ok) = allowed(row, run, pattern, index) else {
+                unknown = true;
+                continue;
+            };
+            let fits = ok
+                .iter()
+                .any(|(v, crashes)| w["verdict"] == *v && crashes.iter().any(|c| w["crash"] == *c));
+            if !fits {
+                bad.push(format!(
+                    "{} {}/{} (want {})",
+                    w["mark"],
+                    w["verdict"],
+                    w["crash"],
+                    ok.iter()
+                        .map(|(v, c)| format!("{v}:{}", c.join("|")))
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                ));
             }
+        }
+        for index in 0..COUNT {
+            if let Some(ok) = allowed(row, run, pattern, index) {
+                must_violate |= ok.iter().all(|(v, _)| *v == "violation");
+                may_violate |= ok.iter().any(|(v, _)| *v == "violation");
+                may_unjudge |= ok.iter().any(|(v, _)| *v == "inconclusive");
+            }
+        }
+        let why = if unknown || (got.is_empty() && allowed(row, run, pattern, 0).is_none()) {
+            Some(format!("no table says what {pattern} must show"))
+        } else if got.len() != n {
+            Some(format!("want {n} writes, the guest reported {}", got.len()))
+        } else if !bad.is_empty() {
+            Some(format!("writes outside the table: {}", bad.join(", ")))
+        } else {
+            None
         };
-        let summary = got.first().map_or("no writes".into(), |w| {
-            format!("{} writes {}/{}", got.len(), w["verdict"], w["crash"])
-        });
-        score.record(why, format_args!("crash-truth {label} {pattern}: {summary}"));
+        let summary = if got.is_empty() {
+            "no writes".to_owned()
+        } else {
+            let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+            for w in got {
+                *seen
+                    .entry(format!(
+                        "{}/{}",
+                        w["verdict"].as_str().unwrap_or("?"),
+                        w["crash"].as_str().unwrap_or("?")
+                    ))
+                    .or_default() += 1;
+            }
+            seen.iter()
+                .map(|(k, n)| format!("{n} {k}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        score.record(
+            why,
+            format_args!("crash-truth {label} {} {pattern}: {summary}", run.label()),
+        );
     }
     let exit = console
         .lines()
-        .find_map(|l| l.split("@@VEXIT ").nth(1))
+        .find_map(|l| l.split(&format!("@@VEXIT{} ", run.tag())).nth(1))
         .and_then(|c| c.trim().parse::<i32>().ok());
-    let want_exit = i32::from(any_violation);
-    let why = (exit != Some(want_exit)).then(|| {
+    // verify's status follows its writes: 1 with a violation, else 3 with
+    // an unjudged one, else 0; never 5 (a disagreement) or 4.
+    let mut want_exits = vec![];
+    if must_violate {
+        want_exits.push(1);
+    } else {
+        want_exits.push(0);
+        if may_violate {
+            want_exits.push(1);
+        }
+        if may_unjudge {
+            want_exits.push(3);
+        }
+    }
+    let why = (!exit.is_some_and(|e| want_exits.contains(&e))).then(|| {
         format!(
-            "want verify --crash to exit {want_exit}, got {} (5: a verdict and its crash disagree; 4: no dm-log-writes)",
+            "want verify --crash to exit {want_exits:?}, got {} (5: a verdict and its crash disagree; 4: no dm-log-writes)",
             exit.map_or("nothing".into(), |c| c.to_string())
         )
     });
     score.record(
         why,
-        format_args!("crash-truth {label} exit status: {}", exit.unwrap_or(-1)),
+        format_args!(
+            "crash-truth {label} {} exit status: {}",
+            run.label(),
+            exit.unwrap_or(-1)
+        ),
     );
 }
 
@@ -151,8 +348,9 @@ mod tests {
         let mut c = String::from("[ 1.0] booting\n");
         for (p, _) in verify::counted_patterns() {
             for i in 0..writes(p) {
+                let (w, i) = (i / COUNT, i % COUNT);
                 c += &format!(
-                    "@@V {{\"type\":\"crash_write\",\"pattern\":\"{p}\",\"mark\":\"{p}/0/{i}\",\"verdict\":\"{verdict}\",\"crash\":\"{crash}\"}}\n"
+                    "@@V {{\"type\":\"crash_write\",\"pattern\":\"{p}\",\"mark\":\"{p}/{w}/{i}\",\"index\":{i},\"verdict\":\"{verdict}\",\"crash\":\"{crash}\"}}\n"
                 );
             }
         }
@@ -161,7 +359,7 @@ mod tests {
 
     fn run(kernel: &str, console: &str) -> Score {
         let mut s = Score::default();
-        score(kernel, find(kernel).unwrap(), console, &mut s);
+        score(kernel, find(kernel).unwrap(), &Run::EXT4, console, &mut s);
         s
     }
 
@@ -184,7 +382,7 @@ mod tests {
 
     #[test]
     fn the_script_reports_verifys_own_status_not_a_pipes() {
-        let s = script("");
+        let s = script("", &[Run::EXT4]);
         let run = s.lines().find(|l| l.contains("dio-trace verify")).unwrap();
         assert!(!run.contains('|'), "{run}");
         assert!(s.contains("rc=$?") && s.contains("@@VEXIT $rc"));
@@ -208,11 +406,11 @@ mod tests {
         assert_eq!(run("debian-5.10", &c).failed, 1);
         // Among 8 writers another's commit may close the window: passes.
         let c = buggy_510().replacen(
-            "\"pattern\":\"concurrent-o-sync-append\",\"mark\":\"concurrent-o-sync-append/0/0\",\"verdict\":\"violation\",\"crash\":\"size-lost\"",
-            "\"pattern\":\"concurrent-o-sync-append\",\"mark\":\"concurrent-o-sync-append/0/0\",\"verdict\":\"violation\",\"crash\":\"kept\"",
+            "\"mark\":\"concurrent-o-sync-append/0/0\",\"index\":0,\"verdict\":\"violation\",\"crash\":\"size-lost\"",
+            "\"mark\":\"concurrent-o-sync-append/0/0\",\"index\":0,\"verdict\":\"violation\",\"crash\":\"kept\"",
             1,
         );
-        assert!(c.contains("/0/0\",\"verdict\":\"violation\",\"crash\":\"kept"));
+        assert!(c.contains("append/0/0\",\"index\":0,\"verdict\":\"violation\",\"crash\":\"kept"));
         assert_eq!(run("debian-5.10", &c).failed, 0);
         // A buggy kernel whose writes all look fixed.
         assert!(run("debian-5.10", &console("ordered", "kept", 0)).failed >= 9);

@@ -94,7 +94,7 @@ pub fn run(kernels: &[KernelSpec], opts: &VmOptions, score: &mut Score) -> Resul
         // counted write its crash truth too.
         let btf = traced::btf_arg(kernel);
         let script = if row.crash_truth {
-            crash_truth::script(&btf)
+            crash_truth::script(&btf, &[crash_truth::Run::EXT4])
         } else {
             script(&btf)
         };
@@ -109,7 +109,13 @@ pub fn run(kernels: &[KernelSpec], opts: &VmOptions, score: &mut Score) -> Resul
         };
         score_patterns(&spec.to_string(), &outcome, count, &|p| want(row, p), score);
         if row.crash_truth {
-            crash_truth::score(&spec.to_string(), row, &outcome.console, score);
+            crash_truth::score(
+                &spec.to_string(),
+                row,
+                &crash_truth::Run::EXT4,
+                &outcome.console,
+                score,
+            );
         }
     }
     Ok(())

@@ -5,7 +5,10 @@ use dio_trace_common::{
     fs::Fs,
     kind::RecordKind::{self, *},
     probe::Mechanism,
-    record::{EVENT_DSYNC, EVENT_FS_SHIFT, EVENT_NEW_EXTENT, EVENT_ROLL_FORWARD, EVENT_SYNC},
+    record::{
+        EVENT_DSYNC, EVENT_FS_SHIFT, EVENT_NEW_EXTENT, EVENT_NODES_WAITED, EVENT_ROLL_FORWARD, EVENT_SYNC,
+        EVENT_SYNC_ALONE,
+    },
 };
 
 use super::*;
@@ -332,10 +335,20 @@ fn each_filesystem_s_size_update_counts_for_its_writes() {
             kind,
             ..dirty(1, 5, 8192)
         };
+        // f2fs's sync lasts by its path: here it rolled forward alone.
+        let synced = Event {
+            flags: if fs.sync_path_decides() {
+                EVENT_ROLL_FORWARD | EVENT_SYNC_ALONE | EVENT_NODES_WAITED
+            } else {
+                0
+            },
+            pos: if fs.sync_path_decides() { 0 } else { -1 },
+            ..sync(1, 10, 8192)
+        };
         let (out, t) = run(events(vec![
             begin(1, 0, on(fs, EVENT_DSYNC)),
             size,
-            sync(1, 10, 8192),
+            synced,
             complete(1, 20),
         ]));
         assert_eq!(out[0].verdict, Verdict::Ordered, "{fs:?} {kind:?}");
@@ -396,16 +409,111 @@ fn an_f2fs_sync_that_rolls_forward_keeps_the_write_one_that_checkpoints_does_not
         out[0].verdict.clone()
     };
     let all = Coverage::ALL;
+    let alone = EVENT_ROLL_FORWARD | EVENT_SYNC_ALONE | EVENT_NODES_WAITED;
     // Whole-write records: the exit amended the sync's own step.
-    assert_eq!(case(EVENT_ROLL_FORWARD, None, all), Verdict::Ordered);
+    assert_eq!(case(alone, None, all), Verdict::Ordered);
     // Full timelines: the exit is its own event.
-    assert_eq!(case(0, Some(EVENT_ROLL_FORWARD), all), Verdict::Ordered);
+    assert_eq!(case(0, Some(alone), all), Verdict::Ordered);
+    // Beside another sync, the chain to the write's node pages may break:
+    // neither ordered nor a violation, in either shape.
+    for (step, exit) in [(EVENT_ROLL_FORWARD, None), (0, Some(EVENT_ROLL_FORWARD))] {
+        let Verdict::Inconclusive(why) = case(step, exit, all) else {
+            panic!("a roll-forward beside another sync must be inconclusive");
+        };
+        assert!(why.contains("another sync"), "{why}");
+    }
+    // Alone without a roll-forward (a checkpoint) is still a violation.
+    assert_eq!(
+        case(0, Some(EVENT_SYNC_ALONE), all),
+        Verdict::Violation(ViolationKind::SyncBeforeSizeUpdate)
+    );
     let checkpoint = Verdict::Violation(ViolationKind::SyncBeforeSizeUpdate);
     assert_eq!(case(0, Some(0), all), checkpoint);
     assert_eq!(case(0, None, all), checkpoint);
     let mut blind = all;
     blind.fs[Fs::F2fs.slot()].sync_path = false;
     assert!(matches!(case(0, None, blind), Verdict::Inconclusive(_)));
+}
+
+/// With its size update first, an f2fs write is ordered only once its
+/// sync's path is known to keep it: a checkpoint, or a roll-forward with
+/// no other sync beside it (the chain of node blocks).
+#[test]
+fn an_f2fs_write_sized_first_is_judged_by_how_its_sync_ended() {
+    let case = |flags: u32, pos: i64, cov: Coverage| {
+        let mut e = Engine::new(EngineConfig {
+            coverage: cov,
+            ..EngineConfig::default()
+        });
+        let mut out = Vec::new();
+        let evs = [
+            begin(1, 0, on(Fs::F2fs, EVENT_SYNC | EVENT_DSYNC)),
+            Event {
+                kind: F2fsMarkDirty,
+                ..dirty(1, 5, 8192)
+            },
+            Event {
+                flags,
+                pos,
+                ..sync(1, 10, 8192)
+            },
+            complete(1, 20),
+        ];
+        for x in evs {
+            out.extend(e.push(Input::Event(x)));
+        }
+        out.extend(e.finish());
+        out[0].verdict.clone()
+    };
+    let all = Coverage::ALL;
+    let alone = EVENT_ROLL_FORWARD | EVENT_SYNC_ALONE | EVENT_NODES_WAITED;
+    assert_eq!(case(alone, 0, all), Verdict::Ordered);
+    // A checkpoint (cp_reason 3, a hard link) keeps the inode as it is.
+    assert_eq!(case(0, 3, all), Verdict::Ordered);
+    let why = |v: Verdict| match v {
+        Verdict::Inconclusive(w) => w,
+        other => panic!("want inconclusive, got {other:?}"),
+    };
+    assert!(why(case(EVENT_ROLL_FORWARD | EVENT_NODES_WAITED, 0, all)).contains("another sync"));
+    // Alone, but the node pages were not waited for (seq_id 0).
+    assert!(why(case(EVENT_ROLL_FORWARD | EVENT_SYNC_ALONE, 0, all)).contains("did not wait"));
+    assert!(why(case(0, -1, all)).contains("was not seen"));
+    let mut blind = all;
+    blind.fs[Fs::F2fs.slot()].sync_path = false;
+    assert!(why(case(0, -1, blind)).contains("not attached"));
+    // A write into new blocks needs no size update, only a sync that lasts.
+    let new_extent = |flags: u32, pos: i64| {
+        let mut e = Engine::new(EngineConfig::default());
+        let mut out = Vec::new();
+        for x in [
+            begin(1, 0, on(Fs::F2fs, EVENT_DSYNC | EVENT_NEW_EXTENT)),
+            Event {
+                flags,
+                pos,
+                ..sync(1, 10, 8192)
+            },
+            complete(1, 20),
+        ] {
+            out.extend(e.push(Input::Event(x)));
+        }
+        out.extend(e.finish());
+        out[0].verdict.clone()
+    };
+    assert_eq!(new_extent(alone, 0), Verdict::Ordered);
+    assert!(why(new_extent(EVENT_ROLL_FORWARD | EVENT_NODES_WAITED, 0)).contains("another sync"));
+    // ext4 commits its journal whatever the path: its exit is not needed.
+    let mut e = Engine::new(EngineConfig::default());
+    let mut out = Vec::new();
+    for x in [
+        begin(1, 0, on(Fs::Ext4, EVENT_SYNC)),
+        dirty(1, 5, 8192),
+        sync(1, 10, 8192),
+        complete(1, 20),
+    ] {
+        out.extend(e.push(Input::Event(x)));
+    }
+    out.extend(e.finish());
+    assert_eq!(out[0].verdict, Verdict::Ordered);
 }
 
 #[test]
