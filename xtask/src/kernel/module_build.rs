@@ -59,12 +59,18 @@ pub struct Recipe {
 const MODULE_STEPS: &str = "olddefconfig, modules_prepare, M=dir modules, strip -g, v1";
 
 /// f2fs updates the size of an extending direct write in `->end_io`,
-/// before iomap's completion syncs (the patch's message says why).
+/// before iomap's completion syncs, and an fsync waits for the first node
+/// page after a checkpoint too (each patch's message says why). Two
+/// patches in one series (`patch` applies both; they touch different
+/// files): the pair proves both against the stock kernel.
 pub const F2FS_FIX_73: Recipe = Recipe {
     name: "f2fs-fix-7.3",
     source_package: "linux-source-7.3",
-    patch: include_str!("../../patches/f2fs-dio-size-in-end-io.patch"),
-    patch_name: "patches/f2fs-dio-size-in-end-io.patch",
+    patch: concat!(
+        include_str!("../../patches/f2fs-dio-size-in-end-io.patch"),
+        include_str!("../../patches/f2fs-fsync-seq-from-one.patch")
+    ),
+    patch_name: "patches/f2fs-dio-size-in-end-io.patch + patches/f2fs-fsync-seq-from-one.patch",
     module_dir: "fs/f2fs",
     steps: MODULE_STEPS,
 };
@@ -434,7 +440,7 @@ mod tests {
             .lines()
             .filter(|l| l.starts_with("+++ "))
             .collect();
-        assert_eq!(files, ["+++ b/fs/f2fs/file.c"]);
+        assert_eq!(files, ["+++ b/fs/f2fs/file.c", "+++ b/fs/f2fs/node.c"]);
         assert!(
             F2FS_FIX_73
                 .patch

@@ -71,6 +71,12 @@ pub struct Named {
     /// before f2fs syncs; a crash after a checkpointing sync kept it,
     /// docs/f2fs-dio-size.md).
     pub f2fs_late_size: bool,
+    /// f2fs numbers the first fsync node page after a checkpoint (or the
+    /// mount) 0, and `f2fs_wait_on_node_pages_writeback` waits for none of
+    /// it: the first sync to roll forward after one can return before its
+    /// node page is durable (every version read, 4.19 on; dio-trace calls
+    /// it inconclusive). False with patches/f2fs-fsync-seq-from-one.patch.
+    pub f2fs_unwaited_first: bool,
     /// It ships device mapper's log-writes target: the matrix's `verify`
     /// runs with `--crash` there (per-write crash truth, `crash_truth.rs`).
     pub crash_truth: bool,
@@ -109,6 +115,7 @@ pub static NAMED: &[Named] = &[
         matrix: true,
         ext4_module: false,
         f2fs_late_size: false,
+        f2fs_unwaited_first: true,
         crash_truth: true,
     },
     Named {
@@ -129,6 +136,7 @@ pub static NAMED: &[Named] = &[
         matrix: true,
         ext4_module: true,
         f2fs_late_size: false,
+        f2fs_unwaited_first: true,
         crash_truth: false,
     },
     Named {
@@ -147,6 +155,7 @@ pub static NAMED: &[Named] = &[
         matrix: true,
         ext4_module: false,
         f2fs_late_size: true,
+        f2fs_unwaited_first: true,
         crash_truth: true,
     },
     Named {
@@ -165,6 +174,7 @@ pub static NAMED: &[Named] = &[
         matrix: true,
         ext4_module: true,
         f2fs_late_size: true,
+        f2fs_unwaited_first: true,
         crash_truth: false,
     },
     Named {
@@ -183,6 +193,7 @@ pub static NAMED: &[Named] = &[
         matrix: true,
         ext4_module: false,
         f2fs_late_size: true,
+        f2fs_unwaited_first: true,
         crash_truth: true,
     },
     Named {
@@ -202,6 +213,7 @@ pub static NAMED: &[Named] = &[
         matrix: true,
         ext4_module: true,
         f2fs_late_size: true,
+        f2fs_unwaited_first: true,
         crash_truth: false,
     },
     Named {
@@ -220,6 +232,7 @@ pub static NAMED: &[Named] = &[
         matrix: true,
         ext4_module: false,
         f2fs_late_size: true,
+        f2fs_unwaited_first: true,
         crash_truth: true,
     },
     Named {
@@ -239,6 +252,7 @@ pub static NAMED: &[Named] = &[
         matrix: false,
         ext4_module: true,
         f2fs_late_size: true,
+        f2fs_unwaited_first: true,
         crash_truth: false,
     },
     Named {
@@ -258,6 +272,7 @@ pub static NAMED: &[Named] = &[
         matrix: false,
         ext4_module: true,
         f2fs_late_size: false,
+        f2fs_unwaited_first: false,
         crash_truth: false,
     },
     Named {
@@ -277,6 +292,7 @@ pub static NAMED: &[Named] = &[
         matrix: true,
         ext4_module: true,
         f2fs_late_size: true,
+        f2fs_unwaited_first: true,
         crash_truth: true,
     },
     Named {
@@ -292,6 +308,7 @@ pub static NAMED: &[Named] = &[
         matrix: true,
         ext4_module: false,
         f2fs_late_size: true,
+        f2fs_unwaited_first: true,
         crash_truth: true,
     },
 ];
@@ -356,6 +373,7 @@ mod tests {
         let fixed = find("f2fs-fix-7.3").unwrap();
         let stock = find("debian-7.3-generic").unwrap();
         assert!(stock.f2fs_late_size && !fixed.f2fs_late_size);
+        assert!(stock.f2fs_unwaited_first && !fixed.f2fs_unwaited_first);
         let Origin::AptPatched { suite, pattern, .. } = fixed.origin else {
             panic!("f2fs-fix-7.3 is not a patched package");
         };

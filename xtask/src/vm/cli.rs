@@ -139,6 +139,11 @@ struct VerifyArgs {
     /// crash check (`vm crash`).
     #[arg(long)]
     crash: bool,
+    /// With --crash: the scratch disk's filesystem. On f2fs every pattern
+    /// runs in each layout that picks a sync path (a second hard link, a
+    /// new directory, the root), one after another in the same boot.
+    #[arg(long, default_value = "ext4", value_parser = ["ext4", "xfs", "f2fs"], requires = "crash")]
+    fs: String,
 }
 
 #[derive(Args)]
@@ -262,28 +267,50 @@ fn vm_verify(args: VerifyArgs) -> Result<()> {
         // Per-write crash truth (dm-log-writes) in the same boot as verify.
         let dio = traced::dio_trace_file()?;
         let kernel = kernel::resolve(&args.boot.kernel, &Cache::from_env()?)?;
-        let script = format!(
-            "{}\necho \"@@VEXIT $?\"\n",
-            super::crash_truth::verify_line(&traced::btf_arg(&kernel), args.count)
-        );
-        let outcome = traced::boot_with_dio(&kernel, &dio, &script, &args.boot.options())?;
+        let fs: &'static str = ["ext4", "xfs", "f2fs"]
+            .into_iter()
+            .find(|f| *f == args.fs)
+            .expect("clap checked it");
+        let layouts: &[&str] = if fs == "f2fs" {
+            &["hardlinked", "new-dir", "root"]
+        } else {
+            &["root"]
+        };
+        let mut script = String::new();
+        for layout in layouts {
+            script += &format!(
+                "{}--fs {fs} --layout {layout}\necho \"@@VEXIT {layout} $?\"\n",
+                super::crash_truth::verify_line(&traced::btf_arg(&kernel), args.count)
+            );
+        }
+        let outcome = traced::boot_with_dio_on(fs, &kernel, &dio, &script, &args.boot.options())?;
         if args.boot.quiet {
             println!("{}", outcome.script_output());
         }
         outcome.exit_code()?;
-        // The script's own status is the sed-free echo's: read verify's.
-        outcome
-            .console
-            .lines()
-            .find_map(|l| l.split("@@VEXIT ").nth(1)?.trim().parse().ok())
-            .unwrap_or(4)
+        // The script's own status is the sed-free echo's: read verify's,
+        // the worst of the layouts' (a disagreement first).
+        let codes: Vec<i32> = layouts
+            .iter()
+            .map(|l| {
+                outcome
+                    .console
+                    .lines()
+                    .find_map(|line| line.split(&format!("@@VEXIT {l} ")).nth(1)?.trim().parse().ok())
+                    .unwrap_or(4)
+            })
+            .collect();
+        [5, 4, 2, 1, 3]
+            .into_iter()
+            .find(|c| codes.contains(c))
+            .unwrap_or(0)
     } else {
         dio_in_guest(&args.boot, &verify)?
     };
     if args.crash {
         vm_crash(CrashArgs {
             boot: args.boot,
-            fs: "ext4".into(),
+            fs: args.fs,
             hardlink: false,
             dir: "root".into(),
         })?;

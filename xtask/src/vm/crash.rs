@@ -105,12 +105,27 @@ impl Setup {
     }
 
     /// Shell lines that make the file's directory `/mnt/<name>` as the
-    /// setup says (nothing for the root), and that directory.
+    /// setup says (nothing for the root), and that directory. On f2fs they
+    /// end with one O_SYNC write to a file of its own in the root, which
+    /// rolls forward: the first sync to roll forward after a checkpoint
+    /// (the mount, `sync`) numbers its node page 0 and f2fs waits for
+    /// none of it (`EVENT_NODES_WAITED`), which dio-trace rightly calls
+    /// inconclusive. These cells check the size's order, so the case's own
+    /// writes must not be that first sync; `verify --crash` checks the
+    /// unwaited sync itself, write by write (`crash_truth`).
     pub fn folder(&self, name: &str) -> (String, String) {
+        let prime = if self.fs == "f2fs" {
+            format!("dio-trace write --pattern o-sync-append --count 1 /mnt/{name}.prime >/dev/null 2>&1\n")
+        } else {
+            String::new()
+        };
         match self.parent {
-            Parent::Root => (String::new(), "/mnt".into()),
-            Parent::New => (format!("mkdir /mnt/{name}\n"), format!("/mnt/{name}")),
-            Parent::Synced => (format!("mkdir /mnt/{name} && sync\n"), format!("/mnt/{name}")),
+            Parent::Root => (prime, "/mnt".into()),
+            Parent::New => (format!("{prime}mkdir /mnt/{name}\n"), format!("/mnt/{name}")),
+            Parent::Synced => (
+                format!("mkdir /mnt/{name} && sync\n{prime}"),
+                format!("/mnt/{name}"),
+            ),
         }
     }
 

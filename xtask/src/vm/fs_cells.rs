@@ -18,6 +18,7 @@
 use anyhow::{Context as _, Result};
 
 use super::crash::{Parent, Setup};
+use super::crash_truth::{self, Layout, Run};
 use super::matrix::{Score, Want, case_script_in, expected, find_case, judged, parse};
 use super::{Disk, VmOptions, traced};
 use crate::initramfs::GuestFile;
@@ -41,6 +42,9 @@ pub struct FsCell {
     /// the answer must say why, never "ordered". Only where ext4 is a
     /// module.
     pub late_ext4: bool,
+    /// First, while the disk is fresh: `dio-trace verify --crash` runs,
+    /// every counted write judged against its replay (`crash_truth`).
+    pub crash: &'static [Run],
 }
 
 /// Where each filesystem is checked: the kernels that ship it, through
@@ -63,6 +67,7 @@ pub const FS_CELLS: &[FsCell] = &[
         verify: true,
         backends: &["kprobe"],
         late_ext4: false,
+        crash: &[],
     },
     FsCell {
         kernel: "debian-6.12",
@@ -70,6 +75,7 @@ pub const FS_CELLS: &[FsCell] = &[
         verify: true,
         backends: &["kprobe", "tracepoint"],
         late_ext4: false,
+        crash: &[],
     },
     FsCell {
         kernel: "debian-7.3",
@@ -77,6 +83,7 @@ pub const FS_CELLS: &[FsCell] = &[
         verify: true,
         backends: &["kprobe", "tracepoint"],
         late_ext4: false,
+        crash: &[],
     },
     // The O_DSYNC regression on the other iomap filesystem.
     FsCell {
@@ -85,6 +92,7 @@ pub const FS_CELLS: &[FsCell] = &[
         verify: true,
         backends: &["kprobe", "tracepoint"],
         late_ext4: false,
+        crash: XFS_TRUTH,
     },
     FsCell {
         kernel: "debian-6.1-generic",
@@ -92,6 +100,7 @@ pub const FS_CELLS: &[FsCell] = &[
         verify: false,
         backends: &["auto"],
         late_ext4: true,
+        crash: F2FS_ROOT_TRUTH,
     },
     FsCell {
         kernel: "debian-6.1-generic",
@@ -99,6 +108,7 @@ pub const FS_CELLS: &[FsCell] = &[
         verify: false,
         backends: &["auto"],
         late_ext4: false,
+        crash: &[],
     },
     FsCell {
         kernel: "debian-6.12-generic",
@@ -106,6 +116,7 @@ pub const FS_CELLS: &[FsCell] = &[
         verify: false,
         backends: &["auto"],
         late_ext4: false,
+        crash: &[],
     },
     FsCell {
         kernel: "debian-6.12-generic",
@@ -113,6 +124,7 @@ pub const FS_CELLS: &[FsCell] = &[
         verify: false,
         backends: &["auto"],
         late_ext4: false,
+        crash: &[],
     },
     // The f2fs fix: the same package as shipped and with f2fs.ko patched,
     // each sync path.
@@ -122,6 +134,7 @@ pub const FS_CELLS: &[FsCell] = &[
         verify: false,
         backends: &["auto"],
         late_ext4: false,
+        crash: F2FS_TRUTH,
     },
     FsCell {
         kernel: "debian-7.3-generic",
@@ -129,6 +142,7 @@ pub const FS_CELLS: &[FsCell] = &[
         verify: false,
         backends: &["auto"],
         late_ext4: false,
+        crash: &[],
     },
     FsCell {
         kernel: "debian-7.3-generic",
@@ -136,6 +150,7 @@ pub const FS_CELLS: &[FsCell] = &[
         verify: false,
         backends: &["auto"],
         late_ext4: false,
+        crash: &[],
     },
     FsCell {
         kernel: "f2fs-fix-7.3",
@@ -143,6 +158,7 @@ pub const FS_CELLS: &[FsCell] = &[
         verify: false,
         backends: &["auto"],
         late_ext4: false,
+        crash: F2FS_TRUTH,
     },
     FsCell {
         kernel: "f2fs-fix-7.3",
@@ -150,6 +166,7 @@ pub const FS_CELLS: &[FsCell] = &[
         verify: false,
         backends: &["auto"],
         late_ext4: false,
+        crash: &[],
     },
     FsCell {
         kernel: "f2fs-fix-7.3",
@@ -157,8 +174,23 @@ pub const FS_CELLS: &[FsCell] = &[
         verify: false,
         backends: &["auto"],
         late_ext4: false,
+        crash: &[],
     },
 ];
+
+/// Per-write crash truth on XFS: every counted pattern in the root.
+const XFS_TRUTH: &[Run] = &[Run::on("xfs", Layout::Root, &[])];
+/// On f2fs: every counted pattern in the root (roll-forward, and the
+/// concurrent writers' new directory).
+const F2FS_ROOT_TRUTH: &[Run] = &[Run::on("f2fs", Layout::Root, &[])];
+/// On the f2fs pair: each sync path, O_SYNC and O_DSYNC, single and
+/// concurrent writers; then every counted pattern in the root.
+const F2FS_TRUTH: &[Run] = &[
+    Run::on("f2fs", Layout::Hardlinked, F2FS_PATH_PATTERNS),
+    Run::on("f2fs", Layout::NewDir, F2FS_PATH_PATTERNS),
+    Run::on("f2fs", Layout::Root, &[]),
+];
+const F2FS_PATH_PATTERNS: &[&str] = &["o-sync-append", "o-dsync-append", "concurrent-o-sync-append"];
 
 /// f2fs's three sync paths: every fsync takes a checkpoint (a second hard
 /// link), the first one does (a new directory), none does (a directory
@@ -253,6 +285,17 @@ pub fn want(row: &Named, setup: Setup, pattern: &str) -> Want {
     let synced_first = SYNCED_FIRST.contains(&pattern);
     if setup.fs == "f2fs" && setup.checkpoints(synced_first) && row.f2fs_late_size {
         return Want::Violation("sync_before_size_update");
+    }
+    // In a new directory the workload's own fsync takes the checkpoint,
+    // so the counted write is the first to roll forward after it: f2fs
+    // does not wait for its node page (`f2fs_unwaited_first`).
+    if setup.fs == "f2fs"
+        && setup.parent == Parent::New
+        && !setup.hardlink
+        && synced_first
+        && row.f2fs_unwaited_first
+    {
+        return Want::Unjudged("did not wait for them before its flush");
     }
     expected(row, pattern)
 }
@@ -391,11 +434,16 @@ pub fn late_ext4_judged(console: &str) -> Option<String> {
     })
 }
 
-/// The cases (each file in its own directory where the setup asks for
+/// The crash-truth runs (on the fresh disk, which is then mounted again),
+/// the cases (each file in its own directory where the setup asks for
 /// one), then (`verify`) `dio-trace verify` on the same disk: every
 /// pattern, judged as on ext4.
-fn script(setup: Setup, backends: &[&str], verify: bool, late_ext4: bool) -> String {
+fn script(setup: Setup, backends: &[&str], verify: bool, late_ext4: bool, crash: &[Run]) -> String {
     let mut s = String::from("set +e\n");
+    if !crash.is_empty() {
+        s += &crash_truth::script("", crash);
+        s += &format!("mount -t {} \"$disk\" /mnt || echo '@@ERR remount'\n", setup.fs);
+    }
     if verify {
         s += &super::verify::script("");
     }
@@ -441,7 +489,7 @@ pub fn run(opts: &VmOptions, only: &[String], score: &mut Score) -> Result<()> {
             kernel,
             &dio,
             late.as_ref().map_or(&[][..], |(_, _, files)| files),
-            &script(cell.setup, cell.backends, cell.verify, cell.late_ext4),
+            &script(cell.setup, cell.backends, cell.verify, cell.late_ext4, cell.crash),
             opts,
         )
     });
@@ -449,6 +497,9 @@ pub fn run(opts: &VmOptions, only: &[String], score: &mut Score) -> Result<()> {
         let outcome = outcome?;
         let seen = parse(&outcome.console);
         let row = spec.row().expect("a named kernel");
+        for run in cell.crash {
+            crash_truth::score(cell.kernel, row, run, &outcome.console, score);
+        }
         if cell.verify {
             let label = format!("{} {}", cell.kernel, cell.setup.fs);
             let plain = Setup::on(cell.setup.fs);
@@ -547,8 +598,14 @@ mod tests {
         let row = |n| kernel::named::find(n).unwrap();
         let (stock, fixed) = (row("debian-7.3-generic"), row("f2fs-fix-7.3"));
         // The pre-fsync of an O_APPEND file takes the new directory's
-        // checkpoint; its counted write rolls forward.
-        assert_eq!(want(stock, F2FS_NEW_DIR, "o-append-dsync"), Want::Ordered);
+        // checkpoint; its counted write rolls forward, the first after
+        // that checkpoint: f2fs does not wait for its node page, except
+        // with the second patch.
+        assert!(matches!(
+            want(stock, F2FS_NEW_DIR, "o-append-dsync"),
+            Want::Unjudged(_)
+        ));
+        assert_eq!(want(fixed, F2FS_NEW_DIR, "o-append-dsync"), Want::Ordered);
         assert_eq!(
             want(stock, F2FS_LINKED, "o-append-dsync"),
             Want::Violation("sync_before_size_update")
@@ -575,7 +632,7 @@ mod tests {
             }
         }
         // A new directory's case makes one write: the only fair trial.
-        let s = script(F2FS_NEW_DIR, &["auto"], false, false);
+        let s = script(F2FS_NEW_DIR, &["auto"], false, false, &[]);
         assert!(s.contains("mkdir /mnt/auto-o-sync-append.d\n"), "{s}");
         assert!(
             s.contains("--count 1 /mnt/auto-o-sync-append.d/auto-o-sync-append"),
@@ -597,10 +654,17 @@ mod tests {
         assert!(matches!(ext4_stayed_out(generic, "no line"), Some(Some(_))));
         assert_eq!(ext4_stayed_out(cloud, &line("registered no-module")), None);
         // The guest's own echo prints the two words one space apart.
-        let echo = script(Setup::on("xfs"), &[], false, false);
+        let echo = script(Setup::on("xfs"), &[], false, false, &[]);
         let echo = echo.lines().find(|l| l.contains(EXT4_LINE)).unwrap();
         assert!(echo.contains("echo absent) $("), "{echo}");
-        let s = script(Setup::on("f2fs"), &["auto"], false, true);
+        let s = script(Setup::on("f2fs"), &["auto"], false, true, F2FS_ROOT_TRUTH);
+        // Crash truth copies the fresh disk first; the cases write it after.
+        let (truth, remount, case) = (
+            s.find("--crash --fresh-fs").unwrap(),
+            s.find("mount -t f2fs \"$disk\" /mnt").unwrap(),
+            s.find("dio-trace run").unwrap(),
+        );
+        assert!(truth < remount && remount < case, "{s}");
         assert!(
             s.find(EXT4_LINE) < s.find("insmod"),
             "ext4 is checked before it is loaded"

@@ -91,6 +91,10 @@ pub enum Want {
     Unservable(&'static str),
     /// dio-trace must refuse the kernel: exit 4, saying this.
     Refused(&'static str),
+    /// Every counted write inconclusive (exit 3), for this reason: the
+    /// kernel did something dio-trace cannot prove durable (f2fs's first
+    /// node page after a checkpoint, which it does not wait for).
+    Unjudged(&'static str),
 }
 
 /// What a case of `pattern` must show on `row`'s kernel with `--backend
@@ -341,6 +345,14 @@ pub(super) fn judge(
                 && explained == violations
                 && violations + inconclusive == counted;
             forced && ((seen.exit == Some(1) && exact && all) || (excused && found))
+        }
+        Want::Unjudged(_) => {
+            forced
+                && seen.exit == Some(3)
+                && exact
+                && inconclusive == counted
+                && ordered == 0
+                && violations == 0
         }
         Want::Refused(_) | Want::Unknown => false,
         Want::Unservable(probe) => {
@@ -669,6 +681,23 @@ mod tests {
         };
         assert_eq!(judge_stress(Want::Ordered, doubted("\"sync_enter\":1")), None);
         assert!(judge_stress(Want::Ordered, doubted("\"dio_complete\":1")).is_some());
+    }
+
+    #[test]
+    fn unjudged_wants_every_write_inconclusive_and_exit_3() {
+        let case = PATTERNS[0];
+        let text = |exit: u8, ordered: u64, inconclusive: u64| {
+            format!(
+                "@@CASE kprobe o-sync-append {exit}\n@@SUMMARY {{\"counted\":3,\"ordered\":{ordered},\"violations\":0,\"inconclusive\":{inconclusive},\"probes\":{{\"write_begin\":\"kprobe:iomap_dio_rw\"}},\"reasons\":[]}}\n@@KINDS \n@@STACKS 0 0\n"
+            )
+        };
+        let want = Want::Unjudged("did not wait");
+        let j = |t: String| judge(want, "kprobe", case, &parse(&t)[0].1);
+        assert_eq!(j(text(3, 0, 3)), None);
+        assert!(j(text(0, 3, 0)).is_some(), "ordered is not unjudged");
+        assert!(j(text(3, 1, 2)).is_some(), "one ordered among them");
+        assert!(j(text(1, 0, 3)).is_some(), "the wrong status");
+        assert!(judge(want, "fentry", case, &parse(&text(3, 0, 3))[0].1).is_some());
     }
 
     #[test]
