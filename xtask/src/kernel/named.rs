@@ -262,7 +262,7 @@ pub static NAMED: &[Named] = &[
             pattern: DEBIAN_73_GENERIC,
             recipe: &super::module_build::F2FS_FIX_73,
         },
-        about: "debian-7.3-generic with f2fs.ko rebuilt: size updated in ->end_io",
+        about: "debian-7.3-generic with f2fs.ko rebuilt: size updated in ->end_io, first node page waited for",
         bug: false,
         dsync_skip: false,
         unservable: &[("fentry", "size_update")],
