@@ -405,7 +405,7 @@ mod tests {
 
     /// The console of `run`, each write (pattern, index) as `each` says,
     /// and verify's status.
-    fn console_of(run: &Run, each: impl Fn(&str, u32) -> (&'static str, &'static str), exit: i32) -> String {
+    fn console_of(run: &Run, each: impl Fn(&str, u32) -> Shown, exit: i32) -> String {
         let tag = run.tag();
         let mut c = String::new();
         for (p, writers) in run.counted() {
@@ -419,6 +419,18 @@ mod tests {
             }
         }
         c + &format!("@@VEXIT{tag} {exit}\n")
+    }
+
+    type Shown = (&'static str, &'static str);
+
+    /// Every write shows `rest`, but write `index` (of each writer) `one`.
+    fn at(index: u32, one: Shown, rest: Shown) -> impl Fn(&str, u32) -> Shown + Copy {
+        move |_, i| if i == index { one } else { rest }
+    }
+
+    /// `run` scored on `kernel` when its writes show what `shown` says.
+    fn go(kernel: &str, run: &Run, shown: impl Fn(&str, u32) -> Shown, exit: i32) -> Score {
+        run_on(kernel, run, &console_of(run, shown, exit))
     }
 
     fn run_on(kernel: &str, run: &Run, console: &str) -> Score {
@@ -443,106 +455,32 @@ mod tests {
         let (stock, fixed) = ("debian-7.3-generic", "f2fs-fix-7.3");
         let all = |v, c| move |_: &str, _: u32| (v, c);
         let ok = |s: Score| (s.passed, s.failed);
-        assert_eq!(
-            ok(run_on(
-                stock,
-                &linked,
-                &console_of(&linked, all("violation", "size-lost"), 1)
-            )),
-            (3, 0)
-        );
-        assert_eq!(
-            ok(run_on(
-                fixed,
-                &linked,
-                &console_of(&linked, all("ordered", "kept"), 0)
-            )),
-            (3, 0)
-        );
+        assert_eq!(ok(go(stock, &linked, all("violation", "size-lost"), 1)), (3, 0));
+        assert_eq!(ok(go(fixed, &linked, all("ordered", "kept"), 0)), (3, 0));
         // The other way round: both fail every pattern.
-        assert_eq!(
-            run_on(stock, &linked, &console_of(&linked, all("ordered", "kept"), 0)).failed,
-            3
-        );
-        assert_eq!(
-            run_on(
-                fixed,
-                &linked,
-                &console_of(&linked, all("violation", "size-lost"), 1)
-            )
-            .failed,
-            3
-        );
+        assert_eq!(go(stock, &linked, all("ordered", "kept"), 0).failed, 3);
+        assert_eq!(go(fixed, &linked, all("violation", "size-lost"), 1).failed, 3);
         // New directory: the first write checkpoints, the second rolls
         // forward, first after that checkpoint: ordered or unjudged.
-        let nd = |_: &str, i: u32| {
-            if i == 0 {
-                ("violation", "size-lost")
-            } else {
-                ("inconclusive", "size-lost")
-            }
-        };
-        assert_eq!(ok(run_on(stock, &new_dir, &console_of(&new_dir, nd, 1))), (2, 0));
-        let nd_kept = |_: &str, i: u32| {
-            if i == 0 {
-                ("violation", "size-lost")
-            } else {
-                ("ordered", "kept")
-            }
-        };
-        assert_eq!(
-            ok(run_on(stock, &new_dir, &console_of(&new_dir, nd_kept, 1))),
-            (2, 0)
-        );
+        let nd = at(0, ("violation", "size-lost"), ("inconclusive", "size-lost"));
+        assert_eq!(ok(go(stock, &new_dir, nd, 1)), (2, 0));
+        let nd_kept = at(0, ("violation", "size-lost"), ("ordered", "kept"));
+        assert_eq!(ok(go(stock, &new_dir, nd_kept, 1)), (2, 0));
         // An ordered write lost is never right; nor a violation with the fix.
-        let nd_lost = |_: &str, i: u32| {
-            if i == 0 {
-                ("violation", "size-lost")
-            } else {
-                ("ordered", "size-lost")
-            }
-        };
-        assert_eq!(
-            run_on(stock, &new_dir, &console_of(&new_dir, nd_lost, 1)).failed,
-            1
-        );
-        assert_eq!(run_on(fixed, &new_dir, &console_of(&new_dir, nd, 1)).failed, 2);
+        let nd_lost = at(0, ("violation", "size-lost"), ("ordered", "size-lost"));
+        assert_eq!(go(stock, &new_dir, nd_lost, 1).failed, 1);
+        assert_eq!(go(fixed, &new_dir, nd, 1).failed, 2);
         // Root: only the first write may go unjudged, the next must not.
-        let first = |_: &str, i: u32| {
-            if i == 0 {
-                ("inconclusive", "file-lost")
-            } else {
-                ("ordered", "kept")
-            }
-        };
-        assert_eq!(ok(run_on(stock, &root, &console_of(&root, first, 3))), (2, 0));
-        let second = |_: &str, i: u32| {
-            if i == 1 {
-                ("inconclusive", "kept")
-            } else {
-                ("ordered", "kept")
-            }
-        };
-        assert_eq!(run_on(stock, &root, &console_of(&root, second, 3)).failed, 1);
+        let first = at(0, ("inconclusive", "file-lost"), ("ordered", "kept"));
+        assert_eq!(ok(go(stock, &root, first, 3)), (2, 0));
+        let second = at(1, ("inconclusive", "kept"), ("ordered", "kept"));
+        assert_eq!(go(stock, &root, second, 3).failed, 1);
         // With the node-wait fix nothing may go unjudged.
-        assert_eq!(run_on(fixed, &root, &console_of(&root, first, 3)).failed, 2);
-        assert_eq!(
-            ok(run_on(
-                fixed,
-                &root,
-                &console_of(&root, all("ordered", "kept"), 0)
-            )),
-            (2, 0)
-        );
+        assert_eq!(go(fixed, &root, first, 3).failed, 2);
+        assert_eq!(ok(go(fixed, &root, all("ordered", "kept"), 0)), (2, 0));
         // A status of 5 (or 3 where nothing may be unjudged) fails.
-        assert_eq!(
-            run_on(fixed, &linked, &console_of(&linked, all("ordered", "kept"), 5)).failed,
-            1
-        );
-        assert_eq!(
-            run_on(fixed, &linked, &console_of(&linked, all("ordered", "kept"), 3)).failed,
-            1
-        );
+        assert_eq!(go(fixed, &linked, all("ordered", "kept"), 5).failed, 1);
+        assert_eq!(go(fixed, &linked, all("ordered", "kept"), 3).failed, 1);
         // Lines of another run are not this run's.
         let other = console_of(&new_dir, nd, 1);
         assert_eq!(run_on(stock, &root, &other).failed, 2);

@@ -397,16 +397,7 @@ fn an_f2fs_sync_that_rolls_forward_keeps_the_write_one_that_checkpoints_does_not
             });
         }
         evs.extend([complete(1, 20), late.clone()]);
-        let mut e = Engine::new(EngineConfig {
-            coverage: cov,
-            ..EngineConfig::default()
-        });
-        let mut out = Vec::new();
-        for x in evs {
-            out.extend(e.push(Input::Event(x)));
-        }
-        out.extend(e.finish());
-        out[0].verdict.clone()
+        first_verdict(evs, cov)
     };
     let all = Coverage::ALL;
     let alone = EVENT_ROLL_FORWARD | EVENT_SYNC_ALONE | EVENT_NODES_WAITED;
@@ -441,12 +432,7 @@ fn an_f2fs_sync_that_rolls_forward_keeps_the_write_one_that_checkpoints_does_not
 #[test]
 fn an_f2fs_write_sized_first_is_judged_by_how_its_sync_ended() {
     let case = |flags: u32, pos: i64, cov: Coverage| {
-        let mut e = Engine::new(EngineConfig {
-            coverage: cov,
-            ..EngineConfig::default()
-        });
-        let mut out = Vec::new();
-        let evs = [
+        let evs = vec![
             begin(1, 0, on(Fs::F2fs, EVENT_SYNC | EVENT_DSYNC)),
             Event {
                 kind: F2fsMarkDirty,
@@ -459,11 +445,7 @@ fn an_f2fs_write_sized_first_is_judged_by_how_its_sync_ended() {
             },
             complete(1, 20),
         ];
-        for x in evs {
-            out.extend(e.push(Input::Event(x)));
-        }
-        out.extend(e.finish());
-        out[0].verdict.clone()
+        first_verdict(evs, cov)
     };
     let all = Coverage::ALL;
     let alone = EVENT_ROLL_FORWARD | EVENT_SYNC_ALONE | EVENT_NODES_WAITED;
@@ -483,9 +465,7 @@ fn an_f2fs_write_sized_first_is_judged_by_how_its_sync_ended() {
     assert!(why(case(0, -1, blind)).contains("not attached"));
     // A write into new blocks needs no size update, only a sync that lasts.
     let new_extent = |flags: u32, pos: i64| {
-        let mut e = Engine::new(EngineConfig::default());
-        let mut out = Vec::new();
-        for x in [
+        let evs = vec![
             begin(1, 0, on(Fs::F2fs, EVENT_DSYNC | EVENT_NEW_EXTENT)),
             Event {
                 flags,
@@ -493,27 +473,33 @@ fn an_f2fs_write_sized_first_is_judged_by_how_its_sync_ended() {
                 ..sync(1, 10, 8192)
             },
             complete(1, 20),
-        ] {
-            out.extend(e.push(Input::Event(x)));
-        }
-        out.extend(e.finish());
-        out[0].verdict.clone()
+        ];
+        first_verdict(evs, Coverage::ALL)
     };
     assert_eq!(new_extent(alone, 0), Verdict::Ordered);
     assert!(why(new_extent(EVENT_ROLL_FORWARD | EVENT_NODES_WAITED, 0)).contains("another sync"));
     // ext4 commits its journal whatever the path: its exit is not needed.
-    let mut e = Engine::new(EngineConfig::default());
-    let mut out = Vec::new();
-    for x in [
+    let ext4 = vec![
         begin(1, 0, on(Fs::Ext4, EVENT_SYNC)),
         dirty(1, 5, 8192),
         sync(1, 10, 8192),
         complete(1, 20),
-    ] {
+    ];
+    assert_eq!(first_verdict(ext4, Coverage::ALL), Verdict::Ordered);
+}
+
+/// The verdict of the first write `evs` make, judged with `cov`.
+fn first_verdict(evs: Vec<Event>, cov: Coverage) -> Verdict {
+    let mut e = Engine::new(EngineConfig {
+        coverage: cov,
+        ..EngineConfig::default()
+    });
+    let mut out = Vec::new();
+    for x in evs {
         out.extend(e.push(Input::Event(x)));
     }
     out.extend(e.finish());
-    assert_eq!(out[0].verdict, Verdict::Ordered);
+    out[0].verdict.clone()
 }
 
 #[test]
