@@ -67,7 +67,7 @@ pub const FS_CELLS: &[FsCell] = &[
         verify: true,
         backends: &["kprobe"],
         late_ext4: false,
-        crash: &[],
+        crash: XFS_TRUTH,
     },
     FsCell {
         kernel: "debian-6.12",
@@ -75,7 +75,7 @@ pub const FS_CELLS: &[FsCell] = &[
         verify: true,
         backends: &["kprobe", "tracepoint"],
         late_ext4: false,
-        crash: &[],
+        crash: XFS_TRUTH,
     },
     FsCell {
         kernel: "debian-7.3",
@@ -83,7 +83,7 @@ pub const FS_CELLS: &[FsCell] = &[
         verify: true,
         backends: &["kprobe", "tracepoint"],
         late_ext4: false,
-        crash: &[],
+        crash: XFS_TRUTH,
     },
     // The O_DSYNC regression on the other iomap filesystem.
     FsCell {
@@ -116,7 +116,7 @@ pub const FS_CELLS: &[FsCell] = &[
         verify: false,
         backends: &["auto"],
         late_ext4: false,
-        crash: &[],
+        crash: F2FS_ROOT_TRUTH,
     },
     FsCell {
         kernel: "debian-6.12-generic",
@@ -178,10 +178,12 @@ pub const FS_CELLS: &[FsCell] = &[
     },
 ];
 
-/// Per-write crash truth on XFS: every counted pattern in the root.
+/// Per-write crash truth on XFS (every XFS cell's kernel: fixed 6.1, 6.12
+/// and 7.3, and `buggy-7.3`'s O_DSYNC regression): every counted pattern
+/// in the root.
 const XFS_TRUTH: &[Run] = &[Run::on("xfs", Layout::Root, &[])];
-/// On f2fs: every counted pattern in the root (roll-forward, and the
-/// concurrent writers' new directory).
+/// On f2fs (6.1 and 6.12 generic): every counted pattern in the root
+/// (roll-forward, and the concurrent writers' new directory).
 const F2FS_ROOT_TRUTH: &[Run] = &[Run::on("f2fs", Layout::Root, &[])];
 /// On the f2fs pair: each sync path, O_SYNC and O_DSYNC, single and
 /// concurrent writers; then every counted pattern in the root.
