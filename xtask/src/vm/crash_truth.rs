@@ -484,6 +484,24 @@ mod tests {
         // Lines of another run are not this run's.
         let other = console_of(&new_dir, nd, 1);
         assert_eq!(run_on(stock, &root, &other).failed, 2);
+        // Concurrent writers: with every fsync checkpointing nothing goes
+        // unjudged, and with the fix nothing is a violation; a roll-forward
+        // among them may be unjudged, never ordered and lost.
+        let conc = Run::on("f2fs", Layout::Hardlinked, &["concurrent-o-sync-append"]);
+        assert_eq!(go(fixed, &conc, all("inconclusive", "kept"), 3).failed, 2);
+        assert_eq!(go(stock, &conc, all("inconclusive", "kept"), 3).failed, 2);
+        assert_eq!(ok(go(stock, &conc, all("violation", "kept"), 1)), (2, 0));
+        let conc_root = Run::on("f2fs", Layout::Root, &["concurrent-o-sync-append"]);
+        let later = at(0, ("violation", "size-lost"), ("inconclusive", "size-lost"));
+        assert_eq!(ok(go(stock, &conc_root, later, 1)), (2, 0));
+        let later_lost = at(0, ("violation", "size-lost"), ("ordered", "size-lost"));
+        assert_eq!(go(stock, &conc_root, later_lost, 1).failed, 1);
+        assert_eq!(go(fixed, &conc_root, all("violation", "size-lost"), 1).failed, 2);
+        // Writes into fallocated blocks need no size: ordered on both,
+        // whatever the layout (a checkpoint keeps the blocks).
+        let fall = Run::on("f2fs", Layout::Hardlinked, &["o-dsync-into-fallocated"]);
+        assert_eq!(ok(go(stock, &fall, all("ordered", "kept"), 0)), (2, 0));
+        assert_eq!(go(stock, &fall, all("violation", "data-lost"), 1).failed, 2);
     }
 
     #[test]
