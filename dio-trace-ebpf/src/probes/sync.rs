@@ -109,7 +109,7 @@ fn count_f2fs_sync(inode: *const u8, mechanism: Mechanism) {
     if let Some(dev) = inode_dev(Via::of(mechanism), inode) {
         f2fs_sync_started(dev);
     }
-    let _ = F2FS_NODE_WAIT.insert(&bpf_get_current_pid_tgid(), &NODES_PENDING, 0);
+    let _ = F2FS_NODE_WAIT.insert(bpf_get_current_pid_tgid(), NODES_PENDING, 0);
 }
 
 /// `f2fs_wait_on_node_pages_writeback(struct f2fs_sb_info *, unsigned int
@@ -120,11 +120,11 @@ pub fn kprobe_f2fs_wait_on_node_pages_writeback(ctx: ProbeContext) -> u32 {
     let id = bpf_get_current_pid_tgid();
     // Only inside a sync the count saw start (not a checkpoint's own call).
     // SAFETY: map value read, valid while the program runs.
-    if unsafe { F2FS_NODE_WAIT.get(&id) }.is_some()
+    if unsafe { F2FS_NODE_WAIT.get(id) }.is_some()
         && let Some(seq_id) = ctx.arg::<u32>(1)
     {
         let v = if seq_id == 0 { NODES_UNWAITED } else { NODES_WAITED };
-        let _ = F2FS_NODE_WAIT.insert(&id, &v, 0);
+        let _ = F2FS_NODE_WAIT.insert(id, v, 0);
     }
     0
 }
@@ -135,8 +135,8 @@ pub fn kprobe_f2fs_wait_on_node_pages_writeback(ctx: ProbeContext) -> u32 {
 fn f2fs_nodes_waited() -> bool {
     let id = bpf_get_current_pid_tgid();
     // SAFETY: map value read, valid while the program runs.
-    let waited = unsafe { F2FS_NODE_WAIT.get(&id) }.is_some_and(|v| *v == NODES_WAITED);
-    let _ = F2FS_NODE_WAIT.remove(&id);
+    let waited = unsafe { F2FS_NODE_WAIT.get(id) }.is_some_and(|v| *v == NODES_WAITED);
+    let _ = F2FS_NODE_WAIT.remove(id);
     waited
 }
 
