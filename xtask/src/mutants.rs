@@ -72,6 +72,7 @@ impl Scope {
                 "xtask/src/vm/matrix.rs",
                 "xtask/src/vm/verify.rs",
                 "xtask/src/vm/crash.rs",
+                "xtask/src/vm/crash_truth.rs",
                 "xtask/src/vm/fs_cells.rs",
             ],
             Scope::Engine => &["dio-trace/src/analysis/**/*.rs"],
@@ -84,7 +85,7 @@ impl Scope {
     fn mutants_re(self) -> &'static [&'static str] {
         match self {
             Scope::Xtask => &[
-                r"^xtask/src/vm/(matrix|verify|crash)\.rs:",
+                r"^xtask/src/vm/(matrix|verify|crash|crash_truth)\.rs:",
                 r"^xtask/src/vm/fs_cells\.rs:.*( want -> | in want$)",
             ],
             Scope::Engine => &[],
