@@ -373,7 +373,7 @@ pub const EVENT_SYNC_ALONE: u32 = 1 << 6;
 /// waits for nothing when the sync's sequence number is 0, which the
 /// first node page after each checkpoint gets: the flush may then go
 /// before the node page is written, and a power cut loses the write
-/// (seen on Debian's 6.1 in 1 of 2 runs, with a dm-log-writes replay:
+/// (seen on Debian's 6.1 in 2 of 3 runs, with a dm-log-writes replay:
 /// docs/verifying-a-kernel.md). Without this bit a roll-forward does not
 /// make the write ordered.
 pub const EVENT_NODES_WAITED: u32 = 1 << 7;

@@ -127,9 +127,21 @@ pub fn inode_sb(via: Via, inode: *const u8) -> Result<*const u8, i32> {
 /// (device, inode number) of an inode on superblock `sb`.
 #[inline(always)]
 pub fn inode_key(via: Via, inode: *const u8, sb: *const u8) -> Result<InodeKey, i32> {
-    let dev: u32 = read(via, sb, config!(offsets.super_block_s_dev))?;
+    let dev = sb_dev(via, sb)?;
     let ino: u64 = read(via, inode, config!(offsets.inode_i_ino))?;
     Ok(InodeKey { dev, _pad: 0, ino })
+}
+
+/// `sb->s_dev`.
+#[inline(always)]
+fn sb_dev(via: Via, sb: *const u8) -> Result<u32, i32> {
+    read(via, sb, config!(offsets.super_block_s_dev))
+}
+
+/// `inode->i_sb->s_dev`.
+#[inline(always)]
+pub fn inode_dev(via: Via, inode: *const u8) -> Option<u32> {
+    sb_dev(via, inode_sb(via, inode).ok()?).ok()
 }
 
 /// Which known filesystem the superblock is: `sb->s_type->name`, the

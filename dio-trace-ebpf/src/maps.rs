@@ -58,11 +58,16 @@ pub static MAYBE_ARMED: Array<u64> = Array::with_max_entries(FILTER_SLOTS, 0);
 /// A power of two: the hash's top bits index it.
 const FILTER_SLOTS: u32 = 4096;
 
+/// `key`'s slot among `slots` (a power of two): Fibonacci hashing, so that
+/// neighbouring numbers (new files' inodes, a host's devices) spread out.
+#[inline(always)]
+fn slot_of(key: u64, slots: u32) -> u32 {
+    (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - slots.trailing_zeros())) as u32
+}
+
 #[inline(always)]
 fn filter_slot(ino: u64) -> Option<*mut u64> {
-    // Fibonacci hashing: new files get neighbouring numbers.
-    let slot = ino.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - FILTER_SLOTS.trailing_zeros());
-    MAYBE_ARMED.get_ptr_mut(slot as u32)
+    MAYBE_ARMED.get_ptr_mut(slot_of(ino, FILTER_SLOTS))
 }
 
 /// Could the inode numbered `ino` be in [`ARMED`]? `false` is certain.
@@ -94,8 +99,7 @@ const F2FS_SYNC_SLOTS: u32 = 64;
 
 #[inline(always)]
 fn f2fs_sync_slot(dev: u32) -> Option<*mut u64> {
-    let slot = (dev as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - F2FS_SYNC_SLOTS.trailing_zeros());
-    F2FS_SYNCS.get_ptr_mut(slot as u32)
+    F2FS_SYNCS.get_ptr_mut(slot_of(dev as u64, F2FS_SYNC_SLOTS))
 }
 
 /// An f2fs sync on device `dev` starts.

@@ -8,8 +8,7 @@
 //! verdict rests on, which a run there shows too.
 
 use std::{
-    ffi::CString,
-    os::unix::ffi::OsStrExt as _,
+    os::fd::AsRawFd as _,
     path::{Path, PathBuf},
 };
 
@@ -92,20 +91,10 @@ impl Layout {
 /// `syncfs(2)` on the filesystem holding `dir`: on f2fs a checkpoint,
 /// which makes the directory's node durable.
 fn syncfs(dir: &Path) -> Result<()> {
-    let c = CString::new(dir.as_os_str().as_bytes()).context("directory name contains NUL")?;
-    // SAFETY: a valid C string; the descriptor is closed below.
-    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("cannot open {}", dir.display()));
-    }
-    // SAFETY: fd is open.
-    let r = unsafe { libc::syncfs(fd) };
-    let e = std::io::Error::last_os_error();
-    // SAFETY: fd is open and ours.
-    unsafe { libc::close(fd) };
-    if r != 0 {
-        return Err(e).with_context(|| format!("syncfs on {}", dir.display()));
+    let d = std::fs::File::open(dir).with_context(|| format!("cannot open {}", dir.display()))?;
+    // SAFETY: `d` is open for the call.
+    if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("syncfs on {}", dir.display()));
     }
     Ok(())
 }

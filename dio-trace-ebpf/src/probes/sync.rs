@@ -27,11 +27,8 @@ use dio_trace_common::{
 
 use crate::{
     emit::{Fact, full_timeline, settle, stack, step, step_time, wants_stack},
-    facts::{Via, entry_fs, entry_sizes, file_inode, inode_sb, read, vfs_inode},
-    maps::{
-        F2FS_NODE_WAIT, NODES_PENDING, NODES_UNWAITED, NODES_WAITED, config, f2fs_sync_ended,
-        f2fs_sync_started,
-    },
+    facts::{Via, entry_fs, entry_sizes, file_inode, inode_dev, vfs_inode},
+    maps::{F2FS_NODE_WAIT, NODES_PENDING, NODES_UNWAITED, NODES_WAITED, f2fs_sync_ended, f2fs_sync_started},
     probes::armed,
 };
 
@@ -140,13 +137,6 @@ fn f2fs_nodes_waited() -> bool {
     waited
 }
 
-/// `inode->i_sb->s_dev`.
-#[inline(always)]
-fn inode_dev(via: Via, inode: *const u8) -> Option<u32> {
-    let sb = inode_sb(via, inode).ok()?;
-    read(via, sb, config!(offsets.super_block_s_dev)).ok()
-}
-
 /// `f2fs:f2fs_sync_file_exit(struct inode *, int cp_reason, int datasync,
 /// int ret)`: `cp_reason` says whether the sync took a checkpoint (not 0)
 /// or wrote node pages for roll-forward recovery (0), which decides what
@@ -237,7 +227,8 @@ fn file_sync(ctx: *mut c_void, file: *const u8, kind: RecordKind, arg: u64, mech
 /// for roll-forward recovery (which rebuilds the size from the write's
 /// blocks), anything else took a checkpoint of the in-memory inode, with
 /// whatever `i_size` it had. A roll-forward counts only if no other f2fs
-/// sync on the device was running when it returned (`EVENT_SYNC_ALONE`).
+/// sync on the device was running when it returned (`EVENT_SYNC_ALONE`)
+/// and it waited for its node pages (`EVENT_NODES_WAITED`).
 /// Without a full timeline the exit only amends the first sync's step,
 /// which the write's record carries.
 #[inline(always)]

@@ -162,7 +162,7 @@ fn unproven_roll_forward(fs: Fs, how: RollForward) -> String {
 /// filesystem's: `mark_inode_dirty` on ext4) whose on-disk size covers the
 /// write's end, or the kernel says that sync made the write's blocks
 /// durable for roll-forward recovery, which rebuilds the size (f2fs),
-/// with no other sync beside it that could break the chain to them.
+/// alone on its device and having waited for them ([`roll_forward`]).
 /// Violation: that sync comes first and took no such path, or the
 /// completion ends with no sync at all. A write counted for its new or
 /// unwritten blocks ([`Event::new_extent`]) needs no size update: its sync

@@ -98,9 +98,14 @@ impl WriteTruth {
         }
     }
 
-    /// Why this write disagrees, for the report (`None` when it agrees).
+    /// Neither agrees nor is unjudged.
+    pub fn disagrees(&self) -> bool {
+        !self.agrees() && !self.unjudged()
+    }
+
+    /// Why this write disagrees, for the report (`None` when it does not).
     pub fn disagreement(&self) -> Option<String> {
-        (!self.agrees() && !self.unjudged()).then(|| {
+        self.disagrees().then(|| {
             format!(
                 "{}: verdict {} but crash {} ({})",
                 self.mark(),
@@ -137,7 +142,7 @@ pub fn locate(
 /// The exit status with crash truth: any disagreement is 5; else what
 /// `verify` alone says (inconclusive, 3, where a write was unjudged).
 pub fn exit(verify: Exit, truths: &[WriteTruth]) -> Exit {
-    if truths.iter().all(|t| t.disagreement().is_none()) {
+    if !truths.iter().any(WriteTruth::disagrees) {
         verify
     } else {
         Exit::Disagreement
