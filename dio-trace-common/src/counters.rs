@@ -42,6 +42,13 @@ pub enum Counter {
     /// step is shown without its stack; no verdict rests on one, so they
     /// are not counted in `RingbufFull`.
     StacksLost = 13,
+    /// Sync-flavoured direct writes the filesystem wrote through the page
+    /// cache instead (btrfs: checksummed files on kernels that refuse
+    /// direct writes to them, misaligned writes, the rest of a short
+    /// one): no direct write happened, so the ordering in question does
+    /// not apply. Counted where `btrfs_buffered_write` runs for a
+    /// direct `kiocb`.
+    BufferedFallback = 14,
 }
 
 /// Length of the counter array.
@@ -57,7 +64,7 @@ const _: () = assert!(Counter::ALL.len() <= COUNTER_SLOTS as usize);
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 14] = [
+    pub const ALL: [Counter; 15] = [
         Counter::DirectWrites,
         Counter::Filtered,
         Counter::NotSync,
@@ -72,6 +79,7 @@ impl Counter {
         Counter::FlagsUnknown,
         Counter::NoFsFacts,
         Counter::StacksLost,
+        Counter::BufferedFallback,
     ];
 
     /// Short stable name used in reports and NDJSON.
@@ -91,6 +99,7 @@ impl Counter {
             Counter::FlagsUnknown => "flags_unknown",
             Counter::NoFsFacts => "no_fs_facts",
             Counter::StacksLost => "stacks_lost",
+            Counter::BufferedFallback => "buffered_fallback",
         }
     }
 }

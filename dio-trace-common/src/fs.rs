@@ -14,13 +14,14 @@ pub enum Fs {
     Ext4 = 1,
     Xfs = 2,
     F2fs = 3,
+    Btrfs = 4,
 }
 
 /// How many filesystems [`crate::config::Config::fs`] has slots for.
-pub const FS_SLOTS: usize = 3;
+pub const FS_SLOTS: usize = 4;
 
 impl Fs {
-    pub const ALL: [Fs; FS_SLOTS] = [Fs::Ext4, Fs::Xfs, Fs::F2fs];
+    pub const ALL: [Fs; FS_SLOTS] = [Fs::Ext4, Fs::Xfs, Fs::F2fs, Fs::Btrfs];
 
     /// Its slot in [`crate::config::Config::fs`].
     pub const fn slot(self) -> usize {
@@ -33,6 +34,7 @@ impl Fs {
             0 | 1 => Fs::Ext4,
             2 => Fs::Xfs,
             3 => Fs::F2fs,
+            4 => Fs::Btrfs,
             _ => return None,
         })
     }
@@ -49,6 +51,7 @@ impl Fs {
             Fs::Ext4 => "ext4",
             Fs::Xfs => "xfs",
             Fs::F2fs => "f2fs",
+            Fs::Btrfs => "btrfs",
         }
     }
 
@@ -58,6 +61,7 @@ impl Fs {
             Fs::Ext4 => b"ext4\0",
             Fs::Xfs => b"xfs\0",
             Fs::F2fs => b"f2fs\0",
+            Fs::Btrfs => b"btrfs\0",
         }
     }
 
@@ -69,6 +73,8 @@ impl Fs {
             // f2fs_update_inode() copies i_size into the node page the
             // sync writes: what the sync finds in i_size is what lasts.
             Fs::F2fs => "inode.i_size (f2fs writes it into the node page at the sync)",
+            // fill_inode_item() copies i_size into the tree log.
+            Fs::Btrfs => "inode.i_size (btrfs copies it into the tree log at the sync)",
         }
     }
 
@@ -78,6 +84,7 @@ impl Fs {
             Fs::Ext4 => "ext4_mark_inode_dirty",
             Fs::Xfs => "xfs_iomap_write_unwritten/xfs_setfilesize",
             Fs::F2fs => "f2fs_mark_inode_dirty_sync (f2fs_i_size_write)",
+            Fs::Btrfs => "btrfs_sync_file logging i_size (raised by btrfs_dio_iomap_begin)",
         }
     }
 
@@ -92,12 +99,46 @@ impl Fs {
         matches!(self, Fs::F2fs)
     }
 
+    /// Does the sync itself write the size it finds, whatever marked the
+    /// inode before? btrfs's fsync copies the in-memory inode, `i_size`
+    /// included, into its tree log (`fill_inode_item`), and a full sync
+    /// first waits for the write's ordered extent, whose completion writes
+    /// `disk_i_size` into the inode item it copies; a transaction commit
+    /// in its place waits for that ordered extent too. `i_size` is raised
+    /// to the write's end by `btrfs_dio_iomap_begin`, before the I/O and
+    /// under the inode lock, so a sync that finds it there makes it last.
+    /// f2fs writes `i_size` too, but only into a node page its size update
+    /// dirtied: there the size update is the fact, not what the sync finds.
+    pub const fn sync_logs_size(self) -> bool {
+        matches!(self, Fs::Btrfs)
+    }
+
+    /// Does a sync that found `sync_size` in the size field a crash leaves
+    /// ([`Fs::disk_size_field`]) make a write ending at `end` last, without
+    /// a size update of its own before it ([`Fs::sync_logs_size`])? The
+    /// rule both the kernel programs (to settle the write at the sync) and
+    /// the verdict apply.
+    pub const fn sync_carries_size(self, sync_size: i64, end: i64) -> bool {
+        self.sync_logs_size() && sync_size >= end
+    }
+
+    /// Does iomap learn which blocks of a direct write are new or
+    /// unwritten (`IOMAP_UNWRITTEN`, `IOMAP_F_NEW`)? That is how a write
+    /// into fallocated space or a hole is told from an overwrite. btrfs
+    /// maps every direct write `IOMAP_MAPPED` and converts preallocated
+    /// extents itself, at ordered-extent completion: there such a write
+    /// looks like an overwrite and is not counted.
+    pub const fn shows_new_blocks(self) -> bool {
+        !matches!(self, Fs::Btrfs)
+    }
+
     /// The kernel's sync for this filesystem, for messages.
     pub const fn sync_step(self) -> &'static str {
         match self {
             Fs::Ext4 => "ext4_sync_file",
             Fs::Xfs => "xfs_file_fsync",
             Fs::F2fs => "f2fs_sync_file",
+            Fs::Btrfs => "btrfs_sync_file",
         }
     }
 }

@@ -134,7 +134,7 @@ pub fn inode_key(via: Via, inode: *const u8, sb: *const u8) -> Result<InodeKey, 
 
 /// `sb->s_dev`.
 #[inline(always)]
-fn sb_dev(via: Via, sb: *const u8) -> Result<u32, i32> {
+pub fn sb_dev(via: Via, sb: *const u8) -> Result<u32, i32> {
     read(via, sb, config!(offsets.super_block_s_dev))
 }
 
@@ -181,13 +181,21 @@ pub fn fs_of(via: Via, sb: *const u8) -> Result<Option<Fs>, i32> {
 /// What the loader read about a filesystem.
 #[inline(always)]
 pub fn fs_facts(fs: Fs) -> FsFacts {
-    let slot = fs.slot();
-    if slot >= FS_SLOTS {
-        return FsFacts::default();
+    // One read per filesystem at a constant index, not one at a computed
+    // one: the verifier then knows each value (the loader froze them), and
+    // `sizes` may subtract the offset from a BTF pointer, which it refuses
+    // for an offset it cannot bound.
+    // SAFETY: reads of a plain static; volatile for the loader's value.
+    unsafe {
+        match fs {
+            Fs::Ext4 => core::ptr::read_volatile(&DIO_CONFIG.fs[0]),
+            Fs::Xfs => core::ptr::read_volatile(&DIO_CONFIG.fs[1]),
+            Fs::F2fs => core::ptr::read_volatile(&DIO_CONFIG.fs[2]),
+            Fs::Btrfs => core::ptr::read_volatile(&DIO_CONFIG.fs[3]),
+        }
     }
-    // SAFETY: a read of a plain static; volatile for the loader's value.
-    unsafe { core::ptr::read_volatile(&DIO_CONFIG.fs[slot]) }
 }
+const _: () = assert!(FS_SLOTS == 4, "fs_facts reads one slot per filesystem");
 
 /// The filesystem an armed write is on (kept in its record's flags).
 #[inline(always)]

@@ -128,6 +128,13 @@ pub fn f2fs_sync_ended(dev: u32) -> bool {
     running == 1
 }
 
+/// The inode of each task's last btrfs direct write that reached iomap
+/// (by `pid_tgid`): a btrfs sync of a direct, sync-flavoured file that is
+/// not that inode follows a write btrfs wrote through the page cache
+/// (`probes/fallback.rs`, where no hook in `btrfs_buffered_write` loads).
+#[map]
+pub static BTRFS_DIRECT: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 0);
+
 /// How the f2fs sync a task is in waited for the node pages it wrote, by
 /// task (`pid_tgid`): [`NODES_PENDING`] from its start, then what its call
 /// of `f2fs_wait_on_node_pages_writeback(sbi, seq_id)` showed. That call

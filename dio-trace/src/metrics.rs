@@ -70,13 +70,16 @@ struct BuildLabels {
 /// Kernel counters of direct writes seen and not counted, by the `reason`
 /// label they get. `no_fs_facts`: a fleet host without ext4 that mounts
 /// one later shows those writes here, not nowhere.
-const NOT_COUNTED: [(KernelCounter, &str); 6] = [
+/// `buffered_fallback`: sync direct writes btrfs wrote through the page
+/// cache (no direct write happened; the ordering does not apply).
+const NOT_COUNTED: [(KernelCounter, &str); 7] = [
     (KernelCounter::NotSync, "not_sync"),
     (KernelCounter::NotExtending, "not_extending"),
     (KernelCounter::OtherFs, "other_fs"),
     (KernelCounter::NoFsFacts, "no_fs_facts"),
     (KernelCounter::FlagsUnknown, "flags_unknown"),
     (KernelCounter::Filtered, "filtered"),
+    (KernelCounter::BufferedFallback, "buffered_fallback"),
 ];
 
 /// The metric families, shared by the tracing loop (which counts) and the

@@ -181,6 +181,14 @@ pub fn check_path(p: &Path) -> anyhow::Result<(String, u32)> {
     Ok((abs.display().to_string(), dev))
 }
 
+/// The filesystem dio-trace knows that holds `p` (or its nearest existing
+/// ancestor), if it is one.
+pub fn fs_at(p: &Path) -> anyhow::Result<Option<Fs>> {
+    let table = mounts::MountTable::load()?;
+    let (_, fstype) = mounts::device_of(&absolute(p)?, &table)?;
+    Ok(Fs::from_name(&fstype))
+}
+
 /// Canonical path of `p`, or of its parent joined with its name when `p`
 /// does not exist yet.
 fn absolute(p: &Path) -> anyhow::Result<PathBuf> {

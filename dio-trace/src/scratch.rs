@@ -24,14 +24,32 @@ pub(crate) fn mkfs(fs: Fs) -> (&'static str, &'static [&'static str], &'static s
         Fs::Ext4 => ("mkfs.ext4", &["-q", "-F", "-E", "nodiscard"], "e2fsprogs"),
         Fs::Xfs => ("mkfs.xfs", &["-q", "-f", "-K"], "xfsprogs"),
         Fs::F2fs => ("mkfs.f2fs", &["-q", "-f"], "f2fs-tools"),
+        Fs::Btrfs => ("mkfs.btrfs", &["-q", "-f"], "btrfs-progs"),
+    }
+}
+
+/// What to pass to `mount -o`: ext4's periodic journal commit pushed past
+/// any run, so only the writes' own syncs commit (as in `vm crash`); XFS
+/// refuses a second mount of one UUID, which replays of one image are;
+/// btrfs writes every new file copy-on-write and checksummed unless told
+/// `nodatacow`, and since 6.12 it writes direct writes to checksummed
+/// files through the page cache: no direct write to judge.
+pub(crate) fn mount_opts(fs: Fs, replay: bool) -> Option<&'static str> {
+    match fs {
+        Fs::Ext4 => Some("commit=60"),
+        Fs::Xfs if replay => Some("nouuid"),
+        Fs::Btrfs => Some("nodatacow"),
+        _ => None,
     }
 }
 
 /// The smallest image each filesystem's tools accept, rounded up (XFS
-/// refuses filesystems under 300 MiB since xfsprogs 5.19).
+/// refuses filesystems under 300 MiB since xfsprogs 5.19, btrfs-progs
+/// those under 109 MiB).
 pub fn min_size_mib(fs: Fs) -> u64 {
     match fs {
         Fs::Xfs => 320,
+        Fs::Btrfs => 128,
         Fs::Ext4 | Fs::F2fs => 64,
     }
 }
@@ -58,17 +76,46 @@ impl Scratch {
     /// directory.
     pub fn create(size_mib: u64, fs: Fs) -> Result<Self, EnvError> {
         let (tool, args, package) = mkfs(fs);
-        Self::make(size_mib.max(min_size_mib(fs)), fs.name(), tool, args, package)
+        Self::make(
+            size_mib.max(min_size_mib(fs)),
+            fs.name(),
+            tool,
+            args,
+            package,
+            mount_opts(fs, false),
+        )
+    }
+
+    /// A scratch `fs` mounted with no options of ours: a default btrfs,
+    /// which checksums its files (and on some kernels writes their direct
+    /// writes through the page cache).
+    pub fn plain(size_mib: u64, fs: Fs) -> Result<Self, EnvError> {
+        let (tool, args, package) = mkfs(fs);
+        Self::make(
+            size_mib.max(min_size_mib(fs)),
+            fs.name(),
+            tool,
+            args,
+            package,
+            None,
+        )
     }
 
     /// A scratch ext2 (served by ext4's code on most kernels, through
     /// iomap, but a filesystem dio-trace has no facts for): what the tests
     /// use to check that such writes are never called clean.
     pub fn ext2(size_mib: u64) -> Result<Self, EnvError> {
-        Self::make(size_mib, "ext2", "mkfs.ext2", &["-q", "-F"], "e2fsprogs")
+        Self::make(size_mib, "ext2", "mkfs.ext2", &["-q", "-F"], "e2fsprogs", None)
     }
 
-    fn make(size_mib: u64, fstype: &str, tool: &str, args: &[&str], package: &str) -> Result<Self, EnvError> {
+    fn make(
+        size_mib: u64,
+        fstype: &str,
+        tool: &str,
+        args: &[&str],
+        package: &str,
+        opts: Option<&str>,
+    ) -> Result<Self, EnvError> {
         let root = temp_root("scratch")?;
         let mut s = Self {
             mount: root.join("mnt"),
@@ -92,7 +139,11 @@ impl Scratch {
             package,
         )?;
         run(
-            Command::new("mount").args(["-t", fstype]).arg(&dev).arg(&s.mount),
+            Command::new("mount")
+                .args(["-t", fstype])
+                .args(opts.map(|o| ["-o", o]).into_iter().flatten())
+                .arg(&dev)
+                .arg(&s.mount),
             &format!("mounting the scratch {fstype} (does this kernel have it? `modprobe {fstype}`)"),
             "mount",
         )?;

@@ -6,6 +6,8 @@ use std::{io::Write as _, path::PathBuf};
 
 use serde_json::json;
 
+use dio_trace_common::fs::Fs;
+
 use crate::{
     analysis::{Overall, Summary, engine::WriteReport},
     cli::VerifyArgs,
@@ -16,7 +18,7 @@ use crate::{
     },
     exit::Exit,
     layout::Layout,
-    plan::{Plan, check_path},
+    plan::{Plan, check_path, fs_at},
     report::{Reporter, RunInfo, Show, human::Human, ndjson::Ndjson},
     scratch::Scratch,
     session::{self, Target},
@@ -147,10 +149,18 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<Exit> {
     let mut rows = Vec::new();
     let mut kernel = String::new();
     let mut seen = Vec::new();
-    let patterns: Vec<Pattern> = Pattern::ALL
-        .into_iter()
-        .filter(|p| a.patterns.is_empty() || a.patterns.contains(p))
-        .collect();
+    let fs = match &a.dir {
+        Some(d) => fs_at(d)?.unwrap_or(a.fs),
+        None => a.fs,
+    };
+    let (patterns, skipped) = chosen(&a.patterns, fs);
+    for p in &skipped {
+        eprintln!(
+            "dio-trace verify: SKIPPED {}: {} (name it with --pattern to run it anyway)",
+            p.name(),
+            unseen_on(fs)
+        );
+    }
     for (i, &pattern) in patterns.iter().enumerate() {
         let rel = a.layout.place(&format!("dio-trace-verify-{}", pattern.name()));
         a.layout.prepare(&dir, &rel, pattern.files())?;
@@ -246,6 +256,13 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<Exit> {
         }
     }
     if a.json {
+        for p in &skipped {
+            serde_json::to_writer(
+                &mut out,
+                &json!({"type": "pattern", "pattern": p.name(), "verdict": "SKIPPED", "reason": unseen_on(fs)}),
+            )?;
+            writeln!(out)?;
+        }
         serde_json::to_writer(
             &mut out,
             &json!({"type": "verify_summary", "kernel": kernel, "verdict": exit_name(exit)}),
@@ -274,9 +291,47 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<Exit> {
                 writeln!(out, "{:<26}   because {r}", "")?;
             }
         }
+        for p in &skipped {
+            writeln!(
+                out,
+                "{:<26} {:>7} {:>8}  {:<15} SKIPPED",
+                p.name(),
+                a.count * p.files(),
+                "-",
+                "-"
+            )?;
+        }
+        if !skipped.is_empty() {
+            writeln!(out, "{:<26}   because {}", "", unseen_on(fs))?;
+        }
         writeln!(out, "kernel {kernel}: {}", exit_name(exit))?;
     }
     Ok(exit)
+}
+
+/// The patterns to run: those asked for, else every one `fs` can show.
+/// Writes into fallocated space are writes into new blocks only where
+/// iomap hears of them ([`Fs::shows_new_blocks`]): elsewhere they are
+/// skipped, and said to be, unless asked for by name.
+fn chosen(asked: &[Pattern], fs: Fs) -> (Vec<Pattern>, Vec<Pattern>) {
+    if !asked.is_empty() {
+        return (
+            Pattern::ALL.into_iter().filter(|p| asked.contains(p)).collect(),
+            Vec::new(),
+        );
+    }
+    Pattern::ALL
+        .into_iter()
+        .partition(|p| !p.into_fallocated() || fs.shows_new_blocks())
+}
+
+/// Why a pattern was skipped on `fs`.
+fn unseen_on(fs: Fs) -> String {
+    format!(
+        "{} maps every direct write to iomap as written blocks and converts preallocated extents itself, so \
+         dio-trace cannot tell a write into fallocated space from an overwrite there (such writes are not counted)",
+        fs.name()
+    )
 }
 
 fn overall(rows: &[(Pattern, u64, PatternVerdict)]) -> Exit {

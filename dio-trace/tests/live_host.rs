@@ -184,6 +184,48 @@ fn xfs_sync_and_dsync_appends_are_all_counted_and_ordered() {
     }
 }
 
+/// `verify --fs btrfs` judges what btrfs lets iomap see: the appends.
+/// Writes into fallocated space are skipped there, and said to be
+/// (btrfs maps them as written blocks).
+#[test]
+fn verify_judges_the_appends_on_btrfs_and_skips_what_it_cannot_see() {
+    let Some(_s) = live_on("verify --fs btrfs", Fs::Ext4) else {
+        return;
+    };
+    let out = Command::new(BIN)
+        .args(["verify", "--fs", "btrfs", "--count", "3", "--json"])
+        .output()
+        .expect("run dio-trace verify");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let rows = lines(&out);
+    let patterns: Vec<&Value> = rows.iter().filter(|r| r["pattern"].is_string()).collect();
+    assert_eq!(patterns.len(), VERIFY_PATTERNS.len(), "{rows:?}");
+    for (name, writers, counted) in VERIFY_PATTERNS {
+        let mine: Vec<&&Value> = patterns.iter().filter(|r| r["pattern"] == name).collect();
+        let [r] = mine[..] else {
+            panic!("{name} reported {} times: {rows:?}", mine.len())
+        };
+        if name.ends_with("-into-fallocated") {
+            assert_eq!(r["verdict"], "SKIPPED", "{r}");
+            assert!(err.contains(&format!("SKIPPED {name}")), "{err}");
+            continue;
+        }
+        let writes = 3 * writers;
+        assert_eq!(r["writes"], writes, "{r}");
+        let want = if counted {
+            ("ORDERED", writes)
+        } else {
+            ("NOT-APPLICABLE", 0)
+        };
+        assert_eq!(
+            (r["verdict"].as_str(), r["counted"].as_u64()),
+            (Some(want.0), Some(want.1)),
+            "{r}"
+        );
+    }
+}
+
 /// `verify --fs xfs` makes its own XFS image and judges every pattern.
 #[test]
 fn verify_judges_every_pattern_on_xfs() {
@@ -238,6 +280,92 @@ const VERIFY_PATTERNS: [(&str, u64, bool); 16] = [
     ("direct-append-fsync", 1, false),
     ("buffered-sync-append", 1, false),
 ];
+
+/// btrfs raises i_size before the I/O and its sync logs the i_size it
+/// finds (`Fs::sync_logs_size`): on a nodatacow btrfs (the scratch's
+/// mount), every sync append is counted and ordered by the size its
+/// first sync found, with no size update of its own.
+#[test]
+fn btrfs_sync_appends_are_ordered_by_the_size_their_sync_logs() {
+    for (pattern, sync) in [("o-sync-append", "sync"), ("o-dsync-append", "dsync")] {
+        let Some(s) = live_on(pattern, Fs::Btrfs) else {
+            return;
+        };
+        let file = s.dir().join(format!("{pattern}.dat"));
+        let (code, ls, stderr) = run_write(&[], pattern, 6, &file);
+        let sum = summary(&ls);
+        assert_eq!(code, 0, "{stderr}\n{sum}");
+        assert_eq!(
+            (sum["counted"].as_u64(), sum["ordered"].as_u64()),
+            (Some(6), Some(6)),
+            "{sum}"
+        );
+        assert_eq!(sum["counters"]["buffered_fallback"], 0, "{sum}");
+        let writes = of_type(&ls, "write");
+        assert_eq!(writes.len(), 6);
+        for (i, w) in writes.iter().enumerate() {
+            assert_eq!(
+                (w["fs"].as_str(), w["sync"].as_str()),
+                (Some("btrfs"), Some(sync)),
+                "{w}"
+            );
+            let end = (i as u64 + 1) * 4096;
+            let events = w["events"].as_array().unwrap();
+            let first_sync = events
+                .iter()
+                .find(|e| e["event"] == "sync_enter")
+                .unwrap_or_else(|| panic!("no sync: {w}"));
+            assert!(first_sync["i_disksize"].as_u64() >= Some(end), "{w}");
+            assert!(
+                !events
+                    .iter()
+                    .any(|e| SIZE_UPDATES.contains(&e["event"].as_str().unwrap_or(""))),
+                "btrfs has no size update of its own: {w}"
+            );
+        }
+    }
+}
+
+/// On a default (checksummed) btrfs, a kernel either writes sync direct
+/// appends directly (7.x, through bounce buffers: judged) or through the
+/// page cache (6.12 to 6.18: counted as `buffered_fallback`, and the
+/// answer says so, never "no size-extending sync direct write was seen").
+/// Either way every write is accounted for, exactly once.
+#[test]
+fn btrfs_direct_writes_gone_buffered_are_named() {
+    let Some(_s) = live_on("btrfs buffered fallback", Fs::Ext4) else {
+        return;
+    };
+    let b = Scratch::plain(128, Fs::Btrfs).expect("scratch btrfs");
+    let (code, ls, err) = run_write(&["--debug"], "o-sync-append", 4, &b.dir().join("f"));
+    let sum = summary(&ls);
+    let fell_back = sum["counters"]["buffered_fallback"].as_u64().unwrap();
+    let counted = sum["counted"].as_u64().unwrap();
+    assert_eq!(
+        fell_back + counted,
+        4,
+        "each write counted once, one way or the other: {sum}"
+    );
+    if fell_back == 4 {
+        assert_eq!(code, 3, "{err}");
+        let reasons = sum["reasons"].to_string();
+        assert!(
+            reasons.contains("no direct write reached the kernel's direct I/O"),
+            "{sum}"
+        );
+        assert!(
+            !reasons.contains("no size-extending sync direct write was seen"),
+            "{sum}"
+        );
+        assert_eq!(
+            err.matches("written through the page cache by btrfs").count(),
+            4,
+            "{err}"
+        );
+    } else {
+        assert_eq!((code, counted, sum["ordered"].as_u64()), (0, 4, Some(4)), "{sum}");
+    }
+}
 
 /// A sync direct write on a filesystem dio-trace has no facts for (ext2,
 /// which iomap serves too) is counted in the kernel and never called

@@ -10,9 +10,10 @@ use anyhow::{Context as _, Result, bail};
 /// benchmarks.
 pub const DEBIAN_PACKAGES: &[&str] = &[
     "e2fsprogs",
-    // verify --fs xfs|f2fs and the VM cells make these filesystems.
+    // verify --fs xfs|f2fs|btrfs and the VM cells make these filesystems.
     "xfsprogs",
     "f2fs-tools",
+    "btrfs-progs",
     "util-linux",
     "mount",
     "qemu-system-x86",

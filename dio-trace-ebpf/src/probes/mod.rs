@@ -4,6 +4,7 @@
 
 pub mod complete;
 pub mod extent;
+pub mod fallback;
 pub mod flush;
 pub mod follow;
 pub mod size;

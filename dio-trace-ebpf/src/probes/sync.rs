@@ -85,6 +85,32 @@ pub fn raw_f2fs_sync_file_enter(ctx: RawTracePointContext) -> i32 {
     0
 }
 
+/// `btrfs:btrfs_sync_file(const struct file *, int datasync)`, renamed
+/// `btrfs_sync_file_enter` in 7.0: the same arguments.
+#[btf_tracepoint(function = "btrfs_sync_file")]
+pub fn tp_btrfs_sync_file(ctx: BtfTracePointContext) -> i32 {
+    sync_file_enter(ctx.as_ptr(), ctx.arg(0), ctx.arg(1), Mechanism::Tracepoint);
+    0
+}
+
+#[btf_tracepoint(function = "btrfs_sync_file_enter")]
+pub fn tp_btrfs_sync_file_enter(ctx: BtfTracePointContext) -> i32 {
+    sync_file_enter(ctx.as_ptr(), ctx.arg(0), ctx.arg(1), Mechanism::Tracepoint);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "btrfs_sync_file")]
+pub fn raw_btrfs_sync_file(ctx: RawTracePointContext) -> i32 {
+    sync_file_enter(ctx.as_ptr(), ctx.arg(0), ctx.arg(1), Mechanism::RawTracepoint);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "btrfs_sync_file_enter")]
+pub fn raw_btrfs_sync_file_enter(ctx: RawTracePointContext) -> i32 {
+    sync_file_enter(ctx.as_ptr(), ctx.arg(0), ctx.arg(1), Mechanism::RawTracepoint);
+    0
+}
+
 /// Every f2fs sync is counted on its device, traced file or not, so that
 /// each exit knows whether another ran beside it ([`f2fs_sync_exit`]).
 /// A program of its own: the sync's start may be served by another hook
@@ -306,10 +332,16 @@ pub fn try_sync(ctx: *mut c_void, inode: *const u8, kind: RecordKind, arg: u64, 
     let ts = step_time(entry);
     // SAFETY: as above.
     let state = unsafe { (*entry).state };
+    // The size came first: its update was seen, or this sync writes the
+    // size it finds and finds it covering the write (btrfs).
+    // SAFETY: as above.
+    let sized = state & ARM_SIZE_SEEN != 0
+        || (kind == RecordKind::SyncEnter
+            && entry_fs(entry).sync_carries_size(sz.i_disksize, unsafe { (*entry).end }));
     if kind == RecordKind::SyncEnter && state & ARM_SYNC_SEEN == 0 {
         // SAFETY: as above.
         unsafe { (*entry).state |= ARM_SYNC_SEEN };
-        if wants_stack(state & ARM_SIZE_SEEN == 0) {
+        if wants_stack(!sized) {
             stack(ctx, entry, kind, mechanism, ts);
         }
     }
@@ -327,12 +359,7 @@ pub fn try_sync(ctx: *mut c_void, inode: *const u8, kind: RecordKind, arg: u64, 
     // is cheap. Otherwise the write waits for its completion and size
     // update, which make the violation's timeline. Where the sync's path
     // decides what lasts (f2fs), its exit settles it instead.
-    // SAFETY: as above.
-    if !full
-        && kind == RecordKind::SyncEnter
-        && unsafe { (*entry).state } & ARM_SIZE_SEEN != 0
-        && !entry_fs(entry).sync_path_decides()
-    {
+    if !full && kind == RecordKind::SyncEnter && sized && !entry_fs(entry).sync_path_decides() {
         settle(entry);
     }
 }

@@ -14,6 +14,7 @@ use dio_trace_common::{
     arm::{ARM_SENT, ArmedWrite, InodeKey},
     config::{CONFIG_CGROUP_IDS, FS_KNOWN},
     counters::Counter,
+    fs::Fs,
     kind::RecordKind,
     probe::Mechanism,
     record::{EVENT_DSYNC, EVENT_FS_SHIFT, EVENT_SYNC},
@@ -29,7 +30,7 @@ use crate::{
         ARMED, CGROUP_SENT, PATH_SENT, PENDING_SCRATCH, Pending, SCRATCH, cgroup_epoch, cgroup_epoch_bump,
         config, count, filter_add, pending_insert, pending_remove,
     },
-    probes::{armed, task_passes},
+    probes::{armed, fallback, task_passes},
 };
 
 /// `BPF_NOEXIST`: insert only if the key is new.
@@ -196,6 +197,9 @@ pub fn try_write_begin(iocb: *const u8, iter: *const u8, mechanism: Mechanism, s
             return;
         }
     };
+    if fs == Fs::Btrfs {
+        fallback::note_direct(inode as u64);
+    }
     if fs_facts(fs).flags & FS_KNOWN == 0 {
         count(Counter::NoFsFacts);
         debug!(

@@ -418,6 +418,15 @@ impl OpenWrite {
         let end = self.begin.end();
         match ev.kind {
             k if k.is_size_update() && ev.disksize().is_some_and(|d| d >= end) => self.size_seen = true,
+            // A sync that writes the size it finds, finding it covering:
+            // no size update will follow, none is needed.
+            RecordKind::SyncEnter
+                if ev
+                    .disksize()
+                    .is_some_and(|d| self.begin.fs().sync_carries_size(d, end)) =>
+            {
+                self.size_seen = true
+            }
             RecordKind::CompleteExit => self.completed_at = Some(ev.ts_ns),
             _ => {}
         }

@@ -160,7 +160,8 @@ fn unproven_roll_forward(fs: Fs, how: RollForward) -> String {
 ///
 /// Ordered: the first sync is preceded by a size update (the write's
 /// filesystem's: `mark_inode_dirty` on ext4) whose on-disk size covers the
-/// write's end, or the kernel says that sync made the write's blocks
+/// write's end, or it writes the size it finds and finds it covering
+/// ([`Fs::sync_carries_size`], btrfs), or the kernel says that sync made the write's blocks
 /// durable for roll-forward recovery, which rebuilds the size (f2fs),
 /// alone on its device and having waited for them ([`roll_forward`]).
 /// Violation: that sync comes first and took no such path, or the
@@ -191,10 +192,14 @@ pub fn judge(begin: &Event, events: &[Event], lost: bool, cov: Coverage) -> Verd
         };
     }
     let covers = |e: &Event| e.kind.is_size_update() && e.disksize().is_some_and(|d| d >= end);
+    let carries = |e: &Event| e.disksize().is_some_and(|d| fs.sync_carries_size(d, end));
     match sync_at {
-        // A size update covering the write came before the sync: ordered,
-        // where the sync's path cannot lose what it wrote.
-        Some(s) if events[..s].iter().any(covers) => synced_in_order(fs, fs_cov, &events[s..]),
+        // A size update covering the write came before the sync, or the
+        // sync writes the size it finds and found it covering (btrfs):
+        // ordered, where the sync's path cannot lose what it wrote.
+        Some(s) if events[..s].iter().any(covers) || carries(&events[s]) => {
+            synced_in_order(fs, fs_cov, &events[s..])
+        }
         Some(s) => {
             if !fs_cov.size_update {
                 return Verdict::Inconclusive(format!(

@@ -42,6 +42,39 @@ pub struct Summary {
 /// so a replayed trace (whose trailer keeps the reasons) decides the same.
 pub const DOUBTED_VIOLATIONS: &str = "violations cannot be trusted:";
 
+/// How the reason starts when no write was judged because the filesystem
+/// wrote every sync direct write through the page cache
+/// ([`went_buffered`]): it takes the place of "no size-extending sync
+/// direct write was seen", which would hide why.
+pub const ALL_WENT_BUFFERED: &str = "no direct write reached the kernel's direct I/O:";
+
+/// What the sync direct writes a filesystem wrote through the page cache
+/// (`Counter::BufferedFallback`) mean for a run that judged `counted`
+/// writes: with none judged, the reason there are none (a reason, since
+/// nothing was judged); else a note for the summary, not a reason (they
+/// were not direct writes, the ordering in question does not apply).
+pub fn went_buffered(buffered: u64, counted: u64) -> Option<(String, bool)> {
+    if buffered == 0 {
+        return None;
+    }
+    let what = format!(
+        "btrfs wrote {buffered} sync-flavoured direct writes through the page cache (btrfs_buffered_write: \
+         checksummed files on kernels that refuse direct writes to them, misaligned writes, the rest of a short \
+         one); they were not direct writes, so the ordering in question does not apply"
+    );
+    Some(if counted == 0 {
+        (
+            format!(
+                "{ALL_WENT_BUFFERED} {what}; to trace btrfs direct writes, write to a nodatacow file \
+                 (`chattr +C` on its directory before the file is made)"
+            ),
+            true,
+        )
+    } else {
+        (what, false)
+    })
+}
+
 /// Decide the overall verdict. `problems` are facts found outside the
 /// engine (a needed probe that did not attach, an unsupported kernel):
 /// any of them keeps the answer from being "ordered".
@@ -68,7 +101,7 @@ pub fn summarize(tally: &Tally, direct_writes: u64, lost_records: u64, problems:
     if tally.inconclusive > 0 {
         reasons.push(format!("{} writes could not be judged", tally.inconclusive));
     }
-    if tally.counted() == 0 {
+    if tally.counted() == 0 && !reasons.iter().any(|r| r.starts_with(ALL_WENT_BUFFERED)) {
         reasons.push("no size-extending sync direct write was seen".into());
     }
     let doubted = reasons.iter().any(|r| r.starts_with(DOUBTED_VIOLATIONS));
@@ -106,6 +139,20 @@ mod tests {
         let s = summarize(&tally(3, 0, 0), 3, 0, vec![]);
         assert_eq!(s.overall, Overall::Ordered);
         assert!(s.reasons.is_empty());
+    }
+
+    #[test]
+    fn writes_gone_buffered_say_so_and_never_read_as_nothing_seen() {
+        assert_eq!(went_buffered(0, 0), None);
+        let (reason, is_reason) = went_buffered(4, 0).unwrap();
+        assert!(is_reason && reason.starts_with(ALL_WENT_BUFFERED) && reason.contains("btrfs wrote 4"));
+        let s = summarize(&tally(0, 0, 0), 0, 0, vec![reason]);
+        assert_eq!(s.overall, Overall::Inconclusive);
+        assert_eq!(s.reasons.len(), 1, "{:?}", s.reasons);
+        assert!(!s.reasons[0].contains("no size-extending"));
+        // Beside judged writes, a note: the verdict stays theirs.
+        let (note, is_reason) = went_buffered(2, 3).unwrap();
+        assert!(!is_reason && note.starts_with("btrfs wrote 2"));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use super::{
 };
 use crate::{
     error::EnvError,
-    scratch::{min_size_mib, mkfs, run, temp_root},
+    scratch::{min_size_mib, mkfs, mount_opts, run, temp_root},
 };
 
 pub struct Rig {
@@ -44,17 +44,6 @@ fn losetup(image: &Path) -> Result<String, EnvError> {
 
 fn losetup_d(dev: &str) {
     let _ = loopdev::detach(Path::new(dev));
-}
-
-/// What to pass to `mount -o`: ext4's periodic journal commit pushed past
-/// any run, so only the writes' own syncs commit (as in `vm crash`); XFS
-/// refuses a second mount of one UUID, which replays of one image are.
-fn mount_opts(fs: Fs, replay: bool) -> Option<&'static str> {
-    match fs {
-        Fs::Ext4 => Some("commit=60"),
-        Fs::Xfs if replay => Some("nouuid"),
-        _ => None,
-    }
 }
 
 fn mount(fs: Fs, dev: &str, dir: &Path, replay: bool) -> Result<(), EnvError> {

@@ -282,8 +282,9 @@ fn layout(fs: Fs) -> Option<Layout> {
             vfs_inode: "i_vnode",
             disk_size: &["i_disk_size", "i_d.di_size"],
         }),
-        // f2fs writes the VFS i_size into the node page at the sync.
-        Fs::F2fs => None,
+        // f2fs writes the VFS i_size into the node page at the sync, and
+        // btrfs into its tree log (`Fs::sync_logs_size`).
+        Fs::F2fs | Fs::Btrfs => None,
     }
 }
 

@@ -64,6 +64,18 @@ impl MountTable {
             .filter(|m| dio_trace_common::fs::Fs::from_name(&m.fstype).is_some())
     }
 
+    /// The mount `path` (absolute, symlinks resolved) lies under: the one
+    /// with the longest mount point containing it, the last mounted of
+    /// equals (the one on top).
+    pub fn mount_under(&self, path: &Path) -> Option<&Mount> {
+        self.mounts
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| path.starts_with(&m.mount_point))
+            .max_by_key(|(i, m)| (m.mount_point.len(), *i))
+            .map(|(_, m)| m)
+    }
+
     /// Full path of a file given its path from the filesystem root
     /// (`/dir/file`), through the mount that exposes it (shortest mount point
     /// whose root contains it, so bind mounts of subdirectories work too).
@@ -134,8 +146,16 @@ pub fn device_of(path: &Path, table: &MountTable) -> Result<(u32, String)> {
         }
     };
     let dev = super::kernel_dev_from_st(meta.dev());
-    let fstype = table.fstype(dev).unwrap_or("unknown").to_owned();
-    Ok((dev, fstype))
+    if let Some(fstype) = table.fstype(dev) {
+        return Ok((dev, fstype.to_owned()));
+    }
+    // btrfs gives each subvolume's files an anonymous st_dev of its own,
+    // while mountinfo (and the superblock the kernel programs read) has
+    // the filesystem's: take the mount the path lies under instead.
+    let real = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    Ok(table
+        .mount_under(&real)
+        .map_or((dev, "unknown".to_owned()), |m| (m.dev, m.fstype.clone())))
 }
 
 #[cfg(test)]
@@ -148,6 +168,30 @@ mod tests {
 31 22 7:0 /sub /srv/bind rw,relatime shared:2 - ext4 /dev/loop0 rw
 32 22 0:5 / /mnt/with\\040space rw - tmpfs tmpfs rw
 ";
+
+    #[test]
+    fn a_path_is_under_the_longest_mount_point_holding_it() {
+        let t = MountTable::parse(INFO);
+        let under = |p: &str| t.mount_under(Path::new(p)).map(|m| m.mount_point.as_str());
+        assert_eq!(under("/mnt/scratch/a"), Some("/mnt/scratch"));
+        assert_eq!(
+            under("/mnt/scratchy"),
+            Some("/"),
+            "a path component, not a prefix"
+        );
+        assert_eq!(under("/srv/bind/x"), Some("/srv/bind"));
+        assert_eq!(under("/etc"), Some("/"));
+        let stacked = MountTable::parse(&format!(
+            "{INFO}33 30 0:40 / /mnt/scratch rw - btrfs /dev/loop1 rw\n"
+        ));
+        assert_eq!(
+            stacked
+                .mount_under(Path::new("/mnt/scratch/f"))
+                .map(|m| m.fstype.as_str()),
+            Some("btrfs"),
+            "the mount on top"
+        );
+    }
 
     #[test]
     fn resolves_paths_through_mounts() {

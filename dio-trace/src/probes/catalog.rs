@@ -21,6 +21,11 @@ pub enum Need {
     Timeline,
     /// Needed only when following processes (`run`, `--pid`).
     Follow,
+    /// Counts writes that are not judged (a filesystem's buffered
+    /// fallback): attached where it can be; without it those writes go
+    /// unnamed, which the answer says where it judged nothing (they are no
+    /// reason against the writes it did judge).
+    Count,
 }
 
 /// One way to attach a probe: one program, or an entry/exit pair that
@@ -69,6 +74,8 @@ pub const F2FS_SYNC_ENTER: &str = "f2fs_sync_enter";
 pub const F2FS_SYNC_EXIT: &str = "f2fs_sync_exit";
 pub const F2FS_SYNC_COUNT: &str = "f2fs_sync_count";
 pub const F2FS_NODE_WAIT: &str = "f2fs_node_wait";
+pub const BTRFS_SYNC_ENTER: &str = "btrfs_sync_enter";
+pub const BTRFS_FALLBACK: &str = "btrfs_buffered_fallback";
 
 /// Each filesystem's (size update, sync, how the sync ended) rows, by
 /// [`Fs::slot`]; the last only where the sync's path decides what lasts
@@ -84,6 +91,9 @@ pub const FS_FACT_PROBES: [(Fs, &str, &str, &[&str]); FS_SLOTS] = [
         F2FS_SYNC_ENTER,
         &[F2FS_SYNC_EXIT, F2FS_SYNC_COUNT, F2FS_NODE_WAIT],
     ),
+    // btrfs's sync logs the i_size it finds (`Fs::sync_logs_size`): its
+    // start is the size fact too.
+    (Fs::Btrfs, BTRFS_SYNC_ENTER, BTRFS_SYNC_ENTER, &[]),
 ];
 
 /// What the verdict can rest on, given which probes are served.
@@ -456,6 +466,88 @@ pub static CATALOG: &[ProbeSpec] = &[
             "4.19",
             &[(Kprobe, "kprobe_f2fs_wait_on_node_pages_writeback")],
         )],
+    },
+    ProbeSpec {
+        name: BTRFS_SYNC_ENTER,
+        fs: Some(Fs::Btrfs),
+        need: Need::Verdict,
+        about: "generic_write_sync -> vfs_fsync_range -> btrfs_sync_file starts; the i_size it finds is what it logs",
+        hooks: &[
+            VFS_FSYNC_KPROBE,
+            // Renamed btrfs_sync_file_enter in 7.0 (with an exit beside it).
+            hook(
+                Tracepoint,
+                "btrfs_sync_file_enter",
+                "7.0",
+                &[(Tracepoint, "tp_btrfs_sync_file_enter")],
+            ),
+            hook(
+                Tracepoint,
+                "btrfs_sync_file",
+                "3.0",
+                &[(Tracepoint, "tp_btrfs_sync_file")],
+            ),
+            hook(
+                RawTracepoint,
+                "btrfs_sync_file_enter",
+                "7.0",
+                &[(RawTracepoint, "raw_btrfs_sync_file_enter")],
+            ),
+            hook(
+                RawTracepoint,
+                "btrfs_sync_file",
+                "3.0",
+                &[(RawTracepoint, "raw_btrfs_sync_file")],
+            ),
+            VFS_FSYNC_FENTRY,
+        ],
+    },
+    ProbeSpec {
+        name: BTRFS_FALLBACK,
+        fs: Some(Fs::Btrfs),
+        need: Need::Count,
+        about: "btrfs_buffered_write for a direct kiocb: btrfs wrote a direct write through the page cache",
+        hooks: &[
+            hook(
+                Kprobe,
+                "btrfs_buffered_write",
+                "6.1",
+                &[(Kprobe, "kprobe_btrfs_buffered_write")],
+            ),
+            hook(
+                Fentry,
+                "btrfs_buffered_write",
+                "6.1",
+                &[(Fentry, "fentry_btrfs_buffered_write")],
+            ),
+            // Inferred, where neither hook above loads: a btrfs sync of a
+            // direct, sync-flavoured file its task made no direct write to
+            // (probes/fallback.rs says what it cannot tell apart).
+            hook(
+                Tracepoint,
+                "btrfs_sync_file_enter",
+                "7.0",
+                &[(Tracepoint, "tp_btrfs_fallback_sync_enter")],
+            ),
+            hook(
+                Tracepoint,
+                "btrfs_sync_file",
+                "3.0",
+                &[(Tracepoint, "tp_btrfs_fallback_sync")],
+            ),
+            hook(
+                RawTracepoint,
+                "btrfs_sync_file_enter",
+                "7.0",
+                &[(RawTracepoint, "raw_btrfs_fallback_sync_enter")],
+            ),
+            hook(
+                RawTracepoint,
+                "btrfs_sync_file",
+                "3.0",
+                &[(RawTracepoint, "raw_btrfs_fallback_sync")],
+            ),
+        ],
     },
     ProbeSpec {
         name: COMPLETE,

@@ -87,6 +87,16 @@ impl Selection {
         self.unserved_where(|p| p.fs == Some(fs))
     }
 
+    /// Counting probes of `fs` that could not attach ([`Need::Count`]):
+    /// the writes they would have named (not judged either way).
+    pub fn uncounted(&self, fs: Fs) -> Vec<String> {
+        self.probes
+            .iter()
+            .filter(|p| p.served.is_none() && p.need == Need::Count && p.fs == Some(fs))
+            .map(|p| format!("probe {} could not attach: {}", p.name, p.skipped.join("; ")))
+            .collect()
+    }
+
     fn unserved_where(&self, keep: impl Fn(&ProbeStatus) -> bool) -> Vec<String> {
         self.probes
             .iter()

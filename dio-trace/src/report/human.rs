@@ -11,7 +11,9 @@ use dio_trace_common::{
 
 use super::{Reporter, RunInfo, View, backend_of};
 use crate::{
-    analysis::{Event, Overall, Stack, Summary, Verdict, ViolationKind, engine::WriteReport},
+    analysis::{
+        Event, Overall, Stack, Summary, Verdict, ViolationKind, engine::WriteReport, summary::went_buffered,
+    },
     kernel::dev_string,
 };
 
@@ -257,6 +259,13 @@ impl<W: Write> Reporter for Human<W> {
                 self.out,
                 "note: {stacks_lost} kernel stacks did not fit in the ring buffer (--ringbuf-size); their steps show none"
             )?;
+        }
+        if let Some((note, false)) = went_buffered(
+            info.counters
+                .get(dio_trace_common::counters::Counter::BufferedFallback),
+            t.counted(),
+        ) {
+            writeln!(self.out, "note: {note}")?;
         }
         writeln!(self.out, "probes: {}", info.probe_line())?;
         let verdict = match s.overall {

@@ -10,7 +10,7 @@ use super::{
     unix_now,
 };
 use crate::{
-    analysis::summary::summarize,
+    analysis::summary::{summarize, went_buffered},
     collect::{batch::BATCH_MAP, decode::record_bytes, feed::monotonic_ns},
     loader::ARMED_MAP,
     report::Reporter,
@@ -89,6 +89,21 @@ impl Running {
             }
         }
         problems.extend(unjudged_fs(&reading, &fs));
+        let counted = feed.engine.tally().counted();
+        if let Some((reason, true)) = went_buffered(reading.get(Counter::BufferedFallback), counted) {
+            problems.push(reason);
+        } else if counted == 0 {
+            // Nothing judged, and direct writes btrfs wrote through the
+            // page cache could not be counted: say so, not just "none seen".
+            for s in fs.iter().filter(|s| s.source.is_ok()) {
+                problems.extend(selection.uncounted(s.fs).into_iter().map(|p| {
+                    format!(
+                        "{} may have written sync direct writes through the page cache, uncounted: {p}",
+                        s.fs.name()
+                    )
+                }));
+            }
+        }
         info.counters = reading;
         if let Some(w) = feed.take_recorder() {
             w.finish(&Trailer {

@@ -6,8 +6,8 @@ use dio_trace_common::{
     kind::RecordKind::{self, *},
     probe::Mechanism,
     record::{
-        EVENT_DSYNC, EVENT_FS_SHIFT, EVENT_NEW_EXTENT, EVENT_NODES_WAITED, EVENT_ROLL_FORWARD, EVENT_SYNC,
-        EVENT_SYNC_ALONE,
+        EVENT_DSYNC, EVENT_FS_SHIFT, EVENT_NEW_EXTENT, EVENT_NO_DISKSIZE, EVENT_NODES_WAITED,
+        EVENT_ROLL_FORWARD, EVENT_SYNC, EVENT_SYNC_ALONE,
     },
 };
 
@@ -371,6 +371,65 @@ fn each_filesystem_s_size_update_counts_for_its_writes() {
             "{fs:?}"
         );
     }
+}
+
+/// btrfs raises i_size before the I/O and its sync logs the i_size it
+/// finds: no size update of its own comes, the sync's size decides. A
+/// btrfs that synced before raising i_size (f2fs's order) is a violation.
+#[test]
+fn a_btrfs_sync_that_finds_the_size_covering_orders_the_write() {
+    let (out, t) = run(events(vec![
+        begin(1, 0, on(Fs::Btrfs, EVENT_DSYNC)),
+        sync(1, 10, 8192),
+        complete(1, 20),
+    ]));
+    assert_eq!(out[0].verdict, Verdict::Ordered);
+    assert_eq!(t.by_fs[Fs::Btrfs.slot()], 1);
+    // Closed at its completion: nothing more is waited for.
+    let mut e = Engine::new(EngineConfig::default());
+    let mut closed = Vec::new();
+    for x in [
+        begin(1, 0, on(Fs::Btrfs, EVENT_DSYNC)),
+        sync(1, 10, 8192),
+        complete(1, 20),
+    ] {
+        closed.extend(e.push(Input::Event(x)));
+    }
+    assert_eq!(closed.len(), 1, "closed without lingering");
+    for short in [4096, 8191] {
+        let (out, _) = run(events(vec![
+            begin(1, 0, on(Fs::Btrfs, EVENT_DSYNC)),
+            sync(1, 10, short),
+            complete(1, 20),
+        ]));
+        assert_eq!(
+            out[0].verdict,
+            Verdict::Violation(ViolationKind::SyncBeforeSizeUpdate),
+            "{short}"
+        );
+    }
+    // The same sync's size on ext4 is no size update (its journal holds
+    // i_disksize, which only its size update sets).
+    let (out, _) = run(events(vec![
+        begin(1, 0, EVENT_DSYNC),
+        sync(1, 10, 8192),
+        complete(1, 20),
+    ]));
+    assert!(
+        matches!(out[0].verdict, Verdict::Inconclusive(_)),
+        "{:?}",
+        out[0].verdict
+    );
+    // A size unread is no size.
+    let (out, _) = run(events(vec![
+        begin(1, 0, on(Fs::Btrfs, EVENT_DSYNC)),
+        Event {
+            flags: EVENT_NO_DISKSIZE,
+            ..sync(1, 10, 8192)
+        },
+        complete(1, 20),
+    ]));
+    assert_ne!(out[0].verdict, Verdict::Ordered);
 }
 
 /// f2fs syncs before its size write; what lasts depends on the sync's
