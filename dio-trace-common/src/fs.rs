@@ -132,6 +132,18 @@ impl Fs {
         !matches!(self, Fs::Btrfs)
     }
 
+    /// The mount option under which its new files take direct writes as
+    /// direct writes: btrfs's `nodatacow` (no data checksums), since from
+    /// 6.12 to 6.18 btrfs writes direct writes to checksummed files
+    /// through the page cache. What dio-trace's own scratch filesystems
+    /// (verify, the test guests) are mounted with.
+    pub const fn direct_mount_opt(self) -> Option<&'static str> {
+        match self {
+            Fs::Btrfs => Some("nodatacow"),
+            _ => None,
+        }
+    }
+
     /// The kernel's sync for this filesystem, for messages.
     pub const fn sync_step(self) -> &'static str {
         match self {

@@ -38,8 +38,7 @@ pub(crate) fn mount_opts(fs: Fs, replay: bool) -> Option<&'static str> {
     match fs {
         Fs::Ext4 => Some("commit=60"),
         Fs::Xfs if replay => Some("nouuid"),
-        Fs::Btrfs => Some("nodatacow"),
-        _ => None,
+        _ => fs.direct_mount_opt(),
     }
 }
 

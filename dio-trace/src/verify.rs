@@ -388,11 +388,12 @@ fn crash_truths(
         }
         for writer in 0..pattern.files() {
             for index in 0..count {
-                let verdict = writes.iter().find_map(|(path, pos, v)| {
+                let reports = writes.iter().filter_map(|(path, pos, v)| {
                     (truth::locate(pattern, path.as_deref(), *pos, count, WRITE_SIZE)
                         == Some((writer, index)))
                     .then_some(*v)
                 });
+                let verdict = truth::returned(reports);
                 let mut file = layout.place(&format!("dio-trace-verify-{}", pattern.name()));
                 if pattern.files() > 1 {
                     file.push(writer.to_string());

@@ -218,8 +218,9 @@ done
 # What the disk promises (FUA lets a DSYNC overwrite skip its flush).
 q=/sys/block/${{disk#/dev/}}/queue
 echo "@@DISK $disk fua=$(cat $q/fua 2>/dev/null) write_cache=$(cat $q/write_cache 2>/dev/null | tr ' ' '-')"
-mount -t {fs} $disk /mnt || fail "mount -t {fs} $disk /mnt"
-"#
+mount {args} $disk /mnt || fail "mount {args} $disk /mnt"
+"#,
+            args = crate::vm::disk::mount_args(fs)
         )
     } else {
         String::new()

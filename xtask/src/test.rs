@@ -101,7 +101,7 @@ fn stages_of_the_run(stages: &mut Stages) -> Result<Score> {
     })?;
     stages.time("XFS and f2fs in QEMU", || {
         println!("test: XFS and f2fs in QEMU");
-        crate::vm::fs_cells::run(&opts, &[], &mut score)
+        crate::vm::fs_cells::run(&opts, &Default::default(), &mut score)
     })?;
     stages.time("crash ground truth in QEMU", || {
         println!("test: crash ground truth in QEMU");
@@ -127,7 +127,7 @@ fn stages_of_the_run(stages: &mut Stages) -> Result<Score> {
                 score.record(r.disagreement(), format_args!("crash {line}"));
             }
         }
-        crate::vm::fs_cells::crash(&opts, &[], &mut score)
+        crate::vm::fs_cells::crash(&opts, &Default::default(), &mut score)
     })?;
     Ok(score)
 }

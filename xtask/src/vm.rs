@@ -15,7 +15,7 @@ mod console;
 pub mod crash;
 mod crash_probe;
 pub mod crash_truth;
-mod disk;
+pub mod disk;
 mod fixtures;
 pub mod fs_cells;
 pub mod matrix;

@@ -12,7 +12,7 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use dio_trace_common::{
     arm::{ARM_SENT, ArmedWrite, InodeKey},
-    config::{CONFIG_CGROUP_IDS, FS_KNOWN},
+    config::{CONFIG_CGROUP_IDS, FS_KNOWN, IocbBits},
     counters::Counter,
     fs::Fs,
     kind::RecordKind,
@@ -128,7 +128,7 @@ pub fn try_write_begin(iocb: *const u8, iter: *const u8, mechanism: Mechanism, s
         return;
     }
     count(Counter::DirectWrites);
-    let Some(bits) = iocb_layout(ki_flags, f_flags) else {
+    let Some((bits, ki_flags)) = classify(via, file, ki_flags, f_flags) else {
         count(Counter::FlagsUnknown);
         debug!(
             &(),
@@ -302,6 +302,30 @@ pub fn try_write_begin(iocb: *const u8, iter: *const u8, mechanism: Mechanism, s
         &sz,
         dentry,
     );
+}
+
+/// The write's `ki_flags` layout, and its flags as the write means them.
+/// btrfs before 5.16 clears `IOCB_DSYNC` before iomap (its own sync after
+/// the write would deadlock inside iomap's) and syncs once iomap is done:
+/// on btrfs a direct write that fits a layout only without its file's
+/// sync bits is the sync-flavoured write its file says.
+#[inline(always)]
+fn classify(via: Via, file: *const u8, ki_flags: u32, f_flags: u32) -> Option<(IocbBits, u32)> {
+    if let Some(bits) = iocb_layout(ki_flags, f_flags) {
+        return Some((bits, ki_flags));
+    }
+    let (dsync, sync) = (config!(open.dsync), config!(open.sync));
+    let bits = iocb_layout(ki_flags, f_flags & !(dsync | sync))?;
+    let sb = file_inode(via, file).and_then(|i| inode_sb(via, i)).ok()?;
+    if fs_of(via, sb) != Ok(Some(Fs::Btrfs)) {
+        return None;
+    }
+    let meant = if f_flags & sync != 0 {
+        bits.dsync | bits.sync
+    } else {
+        bits.dsync
+    };
+    Some((bits, ki_flags | meant))
 }
 
 /// What makes a write counted, for [`count_write`].

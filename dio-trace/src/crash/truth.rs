@@ -139,6 +139,18 @@ pub fn locate(
     Some((writer, pattern.index_at(offset, count, size)?))
 }
 
+/// The verdict of what `write()` returned, from the reports of one write's
+/// attempts in order: an attempt that failed and was tried again (an
+/// io_uring write's `IOCB_NOWAIT` try gets -EAGAIN, and a worker makes it
+/// again) is not the write; the last attempt that did not fail is, else
+/// the last one.
+pub fn returned<'a>(reports: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    reports.fold(None, |kept, v| match kept {
+        Some(k) if v == "failed" && k != "failed" => Some(k),
+        _ => Some(v),
+    })
+}
+
 /// The exit status with crash truth: any disagreement is 5; else what
 /// `verify` alone says (inconclusive, 3, where a write was unjudged).
 pub fn exit(verify: Exit, truths: &[WriteTruth]) -> Exit {
@@ -260,6 +272,18 @@ mod tests {
         );
         // Only "inconclusive" is unjudged: a missing write is a miss.
         assert!(!WriteTruth::new(p, (0, 0), None, Ok(Survived::Missing), (2, SIZE)).unjudged());
+    }
+
+    #[test]
+    fn a_retried_attempt_gives_way_to_the_write_that_returned() {
+        assert_eq!(returned(["failed", "violation"].into_iter()), Some("violation"));
+        assert_eq!(returned(["ordered", "failed"].into_iter()), Some("ordered"));
+        assert_eq!(returned(["failed", "failed"].into_iter()), Some("failed"));
+        assert_eq!(
+            returned(["ordered", "inconclusive"].into_iter()),
+            Some("inconclusive")
+        );
+        assert_eq!(returned(std::iter::empty()), None);
     }
 
     #[test]

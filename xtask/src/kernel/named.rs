@@ -77,6 +77,21 @@ pub struct Named {
     /// node page is durable (every version read, 4.19 on; dio-trace calls
     /// it inconclusive). False with patches/f2fs-fsync-seq-from-one.patch.
     pub f2fs_unwaited_first: bool,
+    /// btrfs sets no `IOMAP_F_DIRTY` on a size-extending direct write, so
+    /// on a device with FUA iomap writes an O_DSYNC one FUA and runs no
+    /// sync (NOTES §8, docs/filesystems.md): a synchronous `write()` is
+    /// synced by `btrfs_do_write_iter` after iomap returns, an async one
+    /// (aio, io_uring) by nothing, and a crash loses it. Measured with
+    /// per-write crash truth on the dm-log-writes device (FUA) on Debian's
+    /// 6.1, 6.12 and 7.3 generic kernels.
+    pub btrfs_async_dsync_unsynced: bool,
+    /// btrfs writes direct writes to checksummed files (its default)
+    /// through the page cache, so that a buffer changed in flight cannot
+    /// break their checksums (6.12's stable series, and this project's
+    /// 6.18 hosts; 7.x writes them direct through bounce buffers).
+    /// Measured per row on a btrfs mounted with no options: 6.12 falls
+    /// back, 5.10, 6.1 and 7.3 do not.
+    pub btrfs_csum_buffered: bool,
     /// It ships device mapper's log-writes target: the matrix's `verify`
     /// runs with `--crash` there (per-write crash truth, `crash_truth.rs`).
     pub crash_truth: bool,
@@ -98,6 +113,14 @@ const GENERIC_61_UNSERVABLE: &[(&str, &str)] = &[("tracepoint", "write_begin"), 
 /// serve `write_begin`.
 const NO_IOMAP_TRACEPOINTS: &[(&str, &str)] = &[("tracepoint", "write_begin")];
 
+/// What the rows' btrfs does with an async O_DSYNC append on a FUA device
+/// ([`Named::btrfs_async_dsync_unsynced`]): the same in every 6.1, 6.12
+/// and 7.3 kernel read (iomap's FUA path, btrfs's iomap flags). Not on
+/// 5.10: there btrfs clears `IOCB_DSYNC` before iomap (measured: its
+/// O_DSYNC writes reach `__iomap_dio_rw` without it), so iomap never
+/// takes the FUA path, and btrfs syncs itself.
+const BTRFS_ASYNC_DSYNC: bool = true;
+
 pub static NAMED: &[Named] = &[
     Named {
         name: "debian-5.10",
@@ -116,6 +139,8 @@ pub static NAMED: &[Named] = &[
         ext4_module: false,
         f2fs_late_size: false,
         f2fs_unwaited_first: true,
+        btrfs_async_dsync_unsynced: false,
+        btrfs_csum_buffered: false,
         crash_truth: true,
     },
     Named {
@@ -137,6 +162,8 @@ pub static NAMED: &[Named] = &[
         ext4_module: true,
         f2fs_late_size: false,
         f2fs_unwaited_first: true,
+        btrfs_async_dsync_unsynced: false,
+        btrfs_csum_buffered: false,
         crash_truth: false,
     },
     Named {
@@ -156,6 +183,8 @@ pub static NAMED: &[Named] = &[
         ext4_module: false,
         f2fs_late_size: true,
         f2fs_unwaited_first: true,
+        btrfs_async_dsync_unsynced: BTRFS_ASYNC_DSYNC,
+        btrfs_csum_buffered: false,
         crash_truth: true,
     },
     Named {
@@ -175,6 +204,8 @@ pub static NAMED: &[Named] = &[
         ext4_module: true,
         f2fs_late_size: true,
         f2fs_unwaited_first: true,
+        btrfs_async_dsync_unsynced: BTRFS_ASYNC_DSYNC,
+        btrfs_csum_buffered: false,
         crash_truth: false,
     },
     Named {
@@ -194,6 +225,8 @@ pub static NAMED: &[Named] = &[
         ext4_module: false,
         f2fs_late_size: true,
         f2fs_unwaited_first: true,
+        btrfs_async_dsync_unsynced: BTRFS_ASYNC_DSYNC,
+        btrfs_csum_buffered: true,
         crash_truth: true,
     },
     Named {
@@ -214,6 +247,8 @@ pub static NAMED: &[Named] = &[
         ext4_module: true,
         f2fs_late_size: true,
         f2fs_unwaited_first: true,
+        btrfs_async_dsync_unsynced: BTRFS_ASYNC_DSYNC,
+        btrfs_csum_buffered: true,
         crash_truth: false,
     },
     Named {
@@ -233,6 +268,8 @@ pub static NAMED: &[Named] = &[
         ext4_module: false,
         f2fs_late_size: true,
         f2fs_unwaited_first: true,
+        btrfs_async_dsync_unsynced: BTRFS_ASYNC_DSYNC,
+        btrfs_csum_buffered: false,
         crash_truth: true,
     },
     Named {
@@ -253,6 +290,8 @@ pub static NAMED: &[Named] = &[
         ext4_module: true,
         f2fs_late_size: true,
         f2fs_unwaited_first: true,
+        btrfs_async_dsync_unsynced: BTRFS_ASYNC_DSYNC,
+        btrfs_csum_buffered: false,
         crash_truth: false,
     },
     Named {
@@ -273,6 +312,8 @@ pub static NAMED: &[Named] = &[
         ext4_module: true,
         f2fs_late_size: false,
         f2fs_unwaited_first: false,
+        btrfs_async_dsync_unsynced: BTRFS_ASYNC_DSYNC,
+        btrfs_csum_buffered: false,
         crash_truth: false,
     },
     Named {
@@ -293,6 +334,8 @@ pub static NAMED: &[Named] = &[
         ext4_module: true,
         f2fs_late_size: true,
         f2fs_unwaited_first: true,
+        btrfs_async_dsync_unsynced: BTRFS_ASYNC_DSYNC,
+        btrfs_csum_buffered: false,
         crash_truth: true,
     },
     Named {
@@ -309,6 +352,8 @@ pub static NAMED: &[Named] = &[
         ext4_module: false,
         f2fs_late_size: true,
         f2fs_unwaited_first: true,
+        btrfs_async_dsync_unsynced: BTRFS_ASYNC_DSYNC,
+        btrfs_csum_buffered: false,
         crash_truth: true,
     },
 ];

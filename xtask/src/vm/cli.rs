@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 
 use super::crash_probe::verdict;
-use super::{ConsoleMode, Disk, DiskBus, Guest, VmOptions, boot, crash, crash_probe, matrix, traced};
+use super::{ConsoleMode, Disk, DiskBus, Guest, VmOptions, boot, crash, crash_probe, disk, matrix, traced};
 use crate::initramfs::GuestFile;
 use crate::kernel::{self, Cache, KernelSpec};
 
@@ -35,6 +35,9 @@ enum VmCommand {
         /// Only the cells of this named kernel (repeatable; default: all).
         #[arg(long = "kernel")]
         kernels: Vec<String>,
+        /// Only the cells of this filesystem (repeatable; default: all).
+        #[arg(long = "fs", value_parser = disk::FILESYSTEMS)]
+        fs: Vec<String>,
         /// Skip the traced cells: only the crash cells (with --crash).
         #[arg(long)]
         crash_only: bool,
@@ -110,8 +113,9 @@ struct RunArgs {
     /// Attach a fresh 128 MiB ext4 scratch disk, mounted on /mnt.
     #[arg(long)]
     disk: bool,
-    /// The scratch disk's filesystem instead of ext4: xfs or f2fs.
-    #[arg(long, value_name = "FS", requires = "disk", value_parser = ["ext4", "xfs", "f2fs"])]
+    /// The scratch disk's filesystem instead of ext4: xfs, f2fs or btrfs
+    /// (mounted nodatacow, so its direct writes stay direct).
+    #[arg(long, value_name = "FS", requires = "disk", value_parser = disk::FILESYSTEMS)]
     disk_fs: Option<String>,
     /// Shell command run in the guest (after `--`).
     #[arg(last = true, required = true, value_name = "COMMAND")]
@@ -142,7 +146,7 @@ struct VerifyArgs {
     /// With --crash: the scratch disk's filesystem. On f2fs every pattern
     /// runs in each layout that picks a sync path (a second hard link, a
     /// new directory, the root), one after another in the same boot.
-    #[arg(long, default_value = "ext4", value_parser = ["ext4", "xfs", "f2fs"], requires = "crash")]
+    #[arg(long, default_value = "ext4", value_parser = disk::FILESYSTEMS, requires = "crash")]
     fs: String,
 }
 
@@ -157,9 +161,9 @@ struct MatrixArgs {
 struct CrashArgs {
     #[command(flatten)]
     boot: BootArgs,
-    /// Filesystem of the scratch disk: ext4, xfs or f2fs (f2fs needs a
-    /// generic kernel: Debian's cloud kernels do not build it).
-    #[arg(long, default_value = "ext4", value_parser = ["ext4", "xfs", "f2fs"])]
+    /// Filesystem of the scratch disk: ext4, xfs, f2fs or btrfs (f2fs
+    /// needs a generic kernel: Debian's cloud kernels do not build it).
+    #[arg(long, default_value = "ext4", value_parser = disk::FILESYSTEMS)]
     fs: String,
     /// Give the file a second hard link first (every f2fs fsync then takes
     /// a checkpoint instead of writing node pages for roll-forward).
@@ -175,11 +179,7 @@ struct CrashArgs {
 impl CrashArgs {
     fn setup(&self) -> crash::Setup {
         crash::Setup {
-            fs: match self.fs.as_str() {
-                "xfs" => "xfs",
-                "f2fs" => "f2fs",
-                _ => "ext4",
-            },
+            fs: disk::fs_named(&self.fs).unwrap_or("ext4"),
             hardlink: self.hardlink,
             parent: match self.dir.as_str() {
                 "new" => crash::Parent::New,
@@ -206,6 +206,7 @@ pub fn run(args: VmArgs) -> Result<()> {
         VmCommand::Filesystems {
             crash,
             kernels,
+            fs,
             crash_only,
         } => {
             for k in &kernels {
@@ -217,11 +218,15 @@ pub fn run(args: VmArgs) -> Result<()> {
                 }
             }
             let mut score = matrix::Score::default();
+            let pick = super::fs_cells::Pick {
+                kernels: &kernels,
+                fs: &fs,
+            };
             if !crash_only {
-                super::fs_cells::run(&matrix::quiet_options(), &kernels, &mut score)?;
+                super::fs_cells::run(&matrix::quiet_options(), &pick, &mut score)?;
             }
             if crash {
-                super::fs_cells::crash(&matrix::quiet_options(), &kernels, &mut score)?;
+                super::fs_cells::crash(&matrix::quiet_options(), &pick, &mut score)?;
             }
             println!("vm: {} passed, {} failed", score.passed, score.failed);
             if score.failed > 0 {
@@ -267,10 +272,7 @@ fn vm_verify(args: VerifyArgs) -> Result<()> {
         // Per-write crash truth (dm-log-writes) in the same boot as verify.
         let dio = traced::dio_trace_file()?;
         let kernel = kernel::resolve(&args.boot.kernel, &Cache::from_env()?)?;
-        let fs: &'static str = ["ext4", "xfs", "f2fs"]
-            .into_iter()
-            .find(|f| *f == args.fs)
-            .expect("clap checked it");
+        let fs = disk::fs_named(&args.fs).expect("clap checked it");
         let layouts: &[&str] = if fs == "f2fs" {
             &["hardlinked", "new-dir", "root"]
         } else {
@@ -375,11 +377,7 @@ fn vm_run(args: RunArgs) -> Result<()> {
     files.extend(crate::initramfs::host_mkfs_ext4()?);
     let cache = Cache::from_env()?;
     let kernel = kernel::resolve(&args.boot.kernel, &cache)?;
-    let fs = match args.disk_fs.as_deref() {
-        Some("xfs") => "xfs",
-        Some("f2fs") => "f2fs",
-        _ => "ext4",
-    };
+    let fs = args.disk_fs.as_deref().and_then(disk::fs_named).unwrap_or("ext4");
     let disk = if args.disk { Some(Disk::of(fs, 128)?) } else { None };
     let script = format!("{}\n", args.command.join(" "));
     let outcome = boot(

@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 
+use dio_trace_common::fs::Fs;
 use serde_json::Value;
 
 use super::matrix::{self, Score, Want};
@@ -80,10 +81,14 @@ impl Run {
         }
     }
 
-    /// The counted patterns it runs, with their writers.
+    /// The counted patterns it runs, with their writers: verify skips
+    /// writes into fallocated space where iomap cannot see new blocks
+    /// (`Fs::shows_new_blocks`: btrfs).
     fn counted(&self) -> Vec<(&'static str, u64)> {
+        let sees_new_blocks = Fs::from_name(self.fs).is_none_or(Fs::shows_new_blocks);
         verify::counted_patterns()
             .filter(|(p, _)| self.patterns.is_empty() || self.patterns.contains(p))
+            .filter(|(p, _)| sees_new_blocks || !p.contains("into-fallocated"))
             .collect()
     }
 
@@ -170,6 +175,10 @@ const FIRST_OF_MANY_STOCK: Allowed = &[
     ("inconclusive", LOST_OR_KEPT),
 ];
 
+/// The counted patterns whose O_DSYNC writes complete asynchronously
+/// (`Named::btrfs_async_dsync_unsynced`).
+const BTRFS_ASYNC_DSYNC: &[&str] = &["aio-dsync-append", "uring-dsync-append"];
+
 /// The pattern whose 8 writers share a journal (and, on f2fs, a new
 /// directory and the node chain).
 const CONCURRENT: &str = "concurrent-o-sync-append";
@@ -179,6 +188,11 @@ const CONCURRENT: &str = "concurrent-o-sync-append";
 fn allowed(row: &Named, run: &Run, pattern: &str, index: u32) -> Option<Allowed> {
     if run.fs == "f2fs" {
         return matrix::shape(pattern).map(|_| f2fs_allowed(row, run.layout, pattern, index));
+    }
+    // The log-writes device takes FUA: btrfs's async O_DSYNC appends are
+    // written FUA and never synced where the row says so.
+    if run.fs == "btrfs" && row.btrfs_async_dsync_unsynced && BTRFS_ASYNC_DSYNC.contains(&pattern) {
+        return Some(VIOLATION);
     }
     match matrix::expected(row, pattern) {
         Want::Ordered => Some(ORDERED),
@@ -442,6 +456,32 @@ mod tests {
     /// violation, lost, on the stock kernel; ordered and kept with the
     /// fix); in a new directory only the first does; the first sync to
     /// roll forward after a checkpoint may go unwaited (unjudged).
+    #[test]
+    fn btrfs_async_dsync_appends_are_lost_where_the_row_says_and_fallocated_ones_are_not_run() {
+        let row = |n| crate::kernel::named::find(n).unwrap();
+        let run = Run::on("btrfs", Layout::Root, &[]);
+        let counted: Vec<&str> = run.counted().into_iter().map(|(p, _)| p).collect();
+        assert!(counted.contains(&"aio-dsync-append") && counted.contains(&"o-sync-append"));
+        assert!(
+            !counted.iter().any(|p| p.contains("into-fallocated")),
+            "{counted:?}"
+        );
+        let xfs = Run::on("xfs", Layout::Root, &[]);
+        assert!(xfs.counted().iter().any(|(p, _)| p.contains("into-fallocated")));
+        let stock = row("debian-7.3-generic");
+        assert!(stock.btrfs_async_dsync_unsynced);
+        for p in BTRFS_ASYNC_DSYNC {
+            assert_eq!(allowed(stock, &run, p, 0), Some(VIOLATION), "{p}");
+            assert_eq!(allowed(stock, &xfs, p, 0), Some(ORDERED), "XFS syncs them: {p}");
+        }
+        for p in ["o-dsync-append", "rwf-dsync-append", "concurrent-o-sync-append"] {
+            assert_eq!(allowed(stock, &run, p, 1), Some(ORDERED), "{p}");
+        }
+        let mut unaffected = stock.clone();
+        unaffected.btrfs_async_dsync_unsynced = false;
+        assert_eq!(allowed(&unaffected, &run, "aio-dsync-append", 0), Some(ORDERED));
+    }
+
     #[test]
     fn f2fs_writes_follow_their_sync_path() {
         let linked = Run::on(

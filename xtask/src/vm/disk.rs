@@ -11,6 +11,24 @@ use tempfile::TempDir;
 
 use crate::kernel::host::{self, ensure_packages};
 
+/// The filesystems a scratch disk can hold, as `mount -t` names them.
+pub const FILESYSTEMS: [&str; 4] = ["ext4", "xfs", "f2fs", "btrfs"];
+
+/// The `'static` name of filesystem `fs`, if a disk can hold it.
+pub fn fs_named(fs: &str) -> Option<&'static str> {
+    FILESYSTEMS.into_iter().find(|f| *f == fs)
+}
+
+/// `mount`'s type and options for a scratch `fs` in the guests: what
+/// dio-trace's own scratch filesystems use (`Fs::direct_mount_opt`: btrfs
+/// `nodatacow`, so its direct writes stay direct).
+pub fn mount_args(fs: &str) -> String {
+    match dio_trace_common::fs::Fs::from_name(fs).and_then(|f| f.direct_mount_opt()) {
+        Some(o) => format!("-t {fs} -o {o}"),
+        None => format!("-t {fs}"),
+    }
+}
+
 pub struct Disk {
     _dir: TempDir,
     path: PathBuf,
@@ -25,7 +43,7 @@ impl Disk {
         Self::of("ext4", size_mib)
     }
 
-    /// A new disk holding an empty `fs` ("ext4", "xfs" or "f2fs"), at
+    /// A new disk holding an empty `fs` (one of [`FILESYSTEMS`]), at
     /// least as big as that filesystem's tools accept.
     pub fn of(fs: &'static str, size_mib: u64) -> Result<Self> {
         let (package, tool, args, min_mib): (&str, &str, &[&str], u64) = match fs {
@@ -38,7 +56,12 @@ impl Disk {
             // xfsprogs refuses filesystems under 300 MiB.
             "xfs" => ("xfsprogs", "mkfs.xfs", &["-f", "-q", "-L", "dio-trace"], 320),
             "f2fs" => ("f2fs-tools", "mkfs.f2fs", &["-f", "-q", "-l", "dio-trace"], 0),
-            other => anyhow::bail!("no scratch disk for filesystem {other:?} (ext4, xfs, f2fs)"),
+            // mkfs.btrfs refuses filesystems under 109 MiB.
+            "btrfs" => ("btrfs-progs", "mkfs.btrfs", &["-f", "-q", "-L", "dio-trace"], 128),
+            other => anyhow::bail!(
+                "no scratch disk for filesystem {other:?} ({})",
+                FILESYSTEMS.join(", ")
+            ),
         };
         let size_mib = size_mib.max(min_mib);
         ensure_packages(&[package])?;

@@ -16,6 +16,7 @@
 //! DSYNC writes into new blocks run no sync, as ext4's.
 
 use anyhow::{Context as _, Result};
+use dio_trace_common::fs::Fs;
 
 use super::crash::{Parent, Setup};
 use super::crash_truth::{self, Layout, Run};
@@ -126,6 +127,34 @@ pub const FS_CELLS: &[FsCell] = &[
         late_ext4: false,
         crash: &[],
     },
+    // btrfs, a module in Debian's generic kernels, mounted nodatacow (its
+    // direct writes stay direct). No `verify` on the virtio disk: whether
+    // its async O_DSYNC appends sync depends on the disk's FUA; the crash
+    // truth's log-writes device has FUA, and its table says what follows.
+    FsCell {
+        kernel: "debian-6.1-generic",
+        setup: Setup::on("btrfs"),
+        verify: false,
+        backends: &["kprobe"],
+        late_ext4: false,
+        crash: BTRFS_TRUTH,
+    },
+    FsCell {
+        kernel: "debian-6.12-generic",
+        setup: Setup::on("btrfs"),
+        verify: false,
+        backends: &["kprobe", "tracepoint"],
+        late_ext4: false,
+        crash: BTRFS_TRUTH,
+    },
+    FsCell {
+        kernel: "debian-7.3-generic",
+        setup: Setup::on("btrfs"),
+        verify: false,
+        backends: &["kprobe", "tracepoint"],
+        late_ext4: false,
+        crash: BTRFS_TRUTH,
+    },
     // The f2fs fix: the same package as shipped and with f2fs.ko patched,
     // each sync path.
     FsCell {
@@ -178,6 +207,10 @@ pub const FS_CELLS: &[FsCell] = &[
     },
 ];
 
+/// Per-write crash truth on btrfs: every counted pattern it can show in
+/// the root (verify skips writes into fallocated space there).
+const BTRFS_TRUTH: &[Run] = &[Run::on("btrfs", Layout::Root, &[])];
+
 /// Per-write crash truth on XFS (every XFS cell's kernel: fixed 6.1, 6.12
 /// and 7.3, and `buggy-7.3`'s O_DSYNC regression): every counted pattern
 /// in the root.
@@ -219,10 +252,10 @@ pub const CRASH_CELLS: &[(&str, Setup)] = &[
 
 /// Every crash cell (of the `only` kernels, where given): the verdict and
 /// the crash must agree, and the crash must be what the row's facts say.
-pub fn crash(opts: &VmOptions, only: &[String], score: &mut Score) -> Result<()> {
+pub fn crash(opts: &VmOptions, only: &Pick, score: &mut Score) -> Result<()> {
     let cache = Cache::from_env()?;
     let dio: GuestFile = traced::dio_trace_file()?;
-    let chosen_cells: Vec<_> = CRASH_CELLS.iter().filter(|(k, _)| chosen(only, k)).collect();
+    let chosen_cells: Vec<_> = CRASH_CELLS.iter().filter(|(k, s)| only.takes(k, s.fs)).collect();
     let resolved = chosen_cells
         .iter()
         .map(|(name, _)| {
@@ -273,9 +306,19 @@ pub fn crash(opts: &VmOptions, only: &[String], score: &mut Score) -> Result<()>
     Ok(())
 }
 
-/// Is `kernel` among the `only` kernels (all where none is given)?
-fn chosen(only: &[String], kernel: &str) -> bool {
-    only.is_empty() || only.iter().any(|k| k == kernel)
+/// Which cells to run: those of these kernels and filesystems (every one
+/// where a list is empty).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Pick<'a> {
+    pub kernels: &'a [String],
+    pub fs: &'a [String],
+}
+
+impl Pick<'_> {
+    fn takes(&self, kernel: &str, fs: &str) -> bool {
+        let any = |list: &[String], x: &str| list.is_empty() || list.iter().any(|k| k == x);
+        any(self.kernels, kernel) && any(self.fs, fs)
+    }
 }
 
 /// What a filesystem's counted writes of `pattern` must show on `row`'s
@@ -309,8 +352,8 @@ const PATTERNS: [(&str, u64, u64); 4] = [
     ("o-append-dsync", 3, 3),
     (INTO_FALLOCATED, 3, 3),
 ];
-/// Writes into unwritten extents, which f2fs does not have: its cells
-/// skip the pattern.
+/// Writes into unwritten extents, which f2fs does not have and btrfs does
+/// not show: their cells skip the pattern.
 const INTO_FALLOCATED: &str = "o-dsync-into-fallocated";
 /// Patterns whose file `dio-trace write` makes, writes and fsyncs before
 /// the counted writes: in a new directory that fsync takes the checkpoint,
@@ -319,9 +362,12 @@ const SYNCED_FIRST: &[&str] = &["o-append-dsync", INTO_FALLOCATED];
 
 /// The patterns a cell of `fs` runs.
 fn patterns(fs: &str) -> impl Iterator<Item = (&'static str, u64, u64)> {
+    // f2fs has no unwritten extents; btrfs has, and tells iomap nothing of
+    // them (`Fs::shows_new_blocks`).
+    let skip = fs == "f2fs" || Fs::from_name(fs).is_some_and(|f| !f.shows_new_blocks());
     PATTERNS
         .into_iter()
-        .filter(move |(p, _, _)| fs != "f2fs" || *p != INTO_FALLOCATED)
+        .filter(move |(p, _, _)| !skip || *p != INTO_FALLOCATED)
 }
 
 /// Printed last by each cell's guest: is ext4 registered with the kernel,
@@ -444,7 +490,10 @@ fn script(setup: Setup, backends: &[&str], verify: bool, late_ext4: bool, crash:
     let mut s = String::from("set +e\n");
     if !crash.is_empty() {
         s += &crash_truth::script("", crash);
-        s += &format!("mount -t {} \"$disk\" /mnt || echo '@@ERR remount'\n", setup.fs);
+        s += &format!(
+            "mount {} \"$disk\" /mnt || echo '@@ERR remount'\n",
+            super::disk::mount_args(setup.fs)
+        );
     }
     if verify {
         s += &super::verify::script("");
@@ -463,19 +512,77 @@ fn script(setup: Setup, backends: &[&str], verify: bool, late_ext4: bool, crash:
         "echo \"{EXT4_LINE} $(grep -qw ext4 /proc/filesystems && echo registered || echo absent) \
          $([ -e /sys/module/ext4 ] && echo module-loaded || echo no-module)\"\n"
     );
+    if Fs::from_name(setup.fs).is_some_and(|f| f.direct_mount_opt().is_some()) {
+        s += &plain_mount_script(setup.fs);
+    }
     if late_ext4 {
         s += &late_ext4_script();
     }
     s + "exit 0\n"
 }
 
+/// What the plain-mount step prints: `@@PLAIN <exit>`, its summary.
+const PLAIN_EXIT: &str = "@@PLAIN ";
+const PLAIN_SUMMARY: &str = "@@PLAINSUMMARY ";
+/// Its O_SYNC appends.
+const PLAIN_WRITES: u64 = 2;
+
+/// The disk mounted again with `fs`'s defaults (btrfs: checksummed
+/// files, not the `nodatacow` the cases run on), and appended to.
+fn plain_mount_script(fs: &str) -> String {
+    format!(
+        "disk=${{disk:-$(awk '$2 == \"/mnt\" {{ print $1 }}' /proc/mounts)}}\n\
+         umount /mnt; mount -t {fs} \"$disk\" /mnt || echo '@@ERR plain mount'\n\
+         dio-trace run --json -- dio-trace write --pattern o-sync-append --count {PLAIN_WRITES} /mnt/plain \
+         >/tmp/plain.out 2>/tmp/plain.err\n\
+         echo \"{PLAIN_EXIT}$?\"\n\
+         grep '\"type\":\"summary\"' /tmp/plain.out | sed 's/^/{PLAIN_SUMMARY}/'\n"
+    )
+}
+
+/// Why the plain-mount step did not show what `row` says: where its btrfs
+/// writes checksummed files' direct writes through the page cache
+/// (`btrfs_csum_buffered`), each append counted as that, none judged,
+/// exit 3 and the answer saying so (never "no size-extending sync direct
+/// write was seen"); elsewhere each judged ordered.
+pub fn plain_mount_judged(row: &Named, console: &str) -> Option<String> {
+    let marked = |m: &str| console.lines().find_map(|l| l.split(m).nth(1)).map(str::trim);
+    let exit = marked(PLAIN_EXIT);
+    let Some(sum) = marked(PLAIN_SUMMARY).and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok())
+    else {
+        return Some(format!("no summary from the plain mount's run (exit {exit:?})"));
+    };
+    let (fell_back, counted, ordered) = (
+        sum["counters"]["buffered_fallback"].as_u64(),
+        sum["counted"].as_u64(),
+        sum["ordered"].as_u64(),
+    );
+    let reasons = sum["reasons"].to_string();
+    let fine = if row.btrfs_csum_buffered {
+        exit == Some("3")
+            && fell_back == Some(PLAIN_WRITES)
+            && counted == Some(0)
+            && reasons.contains("no direct write reached the kernel's direct I/O")
+            && !reasons.contains("no size-extending sync direct write was seen")
+    } else {
+        exit == Some("0") && fell_back == Some(0) && counted == Some(PLAIN_WRITES) && ordered == counted
+    };
+    (!fine).then(|| {
+        format!(
+            "want {} of {PLAIN_WRITES}, got exit {exit:?}, buffered_fallback {fell_back:?}, counted {counted:?}, \
+             ordered {ordered:?}, reasons {reasons}",
+            if row.btrfs_csum_buffered { "buffered" } else { "judged ordered" }
+        )
+    })
+}
+
 /// Every cell (of the `only` kernels, where given); prints a PASS/FAIL
 /// line per case into `score`.
-pub fn run(opts: &VmOptions, only: &[String], score: &mut Score) -> Result<()> {
+pub fn run(opts: &VmOptions, only: &Pick, score: &mut Score) -> Result<()> {
     let cache = Cache::from_env()?;
     let dio: GuestFile = traced::dio_trace_file()?;
     let mut jobs = Vec::new();
-    for cell in FS_CELLS.iter().filter(|c| chosen(only, c.kernel)) {
+    for cell in FS_CELLS.iter().filter(|c| only.takes(c.kernel, c.setup.fs)) {
         let spec = KernelSpec::Named(kernel::named::find(cell.kernel).expect("a named kernel"));
         let kernel = kernel::resolve(&spec, &cache)?;
         let late = if cell.late_ext4 {
@@ -530,6 +637,21 @@ pub fn run(opts: &VmOptions, only: &[String], score: &mut Score) -> Result<()> {
                 ),
             );
         }
+        if Fs::from_name(cell.setup.fs).is_some_and(|f| f.direct_mount_opt().is_some()) {
+            score.record(
+                plain_mount_judged(row, &outcome.console),
+                format_args!(
+                    "{} {}: sync direct appends on a plain mount (checksummed files): {}",
+                    cell.kernel,
+                    cell.setup.label(),
+                    if row.btrfs_csum_buffered {
+                        "written buffered, named so"
+                    } else {
+                        "direct, judged"
+                    }
+                ),
+            );
+        }
         if cell.late_ext4 {
             let why = late_ext4_judged(&outcome.console)
                 .map(|why| format!("{why}; the guest's last lines:\n{}", outcome.tail(12)));
@@ -560,7 +682,7 @@ mod tests {
     fn cells_name_real_kernels() {
         for c in FS_CELLS {
             assert!(kernel::named::find(c.kernel).is_some(), "{}", c.kernel);
-            assert!(["xfs", "f2fs"].contains(&c.setup.fs));
+            assert!(["xfs", "f2fs", "btrfs"].contains(&c.setup.fs));
         }
         for (k, _) in CRASH_CELLS {
             assert!(kernel::named::find(k).is_some(), "{k}");
@@ -585,14 +707,51 @@ mod tests {
             Want::Violation("sync_missing_new_extent")
         );
         assert!(patterns("f2fs").all(|(p, _, _)| p != INTO_FALLOCATED));
-        // Both filesystems run on a generic kernel without ext4.
-        for fs in ["xfs", "f2fs"] {
+        assert!(patterns("btrfs").all(|(p, _, _)| p != INTO_FALLOCATED));
+        assert_eq!(want(fixed, Setup::on("btrfs"), "o-dsync-append"), Want::Ordered);
+        // Each filesystem runs on a generic kernel without ext4.
+        for fs in ["xfs", "f2fs", "btrfs"] {
             assert!(
                 FS_CELLS
                     .iter()
                     .any(|c| c.setup.fs == fs && row(c.kernel).ext4_module)
             );
         }
+    }
+
+    #[test]
+    fn the_plain_mount_step_wants_what_the_row_says() {
+        let row = |n| kernel::named::find(n).unwrap();
+        let (buffered, direct) = (row("debian-6.12-generic"), row("debian-7.3-generic"));
+        assert!(buffered.btrfs_csum_buffered && !direct.btrfs_csum_buffered);
+        let console = |exit: u8, fell_back: u64, counted: u64, reason: &str| {
+            format!(
+                "{PLAIN_EXIT}{exit}\n{PLAIN_SUMMARY}{}\n",
+                serde_json::json!({"counters": {"buffered_fallback": fell_back}, "counted": counted,
+                    "ordered": counted, "reasons": [reason]})
+            )
+        };
+        let named = "no direct write reached the kernel's direct I/O: btrfs wrote 2";
+        assert_eq!(plain_mount_judged(buffered, &console(3, 2, 0, named)), None);
+        assert_eq!(plain_mount_judged(direct, &console(0, 0, 2, "")), None);
+        for bad in [
+            console(3, 1, 0, named),
+            console(0, 2, 0, named),
+            console(3, 2, 0, "no size-extending sync direct write was seen"),
+            console(0, 0, 2, ""),
+            String::new(),
+        ] {
+            assert!(plain_mount_judged(buffered, &bad).is_some(), "{bad}");
+        }
+        for bad in [
+            console(3, 2, 0, named),
+            console(0, 0, 1, ""),
+            console(0, 1, 2, ""),
+        ] {
+            assert!(plain_mount_judged(direct, &bad).is_some(), "{bad}");
+        }
+        assert!(script(Setup::on("btrfs"), &[], false, false, &[]).contains(PLAIN_EXIT));
+        assert!(!script(Setup::on("xfs"), &[], false, false, &[]).contains(PLAIN_EXIT));
     }
 
     #[test]
