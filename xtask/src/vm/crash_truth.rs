@@ -477,7 +477,7 @@ mod tests {
         for p in ["o-dsync-append", "rwf-dsync-append", "concurrent-o-sync-append"] {
             assert_eq!(allowed(stock, &run, p, 1), Some(ORDERED), "{p}");
         }
-        let mut unaffected = stock.clone();
+        let mut unaffected = *stock;
         unaffected.btrfs_async_dsync_unsynced = false;
         assert_eq!(allowed(&unaffected, &run, "aio-dsync-append", 0), Some(ORDERED));
     }
