@@ -50,8 +50,12 @@ pub struct Offsets {
     /// kprobe/fexit on `iomap_iter`.
     pub iomap_iter_inode: u32,
     pub iomap_iter_iomap: u32,
+    /// `task_struct.journal_info`, where btrfs before 5.16 leaves a stub
+    /// while it writes a sync direct write with `IOCB_DSYNC` taken off.
+    pub task_struct_journal_info: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<Offsets>() == 104);
+const _: () = assert!(core::mem::size_of::<Offsets>() == 112);
 
 /// Where one filesystem keeps the size a crash leaves, read from the
 /// running kernel's BTF (vmlinux, the module's split BTF, or `--btf`).
@@ -160,7 +164,7 @@ pub struct Config {
     /// per record would cost more than the record (an IPI, in a VM a VM exit).
     pub wake_bytes: u32,
 }
-const _: () = assert!(core::mem::size_of::<Config>() == 200 + 16 * FS_SLOTS);
+const _: () = assert!(core::mem::size_of::<Config>() == 208 + 16 * FS_SLOTS);
 
 /// Send every event of a counted write (all `mark_inode_dirty` calls, sync
 /// exits, completion entries), not only the ones the verdict rests on.
@@ -221,6 +225,8 @@ impl Config {
             iomap_flags: 0,
             iomap_iter_inode: 0,
             iomap_iter_iomap: 0,
+            task_struct_journal_info: 0,
+            _pad: 0,
         },
         fs: [FsFacts {
             flags: 0,

@@ -4,7 +4,7 @@
 //! unsigned int dio_flags, size_t done_before)`, Linux 6.4+; before that,
 //! the entry of `iomap_dio_rw` with the same two first arguments.
 
-use aya_ebpf::helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid};
+use aya_ebpf::helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task};
 use aya_ebpf::{
     macros::{btf_tracepoint, fentry, kprobe},
     programs::{BtfTracePointContext, FEntryContext, ProbeContext},
@@ -137,6 +137,11 @@ pub fn try_write_begin(iocb: *const u8, iter: *const u8, mechanism: Mechanism, s
             f_flags
         );
         return;
+    };
+    let ki_flags = if ki_flags & bits.dsync == 0 && btrfs_took_dsync(via, file) {
+        ki_flags | bits.dsync
+    } else {
+        ki_flags
     };
     if ki_flags & bits.dsync == 0 {
         count(Counter::NotSync);
@@ -326,6 +331,31 @@ fn classify(via: Via, file: *const u8, ki_flags: u32, f_flags: u32) -> Option<(I
         bits.dsync
     };
     Some((bits, ki_flags | meant))
+}
+
+/// Is this a sync direct write btrfs took `IOCB_DSYNC` off (before 5.16)?
+/// It does so for `RWF_DSYNC` and aio writes too, whose file's flags say
+/// nothing, and leaves a stub in `current->journal_info` meanwhile
+/// (`BTRFS_DIO_SYNC_STUB`, a small number, never a pointer) for its own
+/// sync once iomap is done. Read only where btrfs's facts are known.
+#[inline(always)]
+fn btrfs_took_dsync(via: Via, file: *const u8) -> bool {
+    let off = config!(offsets.task_struct_journal_info);
+    if off == 0 || fs_facts(Fs::Btrfs).flags & FS_KNOWN == 0 {
+        return false;
+    }
+    // SAFETY: the helper only returns the current task's address.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let Ok(stub) = read::<u64>(Via::Probe, task, off) else {
+        return false;
+    };
+    if stub == 0 || stub >= 4096 {
+        return false;
+    }
+    let Ok(sb) = file_inode(via, file).and_then(|i| inode_sb(via, i)) else {
+        return false;
+    };
+    fs_of(via, sb) == Ok(Some(Fs::Btrfs))
 }
 
 /// What makes a write counted, for [`count_write`].

@@ -211,6 +211,8 @@ impl KernelBtf {
             // 0: no iomap_iter (before 5.15); its hooks then do not load.
             iomap_iter_inode: self.offset("iomap_iter", "inode").unwrap_or(0),
             iomap_iter_iomap: self.offset("iomap_iter", "iomap").unwrap_or(0),
+            task_struct_journal_info: self.offset("task_struct", "journal_info")?,
+            _pad: 0,
         })
     }
 

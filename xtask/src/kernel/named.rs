@@ -116,9 +116,10 @@ const NO_IOMAP_TRACEPOINTS: &[(&str, &str)] = &[("tracepoint", "write_begin")];
 /// What the rows' btrfs does with an async O_DSYNC append on a FUA device
 /// ([`Named::btrfs_async_dsync_unsynced`]): the same in every 6.1, 6.12
 /// and 7.3 kernel read (iomap's FUA path, btrfs's iomap flags). Not on
-/// 5.10: there btrfs clears `IOCB_DSYNC` before iomap (measured: its
-/// O_DSYNC writes reach `__iomap_dio_rw` without it), so iomap never
-/// takes the FUA path, and btrfs syncs itself.
+/// 5.10: there btrfs clears `IOCB_DSYNC` before iomap (its O_DSYNC writes
+/// reach `__iomap_dio_rw` without it), so iomap never takes the FUA path
+/// and btrfs syncs itself; the 5.10 btrfs cell's crash truth keeps every
+/// aio and io_uring append.
 const BTRFS_ASYNC_DSYNC: bool = true;
 
 pub static NAMED: &[Named] = &[

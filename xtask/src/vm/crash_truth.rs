@@ -194,7 +194,7 @@ fn allowed(row: &Named, run: &Run, pattern: &str, index: u32) -> Option<Allowed>
     if run.fs == "btrfs" && row.btrfs_async_dsync_unsynced && BTRFS_ASYNC_DSYNC.contains(&pattern) {
         return Some(VIOLATION);
     }
-    match matrix::expected(row, pattern) {
+    match matrix::expected_on(row, run.fs, pattern) {
         Want::Ordered => Some(ORDERED),
         Want::Violation(_) if pattern == CONCURRENT => Some(VIOLATION_SHARED),
         Want::Violation(_) => Some(VIOLATION),
