@@ -8,7 +8,7 @@ use dio_trace_common::fs::Fs;
 
 use crate::{layout::Layout, probes::select::Backend, report::Show, workload::Pattern};
 
-/// `ext4`, `xfs` or `f2fs`.
+/// `ext4`, `xfs`, `f2fs` or `btrfs`.
 fn parse_fs(s: &str) -> Result<Fs, String> {
     Fs::from_name(s).ok_or_else(|| format!("{s:?}: dio-trace judges {}", Fs::ALL.map(Fs::name).join(", ")))
 }
@@ -100,7 +100,7 @@ pub struct TraceOpts {
     /// Only this device: "major:minor" or a block device path like /dev/loop0.
     #[arg(long, value_name = "DEV")]
     pub dev: Option<String>,
-    /// Only writes to this file or to files under this directory (on ext4, XFS or f2fs).
+    /// Only writes to this file or to files under this directory (on ext4, XFS, f2fs or btrfs).
     #[arg(long, value_name = "PATH")]
     pub path: Option<PathBuf>,
     /// Only tasks in this cgroup v2 or below it: one container or service
@@ -258,13 +258,15 @@ pub struct CheckArgs {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// Directory to write in (on ext4, XFS or f2fs). Default: a scratch
-    /// image of --fs on a loop device, made and removed by dio-trace.
+    /// Directory to write in (on ext4, XFS, f2fs or btrfs). Default: a
+    /// scratch image of --fs on a loop device, made and removed by dio-trace.
     #[arg(long, value_name = "PATH")]
     pub dir: Option<PathBuf>,
-    /// Filesystem of the scratch image: ext4, xfs or f2fs (mkfs from
-    /// e2fsprogs, xfsprogs, f2fs-tools). With --dir, the directory's own
-    /// filesystem is used.
+    /// Filesystem of the scratch image: ext4, xfs, f2fs or btrfs (mkfs
+    /// from e2fsprogs, xfsprogs, f2fs-tools, btrfs-progs; btrfs is mounted
+    /// nodatacow, so its direct writes stay direct, and its writes into
+    /// fallocated space are skipped: btrfs does not show iomap new
+    /// blocks). With --dir, the directory's own filesystem is used.
     #[arg(long, value_name = "FS", default_value = "ext4", value_parser = parse_fs, conflicts_with = "dir")]
     pub fs: Fs,
     /// Writes per pattern.

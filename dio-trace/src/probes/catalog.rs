@@ -506,7 +506,7 @@ pub static CATALOG: &[ProbeSpec] = &[
         name: BTRFS_FALLBACK,
         fs: Some(Fs::Btrfs),
         need: Need::Count,
-        about: "btrfs_buffered_write for a direct kiocb: btrfs wrote a direct write through the page cache",
+        about: "direct writes btrfs wrote through the page cache: btrfs_buffered_write for a direct kiocb, or inferred from its sync",
         hooks: &[
             hook(
                 Kprobe,
