@@ -74,21 +74,17 @@ impl Scratch {
     /// free loop device, make `fs` on it and mount it in a fresh temporary
     /// directory.
     pub fn create(size_mib: u64, fs: Fs) -> Result<Self, EnvError> {
-        let (tool, args, package) = mkfs(fs);
-        Self::make(
-            size_mib.max(min_size_mib(fs)),
-            fs.name(),
-            tool,
-            args,
-            package,
-            mount_opts(fs, false),
-        )
+        Self::mounted(size_mib, fs, mount_opts(fs, false))
     }
 
     /// A scratch `fs` mounted with no options of ours: a default btrfs,
     /// which checksums its files (and on some kernels writes their direct
     /// writes through the page cache).
     pub fn plain(size_mib: u64, fs: Fs) -> Result<Self, EnvError> {
+        Self::mounted(size_mib, fs, None)
+    }
+
+    fn mounted(size_mib: u64, fs: Fs, opts: Option<&str>) -> Result<Self, EnvError> {
         let (tool, args, package) = mkfs(fs);
         Self::make(
             size_mib.max(min_size_mib(fs)),
@@ -96,7 +92,7 @@ impl Scratch {
             tool,
             args,
             package,
-            None,
+            opts,
         )
     }
 

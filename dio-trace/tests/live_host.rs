@@ -192,20 +192,7 @@ fn verify_judges_the_appends_on_btrfs_and_skips_what_it_cannot_see() {
     let Some(_s) = live_on("verify --fs btrfs", Fs::Ext4) else {
         return;
     };
-    let out = Command::new(BIN)
-        .args(["verify", "--fs", "btrfs", "--count", "3", "--json"])
-        .output()
-        .expect("run dio-trace verify");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{err}");
-    let rows = lines(&out);
-    let patterns: Vec<&Value> = rows.iter().filter(|r| r["pattern"].is_string()).collect();
-    assert_eq!(patterns.len(), VERIFY_PATTERNS.len(), "{rows:?}");
-    for (name, writers, counted) in VERIFY_PATTERNS {
-        let mine: Vec<&&Value> = patterns.iter().filter(|r| r["pattern"] == name).collect();
-        let [r] = mine[..] else {
-            panic!("{name} reported {} times: {rows:?}", mine.len())
-        };
+    for (name, writers, counted, r, err) in verify_rows("btrfs") {
         if name.ends_with("-into-fallocated") {
             assert_eq!(r["verdict"], "SKIPPED", "{r}");
             assert!(err.contains(&format!("SKIPPED {name}")), "{err}");
@@ -219,8 +206,12 @@ fn verify_judges_the_appends_on_btrfs_and_skips_what_it_cannot_see() {
             ("NOT-APPLICABLE", 0)
         };
         assert_eq!(
-            (r["verdict"].as_str(), r["counted"].as_u64()),
-            (Some(want.0), Some(want.1)),
+            (
+                r["verdict"].as_str(),
+                r["counted"].as_u64(),
+                r["ordered"].as_u64()
+            ),
+            (Some(want.0), Some(want.1), Some(want.1)),
             "{r}"
         );
     }
@@ -232,20 +223,7 @@ fn verify_judges_every_pattern_on_xfs() {
     let Some(_s) = live_on("verify --fs xfs", Fs::Xfs) else {
         return;
     };
-    let out = Command::new(BIN)
-        .args(["verify", "--fs", "xfs", "--count", "3", "--json"])
-        .output()
-        .expect("run dio-trace verify");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{err}");
-    let rows = lines(&out);
-    let patterns: Vec<&Value> = rows.iter().filter(|r| r["pattern"].is_string()).collect();
-    assert_eq!(patterns.len(), VERIFY_PATTERNS.len(), "{rows:?}");
-    for (name, writers, counted) in VERIFY_PATTERNS {
-        let mine: Vec<&&Value> = patterns.iter().filter(|r| r["pattern"] == name).collect();
-        let [r] = mine[..] else {
-            panic!("{name} reported {} times: {rows:?}", mine.len())
-        };
+    for (_, writers, counted, r, _) in verify_rows("xfs") {
         let writes = 3 * writers;
         assert_eq!(r["writes"], writes, "{r}");
         if counted {
@@ -257,6 +235,31 @@ fn verify_judges_every_pattern_on_xfs() {
             assert_eq!(r["counted"], 0, "{r}");
         }
     }
+}
+
+/// `verify --fs FS --count 3 --json`, which must exit 0: each of
+/// [`VERIFY_PATTERNS`] with its one row (it fails on a pattern reported
+/// twice, or not at all), and verify's stderr.
+fn verify_rows(fs: &str) -> Vec<(&'static str, u64, bool, Value, String)> {
+    let out = Command::new(BIN)
+        .args(["verify", "--fs", fs, "--count", "3", "--json"])
+        .output()
+        .expect("run dio-trace verify");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let rows = lines(&out);
+    let patterns: Vec<&Value> = rows.iter().filter(|r| r["pattern"].is_string()).collect();
+    assert_eq!(patterns.len(), VERIFY_PATTERNS.len(), "{rows:?}");
+    VERIFY_PATTERNS
+        .into_iter()
+        .map(|(name, writers, counted)| {
+            let mine: Vec<&&Value> = patterns.iter().filter(|r| r["pattern"] == name).collect();
+            let [r] = mine[..] else {
+                panic!("{name} reported {} times: {rows:?}", mine.len())
+            };
+            (name, writers, counted, (*r).clone(), err.clone())
+        })
+        .collect()
 }
 
 /// Every pattern `verify` runs, in this test's own words: (name, writers,
