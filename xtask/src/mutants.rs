@@ -80,13 +80,14 @@ impl Scope {
     }
 
     /// Which of those files' mutants (cargo-mutants' `--re`, against
-    /// `path:line:col: mutation`): of fs_cells.rs only `want` is scoring,
-    /// the rest of it is its table of cells and guest plumbing.
+    /// `path:line:col: mutation`): of fs_cells.rs only `want` and
+    /// `plain_mount_judged` are scoring, the rest of it is its table of
+    /// cells and guest plumbing.
     fn mutants_re(self) -> &'static [&'static str] {
         match self {
             Scope::Xtask => &[
                 r"^xtask/src/vm/(matrix|verify|crash|crash_truth)\.rs:",
-                r"^xtask/src/vm/fs_cells\.rs:.*( want -> | in want$)",
+                r"^xtask/src/vm/fs_cells\.rs:.*( (want|plain_mount_judged) -> | in (want|plain_mount_judged)$)",
             ],
             Scope::Engine => &[],
         }

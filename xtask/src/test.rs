@@ -99,8 +99,8 @@ fn stages_of_the_run(stages: &mut Stages) -> Result<Score> {
     stages.time("verify in QEMU", || {
         crate::vm::verify::run(&kernels, &opts, &mut score)
     })?;
-    stages.time("XFS and f2fs in QEMU", || {
-        println!("test: XFS and f2fs in QEMU");
+    stages.time("XFS, f2fs and btrfs in QEMU", || {
+        println!("test: XFS, f2fs and btrfs in QEMU");
         crate::vm::fs_cells::run(&opts, &Default::default(), &mut score)
     })?;
     stages.time("crash ground truth in QEMU", || {

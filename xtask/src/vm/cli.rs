@@ -27,7 +27,7 @@ enum VmCommand {
     Verify(VerifyArgs),
     /// The kernel matrix: every kernel x backend x sync flavour, asserted.
     Matrix(MatrixArgs),
-    /// XFS and f2fs on the Debian kernels that ship them, asserted
+    /// XFS, f2fs and btrfs on the Debian kernels that ship them, asserted
     /// (`--crash`: also their crash ground truth).
     Filesystems {
         #[arg(long)]

@@ -1,4 +1,4 @@
-//! The other filesystems in the matrix: XFS and f2fs on the Debian kernels
+//! The other filesystems in the matrix: XFS, f2fs and btrfs on the Debian kernels
 //! that ship them (XFS as a module everywhere, f2fs in the generic
 //! flavours only), each cell a real `dio-trace run` on a scratch disk of
 //! that filesystem in the guest.
