@@ -14,6 +14,7 @@ pub mod fs;
 pub mod kind;
 pub mod probe;
 pub mod record;
+pub mod verdict;
 
 #[cfg(feature = "user")]
 mod user;

@@ -23,6 +23,7 @@ use dio_trace_common::{
     kind::RecordKind,
     probe::Mechanism,
     record::{DATASYNC_UNKNOWN, EVENT_NODES_WAITED, EVENT_ROLL_FORWARD, EVENT_SYNC_ALONE},
+    verdict::{FirstSync, SyncPath, settled_ordered},
 };
 
 use crate::{
@@ -332,12 +333,23 @@ pub fn try_sync(ctx: *mut c_void, inode: *const u8, kind: RecordKind, arg: u64, 
     let ts = step_time(entry);
     // SAFETY: as above.
     let state = unsafe { (*entry).state };
-    // The size came first: its update was seen, or this sync writes the
-    // size it finds and finds it covering the write (btrfs).
-    // SAFETY: as above.
-    let sized = state & ARM_SIZE_SEEN != 0
-        || (kind == RecordKind::SyncEnter
-            && entry_fs(entry).sync_carries_size(sz.i_disksize, unsafe { (*entry).end }));
+    // The shared rule, at the sync's start (its path is not known yet):
+    // the size came first (its update was seen, or this sync writes the
+    // size it finds and finds it covering the write, btrfs).
+    let first = FirstSync {
+        fs: entry_fs(entry),
+        // SAFETY: as above.
+        end: unsafe { (*entry).end },
+        new_extent: false,
+        sized_before: state & ARM_SIZE_SEEN != 0,
+        sync_size: if kind == RecordKind::SyncEnter {
+            sz.i_disksize
+        } else {
+            -1
+        },
+        path: SyncPath::Unknown,
+    };
+    let sized = first.sized();
     if kind == RecordKind::SyncEnter && state & ARM_SYNC_SEEN == 0 {
         // SAFETY: as above.
         unsafe { (*entry).state |= ARM_SYNC_SEEN };
@@ -359,7 +371,7 @@ pub fn try_sync(ctx: *mut c_void, inode: *const u8, kind: RecordKind, arg: u64, 
     // is cheap. Otherwise the write waits for its completion and size
     // update, which make the violation's timeline. Where the sync's path
     // decides what lasts (f2fs), its exit settles it instead.
-    if !full && kind == RecordKind::SyncEnter && sized && !entry_fs(entry).sync_path_decides() {
+    if !full && kind == RecordKind::SyncEnter && settled_ordered(&first) {
         settle(entry);
     }
 }

@@ -3,7 +3,7 @@
 use dio_trace_common::{
     fs::{FS_SLOTS, Fs},
     kind::RecordKind,
-    record::{EVENT_NODES_WAITED, EVENT_ROLL_FORWARD, EVENT_SYNC_ALONE},
+    verdict::{FirstSync, SyncPath, settled_ordered},
 };
 
 use super::event::Event;
@@ -90,59 +90,41 @@ impl Verdict {
     }
 }
 
-/// How the sync at the head of `from` ended, as far as roll-forward
-/// recovery goes: its own step says so (whole-write records) or its exit
-/// does (full timelines).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum RollForward {
-    /// It failed, or its end was not seen.
-    No,
-    /// It took a checkpoint (f2fs's `cp_reason` not 0), which keeps the
-    /// inode as it was.
-    Checkpoint,
-    /// It wrote the file's node pages for roll-forward, and no other sync
-    /// on the device was running when it returned: the chain to them is
-    /// durable.
-    Alone,
-    /// It wrote them, but beside another sync that may hold an earlier,
-    /// not yet durable, link of the chain ([`EVENT_SYNC_ALONE`]).
-    Shared,
-    /// It wrote them, alone, but f2fs did not wait for them before its
-    /// flush ([`EVENT_NODES_WAITED`]).
-    Unwaited,
-}
-
-fn roll_forward(from: &[Event]) -> RollForward {
-    // `pos` is the exit's `cp_reason` (on a whole-write record's sync
-    // step too, which the exit amends), -1 where no exit was seen. A
-    // failed sync fails the write, which is judged before this.
-    let of = |e: &Event| {
-        let has = |bit: u32| e.flags & bit != 0;
-        match (
-            has(EVENT_ROLL_FORWARD),
-            has(EVENT_SYNC_ALONE),
-            has(EVENT_NODES_WAITED),
-        ) {
-            (false, _, _) if e.pos > 0 => RollForward::Checkpoint,
-            (false, _, _) => RollForward::No,
-            (true, false, _) => RollForward::Shared,
-            (true, true, false) => RollForward::Unwaited,
-            (true, true, true) => RollForward::Alone,
-        }
-    };
+/// How the sync at the head of `from` ended: its own step says so
+/// (whole-write records, which its exit amends) or its exit does (full
+/// timelines). `pos` is the exit's `cp_reason`, -1 where no exit was
+/// seen; a failed sync fails the write, which is judged before this.
+fn sync_path(from: &[Event]) -> SyncPath {
+    let of = |e: &Event| SyncPath::of(e.flags, e.pos);
     match of(&from[0]) {
-        RollForward::No => from[1..]
+        SyncPath::Unknown => from[1..]
             .iter()
             .find(|e| matches!(e.kind, RecordKind::SyncExit | RecordKind::SyncEnter))
             .filter(|e| e.kind == RecordKind::SyncExit)
-            .map_or(RollForward::No, of),
-        flagged => flagged,
+            .map_or(SyncPath::Unknown, of),
+        known => known,
     }
 }
 
-/// Why a roll-forward that is not [`RollForward::Alone`] is not "ordered".
-fn unproven_roll_forward(fs: Fs, how: RollForward) -> String {
-    let why = if how == RollForward::Unwaited {
+/// The shared rule's view of the write's first sync, the head of
+/// `events[s..]`.
+fn first_sync(begin: &Event, events: &[Event], s: usize) -> FirstSync {
+    let end = begin.end();
+    FirstSync {
+        fs: begin.fs(),
+        end,
+        new_extent: begin.new_extent(),
+        sized_before: events[..s]
+            .iter()
+            .any(|e| e.kind.is_size_update() && e.disksize().is_some_and(|d| d >= end)),
+        sync_size: events[s].disksize().unwrap_or(-1),
+        path: sync_path(&events[s..]),
+    }
+}
+
+/// Why a roll-forward that was not alone and waited is not "ordered".
+fn unproven_roll_forward(fs: Fs, alone: bool) -> String {
+    let why = if alone {
         "but it did not wait for them before its flush (f2fs_wait_on_node_pages_writeback with \
          seq_id 0, as the first sync after a checkpoint gets), so the flush may have gone first"
     } else {
@@ -163,7 +145,8 @@ fn unproven_roll_forward(fs: Fs, how: RollForward) -> String {
 /// write's end, or it writes the size it finds and finds it covering
 /// ([`Fs::sync_carries_size`], btrfs), or the kernel says that sync made the write's blocks
 /// durable for roll-forward recovery, which rebuilds the size (f2fs),
-/// alone on its device and having waited for them ([`roll_forward`]).
+/// alone on its device and having waited for them ([`sync_path`]); the
+/// shared rule decides each "ordered" ([`settled_ordered`]).
 /// Violation: that sync comes first and took no such path, or the
 /// completion ends with no sync at all. A write counted for its new or
 /// unwritten blocks ([`Event::new_extent`]) needs no size update: its sync
@@ -185,74 +168,68 @@ pub fn judge(begin: &Event, events: &[Event], lost: bool, cov: Coverage) -> Verd
         );
     }
     let sync_at = events.iter().position(|e| e.kind == RecordKind::SyncEnter);
-    if begin.new_extent() {
-        return match sync_at {
-            Some(s) => synced_in_order(fs, fs_cov, &events[s..]),
-            None => no_sync(fs, complete.is_some(), cov, ViolationKind::SyncMissingNewExtent),
+    let Some(s) = sync_at else {
+        let kind = if begin.new_extent() {
+            ViolationKind::SyncMissingNewExtent
+        } else {
+            ViolationKind::SyncMissing
         };
+        return no_sync(fs, complete.is_some(), cov, kind);
+    };
+    let first = first_sync(begin, events, s);
+    // Its size (or new blocks) came first, or the sync writes the size it
+    // finds and found it covering (btrfs): ordered where the sync's path
+    // cannot lose what it wrote.
+    if first.sized() {
+        return synced_in_order(fs, fs_cov, &first);
     }
-    let covers = |e: &Event| e.kind.is_size_update() && e.disksize().is_some_and(|d| d >= end);
-    let carries = |e: &Event| e.disksize().is_some_and(|d| fs.sync_carries_size(d, end));
-    match sync_at {
-        // A size update covering the write came before the sync, or the
-        // sync writes the size it finds and found it covering (btrfs):
-        // ordered, where the sync's path cannot lose what it wrote.
-        Some(s) if events[..s].iter().any(covers) || carries(&events[s]) => {
-            synced_in_order(fs, fs_cov, &events[s..])
-        }
-        Some(s) => {
-            if !fs_cov.size_update {
-                return Verdict::Inconclusive(format!(
-                    "the {} size-update probe ({}) is not attached",
-                    fs.name(),
-                    fs.size_step()
-                ));
-            }
-            match roll_forward(&events[s..]) {
-                RollForward::Alone => return Verdict::Ordered,
-                how @ (RollForward::Shared | RollForward::Unwaited) => {
-                    return Verdict::Inconclusive(unproven_roll_forward(fs, how));
-                }
-                RollForward::No | RollForward::Checkpoint => {}
-            }
-            if !fs_cov.sync_path {
-                return Verdict::Inconclusive(format!(
-                    "the {} sync ran before the size update, and how it ended (its sync-exit probe) is not \
-                     attached: a sync that writes node pages for roll-forward recovery keeps the size",
-                    fs.name()
-                ));
-            }
-            match events[s].disksize() {
-                Some(d) if d >= end => Verdict::Inconclusive(format!(
-                    "{} covered the write when the sync began, but no size update was seen before it",
-                    fs.disk_size_field()
-                )),
-                _ => Verdict::Violation(ViolationKind::SyncBeforeSizeUpdate),
-            }
-        }
-        None => no_sync(fs, complete.is_some(), cov, ViolationKind::SyncMissing),
+    if !fs_cov.size_update {
+        return Verdict::Inconclusive(format!(
+            "the {} size-update probe ({}) is not attached",
+            fs.name(),
+            fs.size_step()
+        ));
+    }
+    // The sync came first: only a roll-forward, alone and waited for,
+    // rebuilds the size.
+    if settled_ordered(&first) {
+        return Verdict::Ordered;
+    }
+    if let SyncPath::RollForward { alone, .. } = first.path {
+        return Verdict::Inconclusive(unproven_roll_forward(fs, alone));
+    }
+    if !fs_cov.sync_path {
+        return Verdict::Inconclusive(format!(
+            "the {} sync ran before the size update, and how it ended (its sync-exit probe) is not \
+             attached: a sync that writes node pages for roll-forward recovery keeps the size",
+            fs.name()
+        ));
+    }
+    match events[s].disksize() {
+        Some(d) if d >= end => Verdict::Inconclusive(format!(
+            "{} covered the write when the sync began, but no size update was seen before it",
+            fs.disk_size_field()
+        )),
+        _ => Verdict::Violation(ViolationKind::SyncBeforeSizeUpdate),
     }
 }
 
-/// A write whose first sync (the head of `from`) came after all it needed
-/// (its covering size update; for a new-extent write, nothing): ordered,
-/// where the sync's path cannot lose what it wrote
-/// ([`Fs::sync_path_decides`]).
-fn synced_in_order(fs: Fs, fs_cov: FsCoverage, from: &[Event]) -> Verdict {
-    if !fs.sync_path_decides() {
+/// A write whose first sync came after all it needed (its covering size
+/// update; for a new-extent write, nothing): ordered by the shared rule
+/// ([`settled_ordered`]) where the sync's path cannot lose what it wrote
+/// ([`Fs::sync_path_decides`]), else why not.
+fn synced_in_order(fs: Fs, fs_cov: FsCoverage, first: &FirstSync) -> Verdict {
+    if settled_ordered(first) {
         return Verdict::Ordered;
     }
-    match roll_forward(from) {
-        RollForward::Alone | RollForward::Checkpoint => Verdict::Ordered,
-        how @ (RollForward::Shared | RollForward::Unwaited) => {
-            Verdict::Inconclusive(unproven_roll_forward(fs, how))
-        }
-        RollForward::No if !fs_cov.sync_path => Verdict::Inconclusive(format!(
+    match first.path {
+        SyncPath::RollForward { alone, .. } => Verdict::Inconclusive(unproven_roll_forward(fs, alone)),
+        _ if !fs_cov.sync_path => Verdict::Inconclusive(format!(
             "how the {} sync ended (its sync-exit probe) is not attached: what it wrote lasts by its \
              path (a checkpoint, or node pages for roll-forward recovery)",
             fs.name()
         )),
-        RollForward::No => Verdict::Inconclusive(format!(
+        _ => Verdict::Inconclusive(format!(
             "how the {} sync ended was not seen (it failed, or its exit was missed): what it wrote \
              lasts by its path",
             fs.name()
@@ -277,5 +254,118 @@ fn no_sync(fs: Fs, completed: bool, cov: Coverage, kind: ViolationKind) -> Verdi
         )
     } else {
         Verdict::Inconclusive("the write's completion was not observed".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use dio_trace_common::{
+        probe::Mechanism,
+        record::{
+            EVENT_DSYNC, EVENT_FS_SHIFT, EVENT_NEW_EXTENT, EVENT_NODES_WAITED, EVENT_ROLL_FORWARD,
+            EVENT_SYNC_ALONE,
+        },
+    };
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// One step of a random write: (kind, the size field's value, flags
+    /// of a sync, `pos` of a sync: f2fs's `cp_reason` or -1).
+    fn step() -> impl Strategy<Value = (u8, i64, u32, i64)> {
+        (
+            0u8..4,
+            prop_oneof![
+                Just(0i64),
+                Just(4096),
+                Just(8191),
+                Just(8192),
+                Just(12288),
+                Just(-1)
+            ],
+            (any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(r, a, w)| {
+                [
+                    (r, EVENT_ROLL_FORWARD),
+                    (a, EVENT_SYNC_ALONE),
+                    (w, EVENT_NODES_WAITED),
+                ]
+                .iter()
+                .filter(|(on, _)| *on)
+                .fold(0, |bits, (_, b)| bits | b)
+            }),
+            prop_oneof![Just(-1i64), Just(0), Just(3), Just(7)],
+        )
+    }
+
+    fn event(kind: RecordKind, ts: u64, disk: i64, flags: u32, pos: i64) -> Event {
+        Event {
+            kind,
+            mechanism: Mechanism::Kprobe,
+            ts_ns: ts,
+            pid: 1,
+            tgid: 1,
+            cpu: 0,
+            lost: 0,
+            dev: 1,
+            ino: 1,
+            pos,
+            len: 0,
+            i_size: disk.max(0),
+            i_disksize: disk,
+            flags: if disk < 0 {
+                flags | dio_trace_common::record::EVENT_NO_DISKSIZE
+            } else {
+                flags
+            },
+            arg: 0,
+            comm: "writer".into(),
+            caller: None,
+            cgroup: None,
+            stack: None,
+        }
+    }
+
+    proptest! {
+        /// Wherever a write's first sync was seen and nothing of it was
+        /// lost, the shared rule says "ordered" exactly where the engine's
+        /// whole verdict does: the kernel, which settles by the rule, and
+        /// the engine cannot drift.
+        #[test]
+        fn the_shared_rule_and_the_verdict_agree(
+            fs in prop::sample::select(Fs::ALL.to_vec()),
+            new_extent in any::<bool>(),
+            steps in prop::collection::vec(step(), 1..6),
+        ) {
+            let begin = Event {
+                kind: RecordKind::WriteBegin,
+                pos: 4096,
+                len: 4096,
+                flags: EVENT_DSYNC
+                    | (fs as u32) << EVENT_FS_SHIFT
+                    | if new_extent { EVENT_NEW_EXTENT } else { 0 },
+                ..event(RecordKind::WriteBegin, 0, 4096, 0, 4096)
+            };
+            let kinds = [
+                RecordKind::MarkDirty,
+                RecordKind::SyncEnter,
+                RecordKind::SyncExit,
+                RecordKind::CompleteExit,
+            ];
+            let events: Vec<Event> = steps
+                .iter()
+                .enumerate()
+                .map(|(i, &(k, disk, flags, pos))| {
+                    let kind = kinds[usize::from(k)];
+                    let sync = matches!(kind, RecordKind::SyncEnter | RecordKind::SyncExit);
+                    event(kind, i as u64 + 1, disk, if sync { flags } else { 0 }, if sync { pos } else { 0 })
+                })
+                .collect();
+            let Some(s) = events.iter().position(|e| e.kind == RecordKind::SyncEnter) else {
+                return Ok(());
+            };
+            let verdict = judge(&begin, &events, false, Coverage::ALL);
+            let rule = settled_ordered(&first_sync(&begin, &events, s));
+            prop_assert_eq!(rule, verdict == Verdict::Ordered, "{:?} {:?}", verdict, events);
+        }
     }
 }
