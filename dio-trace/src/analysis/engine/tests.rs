@@ -420,7 +420,23 @@ fn a_btrfs_sync_that_finds_the_size_covering_orders_the_write() {
         "{:?}",
         out[0].verdict
     );
-    // A size unread is no size.
+    // A size unread is no size, whatever the write's end (a 1-byte
+    // write at 0 too).
+    let (out, _) = run(events(vec![
+        Event {
+            pos: 0,
+            len: 1,
+            i_size: 0,
+            i_disksize: 0,
+            ..begin(1, 0, on(Fs::Btrfs, EVENT_DSYNC))
+        },
+        Event {
+            flags: EVENT_NO_DISKSIZE,
+            ..sync(1, 10, 8192)
+        },
+        complete(1, 20),
+    ]));
+    assert_ne!(out[0].verdict, Verdict::Ordered);
     let (out, _) = run(events(vec![
         begin(1, 0, on(Fs::Btrfs, EVENT_DSYNC)),
         Event {
