@@ -53,7 +53,10 @@ pub struct Offsets {
     /// `task_struct.journal_info`, where btrfs before 5.16 leaves a stub
     /// while it writes a sync direct write with `IOCB_DSYNC` taken off.
     pub task_struct_journal_info: u32,
-    pub _pad: u32,
+    /// `f2fs_sb_info.fsync_seg_id`, the last number f2fs gave a node page
+    /// (f2fs's BTF; 0: unknown, and no f2fs sync counts as having waited
+    /// for every numbered page).
+    pub f2fs_sb_fsync_seg_id: u32,
 }
 const _: () = assert!(core::mem::size_of::<Offsets>() == 112);
 
@@ -226,7 +229,7 @@ impl Config {
             iomap_iter_inode: 0,
             iomap_iter_iomap: 0,
             task_struct_journal_info: 0,
-            _pad: 0,
+            f2fs_sb_fsync_seg_id: 0,
         },
         fs: [FsFacts {
             flags: 0,

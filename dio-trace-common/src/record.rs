@@ -378,6 +378,15 @@ pub const EVENT_SYNC_ALONE: u32 = 1 << 6;
 /// make the write ordered.
 pub const EVENT_NODES_WAITED: u32 = 1 << 7;
 
+/// On a sync, beside [`EVENT_NODES_WAITED`]: f2fs waited for every node
+/// page numbered when its wait began (its sequence number was the last
+/// one given, `f2fs_sb_info.fsync_seg_id`, as with
+/// patches/f2fs-fsync-wait-all-numbered.patch). A node page numbered
+/// after ours may sit before ours in the chain (numbers are taken before
+/// block addresses); with none numbered after, every block ahead of ours
+/// was waited for, so the roll-forward lasts beside other syncs too.
+pub const EVENT_NODES_ALL: u32 = 1 << 12;
+
 /// Bits 8..=11 of a write's flags: its filesystem, a [`crate::fs::Fs`]
 /// number (0 in traces older than format 3: ext4).
 pub const EVENT_FS_SHIFT: u32 = 8;

@@ -6,7 +6,7 @@
 
 use crate::{
     fs::Fs,
-    record::{EVENT_NODES_WAITED, EVENT_ROLL_FORWARD, EVENT_SYNC_ALONE},
+    record::{EVENT_NODES_ALL, EVENT_NODES_WAITED, EVENT_ROLL_FORWARD, EVENT_SYNC_ALONE},
 };
 
 /// How the first sync ended, as far as what it wrote lasting goes: only
@@ -18,9 +18,10 @@ pub enum SyncPath {
     /// It took a checkpoint: the inode lasts as it was then.
     Checkpoint,
     /// It wrote node pages for roll-forward recovery, which rebuilds the
-    /// size from the write's blocks: they last if no other sync on the
-    /// device ran beside it (`alone`) and it waited for them (`waited`).
-    RollForward { alone: bool, waited: bool },
+    /// size from the write's blocks: they last if it waited for them
+    /// (`waited`) and either no other sync on the device ran beside it
+    /// (`alone`) or it waited for every node page numbered so far (`all`).
+    RollForward { alone: bool, waited: bool, all: bool },
 }
 
 impl SyncPath {
@@ -31,6 +32,7 @@ impl SyncPath {
             SyncPath::RollForward {
                 alone: flags & EVENT_SYNC_ALONE != 0,
                 waited: flags & EVENT_NODES_WAITED != 0,
+                all: flags & EVENT_NODES_ALL != 0,
             }
         } else if cp_reason > 0 {
             SyncPath::Checkpoint
@@ -69,8 +71,9 @@ impl FirstSync {
 /// Settled and ordered: the write's size (or new blocks) was made durable
 /// by or before its first sync, and where the sync's path decides what
 /// lasts, that path keeps it. A checkpoint keeps the inode as it was, so
-/// only a size raised before it; a roll-forward that was alone and waited
-/// rebuilds the size from the blocks, so it keeps the write either way.
+/// only a size raised before it; a roll-forward that waited, and was alone
+/// or waited for every numbered node page, rebuilds the size from the
+/// blocks, so it keeps the write either way.
 /// `false` is not a violation: the write is still open, or the engine
 /// names why it is not ordered.
 pub const fn settled_ordered(s: &FirstSync) -> bool {
@@ -79,12 +82,9 @@ pub const fn settled_ordered(s: &FirstSync) -> bool {
         return sized;
     }
     match s.path {
-        SyncPath::RollForward {
-            alone: true,
-            waited: true,
-        } => true,
+        SyncPath::RollForward { waited, alone, all } => waited && (alone || all),
         SyncPath::Checkpoint => sized,
-        SyncPath::RollForward { .. } | SyncPath::Unknown => false,
+        SyncPath::Unknown => false,
     }
 }
 
@@ -120,10 +120,19 @@ mod tests {
         );
         assert!(ok(first(Fs::F2fs, true, 0, SyncPath::Checkpoint)));
         assert!(!ok(first(Fs::F2fs, false, 0, SyncPath::Checkpoint)));
-        let rf = |alone, waited| SyncPath::RollForward { alone, waited };
-        assert!(ok(first(Fs::F2fs, false, 0, rf(true, true))));
-        for (a, w) in [(false, true), (true, false), (false, false)] {
-            assert!(!ok(first(Fs::F2fs, true, 8192, rf(a, w))), "{a} {w}");
+        let rf = |alone, waited, all| SyncPath::RollForward { alone, waited, all };
+        assert!(ok(first(Fs::F2fs, false, 0, rf(true, true, false))));
+        assert!(
+            ok(first(Fs::F2fs, false, 0, rf(false, true, true))),
+            "beside others, every page waited"
+        );
+        for (a, w, all) in [
+            (false, true, false),
+            (true, false, false),
+            (false, false, false),
+            (true, false, true),
+        ] {
+            assert!(!ok(first(Fs::F2fs, true, 8192, rf(a, w, all))), "{a} {w} {all}");
         }
         let into_blocks = FirstSync {
             new_extent: true,
@@ -141,14 +150,16 @@ mod tests {
             SyncPath::of(EVENT_ROLL_FORWARD | EVENT_SYNC_ALONE, 0),
             SyncPath::RollForward {
                 alone: true,
-                waited: false
+                waited: false,
+                all: false
             }
         );
         assert_eq!(
-            SyncPath::of(EVENT_ROLL_FORWARD | EVENT_NODES_WAITED, 0),
+            SyncPath::of(EVENT_ROLL_FORWARD | EVENT_NODES_WAITED | EVENT_NODES_ALL, 0),
             SyncPath::RollForward {
                 alone: false,
-                waited: true
+                waited: true,
+                all: true
             }
         );
     }

@@ -149,6 +149,9 @@ pub static F2FS_NODE_WAIT: LruHashMap<u64, u8> = LruHashMap::with_max_entries(40
 pub const NODES_PENDING: u8 = 0;
 pub const NODES_WAITED: u8 = 1;
 pub const NODES_UNWAITED: u8 = 2;
+/// Waited, and for every node page numbered so far (its number the last
+/// one given, `f2fs_sb_info.fsync_seg_id`).
+pub const NODES_WAITED_ALL: u8 = 3;
 
 /// `*c += delta`, atomically: CPUs arm and retire concurrently.
 #[inline(always)]

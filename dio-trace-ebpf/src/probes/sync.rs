@@ -22,14 +22,17 @@ use dio_trace_common::{
     fs::Fs,
     kind::RecordKind,
     probe::Mechanism,
-    record::{DATASYNC_UNKNOWN, EVENT_NODES_WAITED, EVENT_ROLL_FORWARD, EVENT_SYNC_ALONE},
+    record::{DATASYNC_UNKNOWN, EVENT_NODES_ALL, EVENT_NODES_WAITED, EVENT_ROLL_FORWARD, EVENT_SYNC_ALONE},
     verdict::{FirstSync, SyncPath, settled_ordered},
 };
 
 use crate::{
     emit::{Fact, full_timeline, settle, stack, step, step_time, wants_stack},
-    facts::{Via, entry_fs, entry_sizes, file_inode, inode_dev, vfs_inode},
-    maps::{F2FS_NODE_WAIT, NODES_PENDING, NODES_UNWAITED, NODES_WAITED, f2fs_sync_ended, f2fs_sync_started},
+    facts::{Via, entry_fs, entry_sizes, file_inode, inode_dev, read, vfs_inode},
+    maps::{
+        F2FS_NODE_WAIT, NODES_PENDING, NODES_UNWAITED, NODES_WAITED, NODES_WAITED_ALL, config,
+        f2fs_sync_ended, f2fs_sync_started,
+    },
     probes::armed,
 };
 
@@ -145,23 +148,44 @@ pub fn kprobe_f2fs_wait_on_node_pages_writeback(ctx: ProbeContext) -> u32 {
     // Only inside a sync the count saw start (not a checkpoint's own call).
     // SAFETY: map value read, valid while the program runs.
     if unsafe { F2FS_NODE_WAIT.get(id) }.is_some()
-        && let Some(seq_id) = ctx.arg::<u32>(1)
+        && let (Some(sbi), Some(seq_id)) = (ctx.arg::<*const u8>(0), ctx.arg::<u32>(1))
     {
-        let v = if seq_id == 0 { NODES_UNWAITED } else { NODES_WAITED };
+        let v = match seq_id {
+            0 => NODES_UNWAITED,
+            s if waits_for_all(sbi, s) => NODES_WAITED_ALL,
+            _ => NODES_WAITED,
+        };
         let _ = F2FS_NODE_WAIT.insert(id, v, 0);
     }
     0
 }
 
-/// Did the f2fs sync this task is leaving wait for its node pages? Read
-/// once, at its exit.
+/// Is `seq_id` the last number f2fs gave a node page (`sbi->fsync_seg_id`,
+/// which counts up from 1 with patches/f2fs-fsync-seq-from-one.patch, so
+/// that stock numbering, one behind, never passes)? Then no page was
+/// numbered after it, and waiting up to it waits for every block ahead of
+/// this sync's in the node chain. Read at the wait: a page numbered
+/// between f2fs's own reading and this one makes it say no, which is safe
+/// (that page's block comes after this sync's).
 #[inline(always)]
-fn f2fs_nodes_waited() -> bool {
+fn waits_for_all(sbi: *const u8, seq_id: u32) -> bool {
+    let off = config!(offsets.f2fs_sb_fsync_seg_id);
+    off != 0 && read::<u32>(Via::Probe, sbi, off).is_ok_and(|last| seq_id >= last)
+}
+
+/// How the f2fs sync this task is leaving waited for node pages, as
+/// `EVENT_NODES_*` bits. Read once, at its exit.
+#[inline(always)]
+fn f2fs_nodes_waited() -> u32 {
     let id = bpf_get_current_pid_tgid();
     // SAFETY: map value read, valid while the program runs.
-    let waited = unsafe { F2FS_NODE_WAIT.get(id) }.is_some_and(|v| *v == NODES_WAITED);
+    let v = unsafe { F2FS_NODE_WAIT.get(id) }.copied();
     let _ = F2FS_NODE_WAIT.remove(id);
-    waited
+    match v {
+        Some(NODES_WAITED) => EVENT_NODES_WAITED,
+        Some(NODES_WAITED_ALL) => EVENT_NODES_WAITED | EVENT_NODES_ALL,
+        _ => 0,
+    }
 }
 
 /// `f2fs:f2fs_sync_file_exit(struct inode *, int cp_reason, int datasync,
@@ -255,7 +279,8 @@ fn file_sync(ctx: *mut c_void, file: *const u8, kind: RecordKind, arg: u64, mech
 /// blocks), anything else took a checkpoint of the in-memory inode, with
 /// whatever `i_size` it had. A roll-forward counts only if no other f2fs
 /// sync on the device was running when it returned (`EVENT_SYNC_ALONE`)
-/// and it waited for its node pages (`EVENT_NODES_WAITED`).
+/// or it waited for every numbered node page (`EVENT_NODES_ALL`), and it
+/// waited for its own (`EVENT_NODES_WAITED`).
 /// Without a full timeline the exit only amends the first sync's step,
 /// which the write's record carries.
 #[inline(always)]
@@ -263,9 +288,7 @@ fn f2fs_sync_exit(inode: *const u8, cp_reason: i32, ret: i32, mechanism: Mechani
     let alone = inode_dev(Via::of(mechanism), inode).is_some_and(f2fs_sync_ended);
     let waited = f2fs_nodes_waited();
     let flags = if cp_reason == 0 && ret == 0 {
-        EVENT_ROLL_FORWARD
-            | if alone { EVENT_SYNC_ALONE } else { 0 }
-            | if waited { EVENT_NODES_WAITED } else { 0 }
+        EVENT_ROLL_FORWARD | if alone { EVENT_SYNC_ALONE } else { 0 } | waited
     } else {
         0
     };

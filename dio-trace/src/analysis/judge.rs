@@ -122,14 +122,18 @@ fn first_sync(begin: &Event, events: &[Event], s: usize) -> FirstSync {
     }
 }
 
-/// Why a roll-forward that was not alone and waited is not "ordered".
-fn unproven_roll_forward(fs: Fs, alone: bool) -> String {
-    let why = if alone {
+/// Why a roll-forward is not "ordered": another sync ran beside it and it
+/// did not wait for every numbered page, or (alone, or having waited for
+/// every one) it did not wait for its own.
+fn unproven_roll_forward(fs: Fs, alone: bool, all: bool) -> String {
+    let why = if alone || all {
         "but it did not wait for them before its flush (f2fs_wait_on_node_pages_writeback with \
          seq_id 0, as the first sync after a checkpoint gets), so the flush may have gone first"
     } else {
-        "but another sync on the device was running when it returned (or its start was not seen): \
-         recovery walks one chain of node blocks and stops at the first one not on disk"
+        "but another sync on the device was running when it returned (or its start was not seen), \
+         and it waited only up to its own node page, not for every one numbered before its flush: \
+         recovery walks one chain of node blocks and stops at the first one not on disk, and a page \
+         numbered after ours can come first in the chain"
     };
     format!(
         "the {} sync wrote node pages for roll-forward recovery, {why}; this write may not survive a crash",
@@ -195,8 +199,8 @@ pub fn judge(begin: &Event, events: &[Event], lost: bool, cov: Coverage) -> Verd
     if settled_ordered(&first) {
         return Verdict::Ordered;
     }
-    if let SyncPath::RollForward { alone, .. } = first.path {
-        return Verdict::Inconclusive(unproven_roll_forward(fs, alone));
+    if let SyncPath::RollForward { alone, all, .. } = first.path {
+        return Verdict::Inconclusive(unproven_roll_forward(fs, alone, all));
     }
     if !fs_cov.sync_path {
         return Verdict::Inconclusive(format!(
@@ -223,7 +227,9 @@ fn synced_in_order(fs: Fs, fs_cov: FsCoverage, first: &FirstSync) -> Verdict {
         return Verdict::Ordered;
     }
     match first.path {
-        SyncPath::RollForward { alone, .. } => Verdict::Inconclusive(unproven_roll_forward(fs, alone)),
+        SyncPath::RollForward { alone, all, .. } => {
+            Verdict::Inconclusive(unproven_roll_forward(fs, alone, all))
+        }
         _ if !fs_cov.sync_path => Verdict::Inconclusive(format!(
             "how the {} sync ended (its sync-exit probe) is not attached: what it wrote lasts by its \
              path (a checkpoint, or node pages for roll-forward recovery)",

@@ -212,7 +212,8 @@ impl KernelBtf {
             iomap_iter_inode: self.offset("iomap_iter", "inode").unwrap_or(0),
             iomap_iter_iomap: self.offset("iomap_iter", "iomap").unwrap_or(0),
             task_struct_journal_info: self.offset("task_struct", "journal_info")?,
-            _pad: 0,
+            // f2fs's own struct: in its module's BTF where f2fs is loaded.
+            f2fs_sb_fsync_seg_id: self.offset("f2fs_sb_info", "fsync_seg_id").unwrap_or(0),
         })
     }
 

@@ -459,7 +459,8 @@ pub static CATALOG: &[ProbeSpec] = &[
         name: F2FS_NODE_WAIT,
         fs: Some(Fs::F2fs),
         need: Need::Verdict,
-        about: "f2fs_wait_on_node_pages_writeback: did the sync wait for its node pages (seq_id 0 waits for none)",
+        about: "f2fs_wait_on_node_pages_writeback: did the sync wait for its node pages (seq_id 0 waits for none), \
+                and for every one numbered so far (seq_id the last given, f2fs_sb_info.fsync_seg_id)",
         hooks: &[hook(
             Kprobe,
             "f2fs_wait_on_node_pages_writeback",

@@ -59,18 +59,21 @@ pub struct Recipe {
 const MODULE_STEPS: &str = "olddefconfig, modules_prepare, M=dir modules, strip -g, v1";
 
 /// f2fs updates the size of an extending direct write in `->end_io`,
-/// before iomap's completion syncs, and an fsync waits for the first node
-/// page after a checkpoint too (each patch's message says why). Two
-/// patches in one series (`patch` applies both; they touch different
-/// files): the pair proves both against the stock kernel.
+/// before iomap's completion syncs; an fsync waits for the first node
+/// page after a checkpoint too, and for every node page numbered before
+/// it waits, not only up to its own (each patch's message says why).
+/// Three patches in one series (`patch` applies them in turn): the pair
+/// of kernels proves them against the stock one.
 pub const F2FS_FIX_73: Recipe = Recipe {
     name: "f2fs-fix-7.3",
     source_package: "linux-source-7.3",
     patch: concat!(
         include_str!("../../patches/f2fs-dio-size-in-end-io.patch"),
-        include_str!("../../patches/f2fs-fsync-seq-from-one.patch")
+        include_str!("../../patches/f2fs-fsync-seq-from-one.patch"),
+        include_str!("../../patches/f2fs-fsync-wait-all-numbered.patch")
     ),
-    patch_name: "patches/f2fs-dio-size-in-end-io.patch + patches/f2fs-fsync-seq-from-one.patch",
+    patch_name: "patches/f2fs-dio-size-in-end-io.patch + patches/f2fs-fsync-seq-from-one.patch + \
+                 patches/f2fs-fsync-wait-all-numbered.patch",
     module_dir: "fs/f2fs",
     steps: MODULE_STEPS,
 };
@@ -440,7 +443,14 @@ mod tests {
             .lines()
             .filter(|l| l.starts_with("+++ "))
             .collect();
-        assert_eq!(files, ["+++ b/fs/f2fs/file.c", "+++ b/fs/f2fs/node.c"]);
+        assert_eq!(
+            files,
+            [
+                "+++ b/fs/f2fs/file.c",
+                "+++ b/fs/f2fs/node.c",
+                "+++ b/fs/f2fs/file.c"
+            ]
+        );
         assert!(
             F2FS_FIX_73
                 .patch

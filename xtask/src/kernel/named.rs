@@ -77,6 +77,12 @@ pub struct Named {
     /// node page is durable (every version read, 4.19 on; dio-trace calls
     /// it inconclusive). False with patches/f2fs-fsync-seq-from-one.patch.
     pub f2fs_unwaited_first: bool,
+    /// f2fs's fsync waits for every node page numbered before its flush,
+    /// not only up to its own (patches/f2fs-fsync-wait-all-numbered.patch):
+    /// a roll-forward beside other fsyncs lasts, and dio-trace sees it
+    /// (`EVENT_NODES_ALL`), but for the rare sync that another numbers a
+    /// page under between its read and its wait (then unjudged, kept).
+    pub f2fs_waits_all_numbered: bool,
     /// btrfs sets no `IOMAP_F_DIRTY` on a size-extending direct write, so
     /// on a device with FUA iomap writes an O_DSYNC one FUA and runs no
     /// sync (NOTES §8, docs/filesystems.md): a synchronous `write()` is
@@ -140,6 +146,7 @@ pub static NAMED: &[Named] = &[
         ext4_module: false,
         f2fs_late_size: false,
         f2fs_unwaited_first: true,
+        f2fs_waits_all_numbered: false,
         btrfs_async_dsync_unsynced: false,
         btrfs_csum_buffered: false,
         crash_truth: true,
@@ -163,6 +170,7 @@ pub static NAMED: &[Named] = &[
         ext4_module: true,
         f2fs_late_size: false,
         f2fs_unwaited_first: true,
+        f2fs_waits_all_numbered: false,
         btrfs_async_dsync_unsynced: false,
         btrfs_csum_buffered: false,
         crash_truth: false,
@@ -184,6 +192,7 @@ pub static NAMED: &[Named] = &[
         ext4_module: false,
         f2fs_late_size: true,
         f2fs_unwaited_first: true,
+        f2fs_waits_all_numbered: false,
         btrfs_async_dsync_unsynced: BTRFS_ASYNC_DSYNC,
         btrfs_csum_buffered: false,
         crash_truth: true,
@@ -205,6 +214,7 @@ pub static NAMED: &[Named] = &[
         ext4_module: true,
         f2fs_late_size: true,
         f2fs_unwaited_first: true,
+        f2fs_waits_all_numbered: false,
         btrfs_async_dsync_unsynced: BTRFS_ASYNC_DSYNC,
         btrfs_csum_buffered: false,
         crash_truth: false,
@@ -226,6 +236,7 @@ pub static NAMED: &[Named] = &[
         ext4_module: false,
         f2fs_late_size: true,
         f2fs_unwaited_first: true,
+        f2fs_waits_all_numbered: false,
         btrfs_async_dsync_unsynced: BTRFS_ASYNC_DSYNC,
         btrfs_csum_buffered: true,
         crash_truth: true,
@@ -248,6 +259,7 @@ pub static NAMED: &[Named] = &[
         ext4_module: true,
         f2fs_late_size: true,
         f2fs_unwaited_first: true,
+        f2fs_waits_all_numbered: false,
         btrfs_async_dsync_unsynced: BTRFS_ASYNC_DSYNC,
         btrfs_csum_buffered: true,
         crash_truth: false,
@@ -269,6 +281,7 @@ pub static NAMED: &[Named] = &[
         ext4_module: false,
         f2fs_late_size: true,
         f2fs_unwaited_first: true,
+        f2fs_waits_all_numbered: false,
         btrfs_async_dsync_unsynced: BTRFS_ASYNC_DSYNC,
         btrfs_csum_buffered: false,
         crash_truth: true,
@@ -291,6 +304,7 @@ pub static NAMED: &[Named] = &[
         ext4_module: true,
         f2fs_late_size: true,
         f2fs_unwaited_first: true,
+        f2fs_waits_all_numbered: false,
         btrfs_async_dsync_unsynced: BTRFS_ASYNC_DSYNC,
         btrfs_csum_buffered: false,
         crash_truth: false,
@@ -313,6 +327,7 @@ pub static NAMED: &[Named] = &[
         ext4_module: true,
         f2fs_late_size: false,
         f2fs_unwaited_first: false,
+        f2fs_waits_all_numbered: true,
         btrfs_async_dsync_unsynced: BTRFS_ASYNC_DSYNC,
         btrfs_csum_buffered: false,
         crash_truth: false,
@@ -335,6 +350,7 @@ pub static NAMED: &[Named] = &[
         ext4_module: true,
         f2fs_late_size: true,
         f2fs_unwaited_first: true,
+        f2fs_waits_all_numbered: false,
         btrfs_async_dsync_unsynced: BTRFS_ASYNC_DSYNC,
         btrfs_csum_buffered: false,
         crash_truth: true,
@@ -353,6 +369,7 @@ pub static NAMED: &[Named] = &[
         ext4_module: false,
         f2fs_late_size: true,
         f2fs_unwaited_first: true,
+        f2fs_waits_all_numbered: false,
         btrfs_async_dsync_unsynced: BTRFS_ASYNC_DSYNC,
         btrfs_csum_buffered: false,
         crash_truth: true,

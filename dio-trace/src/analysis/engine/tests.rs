@@ -6,8 +6,8 @@ use dio_trace_common::{
     kind::RecordKind::{self, *},
     probe::Mechanism,
     record::{
-        EVENT_DSYNC, EVENT_FS_SHIFT, EVENT_NEW_EXTENT, EVENT_NO_DISKSIZE, EVENT_NODES_WAITED,
-        EVENT_ROLL_FORWARD, EVENT_SYNC, EVENT_SYNC_ALONE,
+        EVENT_DSYNC, EVENT_FS_SHIFT, EVENT_NEW_EXTENT, EVENT_NO_DISKSIZE, EVENT_NODES_ALL,
+        EVENT_NODES_WAITED, EVENT_ROLL_FORWARD, EVENT_SYNC, EVENT_SYNC_ALONE,
     },
 };
 
@@ -480,6 +480,17 @@ fn an_f2fs_sync_that_rolls_forward_keeps_the_write_one_that_checkpoints_does_not
     assert_eq!(case(alone, None, all), Verdict::Ordered);
     // Full timelines: the exit is its own event.
     assert_eq!(case(0, Some(alone), all), Verdict::Ordered);
+    // Beside another sync, having waited for every node page numbered
+    // before its flush (patches/f2fs-fsync-wait-all-numbered.patch): the
+    // chain ahead of its page is on disk.
+    let all_waited = EVENT_ROLL_FORWARD | EVENT_NODES_WAITED | EVENT_NODES_ALL;
+    assert_eq!(case(all_waited, None, all), Verdict::Ordered);
+    assert_eq!(case(0, Some(all_waited), all), Verdict::Ordered);
+    // Every page numbered, but its own not waited for: not proven.
+    assert!(matches!(
+        case(EVENT_ROLL_FORWARD | EVENT_NODES_ALL, None, all),
+        Verdict::Inconclusive(_)
+    ));
     // Beside another sync, the chain to the write's node pages may break:
     // neither ordered nor a violation, in either shape.
     for (step, exit) in [(EVENT_ROLL_FORWARD, None), (0, Some(EVENT_ROLL_FORWARD))] {
