@@ -85,7 +85,7 @@ impl Plan {
         filter.cgroup_levels = cgroups.iter().fold(0, |m, c| m | 1 << c.level);
         let path_prefix = match &opts.path {
             Some(p) => {
-                let (abs, dev) = check_path(p)?;
+                let (abs, dev, _) = check_path(p)?;
                 if filter.dev != 0 && filter.dev != dev {
                     return Err(UsageError(format!(
                         "--path {} is not on --dev {}",
@@ -163,30 +163,22 @@ pub fn parse_dev(s: &str) -> Result<u32, UsageError> {
     }
 }
 
-/// Absolute form of `p` (which may not exist yet) and the device under it;
-/// refuses filesystems dio-trace cannot judge.
-pub fn check_path(p: &Path) -> anyhow::Result<(String, u32)> {
+/// Absolute form of `p` (which may not exist yet), the device under it and
+/// its filesystem; refuses filesystems dio-trace cannot judge.
+pub fn check_path(p: &Path) -> anyhow::Result<(String, u32, Fs)> {
     let abs = absolute(p)?;
     let table = mounts::MountTable::load()?;
     let (dev, fstype) =
         mounts::device_of(&abs, &table).map_err(|e| UsageError(format!("--path {}: {e:#}", p.display())))?;
-    if Fs::from_name(&fstype).is_none() {
+    let Some(fs) = Fs::from_name(&fstype) else {
         return Err(EnvError(format!(
             "{} is on {fstype}, not a supported filesystem (supported: {}); trace a path on one of them",
             p.display(),
             Fs::ALL.map(Fs::name).join(", ")
         ))
         .into());
-    }
-    Ok((abs.display().to_string(), dev))
-}
-
-/// The filesystem dio-trace knows that holds `p` (or its nearest existing
-/// ancestor), if it is one.
-pub fn fs_at(p: &Path) -> anyhow::Result<Option<Fs>> {
-    let table = mounts::MountTable::load()?;
-    let (_, fstype) = mounts::device_of(&absolute(p)?, &table)?;
-    Ok(Fs::from_name(&fstype))
+    };
+    Ok((abs.display().to_string(), dev, fs))
 }
 
 /// Canonical path of `p`, or of its parent joined with its name when `p`

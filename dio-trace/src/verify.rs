@@ -18,7 +18,7 @@ use crate::{
     },
     exit::Exit,
     layout::Layout,
-    plan::{Plan, check_path, fs_at},
+    plan::{Plan, check_path},
     report::{Reporter, RunInfo, Show, human::Human, ndjson::Ndjson},
     scratch::Scratch,
     session::{self, Target},
@@ -111,9 +111,11 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<Exit> {
     crate::kernel::preflight::check_privileges().map_err(crate::error::EnvError::of)?;
     let scratch;
     let mut rig = None;
+    // The filesystem written to: the directory's own, or the scratch's.
+    let mut fs = a.fs;
     let dir: PathBuf = match &a.dir {
         Some(d) => {
-            check_path(d)?;
+            fs = check_path(d)?.2;
             d.clone()
         }
         None if a.crash => {
@@ -149,10 +151,6 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<Exit> {
     let mut rows = Vec::new();
     let mut kernel = String::new();
     let mut seen = Vec::new();
-    let fs = match &a.dir {
-        Some(d) => fs_at(d)?.unwrap_or(a.fs),
-        None => a.fs,
-    };
     let (patterns, skipped) = chosen(&a.patterns, fs);
     for p in &skipped {
         eprintln!(

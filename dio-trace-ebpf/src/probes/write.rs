@@ -321,8 +321,7 @@ fn classify(via: Via, file: *const u8, ki_flags: u32, f_flags: u32) -> Option<(I
     }
     let (dsync, sync) = (config!(open.dsync), config!(open.sync));
     let bits = iocb_layout(ki_flags, f_flags & !(dsync | sync))?;
-    let sb = file_inode(via, file).and_then(|i| inode_sb(via, i)).ok()?;
-    if fs_of(via, sb) != Ok(Some(Fs::Btrfs)) {
+    if !on_btrfs(via, file) {
         return None;
     }
     let meant = if f_flags & sync != 0 {
@@ -349,13 +348,16 @@ fn btrfs_took_dsync(via: Via, file: *const u8) -> bool {
     let Ok(stub) = read::<u64>(Via::Probe, task, off) else {
         return false;
     };
-    if stub == 0 || stub >= 4096 {
-        return false;
-    }
-    let Ok(sb) = file_inode(via, file).and_then(|i| inode_sb(via, i)) else {
-        return false;
-    };
-    fs_of(via, sb) == Ok(Some(Fs::Btrfs))
+    stub != 0 && stub < 4096 && on_btrfs(via, file)
+}
+
+/// Is `file` on btrfs? For the two rare paths above only: the write start
+/// proper reads the filesystem once, later, for every counted write.
+#[inline(always)]
+fn on_btrfs(via: Via, file: *const u8) -> bool {
+    file_inode(via, file)
+        .and_then(|i| inode_sb(via, i))
+        .is_ok_and(|sb| fs_of(via, sb) == Ok(Some(Fs::Btrfs)))
 }
 
 /// What makes a write counted, for [`count_write`].
