@@ -87,7 +87,8 @@ pub struct Named {
     /// on a device with FUA iomap writes an O_DSYNC one FUA and runs no
     /// sync (NOTES §8, docs/filesystems.md): a synchronous `write()` is
     /// synced by `btrfs_do_write_iter` after iomap returns, an async one
-    /// (aio, io_uring) by nothing, and a crash loses it. Measured with
+    /// (aio, io_uring) by nothing, and a crash loses it, unless its I/O
+    /// finished before iomap let go of it (then btrfs syncs it). Measured with
     /// per-write crash truth on the dm-log-writes device (FUA) on Debian's
     /// 6.1, 6.12 and 7.3 generic kernels.
     pub btrfs_async_dsync_unsynced: bool,
