@@ -1,4 +1,4 @@
-//! A throw-away filesystem (ext4, XFS or f2fs) on a loop device, for
+//! A throw-away filesystem (ext4, XFS, f2fs or btrfs) on a loop device, for
 //! `verify`, the demo and the live tests. Dropping it unmounts and
 //! detaches everything.
 
