@@ -145,6 +145,16 @@ pub static BTRFS_DIRECT: LruHashMap<u64, u64> = LruHashMap::with_max_entries(409
 #[map]
 pub static F2FS_NODE_WAIT: LruHashMap<u64, u8> = LruHashMap::with_max_entries(4096, 0);
 
+/// The last node-page number f2fs had given (`sbi->fsync_seg_id`) when
+/// the f2fs sync a task is in had written its own node pages, by task
+/// (`pid_tgid`): read at `f2fs_need_inode_block_update`, which
+/// `f2fs_do_sync_file` calls right after `f2fs_fsync_node_pages`. Every
+/// block ahead of the sync's own in the node chain was allocated, and so
+/// numbered, by then; a wait up to this number waits for all of them,
+/// whatever was numbered after (docs/f2fs-dio-size.md).
+#[map]
+pub static F2FS_NODES_NUMBERED: LruHashMap<u64, u32> = LruHashMap::with_max_entries(4096, 0);
+
 /// [`F2FS_NODE_WAIT`] values.
 pub const NODES_PENDING: u8 = 0;
 pub const NODES_WAITED: u8 = 1;

@@ -30,8 +30,8 @@ use crate::{
     emit::{Fact, full_timeline, settle, stack, step, step_time, wants_stack},
     facts::{Via, entry_fs, entry_sizes, file_inode, inode_dev, read, vfs_inode},
     maps::{
-        F2FS_NODE_WAIT, NODES_PENDING, NODES_UNWAITED, NODES_WAITED, NODES_WAITED_ALL, config,
-        f2fs_sync_ended, f2fs_sync_started,
+        F2FS_NODE_WAIT, F2FS_NODES_NUMBERED, NODES_PENDING, NODES_UNWAITED, NODES_WAITED, NODES_WAITED_ALL,
+        config, f2fs_sync_ended, f2fs_sync_started,
     },
     probes::armed,
 };
@@ -136,7 +136,29 @@ fn count_f2fs_sync(inode: *const u8, mechanism: Mechanism) {
     if let Some(dev) = inode_dev(Via::of(mechanism), inode) {
         f2fs_sync_started(dev);
     }
-    let _ = F2FS_NODE_WAIT.insert(bpf_get_current_pid_tgid(), NODES_PENDING, 0);
+    let id = bpf_get_current_pid_tgid();
+    let _ = F2FS_NODE_WAIT.insert(id, NODES_PENDING, 0);
+    let _ = F2FS_NODES_NUMBERED.remove(id);
+}
+
+/// `f2fs_need_inode_block_update(struct f2fs_sb_info *, nid_t)`, which
+/// `f2fs_do_sync_file` calls after `f2fs_fsync_node_pages` has written
+/// (and so allocated) the sync's node pages, and before its wait: the
+/// last number given then bounds every page ahead of the sync's own in
+/// the node chain ([`F2FS_NODES_NUMBERED`]). Called again before (the
+/// sync's skip test) and on each retry; the call before the wait is the
+/// last.
+#[kprobe]
+pub fn kprobe_f2fs_need_inode_block_update(ctx: ProbeContext) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    // SAFETY: map value read, valid while the program runs.
+    if unsafe { F2FS_NODE_WAIT.get(id) }.is_some()
+        && let Some(sbi) = ctx.arg::<*const u8>(0)
+        && let Some(last) = last_numbered(sbi)
+    {
+        let _ = F2FS_NODES_NUMBERED.insert(id, last, 0);
+    }
+    0
 }
 
 /// `f2fs_wait_on_node_pages_writeback(struct f2fs_sb_info *, unsigned int
@@ -150,9 +172,11 @@ pub fn kprobe_f2fs_wait_on_node_pages_writeback(ctx: ProbeContext) -> u32 {
     if unsafe { F2FS_NODE_WAIT.get(id) }.is_some()
         && let (Some(sbi), Some(seq_id)) = (ctx.arg::<*const u8>(0), ctx.arg::<u32>(1))
     {
+        // SAFETY: map value read, valid while the program runs.
+        let bound = unsafe { F2FS_NODES_NUMBERED.get(id) }.copied();
         let v = match seq_id {
             0 => NODES_UNWAITED,
-            s if waits_for_all(sbi, s) => NODES_WAITED_ALL,
+            s if bound.or_else(|| last_numbered(sbi)).is_some_and(|last| s >= last) => NODES_WAITED_ALL,
             _ => NODES_WAITED,
         };
         let _ = F2FS_NODE_WAIT.insert(id, v, 0);
@@ -160,17 +184,20 @@ pub fn kprobe_f2fs_wait_on_node_pages_writeback(ctx: ProbeContext) -> u32 {
     0
 }
 
-/// Is `seq_id` the last number f2fs gave a node page (`sbi->fsync_seg_id`,
-/// which counts up from 1 with patches/f2fs-fsync-seq-from-one.patch, so
-/// that stock numbering, one behind, never passes)? Then no page was
-/// numbered after it, and waiting up to it waits for every block ahead of
-/// this sync's in the node chain. Read at the wait: a page numbered
-/// between f2fs's own reading and this one makes it say no, which is safe
-/// (that page's block comes after this sync's).
+/// The last number f2fs gave a node page (`sbi->fsync_seg_id`, which
+/// counts up from 1 with patches/f2fs-fsync-seq-from-one.patch, so that
+/// stock numbering, one behind, never passes). A wait up to it waits for
+/// every block ahead of the sync's own in the node chain, if read after
+/// the sync's pages were allocated: best where they were
+/// ([`F2FS_NODES_NUMBERED`]), else at the wait itself, where a page
+/// numbered between f2fs's own reading and this one makes it say no,
+/// which is safe (that page's block comes after the sync's).
 #[inline(always)]
-fn waits_for_all(sbi: *const u8, seq_id: u32) -> bool {
+fn last_numbered(sbi: *const u8) -> Option<u32> {
     let off = config!(offsets.f2fs_sb_fsync_seg_id);
-    off != 0 && read::<u32>(Via::Probe, sbi, off).is_ok_and(|last| seq_id >= last)
+    (off != 0)
+        .then(|| read::<u32>(Via::Probe, sbi, off).ok())
+        .flatten()
 }
 
 /// How the f2fs sync this task is leaving waited for node pages, as
@@ -181,6 +208,7 @@ fn f2fs_nodes_waited() -> u32 {
     // SAFETY: map value read, valid while the program runs.
     let v = unsafe { F2FS_NODE_WAIT.get(id) }.copied();
     let _ = F2FS_NODE_WAIT.remove(id);
+    let _ = F2FS_NODES_NUMBERED.remove(id);
     match v {
         Some(NODES_WAITED) => EVENT_NODES_WAITED,
         Some(NODES_WAITED_ALL) => EVENT_NODES_WAITED | EVENT_NODES_ALL,

@@ -460,13 +460,28 @@ pub static CATALOG: &[ProbeSpec] = &[
         fs: Some(Fs::F2fs),
         need: Need::Verdict,
         about: "f2fs_wait_on_node_pages_writeback: did the sync wait for its node pages (seq_id 0 waits for none), \
-                and for every one numbered so far (seq_id the last given, f2fs_sb_info.fsync_seg_id)",
-        hooks: &[hook(
-            Kprobe,
-            "f2fs_wait_on_node_pages_writeback",
-            "4.19",
-            &[(Kprobe, "kprobe_f2fs_wait_on_node_pages_writeback")],
-        )],
+                and for every one numbered before its own were written (seq_id at least the last given, \
+                f2fs_sb_info.fsync_seg_id, read at f2fs_need_inode_block_update, or else at the wait)",
+        hooks: &[
+            // The bound read once the sync's node pages are allocated: a
+            // page another sync numbers after that cannot come first in
+            // the chain, so it does not leave the write unproven.
+            hook(
+                Kprobe,
+                "f2fs_need_inode_block_update+f2fs_wait_on_node_pages_writeback",
+                "4.19",
+                &[
+                    (Kprobe, "kprobe_f2fs_need_inode_block_update"),
+                    (Kprobe, "kprobe_f2fs_wait_on_node_pages_writeback"),
+                ],
+            ),
+            hook(
+                Kprobe,
+                "f2fs_wait_on_node_pages_writeback",
+                "4.19",
+                &[(Kprobe, "kprobe_f2fs_wait_on_node_pages_writeback")],
+            ),
+        ],
     },
     ProbeSpec {
         name: BTRFS_SYNC_ENTER,
