@@ -35,6 +35,10 @@ pub struct ArmedWrite {
     pub cg_tgid: u32,
     pub cg_id: u64,
     pub cg_epoch: u64,
+    /// The writer's cgroup id at this write's start (0 without cgroups):
+    /// what an ordered write is counted under
+    /// ([`crate::ordered::OrderedKey`]).
+    pub cg_write: u64,
     /// The file whose path is known to be sent (number, device, generation),
     /// as last found by a write through this entry: a file written again,
     /// the entry reused, skips the lookup of sent paths.
@@ -46,7 +50,7 @@ pub struct ArmedWrite {
     pub rec: WriteRecord,
 }
 
-const _: () = assert!(core::mem::size_of::<ArmedWrite>() == 48 + 296);
+const _: () = assert!(core::mem::size_of::<ArmedWrite>() == 56 + 296);
 
 /// A size update covering `end` was seen.
 pub const ARM_SIZE_SEEN: u32 = 1 << 0;

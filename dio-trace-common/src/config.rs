@@ -190,6 +190,13 @@ pub const CONFIG_CGROUP_IDS: u32 = 1 << 3;
 /// of every counted write, not only of those that are not ordered.
 pub const CONFIG_STACKS: u32 = 1 << 4;
 
+/// Count, do not send, the writes the shared rule settles as ordered
+/// ([`crate::verdict::settled_ordered`]): one more in this CPU's
+/// [`crate::ordered::OrderedKey`] slot instead of a record. Set only for
+/// runs that print no ordered write (a default `watch`, `--metrics`,
+/// `--show problems`); user space adds the counts to its tally.
+pub const CONFIG_COUNT_ORDERED: u32 = 1 << 5;
+
 /// aya-log's level global in the kernel programs (frozen at load).
 pub const LOG_LEVEL_GLOBAL: &str = "AYA_LOG_LEVEL";
 /// aya-log's `Level::Debug`: messages at it and above are sent.

@@ -12,6 +12,7 @@ pub mod counters;
 pub mod crash;
 pub mod fs;
 pub mod kind;
+pub mod ordered;
 pub mod probe;
 pub mod record;
 pub mod verdict;

@@ -1,6 +1,6 @@
 //! User-space extras: the loader passes these as globals, so they must be `Pod`.
 
-use crate::{arm::ArmedWrite, config::Config, counters::CounterSlots, record::CpuBatch};
+use crate::{arm::ArmedWrite, config::Config, counters::CounterSlots, ordered::OrderedKey, record::CpuBatch};
 
 // SAFETY: `Config` is `#[repr(C)]`, `Copy`, made only of integers and byte
 // arrays, with explicit padding: every bit pattern is valid.
@@ -16,3 +16,6 @@ unsafe impl aya::Pod for CounterSlots {}
 // SAFETY: as above; user space reads the per-CPU batches left at the end of
 // a session.
 unsafe impl aya::Pod for CpuBatch {}
+
+// SAFETY: as above; user space reads the kernel's ordered-write counts.
+unsafe impl aya::Pod for OrderedKey {}

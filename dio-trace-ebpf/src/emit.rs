@@ -15,9 +15,10 @@ use aya_ebpf::helpers::{
 };
 use dio_trace_common::{
     arm::{ARM_SENT, ArmedWrite},
-    config::{CONFIG_FULL_TIMELINE, CONFIG_STACKS},
+    config::{CONFIG_COUNT_ORDERED, CONFIG_FULL_TIMELINE, CONFIG_STACKS},
     counters::Counter,
     kind::RecordKind,
+    ordered::OrderedKey,
     probe::Mechanism,
     record::{
         CgroupRecord, CpuBatch, EVENT_FINAL, InodeEvent, PATH_DEPTH, PathRecord, RecordHeader, SETTLED_BATCH,
@@ -28,7 +29,7 @@ use dio_trace_common::{
 
 use crate::{
     facts::{Sizes, Via, read},
-    maps::{BATCH, EVENTS, config, count, count_n, filter_add},
+    maps::{BATCH, EVENTS, config, count, count_n, count_ordered, filter_add},
 };
 
 /// Every event leaves as it happens (`--full-timeline`).
@@ -169,20 +170,35 @@ pub fn step_time(armed: *const ArmedWrite) -> u64 {
 /// costs no lookup.
 #[inline(always)]
 pub fn retire(armed: *mut ArmedWrite) {
-    finish(armed, false);
+    finish(armed, Settled::No);
 }
 
 /// [`retire`] at the sync of a write whose covering size update came
 /// first: its verdict can no longer change, and it leaves as the compact
 /// [`SettledWrite`] (a third fewer bytes through the ring and into user
 /// space, for the record most writes send) when that holds it exactly.
+/// `ordered`: the shared rule settled it as ordered
+/// ([`dio_trace_common::verdict::settled_ordered`]), not only as final;
+/// then a run that prints no ordered write counts it instead of sending it
+/// ([`count_settled`]).
 #[inline(always)]
-pub fn settle(armed: *mut ArmedWrite) {
-    finish(armed, true);
+pub fn settle(armed: *mut ArmedWrite, ordered: bool) {
+    finish(armed, if ordered { Settled::Ordered } else { Settled::Final });
+}
+
+/// How far a write is settled when it leaves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Settled {
+    /// It may still learn more (it leaves at its completion, or evicted).
+    No,
+    /// Its verdict can no longer change.
+    Final,
+    /// And the shared rule says ordered.
+    Ordered,
 }
 
 #[inline(always)]
-fn finish(armed: *mut ArmedWrite, settled: bool) {
+fn finish(armed: *mut ArmedWrite, settled: Settled) {
     // SAFETY: map value pointer, valid while the program runs.
     unsafe {
         if (*armed).state & ARM_SENT != 0 {
@@ -191,12 +207,37 @@ fn finish(armed: *mut ArmedWrite, settled: bool) {
         (*armed).state |= ARM_SENT;
         if !full_timeline() {
             (*armed).rec.begin.flags |= EVENT_FINAL;
-            if !(settled && send_settled(armed)) {
+            let gone = match settled {
+                Settled::Ordered => count_settled(armed) || send_settled(armed),
+                Settled::Final => send_settled(armed),
+                Settled::No => false,
+            };
+            if !gone {
                 send_write(armed);
             }
         }
         filter_add((*armed).rec.begin.ino, -1);
     }
+}
+
+/// Count an ordered write instead of sending it, where the run asked
+/// ([`CONFIG_COUNT_ORDERED`]) and the write has nothing user space must
+/// see: none of its records was lost (user space marks such a write).
+/// False when it must be sent after all.
+#[inline(always)]
+fn count_settled(armed: *const ArmedWrite) -> bool {
+    if config!(flags) & CONFIG_COUNT_ORDERED == 0 {
+        return false;
+    }
+    // SAFETY: map value pointer, valid while the program runs.
+    let (lost, key) = unsafe {
+        let b = &raw const (*armed).rec.begin;
+        (
+            (*b).header.lost,
+            OrderedKey::new((*armed).cg_write, (*b).dev, (*b).flags),
+        )
+    };
+    lost == 0 && count_ordered(&key)
 }
 
 /// Send a settled write as a [`SettledWrite`]: into this CPU's batch

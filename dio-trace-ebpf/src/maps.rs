@@ -2,13 +2,14 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use dio_trace_common::{
     arm::{ARM_MAP_ENTRIES, ArmedWrite, InodeKey},
     config::Config,
     counters::{Counter, CounterSlots},
     fs::FS_SLOTS,
+    ordered::{ORDERED_KEYS, OrderedKey},
     record::CpuBatch,
 };
 
@@ -162,6 +163,30 @@ pub const NODES_UNWAITED: u8 = 2;
 /// Waited, and for every node page numbered so far (its number the last
 /// one given, `f2fs_sb_info.fsync_seg_id`).
 pub const NODES_WAITED_ALL: u8 = 3;
+
+/// Ordered writes counted instead of sent (`CONFIG_COUNT_ORDERED`), per
+/// CPU, by what the summary and the metrics label them with.
+#[map]
+pub static ORDERED: PerCpuHashMap<OrderedKey, u64> = PerCpuHashMap::with_max_entries(ORDERED_KEYS, 0);
+
+/// One more ordered write under `key` on this CPU. False when the map has
+/// no room for a new key: the write must then be sent. Atomic, and the
+/// first insert refuses to overwrite, because programs that run
+/// preemptible (fentry, 7.x tracepoints) can interleave on one CPU.
+#[inline(always)]
+pub fn count_ordered(key: &OrderedKey) -> bool {
+    const BPF_NOEXIST: u64 = 1;
+    for _ in 0..2 {
+        if let Some(c) = ORDERED.get_ptr_mut(key) {
+            atomic_add(c, 1);
+            return true;
+        }
+        if ORDERED.insert(key, 1, BPF_NOEXIST).is_ok() {
+            return true;
+        }
+    }
+    false
+}
 
 /// `*c += delta`, atomically: CPUs arm and retire concurrently.
 #[inline(always)]

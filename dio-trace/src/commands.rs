@@ -164,7 +164,8 @@ fn record(a: RecordArgs) -> anyhow::Result<Exit> {
     if spawns {
         crate::spawn::check_runnable(&a.command)?;
     }
-    let plan = Plan::from_args(&a.opts, if spawns { Show::All } else { Show::Problems }, spawns)?;
+    let plan = Plan::from_args(&a.opts, if spawns { Show::All } else { Show::Problems }, spawns)?
+        .sending_every_write();
     let target = if spawns {
         Target::Command(a.command.clone())
     } else {

@@ -13,7 +13,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use dio_trace_common::counters::Counter as KernelCounter;
+use dio_trace_common::{counters::Counter as KernelCounter, fs::Fs};
 use http_body_util::Full;
 use hyper::{Request, Response, body::Bytes, header::CONTENT_TYPE, server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
@@ -25,7 +25,7 @@ use prometheus_client::{
 
 use crate::{
     analysis::{Summary, Verdict, engine::WriteReport},
-    collect::counters::Reading,
+    collect::{counters::Reading, ordered::OrderedCount},
     error::EnvError,
     kernel::dev_string,
     report::{Reporter, RunInfo},
@@ -305,6 +305,45 @@ pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
 /// The metrics see what every report sees: a [`Reporter`] in the tee.
 pub struct MetricsReporter(pub Arc<Mutex<Metrics>>);
 
+impl MetricsReporter {
+    /// `n` more counted writes with these labels: one by one as reports
+    /// close them, or many at once where the kernel counted ordered ones.
+    fn count(
+        &self,
+        verdict: &str,
+        kind: String,
+        fs: Fs,
+        dev: u32,
+        cgroup: Option<&str>,
+        n: u64,
+    ) -> std::io::Result<()> {
+        let m = self
+            .0
+            .lock()
+            .map_err(|_| std::io::Error::other("metrics lock poisoned"))?;
+        // The deepest --cgroup directory holding the writer's cgroup.
+        let cgroup = cgroup
+            .and_then(|cg| {
+                m.kept
+                    .iter()
+                    .filter(|k| crate::analysis::engine::under(cg, k))
+                    .max_by_key(|k| k.len())
+            })
+            .cloned()
+            .unwrap_or_default();
+        m.counted
+            .get_or_create(&WriteLabels {
+                verdict: verdict.into(),
+                kind,
+                fs: fs.name().into(),
+                device: dev_string(dev),
+                cgroup,
+            })
+            .inc_by(n);
+        Ok(())
+    }
+}
+
 impl Reporter for MetricsReporter {
     fn start(&mut self, info: &RunInfo) -> std::io::Result<()> {
         let m = self
@@ -334,38 +373,29 @@ impl Reporter for MetricsReporter {
     }
 
     fn write(&mut self, w: &WriteReport) -> std::io::Result<()> {
-        let m = self
-            .0
-            .lock()
-            .map_err(|_| std::io::Error::other("metrics lock poisoned"))?;
         let kind = match &w.verdict {
             Verdict::Violation(k) => k.name().to_owned(),
             _ => String::new(),
         };
-        let fs = w.begin.fs().name().to_owned();
-        // The deepest --cgroup directory holding the writer's cgroup.
-        let cgroup = w
-            .begin
-            .cgroup
-            .as_deref()
-            .and_then(|cg| {
-                m.kept
-                    .iter()
-                    .filter(|k| crate::analysis::engine::under(cg, k))
-                    .max_by_key(|k| k.len())
-            })
-            .cloned()
-            .unwrap_or_default();
-        m.counted
-            .get_or_create(&WriteLabels {
-                verdict: w.verdict.name().into(),
-                kind,
-                fs,
-                device: dev_string(w.begin.dev),
-                cgroup,
-            })
-            .inc();
-        Ok(())
+        self.count(
+            w.verdict.name(),
+            kind,
+            w.begin.fs(),
+            w.begin.dev,
+            w.begin.cgroup.as_deref(),
+            1,
+        )
+    }
+
+    fn ordered_counted(&mut self, c: &OrderedCount, cgroup: Option<&str>) -> std::io::Result<()> {
+        self.count(
+            Verdict::Ordered.name(),
+            String::new(),
+            c.fs(),
+            c.key.dev,
+            cgroup,
+            c.n,
+        )
     }
 
     fn counters(&mut self, r: &Reading) -> std::io::Result<()> {

@@ -8,7 +8,7 @@ use std::{
 };
 
 use dio_trace_common::config::{
-    CONFIG_DEBUG, CONFIG_FULL_TIMELINE, CONFIG_PROBE_READS, CONFIG_STACKS, Filter,
+    CONFIG_COUNT_ORDERED, CONFIG_DEBUG, CONFIG_FULL_TIMELINE, CONFIG_PROBE_READS, CONFIG_STACKS, Filter,
 };
 
 use crate::{
@@ -99,6 +99,16 @@ impl Plan {
             }
             None => None,
         };
+        let show = opts.show.unwrap_or(default_show);
+        // Nobody asked to see an ordered write: the kernel counts them.
+        // Everything that shows or keeps each write (the ordered ones too,
+        // a timeline, stacks, Perfetto) and `--path`, which only user space
+        // can apply, needs them sent.
+        let count_ordered = show == Show::Problems
+            && !opts.full_timeline
+            && !opts.stacks
+            && opts.view.perfetto.is_none()
+            && path_prefix.is_none();
         Ok(Self {
             filter,
             cgroups,
@@ -107,15 +117,28 @@ impl Plan {
             backend: opts.backend,
             ringbuf_bytes: ringbuf_bytes(opts.ringbuf_size)?,
             json: opts.json,
-            show: opts.show.unwrap_or(default_show),
+            show,
             config_flags: flag(opts.full_timeline, CONFIG_FULL_TIMELINE)
                 | flag(opts.probe_reads, CONFIG_PROBE_READS)
                 | flag(opts.debug, CONFIG_DEBUG)
-                | flag(opts.stacks, CONFIG_STACKS),
+                | flag(opts.stacks, CONFIG_STACKS)
+                | flag(count_ordered, CONFIG_COUNT_ORDERED),
             btf: opts.btf.clone(),
             raw_addresses: opts.view.raw_addresses,
             perfetto: opts.view.perfetto.clone(),
         })
+    }
+
+    /// Ordered writes are counted in the kernel, not sent (`CONFIG_COUNT_ORDERED`).
+    pub fn counts_ordered(&self) -> bool {
+        self.config_flags & CONFIG_COUNT_ORDERED != 0
+    }
+
+    /// Every write sent, whatever is shown: for a recording, which keeps
+    /// each one.
+    pub fn sending_every_write(mut self) -> Self {
+        self.config_flags &= !CONFIG_COUNT_ORDERED;
+        self
     }
 
     pub fn follows(&self) -> bool {

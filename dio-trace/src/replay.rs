@@ -63,6 +63,8 @@ pub fn replay(
         counters: Reading::from_named(&trace.trailer.counters),
         symbols_unreadable: trace.header.symbols_unreadable.clone(),
         skipped: trace.trailer.skipped.clone(),
+        // A recording keeps every write.
+        ordered_counted: false,
     };
     reporter.start(&info)?;
     let mut feed = Feed::new(engine, Recorded::default());

@@ -353,9 +353,20 @@ fn f2fs_sync_exit(inode: *const u8, cp_reason: i32, ret: i32, mechanism: Mechani
         }
     };
     // The first sync's exit of a write whose size update came first: now
-    // its verdict cannot change ([`try_sync`] leaves it to this).
+    // its verdict cannot change ([`try_sync`] leaves it to this), and the
+    // shared rule says whether it is ordered by the path the sync took (a
+    // failed sync fails the write: not counted as ordered).
     if sized_first {
-        settle(entry);
+        let first = FirstSync {
+            fs: entry_fs(entry),
+            // SAFETY: map value pointer, valid while the program runs.
+            end: unsafe { (*entry).end },
+            new_extent: false,
+            sized_before: true,
+            sync_size: -1,
+            path: SyncPath::of(flags, cp_reason as i64),
+        };
+        settle(entry, ret == 0 && settled_ordered(&first));
     }
 }
 
@@ -423,6 +434,6 @@ pub fn try_sync(ctx: *mut c_void, inode: *const u8, kind: RecordKind, arg: u64, 
     // update, which make the violation's timeline. Where the sync's path
     // decides what lasts (f2fs), its exit settles it instead.
     if !full && kind == RecordKind::SyncEnter && settled_ordered(&first) {
-        settle(entry);
+        settle(entry, true);
     }
 }

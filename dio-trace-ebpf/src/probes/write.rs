@@ -446,6 +446,9 @@ fn send_cgroup_once(mechanism: Mechanism, entry: *mut ArmedWrite) {
     // SAFETY: map value pointer, valid while the program runs (the writer,
     // as the record's header has it); a helper without preconditions.
     let (tgid, cgroup) = unsafe { ((*entry).rec.begin.header.tgid, bpf_get_current_cgroup_id()) };
+    // SAFETY: as above. What an ordered write is counted under, whether
+    // its cgroup record goes out or not.
+    unsafe { (*entry).cg_write = cgroup };
     let epoch = cgroup_epoch();
     // SAFETY: map value pointer, valid while the program runs.
     unsafe {

@@ -17,7 +17,7 @@ use std::{collections::VecDeque, sync::Arc};
 use rustc_hash::FxHashMap;
 
 use dio_trace_common::{
-    fs::FS_SLOTS,
+    fs::{FS_SLOTS, Fs},
     kind::RecordKind,
     record::{EVENT_DSYNC, EVENT_SYNC},
 };
@@ -149,6 +149,14 @@ impl Engine {
 
     pub fn tally(&self) -> &Tally {
         &self.tally
+    }
+
+    /// `n` writes on `fs` that the kernel settled as ordered by the shared
+    /// rule and counted instead of sending (`CONFIG_COUNT_ORDERED`): the
+    /// verdict [`judge`] gives such a write, tallied as if it had come.
+    pub fn ordered_counted(&mut self, fs: Fs, n: u64) {
+        self.tally.ordered += n;
+        self.tally.by_fs[fs.slot()] += n;
     }
 
     /// Writes in flight now.

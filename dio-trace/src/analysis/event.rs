@@ -153,22 +153,18 @@ impl Event {
     /// The filesystem of the write (`WriteBegin`): 0 in traces before
     /// format 3 means ext4; decoding refuses numbers it does not know.
     pub fn fs(&self) -> Fs {
-        Fs::from_u32((self.flags & EVENT_FS_MASK) >> EVENT_FS_SHIFT).unwrap_or(Fs::Ext4)
+        fs_in(self.flags)
     }
 
     /// Counted for going into new or unwritten blocks inside the file, not
     /// for extending it (`WriteBegin` only): it needs a sync, no size update.
     pub fn new_extent(&self) -> bool {
-        self.flags & EVENT_NEW_EXTENT != 0
+        new_extent_in(self.flags)
     }
 
     /// "sync" for O_SYNC/RWF_SYNC, "dsync" for O_DSYNC/RWF_DSYNC.
     pub fn sync_flavour(&self) -> &'static str {
-        if self.flags & EVENT_SYNC != 0 {
-            "sync"
-        } else {
-            "dsync"
-        }
+        sync_flavour_in(self.flags)
     }
 
     /// Key the engine matches events by.
@@ -200,6 +196,23 @@ pub enum Input {
         records: u64,
         ts_ns: u64,
     },
+}
+
+/// The filesystem a write start's `EVENT_*` bits name (0: ext4, as in
+/// traces before format 3). Also what the kernel's ordered-write counts
+/// are keyed by (`collect::ordered`).
+pub fn fs_in(flags: u32) -> Fs {
+    Fs::from_u32((flags & EVENT_FS_MASK) >> EVENT_FS_SHIFT).unwrap_or(Fs::Ext4)
+}
+
+/// Counted for its new or unwritten blocks, not for extending the file.
+pub fn new_extent_in(flags: u32) -> bool {
+    flags & EVENT_NEW_EXTENT != 0
+}
+
+/// "sync" for O_SYNC/RWF_SYNC, "dsync" for O_DSYNC/RWF_DSYNC.
+pub fn sync_flavour_in(flags: u32) -> &'static str {
+    if flags & EVENT_SYNC != 0 { "sync" } else { "dsync" }
 }
 
 #[cfg(test)]

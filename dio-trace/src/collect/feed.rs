@@ -13,6 +13,7 @@ use super::{
     counters::Reading,
     decode::{Decoded, batch_slots, decode_into, sent_at, settled_cpu},
     hold::{Hold, Source},
+    ordered::OrderedCount,
 };
 use crate::{
     analysis::{Engine, Event, Frame, Input, Stack, engine::WriteReport},
@@ -362,6 +363,27 @@ impl<A: Annotator> Feed<A> {
         }
         self.engine
             .push_into(Input::Lost { records, ts_ns }, &mut self.ready);
+        Ok(())
+    }
+
+    /// Ordered writes the kernel counted instead of sending: tallied as
+    /// judged ones (and as received, for the accounting of writes gone
+    /// missing), and handed to the reporter with their labels, the
+    /// writer's cgroup as a path.
+    pub fn ordered_counted(
+        &mut self,
+        counts: &[OrderedCount],
+        reporter: &mut dyn Reporter,
+    ) -> std::io::Result<()> {
+        for c in counts {
+            self.engine.ordered_counted(c.fs(), c.n);
+            self.writes += c.n;
+            let cgroup = match c.key.cgroup_id {
+                0 => None,
+                id => self.annotator.cgroup(id),
+            };
+            reporter.ordered_counted(c, cgroup.as_deref())?;
+        }
         Ok(())
     }
 

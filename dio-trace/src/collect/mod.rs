@@ -6,5 +6,6 @@ pub mod decode;
 pub mod feed;
 pub mod hold;
 pub mod kernel_log;
+pub mod ordered;
 pub mod paths;
 pub mod ringbuf;

@@ -186,6 +186,12 @@ fn sync_path(e: &Event) -> String {
 impl<W: Write> Reporter for Human<W> {
     fn start(&mut self, info: &RunInfo) -> std::io::Result<()> {
         writeln!(self.out, "tracing on {} ({})", info.kernel, info.probe_line())?;
+        if info.ordered_counted {
+            writeln!(
+                self.out,
+                "note: ordered writes are counted in the kernel, not sent (only problems are shown; --show all sends each)"
+            )?;
+        }
         if let Some(why) = &info.symbols_unreadable {
             writeln!(self.out, "note: kernel stacks and callers stay unnamed: {why}")?;
         }

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use crate::{
     analysis::{Summary, Verdict, engine::WriteReport},
-    collect::counters::Reading,
+    collect::{counters::Reading, ordered::OrderedCount},
     probes::select::ProbeStatus,
 };
 
@@ -33,6 +33,9 @@ pub struct RunInfo {
     /// hidden, so a harness can excuse a short count only by the skips
     /// that could cause one.
     pub skipped: BTreeMap<String, u64>,
+    /// Ordered writes are counted in the kernel, not sent one by one
+    /// (a run that shows only problems): reports say which.
+    pub ordered_counted: bool,
 }
 
 impl RunInfo {
@@ -51,7 +54,14 @@ impl RunInfo {
             counters: Reading::default(),
             symbols_unreadable: None,
             skipped: BTreeMap::new(),
+            ordered_counted: false,
         }
+    }
+
+    /// What happens to an ordered write, for the start line: "counted"
+    /// (in the kernel) or "sent" (one record each).
+    pub fn ordered_writes(&self) -> &'static str {
+        if self.ordered_counted { "counted" } else { "sent" }
     }
 
     /// `name=mechanism:target ...` for one-line displays.
@@ -76,6 +86,9 @@ impl Reporter for Tee<'_> {
     }
     fn counters(&mut self, r: &Reading) -> std::io::Result<()> {
         self.0.iter_mut().try_for_each(|x| x.counters(r))
+    }
+    fn ordered_counted(&mut self, c: &OrderedCount, cgroup: Option<&str>) -> std::io::Result<()> {
+        self.0.iter_mut().try_for_each(|x| x.ordered_counted(c, cgroup))
     }
     fn finish(&mut self, s: &Summary, info: &RunInfo) -> std::io::Result<()> {
         self.0.iter_mut().try_for_each(|r| r.finish(s, info))
@@ -122,6 +135,13 @@ pub trait Reporter {
     fn write(&mut self, w: &WriteReport) -> std::io::Result<()>;
     /// The kernel's counters, read again (every second while tracing).
     fn counters(&mut self, _reading: &Reading) -> std::io::Result<()> {
+        Ok(())
+    }
+    /// Ordered writes the kernel counted instead of sending, in a run that
+    /// shows no ordered write (`CONFIG_COUNT_ORDERED`); `cgroup`: the
+    /// writers' cgroup path. What a reporter would count of as many
+    /// ordered [`WriteReport`]s with these labels.
+    fn ordered_counted(&mut self, _count: &OrderedCount, _cgroup: Option<&str>) -> std::io::Result<()> {
         Ok(())
     }
     /// The run ended.

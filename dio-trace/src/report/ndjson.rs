@@ -2,12 +2,15 @@
 //!
 //! Schema (every line has `type`):
 //! - `start`: `kernel`, `probes` (probe -> "mechanism:target" or null),
-//!   `symbols_unreadable` (why kernel addresses stay unnamed, or null).
+//!   `symbols_unreadable` (why kernel addresses stay unnamed, or null),
+//!   `ordered_writes` ("counted": a run that shows only problems, whose
+//!   ordered writes the kernel counts instead of sending, so the summary
+//!   has them but no `write` line ever will; "sent": one record each).
 //! - `write`: one per counted (or failed) write (with `--show problems`,
 //!   the default of `watch`, only violations and inconclusive ones): `verdict` ("ordered" |
 //!   "violation" | "inconclusive" | "failed"), `kind` (violation kind or
 //!   null), `reason` (why inconclusive, or null), `pid`, `tid`, `comm`,
-//!   `dev` ("major:minor"), `fs` ("ext4" | "xfs" | "f2fs"), `ino`, `path` (null when unresolved), `cgroup`
+//!   `dev` ("major:minor"), `fs` ("ext4" | "xfs" | "f2fs" | "btrfs"), `ino`, `path` (null when unresolved), `cgroup`
 //!   (the writer's cgroup v2 path from the cgroup2 root, e.g.
 //!   "/system.slice/db.service"; null when unknown), `offset`,
 //!   `len`, `sync` ("sync" | "dsync"), `new_extent` (true: counted for
@@ -198,6 +201,7 @@ impl<W: Write> Reporter for Ndjson<W> {
             "kernel": info.kernel,
             "probes": info.probes,
             "symbols_unreadable": info.symbols_unreadable,
+            "ordered_writes": info.ordered_writes(),
         }))
     }
 

@@ -44,6 +44,7 @@ impl Attached {
         let tracer = Tracer::start(&config, &how).map_err(|e| EnvError(chain(&e)))?;
         let mut info = RunInfo::new(facts.release.clone(), &tracer.selection.probes);
         info.symbols_unreadable = facts.symbols_unreadable.clone();
+        info.ordered_counted = plan.counts_ordered();
         let mut problems = tracer.selection.problems();
         problems.extend(unseen_mounts(&tracer.selection, facts, plan.filter.dev));
         if crate::notify::expected() && !problems.is_empty() {

@@ -33,6 +33,7 @@ impl Running {
             mut feed,
             mut ring,
             counters,
+            mut ordered,
             armed,
             batches,
             mut kernel_log,
@@ -49,6 +50,9 @@ impl Running {
         ring.drain(|b| feed.record_shown(b, reporter))?;
         let reading = counters.read();
         feed.counters(&reading, monotonic_ns())?;
+        if let Some(o) = ordered.as_mut() {
+            feed.ordered_counted(&o.grew(), reporter)?;
+        }
         // Settled writes a CPU still held in its batch: they never went
         // through the ring (nor into the kernel's `sent`), they reach user
         // space from here.

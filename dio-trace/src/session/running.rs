@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::{
@@ -19,6 +19,7 @@ use crate::{
         counters::Counters,
         feed::{Feed, monotonic_ns},
         kernel_log::KernelLog,
+        ordered::{ORDERED_MAP, OrderedCounts},
         paths::LiveAnnotator,
         ringbuf::RingReader,
     },
@@ -31,7 +32,11 @@ use crate::{
     spawn::spawn_gated,
     trace::{Header, writer::TraceWriter},
 };
-use dio_trace_common::{arm::ArmedWrite, config::CONFIG_DEBUG, record::CpuBatch};
+use dio_trace_common::{
+    arm::ArmedWrite,
+    config::{CONFIG_COUNT_ORDERED, CONFIG_DEBUG},
+    record::CpuBatch,
+};
 
 pub(super) struct Running {
     pub tracer: Tracer,
@@ -41,6 +46,9 @@ pub(super) struct Running {
     pub feed: Feed<LiveAnnotator>,
     pub ring: RingReader,
     pub counters: Counters,
+    /// Ordered writes the kernel counts instead of sending, where the run
+    /// asked it to (`CONFIG_COUNT_ORDERED`).
+    pub ordered: Option<OrderedCounts>,
     /// Writes the kernel still tracks: judged at the end on what they saw.
     pub armed: BpfHashMap<MapData, u64, ArmedWrite>,
     /// Per-CPU batches of settled writes not yet sent.
@@ -72,6 +80,12 @@ impl Running {
             PerCpuArray::try_from(a.take(COUNTERS_MAP)?).map_err(|e| map_error(COUNTERS_MAP, e))?,
         );
         let armed = BpfHashMap::try_from(a.take(ARMED_MAP)?).map_err(|e| map_error(ARMED_MAP, e))?;
+        let ordered = if plan.config_flags & CONFIG_COUNT_ORDERED != 0 {
+            let map = PerCpuHashMap::try_from(a.take(ORDERED_MAP)?).map_err(|e| map_error(ORDERED_MAP, e))?;
+            Some(OrderedCounts::new(map))
+        } else {
+            None
+        };
         let batches = PerCpuArray::try_from(a.take(BATCH_MAP)?).map_err(|e| map_error(BATCH_MAP, e))?;
         let mut follow: Option<BpfHashMap<MapData, u32, u8>> = if plan.follows() {
             let map = a.take(FOLLOW_MAP)?;
@@ -122,6 +136,7 @@ impl Running {
             feed,
             ring: RingReader::new(ring)?,
             counters,
+            ordered,
             armed,
             batches,
             follow,
@@ -163,6 +178,7 @@ impl Running {
             feed,
             ring,
             counters,
+            ordered,
             kernel_log,
             ..
         } = self;
@@ -184,6 +200,9 @@ impl Running {
                     feed.let_go_arrived(reporter)?;
                     let reading = counters.read();
                     feed.counters(&reading, monotonic_ns())?;
+                    if let Some(o) = ordered.as_mut() {
+                        feed.ordered_counted(&o.grew(), reporter)?;
+                    }
                     feed.tick(monotonic_ns());
                     reporter.counters(&reading)?;
                 }
