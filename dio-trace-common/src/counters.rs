@@ -49,6 +49,11 @@ pub enum Counter {
     /// not apply. Counted where `btrfs_buffered_write` runs for a
     /// direct `kiocb`.
     BufferedFallback = 14,
+    /// Writes the shared rule settled as ordered that were counted by
+    /// their labels instead of sent (`CONFIG_COUNT_ORDERED`,
+    /// [`crate::ordered::OrderedKey`]): user space tallies them from those
+    /// counts.
+    OrderedCounted = 15,
 }
 
 /// Length of the counter array.
@@ -64,7 +69,7 @@ const _: () = assert!(Counter::ALL.len() <= COUNTER_SLOTS as usize);
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 15] = [
+    pub const ALL: [Counter; 16] = [
         Counter::DirectWrites,
         Counter::Filtered,
         Counter::NotSync,
@@ -80,6 +85,7 @@ impl Counter {
         Counter::NoFsFacts,
         Counter::StacksLost,
         Counter::BufferedFallback,
+        Counter::OrderedCounted,
     ];
 
     /// Short stable name used in reports and NDJSON.
@@ -100,6 +106,7 @@ impl Counter {
             Counter::NoFsFacts => "no_fs_facts",
             Counter::StacksLost => "stacks_lost",
             Counter::BufferedFallback => "buffered_fallback",
+            Counter::OrderedCounted => "ordered_counted",
         }
     }
 }

@@ -237,7 +237,11 @@ fn count_settled(armed: *const ArmedWrite) -> bool {
             OrderedKey::new((*armed).cg_write, (*b).dev, (*b).flags),
         )
     };
-    lost == 0 && count_ordered(&key)
+    let counted = lost == 0 && count_ordered(&key);
+    if counted {
+        count(Counter::OrderedCounted);
+    }
+    counted
 }
 
 /// Send a settled write as a [`SettledWrite`]: into this CPU's batch

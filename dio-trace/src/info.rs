@@ -99,6 +99,11 @@ pub fn print(backend: Backend, btf_file: Option<&Path>) -> anyhow::Result<Exit> 
         Err(why) => println!("batching:      off, each write leaves alone ({why})"),
     }
     println!(
+        "ordered:       counted in the kernel, not sent, by runs that show only problems \
+         (watch, watch --metrics, run --show problems); sent one by one by record, --show all, \
+         --stacks, --full-timeline, --perfetto and --path (the start line says which)"
+    );
+    println!(
         "probes (--backend {backend:?}; prefixed ones are that filesystem's, the rest ext4's or shared):"
     );
     for p in &tracer.selection.probes {

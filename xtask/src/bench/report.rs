@@ -220,7 +220,7 @@ fn facts_table(samples: &[Sample], runtime: u32, cpus: usize) -> String {
          |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for w in workloads(samples) {
-        for c in [Condition::DioTrace, Condition::Bpftrace] {
+        for c in Condition::TRACED {
             let runs = tracer_runs(samples, w, c);
             if runs.is_empty() {
                 continue;
@@ -277,7 +277,7 @@ fn programs_table(samples: &[Sample]) -> String {
          |---|---|---|---:|---:|---:|\n",
     );
     for w in workloads(samples) {
-        for c in [Condition::DioTrace, Condition::Bpftrace] {
+        for c in Condition::TRACED {
             let runs = tracer_runs(samples, w, c);
             let direct = runs.iter().map(|r| r.direct).sum::<u64>();
             let mut by_name: Vec<(String, u64, u64)> = Vec::new();

@@ -30,23 +30,30 @@ const BPFTRACE_READY: &str = "dio-ordering: tracing";
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Condition {
     Untraced,
+    /// A default `watch --json`: only problems shown, so ordered writes
+    /// are counted in the kernel, not sent.
     DioTrace,
+    /// `watch --json --show all`: every write sent and printed.
+    DioTraceAll,
     Bpftrace,
 }
 
 impl Condition {
-    pub const ALL: [Self; 3] = [Self::Untraced, Self::DioTrace, Self::Bpftrace];
+    pub const ALL: [Self; 4] = [Self::Untraced, Self::DioTrace, Self::DioTraceAll, Self::Bpftrace];
+    /// The traced ones, as the cost tables list them.
+    pub const TRACED: [Self; 3] = [Self::DioTrace, Self::DioTraceAll, Self::Bpftrace];
 
     pub fn name(self) -> &'static str {
         match self {
             Self::Untraced => "untraced",
             Self::DioTrace => "dio-trace",
+            Self::DioTraceAll => "dio-trace --show all",
             Self::Bpftrace => "bpftrace",
         }
     }
 
-    /// Repetition `rep`'s order: each condition goes first once in three.
-    pub fn rotated(rep: usize) -> [Self; 3] {
+    /// Repetition `rep`'s order: each condition goes first once in four.
+    pub fn rotated(rep: usize) -> [Self; 4] {
         let mut order = Self::ALL;
         order.rotate_left(rep % Self::ALL.len());
         order
@@ -104,9 +111,12 @@ impl Tools {
     pub fn start(&self, condition: Condition) -> Result<Option<Running>> {
         let (kind, mut cmd) = match condition {
             Condition::Untraced => return Ok(None),
-            Condition::DioTrace => {
+            Condition::DioTrace | Condition::DioTraceAll => {
                 let mut cmd = Command::new(&self.dio_trace);
                 cmd.args(["watch", "--json"]);
+                if condition == Condition::DioTraceAll {
+                    cmd.args(["--show", "all"]);
+                }
                 if self.stacks {
                     cmd.arg("--stacks");
                 }
@@ -378,7 +388,7 @@ mod tests {
 
     #[test]
     fn each_condition_leads_once_in_three() {
-        let firsts: Vec<Condition> = (0..3).map(|r| Condition::rotated(r)[0]).collect();
+        let firsts: Vec<Condition> = (0..Condition::ALL.len()).map(|r| Condition::rotated(r)[0]).collect();
         assert_eq!(firsts, Condition::ALL.to_vec());
     }
 

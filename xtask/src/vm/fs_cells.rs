@@ -20,7 +20,9 @@ use dio_trace_common::fs::Fs;
 
 use super::crash::{Parent, Setup};
 use super::crash_truth::{self, Layout, Run};
-use super::matrix::{Score, Want, case_script_in, expected_on, find_case, judged, parse};
+use super::matrix::{
+    COUNTED, Score, Want, case_script_in, counted_differs, expected_on, find_case, judged, parse,
+};
 use super::{Disk, VmOptions, traced};
 use crate::initramfs::GuestFile;
 use crate::kernel::{self, Cache, Kernel, KernelSpec, Named};
@@ -509,14 +511,19 @@ fn script(setup: Setup, backends: &[&str], verify: bool, late_ext4: bool, crash:
     if verify {
         s += &super::verify::script("");
     }
-    for b in backends {
+    // Each backend's cases, then the kprobe ones again with their
+    // ordered writes counted in the kernel (`--show problems`).
+    let counted = backends
+        .contains(&"kprobe")
+        .then_some((COUNTED, "kprobe", " --show problems"));
+    for (label, b, extra) in backends.iter().map(|b| (*b, *b, "")).chain(counted) {
         for (p, count, _) in patterns(setup.fs) {
-            let (mkdir, dir) = setup.folder(&format!("{b}-{p}.d"));
+            let (mkdir, dir) = setup.folder(&format!("{label}-{p}.d"));
             s += &mkdir;
             if setup.hardlink {
-                s += &format!("touch {dir}/{b}-{p} && ln {dir}/{b}-{p} {dir}/{b}-{p}.link\n");
+                s += &format!("touch {dir}/{label}-{p} && ln {dir}/{label}-{p} {dir}/{label}-{p}.link\n");
             }
-            s += &case_script_in(&dir, b, b, "", p, setup.writes(count));
+            s += &case_script_in(&dir, label, b, extra, p, setup.writes(count));
         }
     }
     s += &format!(
@@ -635,6 +642,25 @@ pub fn run(opts: &VmOptions, only: &Pick, score: &mut Score) -> Result<()> {
                 score.record(
                     why,
                     format_args!("{} {} {b} {p}: {want:?}", cell.kernel, cell.setup.label()),
+                );
+            }
+        }
+        if cell.backends.contains(&"kprobe") {
+            for (p, count, writes) in patterns(cell.setup.fs) {
+                let case_def = (p, cell.setup.writes(count), cell.setup.writes(writes));
+                let want = want(row, cell.setup, p);
+                let case = find_case(&seen, COUNTED, p);
+                let why = judged(want, "kprobe", case_def, case, &outcome).or_else(|| {
+                    let sent = find_case(&seen, "kprobe", p)?;
+                    counted_differs(case?, sent)
+                });
+                score.record(
+                    why,
+                    format_args!(
+                        "{} {} {COUNTED} {p}: {want:?}, as when sent",
+                        cell.kernel,
+                        cell.setup.label()
+                    ),
                 );
             }
         }

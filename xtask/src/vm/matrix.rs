@@ -173,7 +173,65 @@ fn script(btf: &str) -> String {
     for (label, b, p, count, extra) in cases {
         s += &case_script(label, b, extra, p, count);
     }
+    for (p, count, _) in PATTERNS {
+        s += &case_script(COUNTED, "kprobe", &format!("{btf} --show problems"), p, count);
+    }
     s + "exit 0\n"
+}
+
+/// The label of the cases run again under kprobes with `--show problems`:
+/// their ordered writes are counted in the kernel, not sent, and their
+/// answers must be the kprobe cases' own, count for count (issue 21).
+pub(super) const COUNTED: &str = "counted";
+
+/// Why a [`COUNTED`] case's answer is not the one its writes gave when
+/// sent (`sent`, the kprobe case of the same pattern), or None. Runs the
+/// kernel skipped programs in make two runs differ for their own
+/// reasons: not compared then. A counted run must also have counted its
+/// ordered writes in the kernel (`ordered_counted`), and the sent run
+/// none.
+pub(super) fn counted_differs(counted: &Seen, sent: &Seen) -> Option<String> {
+    let (Some(c), Some(s)) = (&counted.summary, &sent.summary) else {
+        return Some("a run without its summary".into());
+    };
+    let skipped = |v: &Value| v["skipped"].as_object().is_some_and(|m| !m.is_empty());
+    if skipped(c) || skipped(s) {
+        return None;
+    }
+    let fields = [
+        "writes",
+        "counted",
+        "ordered",
+        "violations",
+        "inconclusive",
+        "failed",
+        "verdict",
+        "reasons",
+    ];
+    let differ: Vec<String> = fields
+        .iter()
+        .filter(|f| c[**f] != s[**f])
+        .map(|f| format!("{f} {} (sent: {})", c[*f], s[*f]))
+        .collect();
+    let (ordered, in_kernel, sent_counted) = (
+        c["ordered"].as_u64().unwrap_or(0),
+        c["counters"]["ordered_counted"].as_u64().unwrap_or(0),
+        s["counters"]["ordered_counted"].as_u64().unwrap_or(u64::MAX),
+    );
+    if !differ.is_empty() || counted.exit != sent.exit {
+        Some(format!(
+            "counted and sent differ: {}, exit {:?} (sent: {:?})",
+            differ.join(", "),
+            counted.exit,
+            sent.exit
+        ))
+    } else if (ordered > 0) != (in_kernel > 0) || in_kernel > ordered || sent_counted != 0 {
+        Some(format!(
+            "{ordered} ordered writes, {in_kernel} of them counted in the kernel ({sent_counted} when sent)"
+        ))
+    } else {
+        None
+    }
 }
 
 /// One case in the guest: `dio-trace run --backend b` over `dio-trace
@@ -510,6 +568,15 @@ pub fn run(kernels: &[KernelSpec], opts: &VmOptions) -> Result<Score> {
                 score.record(why, format_args!("{spec} {b} {p}: {:?}", want(row, b, helped, p)));
             }
         }
+        for case_def @ (p, _, _) in PATTERNS {
+            let want = want(row, "kprobe", helped, p);
+            let case = find_case(&seen, COUNTED, p);
+            let why = judged(want, "kprobe", case_def, case, &outcome).or_else(|| {
+                let sent = find_case(&seen, "kprobe", p)?;
+                counted_differs(case?, sent)
+            });
+            score.record(why, format_args!("{spec} {COUNTED} {p}: {want:?}, as when sent"));
+        }
         println!("xtask: {spec}: {:.1} s in QEMU", outcome.elapsed.as_secs_f64());
     }
     println!("xtask: kernel support table (docs/kernel-support.md), O_SYNC appends:");
@@ -761,13 +828,18 @@ mod tests {
                 assert_eq!(s.matches(&format!("echo \"@@CASE {b} {p} $?\"")).count(), 1);
             }
         }
-        assert_eq!(s.matches("@@CASE").count(), BACKENDS.len() * PATTERNS.len());
-        for marker in ["@@SUMMARY", "@@KINDS", "@@STACKS", "@@ERR"] {
-            assert_eq!(
-                s.matches(marker).count(),
-                BACKENDS.len() * PATTERNS.len(),
-                "{marker}"
+        // And each pattern once more under kprobes, its ordered writes
+        // counted in the kernel.
+        for (p, count, _) in PATTERNS {
+            let run = format!(
+                "dio-trace run --backend kprobe --show problems --json -- dio-trace write --pattern {p} --count {count} /mnt/{COUNTED}-{p} >"
             );
+            assert_eq!(s.matches(&run).count(), 1, "{run}");
+        }
+        let cases = (BACKENDS.len() + 1) * PATTERNS.len();
+        assert_eq!(s.matches("@@CASE").count(), cases);
+        for marker in ["@@SUMMARY", "@@KINDS", "@@STACKS", "@@ERR"] {
+            assert_eq!(s.matches(marker).count(), cases, "{marker}");
         }
         // A kernel that needs --btf: first the refusal without it, then
         // every case with it.
@@ -780,8 +852,45 @@ mod tests {
                 "dio-trace run --backend kprobe{ON_EXT4} --json -- dio-trace write --pattern {p} --count {count} /mnt/{WITHOUT_BTF}-{p} >/tmp/out 2>/tmp/err"
             )
         );
-        assert_eq!(s.matches("--btf /btf").count(), BACKENDS.len() * PATTERNS.len());
-        assert_eq!(s.matches("@@CASE").count(), BACKENDS.len() * PATTERNS.len() + 1);
+        assert_eq!(s.matches("--btf /btf").count(), cases);
+        assert_eq!(s.matches("@@CASE").count(), cases + 1);
+    }
+
+    /// A counted case passes only with the answer its writes gave when
+    /// sent, and only if the kernel really counted its ordered writes.
+    #[test]
+    fn counted_cases_must_answer_as_sent_ones_and_really_count() {
+        let case = |exit: i32, ordered: u64, violations: u64, in_kernel: u64, skipped: &str| {
+            let line = format!(
+                "@@CASE x p {exit}\n@@SUMMARY {{\"writes\":3,\"counted\":3,\"ordered\":{ordered},\"violations\":{violations},\
+                 \"inconclusive\":0,\"failed\":0,\"verdict\":\"v\",\"reasons\":[],\"skipped\":{{{skipped}}},\
+                 \"counters\":{{\"ordered_counted\":{in_kernel}}}}}\n"
+            );
+            parse(&line).remove(0).1
+        };
+        let sent = case(0, 3, 0, 0, "");
+        assert_eq!(counted_differs(&case(0, 3, 0, 3, ""), &sent), None);
+        assert_eq!(
+            counted_differs(&case(0, 3, 0, 2, ""), &sent),
+            None,
+            "one sent after all"
+        );
+        // Sent, not counted; more counted than ordered; counted when sent.
+        assert!(counted_differs(&case(0, 3, 0, 0, ""), &sent).is_some());
+        assert!(counted_differs(&case(0, 3, 0, 4, ""), &sent).is_some());
+        assert!(counted_differs(&case(0, 3, 0, 3, ""), &case(0, 3, 0, 3, "")).is_some());
+        // Another answer, or another exit status.
+        assert!(counted_differs(&case(1, 2, 1, 2, ""), &sent).is_some());
+        assert!(counted_differs(&case(3, 3, 0, 3, ""), &sent).is_some());
+        // Violations leave the kernel in either mode.
+        let buggy = case(1, 0, 3, 0, "");
+        assert_eq!(counted_differs(&case(1, 0, 3, 0, ""), &buggy), None);
+        assert!(counted_differs(&case(1, 0, 3, 1, ""), &buggy).is_some());
+        // A run with skips is its own: not compared.
+        assert_eq!(
+            counted_differs(&case(3, 2, 0, 2, "\"sync_enter\":1"), &sent),
+            None
+        );
     }
 
     fn outcome(console: &str) -> crate::vm::Outcome {
