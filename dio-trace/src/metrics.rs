@@ -432,6 +432,33 @@ mod tests {
         assert!(parse_addr("localhost").unwrap_err().contains("IP:PORT"));
     }
 
+    /// Ordered writes the kernel counted land where sent ones would: the
+    /// same family and labels, the deepest `--cgroup` holding the writer,
+    /// as many as counted.
+    #[test]
+    fn ordered_writes_counted_in_the_kernel_are_counted_under_their_labels() {
+        use dio_trace_common::{
+            ordered::OrderedKey,
+            record::{EVENT_FS_SHIFT, EVENT_SYNC},
+        };
+        let m = Arc::new(Mutex::new(Metrics::new(vec!["/a".into(), "/a/b".into()])));
+        let mut r = MetricsReporter(m.clone());
+        let key = OrderedKey::new(9, (8 << 20) | 3, EVENT_SYNC | (Fs::Xfs as u32) << EVENT_FS_SHIFT);
+        r.ordered_counted(&OrderedCount { key, n: 3 }, Some("/a/b/c"))
+            .unwrap();
+        r.ordered_counted(&OrderedCount { key, n: 2 }, Some("/a/b/c"))
+            .unwrap();
+        r.ordered_counted(&OrderedCount { key, n: 1 }, None).unwrap();
+        let text = m.lock().unwrap().encode();
+        let line = |cg: &str, n: u64| {
+            format!(
+                r#"dio_trace_writes_counted_total{{verdict="ordered",kind="",fs="xfs",device="8:3",cgroup="{cg}"}} {n}"#
+            )
+        };
+        assert!(text.contains(&line("/a/b", 5)), "{text}");
+        assert!(text.contains(&line("", 1)), "{text}");
+    }
+
     #[test]
     fn counters_get_their_total_in_prometheus_text() {
         let mut m = Metrics::new(Vec::new());

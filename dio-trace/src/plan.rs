@@ -250,6 +250,41 @@ mod tests {
         assert!(ringbuf_bytes(1024).is_err());
     }
 
+    /// Ordered writes are counted in the kernel only where no one asked to
+    /// see or keep each write (issue 21).
+    #[test]
+    fn ordered_writes_are_counted_only_where_nothing_shows_them() {
+        use crate::cli::{Cli, Command};
+        use clap::Parser as _;
+        let watch = |args: &[&str]| {
+            let cli = Cli::try_parse_from(["dio-trace", "watch"].iter().chain(args)).unwrap();
+            let Command::Watch(w) = cli.command else { panic!() };
+            Plan::new(&w.opts, Show::Problems, false).unwrap()
+        };
+        assert!(watch(&[]).counts_ordered());
+        assert!(watch(&["--json"]).counts_ordered());
+        assert!(watch(&["--show", "problems", "--debug"]).counts_ordered());
+        for sends in [
+            &["--show", "all"][..],
+            &["--stacks"],
+            &["--full-timeline"],
+            &["--perfetto", "/tmp/x.pftrace"],
+            &["--path", "/"],
+        ] {
+            assert!(!watch(sends).counts_ordered(), "{sends:?}");
+        }
+        assert!(
+            !watch(&[]).sending_every_write().counts_ordered(),
+            "a recording keeps every write"
+        );
+        let cli = Cli::try_parse_from(["dio-trace", "run", "--", "true"]).unwrap();
+        let Command::Run(r) = cli.command else { panic!() };
+        assert!(
+            !Plan::new(&r.opts, Show::All, true).unwrap().counts_ordered(),
+            "run shows all"
+        );
+    }
+
     #[test]
     fn paths_on_unsupported_filesystems_are_refused() {
         // /proc is never ext4.

@@ -661,4 +661,76 @@ mod tests {
         let frames = vec![frame(1, None), frame(2, None)];
         assert_eq!(without_bpf_frames(frames.clone()), frames);
     }
+
+    /// Ordered writes the kernel counted reach the tally, the accounting
+    /// of writes received, and the reporters with their labels (the
+    /// cgroup as a path), as many as were counted.
+    #[test]
+    fn ordered_writes_counted_in_the_kernel_are_tallied_and_reported() {
+        use dio_trace_common::{
+            fs::Fs,
+            ordered::OrderedKey,
+            record::{EVENT_FS_SHIFT, EVENT_NEW_EXTENT, EVENT_SYNC},
+        };
+        #[derive(Default)]
+        struct Seen(Vec<(Fs, &'static str, bool, u32, Option<String>, u64)>);
+        impl Reporter for Seen {
+            fn start(&mut self, _: &crate::report::RunInfo) -> std::io::Result<()> {
+                Ok(())
+            }
+            fn write(&mut self, _: &WriteReport) -> std::io::Result<()> {
+                panic!("a counted write is never a report")
+            }
+            fn ordered_counted(&mut self, c: &OrderedCount, cgroup: Option<&str>) -> std::io::Result<()> {
+                self.0.push((
+                    c.fs(),
+                    c.sync_flavour(),
+                    c.new_extent(),
+                    c.key.dev,
+                    cgroup.map(str::to_owned),
+                    c.n,
+                ));
+                Ok(())
+            }
+            fn finish(
+                &mut self,
+                _: &crate::analysis::Summary,
+                _: &crate::report::RunInfo,
+            ) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut feed = Feed::new(Engine::new(EngineConfig::default()), Plain);
+        let xfs = (Fs::Xfs as u32) << EVENT_FS_SHIFT;
+        let counts = [
+            OrderedCount {
+                key: OrderedKey::new(5, 7, EVENT_SYNC | xfs | EVENT_NEW_EXTENT),
+                n: 3,
+            },
+            OrderedCount {
+                key: OrderedKey::new(0, 8, EVENT_DSYNC | (Fs::Ext4 as u32) << EVENT_FS_SHIFT),
+                n: 2,
+            },
+        ];
+        let mut seen = Seen::default();
+        feed.ordered_counted(&counts, &mut seen).unwrap();
+        assert_eq!(
+            seen.0,
+            [
+                (Fs::Xfs, "sync", true, 7, Some("/cg5".into()), 3),
+                (Fs::Ext4, "dsync", false, 8, None, 2)
+            ]
+        );
+        let t = feed.engine.tally();
+        assert_eq!(
+            (
+                t.ordered,
+                t.counted(),
+                t.by_fs[Fs::Xfs.slot()],
+                t.by_fs[Fs::Ext4.slot()]
+            ),
+            (5, 5, 3, 2)
+        );
+        assert_eq!(feed.writes, 5);
+    }
 }

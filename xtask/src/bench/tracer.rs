@@ -388,7 +388,9 @@ mod tests {
 
     #[test]
     fn each_condition_leads_once_in_three() {
-        let firsts: Vec<Condition> = (0..Condition::ALL.len()).map(|r| Condition::rotated(r)[0]).collect();
+        let firsts: Vec<Condition> = (0..Condition::ALL.len())
+            .map(|r| Condition::rotated(r)[0])
+            .collect();
         assert_eq!(firsts, Condition::ALL.to_vec());
     }
 
