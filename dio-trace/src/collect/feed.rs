@@ -672,8 +672,10 @@ mod tests {
             ordered::OrderedKey,
             record::{EVENT_FS_SHIFT, EVENT_NEW_EXTENT, EVENT_SYNC},
         };
+        /// (fs, flavour, new blocks, device, cgroup, writes) of each count.
+        type Labels = (Fs, &'static str, bool, u32, Option<String>, u64);
         #[derive(Default)]
-        struct Seen(Vec<(Fs, &'static str, bool, u32, Option<String>, u64)>);
+        struct Seen(Vec<Labels>);
         impl Reporter for Seen {
             fn start(&mut self, _: &crate::report::RunInfo) -> std::io::Result<()> {
                 Ok(())
