@@ -606,10 +606,17 @@ mod tests {
         );
     }
 
-    /// A reporter that writes down each write's time and names.
+    /// A reporter that writes down each write's time and names, and each
+    /// count of ordered writes as (writes, its labels, its cgroup).
     struct Shown<'a>(&'a mut Vec<(u64, Option<String>, Option<String>)>);
 
     impl Reporter for Shown<'_> {
+        fn ordered_counted(&mut self, c: &OrderedCount, cgroup: Option<&str>) -> std::io::Result<()> {
+            let blocks = if c.new_extent() { "new-blocks" } else { "extending" };
+            let labels = format!("{} {} {blocks} {}", c.fs().name(), c.sync_flavour(), c.key.dev);
+            self.0.push((c.n, Some(labels), cgroup.map(str::to_owned)));
+            Ok(())
+        }
         fn start(&mut self, _: &crate::report::RunInfo) -> std::io::Result<()> {
             Ok(())
         }
@@ -672,36 +679,6 @@ mod tests {
             ordered::OrderedKey,
             record::{EVENT_FS_SHIFT, EVENT_NEW_EXTENT, EVENT_SYNC},
         };
-        /// (fs, flavour, new blocks, device, cgroup, writes) of each count.
-        type Labels = (Fs, &'static str, bool, u32, Option<String>, u64);
-        #[derive(Default)]
-        struct Seen(Vec<Labels>);
-        impl Reporter for Seen {
-            fn start(&mut self, _: &crate::report::RunInfo) -> std::io::Result<()> {
-                Ok(())
-            }
-            fn write(&mut self, _: &WriteReport) -> std::io::Result<()> {
-                panic!("a counted write is never a report")
-            }
-            fn ordered_counted(&mut self, c: &OrderedCount, cgroup: Option<&str>) -> std::io::Result<()> {
-                self.0.push((
-                    c.fs(),
-                    c.sync_flavour(),
-                    c.new_extent(),
-                    c.key.dev,
-                    cgroup.map(str::to_owned),
-                    c.n,
-                ));
-                Ok(())
-            }
-            fn finish(
-                &mut self,
-                _: &crate::analysis::Summary,
-                _: &crate::report::RunInfo,
-            ) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
         let mut feed = Feed::new(Engine::new(EngineConfig::default()), Plain);
         let xfs = (Fs::Xfs as u32) << EVENT_FS_SHIFT;
         let counts = [
@@ -714,13 +691,14 @@ mod tests {
                 n: 2,
             },
         ];
-        let mut seen = Seen::default();
-        feed.ordered_counted(&counts, &mut seen).unwrap();
+        let mut shown = Vec::new();
+        feed.ordered_counted(&counts, &mut Shown(&mut shown)).unwrap();
+        let some = |s: &str| Some(s.to_owned());
         assert_eq!(
-            seen.0,
+            shown,
             [
-                (Fs::Xfs, "sync", true, 7, Some("/cg5".into()), 3),
-                (Fs::Ext4, "dsync", false, 8, None, 2)
+                (3, some("xfs sync new-blocks 7"), some("/cg5")),
+                (2, some("ext4 dsync extending 8"), None)
             ]
         );
         let t = feed.engine.tally();
