@@ -220,13 +220,20 @@ fn finish(armed: *mut ArmedWrite, settled: Settled) {
     }
 }
 
+/// The run counts ordered writes instead of sending them
+/// ([`CONFIG_COUNT_ORDERED`]): nobody is shown their timelines.
+#[inline(always)]
+pub fn counts_ordered() -> bool {
+    config!(flags) & CONFIG_COUNT_ORDERED != 0
+}
+
 /// Count an ordered write instead of sending it, where the run asked
 /// ([`CONFIG_COUNT_ORDERED`]) and the write has nothing user space must
 /// see: none of its records was lost (user space marks such a write).
 /// False when it must be sent after all.
 #[inline(always)]
 fn count_settled(armed: *const ArmedWrite) -> bool {
-    if config!(flags) & CONFIG_COUNT_ORDERED == 0 {
+    if !counts_ordered() {
         return false;
     }
     // SAFETY: map value pointer, valid while the program runs.

@@ -27,7 +27,7 @@ use dio_trace_common::{
 };
 
 use crate::{
-    emit::{Fact, full_timeline, settle, stack, step, step_time, wants_stack},
+    emit::{Fact, counts_ordered, full_timeline, settle, stack, step, step_time, wants_stack},
     facts::{Via, entry_fs, entry_sizes, file_inode, inode_dev, read, vfs_inode},
     maps::{
         F2FS_NODE_WAIT, F2FS_NODES_NUMBERED, NODES_PENDING, NODES_UNWAITED, NODES_WAITED, NODES_WAITED_ALL,
@@ -342,31 +342,41 @@ fn f2fs_sync_exit(inode: *const u8, cp_reason: i32, ret: i32, mechanism: Mechani
         return;
     };
     // SAFETY: map value pointer, valid while the program runs.
-    let sized_first = unsafe {
+    // The exit of the write's first sync (whose step it amends), and
+    // whether the write's size update came before that sync.
+    let (first_sync, sized_first) = unsafe {
         let sync = &raw mut (*entry).rec.sync;
         if (*sync).ts_ns != 0 && (*sync).pos < 0 {
             (*sync).pos = cp_reason as i64;
             (*sync).flags |= flags;
-            (*entry).state & ARM_SIZE_SEEN != 0
+            (true, (*entry).state & ARM_SIZE_SEEN != 0)
         } else {
-            false
+            (false, false)
         }
     };
-    // The first sync's exit of a write whose size update came first: now
-    // its verdict cannot change ([`try_sync`] leaves it to this), and the
-    // shared rule says whether it is ordered by the path the sync took (a
-    // failed sync fails the write: not counted as ordered).
-    if sized_first {
-        let first = FirstSync {
-            fs: entry_fs(entry),
-            // SAFETY: map value pointer, valid while the program runs.
-            end: unsafe { (*entry).end },
-            new_extent: false,
-            sized_before: true,
-            sync_size: -1,
-            path: SyncPath::of(flags, cp_reason as i64),
-        };
-        settle(entry, ret == 0 && settled_ordered(&first));
+    if !first_sync {
+        return;
+    }
+    // The first sync's exit: the shared rule says whether the write is
+    // ordered by the path the sync took (a failed sync fails the write:
+    // never ordered). Where its size update came first its verdict cannot
+    // change now ([`try_sync`] leaves it to this). A roll-forward the rule
+    // calls ordered without one rebuilds the size from the write's blocks,
+    // so nothing later changes that verdict either; it still waits for its
+    // completion and size update when they are to be shown, and is counted
+    // now when they are not.
+    let first = FirstSync {
+        fs: entry_fs(entry),
+        // SAFETY: map value pointer, valid while the program runs.
+        end: unsafe { (*entry).end },
+        new_extent: false,
+        sized_before: sized_first,
+        sync_size: -1,
+        path: SyncPath::of(flags, cp_reason as i64),
+    };
+    let ordered = ret == 0 && settled_ordered(&first);
+    if sized_first || (ordered && counts_ordered()) {
+        settle(entry, ordered);
     }
 }
 

@@ -511,11 +511,9 @@ fn script(setup: Setup, backends: &[&str], verify: bool, late_ext4: bool, crash:
     if verify {
         s += &super::verify::script("");
     }
-    // Each backend's cases, then the kprobe ones again with their
+    // Each backend's cases, then the first backend's again with their
     // ordered writes counted in the kernel (`--show problems`).
-    let counted = backends
-        .contains(&"kprobe")
-        .then_some((COUNTED, "kprobe", " --show problems"));
+    let counted = backends.first().map(|b| (COUNTED, *b, " --show problems"));
     for (label, b, extra) in backends.iter().map(|b| (*b, *b, "")).chain(counted) {
         for (p, count, _) in patterns(setup.fs) {
             let (mkdir, dir) = setup.folder(&format!("{label}-{p}.d"));
@@ -645,13 +643,13 @@ pub fn run(opts: &VmOptions, only: &Pick, score: &mut Score) -> Result<()> {
                 );
             }
         }
-        if cell.backends.contains(&"kprobe") {
+        if let Some(b) = cell.backends.first() {
             for (p, count, writes) in patterns(cell.setup.fs) {
                 let case_def = (p, cell.setup.writes(count), cell.setup.writes(writes));
                 let want = want(row, cell.setup, p);
                 let case = find_case(&seen, COUNTED, p);
-                let why = judged(want, "kprobe", case_def, case, &outcome).or_else(|| {
-                    let sent = find_case(&seen, "kprobe", p)?;
+                let why = judged(want, b, case_def, case, &outcome).or_else(|| {
+                    let sent = find_case(&seen, b, p)?;
                     counted_differs(case?, sent)
                 });
                 score.record(
