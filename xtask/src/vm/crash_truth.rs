@@ -516,6 +516,26 @@ mod tests {
         assert_eq!(all_inline.failed, 0);
     }
 
+    /// Found by `cargo xtask mutants`: with the size fix but no wait for
+    /// every numbered page, a new directory's first concurrent write is a
+    /// roll-forward among others, and only a second link makes every one
+    /// checkpoint, ordered.
+    #[test]
+    fn concurrent_checkpoints_with_only_the_size_fix_depend_on_the_layout() {
+        let mut row = *find("f2fs-fix-7.3").unwrap();
+        row.f2fs_waits_all_numbered = false;
+        assert!(!row.f2fs_late_size);
+        let on = |layout| Run::on("f2fs", layout, &[CONCURRENT]);
+        assert_eq!(
+            allowed(&row, &on(Layout::Hardlinked), CONCURRENT, 0),
+            Some(ORDERED)
+        );
+        assert_eq!(
+            allowed(&row, &on(Layout::NewDir), CONCURRENT, 0),
+            Some(ROLL_FORWARD_SHARED)
+        );
+    }
+
     #[test]
     fn f2fs_writes_follow_their_sync_path() {
         let linked = Run::on(
