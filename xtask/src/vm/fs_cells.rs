@@ -21,7 +21,7 @@ use dio_trace_common::fs::Fs;
 use super::crash::{Parent, Setup};
 use super::crash_truth::{self, Layout, Run};
 use super::matrix::{
-    COUNTED, Score, Want, case_script_in, counted_differs, expected_on, find_case, judged, parse,
+    COUNTED, Score, Want, case_script_in, counted_judged, expected_on, find_case, judged, parse,
 };
 use super::{Disk, VmOptions, traced};
 use crate::initramfs::GuestFile;
@@ -647,11 +647,7 @@ pub fn run(opts: &VmOptions, only: &Pick, score: &mut Score) -> Result<()> {
             for (p, count, writes) in patterns(cell.setup.fs) {
                 let case_def = (p, cell.setup.writes(count), cell.setup.writes(writes));
                 let want = want(row, cell.setup, p);
-                let case = find_case(&seen, COUNTED, p);
-                let why = judged(want, b, case_def, case, &outcome).or_else(|| {
-                    let sent = find_case(&seen, b, p)?;
-                    counted_differs(case?, sent)
-                });
+                let why = counted_judged(want, b, case_def, &seen, &outcome);
                 score.record(
                     why,
                     format_args!(

@@ -190,7 +190,7 @@ pub(super) const COUNTED: &str = "counted";
 /// reasons: not compared then. A counted run must also have counted its
 /// ordered writes in the kernel (`ordered_counted`), and the sent run
 /// none.
-pub(super) fn counted_differs(counted: &Seen, sent: &Seen) -> Option<String> {
+fn counted_differs(counted: &Seen, sent: &Seen) -> Option<String> {
     let (Some(c), Some(s)) = (&counted.summary, &sent.summary) else {
         return Some("a run without its summary".into());
     };
@@ -232,6 +232,23 @@ pub(super) fn counted_differs(counted: &Seen, sent: &Seen) -> Option<String> {
     } else {
         None
     }
+}
+
+/// [`judged`] for the [`COUNTED`] case of `case_def`'s pattern, then
+/// compared with the same pattern's case under `backend`, sent
+/// ([`counted_differs`]; a missing sent case fails on its own).
+pub(super) fn counted_judged(
+    want: Want,
+    backend: &str,
+    case_def: (&str, u64, u64),
+    seen: &[((String, String), Seen)],
+    outcome: &super::Outcome,
+) -> Option<String> {
+    let case = find_case(seen, COUNTED, case_def.0);
+    judged(want, backend, case_def, case, outcome).or_else(|| {
+        let sent = find_case(seen, backend, case_def.0)?;
+        counted_differs(case?, sent)
+    })
 }
 
 /// One case in the guest: `dio-trace run --backend b` over `dio-trace
@@ -570,11 +587,7 @@ pub fn run(kernels: &[KernelSpec], opts: &VmOptions) -> Result<Score> {
         }
         for case_def @ (p, _, _) in PATTERNS {
             let want = want(row, "kprobe", helped, p);
-            let case = find_case(&seen, COUNTED, p);
-            let why = judged(want, "kprobe", case_def, case, &outcome).or_else(|| {
-                let sent = find_case(&seen, "kprobe", p)?;
-                counted_differs(case?, sent)
-            });
+            let why = counted_judged(want, "kprobe", case_def, &seen, &outcome);
             score.record(why, format_args!("{spec} {COUNTED} {p}: {want:?}, as when sent"));
         }
         println!("xtask: {spec}: {:.1} s in QEMU", outcome.elapsed.as_secs_f64());
