@@ -117,7 +117,8 @@ impl From<Show> for View {
 pub enum Show {
     /// Every counted write, one line each (violations with their timeline).
     All,
-    /// Only violations and writes that could not be judged.
+    /// Only violations and writes that could not be judged; the kernel
+    /// counts ordered writes instead of sending them (same summary)
     Problems,
 }
 
