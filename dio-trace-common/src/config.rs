@@ -52,6 +52,8 @@ pub struct Offsets {
     pub iomap_iter_iomap: u32,
     /// `task_struct.journal_info`, where btrfs before 5.16 leaves a stub
     /// while it writes a sync direct write with `IOCB_DSYNC` taken off.
+    /// 0 on later kernels, which never do (the loader's choice): the write
+    /// start then skips the read.
     pub task_struct_journal_info: u32,
     /// `f2fs_sb_info.fsync_seg_id`, the last number f2fs gave a node page
     /// (f2fs's BTF; 0: unknown, and no f2fs sync counts as having waited

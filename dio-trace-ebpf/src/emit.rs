@@ -204,20 +204,43 @@ fn finish(armed: *mut ArmedWrite, settled: Settled) {
         if (*armed).state & ARM_SENT != 0 {
             return; // another probe retired it a moment ago
         }
+        if settled == Settled::Ordered && settle_counted(armed) {
+            return;
+        }
         (*armed).state |= ARM_SENT;
         if !full_timeline() {
             (*armed).rec.begin.flags |= EVENT_FINAL;
-            let gone = match settled {
-                Settled::Ordered => count_settled(armed) || send_settled(armed),
-                Settled::Final => send_settled(armed),
-                Settled::No => false,
-            };
+            let gone = settled != Settled::No && send_settled(armed);
             if !gone {
                 send_write(armed);
             }
         }
         filter_add((*armed).rec.begin.ino, -1);
     }
+}
+
+/// Settle a write the shared rule calls ordered by counting it
+/// ([`count_settled`]), where the run counts ordered writes. It needs
+/// nothing of the step that settled it, so a sync after the covering size
+/// update calls this before reading anything for its step (the on-disk
+/// size is a `bpf_probe_read_kernel` of about 35 ns). False, with nothing
+/// changed, when the write must be sent after all: the caller records the
+/// step and [`settle`]s it.
+#[inline(always)]
+pub fn settle_counted(armed: *mut ArmedWrite) -> bool {
+    // SAFETY: map value pointer, valid while the program runs.
+    unsafe {
+        if (*armed).state & ARM_SENT != 0 {
+            return true; // another probe retired it a moment ago
+        }
+        if full_timeline() || !count_settled(armed) {
+            return false;
+        }
+        (*armed).state |= ARM_SENT;
+        (*armed).rec.begin.flags |= EVENT_FINAL;
+        filter_add((*armed).rec.begin.ino, -1);
+    }
+    true
 }
 
 /// The run counts ordered writes instead of sending them

@@ -27,7 +27,9 @@ use dio_trace_common::{
 };
 
 use crate::{
-    emit::{Fact, counts_ordered, full_timeline, settle, stack, step, step_time, wants_stack},
+    emit::{
+        Fact, counts_ordered, full_timeline, settle, settle_counted, stack, step, step_time, wants_stack,
+    },
     facts::{Via, entry_fs, entry_sizes, file_inode, inode_dev, read, vfs_inode},
     maps::{
         F2FS_NODE_WAIT, F2FS_NODES_NUMBERED, NODES_PENDING, NODES_UNWAITED, NODES_WAITED, NODES_WAITED_ALL,
@@ -400,6 +402,29 @@ pub fn try_sync(ctx: *mut c_void, inode: *const u8, kind: RecordKind, arg: u64, 
     // SAFETY: map value pointer, valid while the program runs.
     if !full && unsafe { (*entry).rec.sync.ts_ns } != 0 {
         return;
+    }
+    // Its covering size update came first: the shared rule needs nothing
+    // this sync would read, and a write it settles as ordered is counted,
+    // not sent, when the run counts them. Same rule, same answer as below,
+    // which a sync of a write that is still open takes.
+    // SAFETY: as above.
+    if !full
+        && kind == RecordKind::SyncEnter
+        && counts_ordered()
+        && unsafe { (*entry).state } & ARM_SIZE_SEEN != 0
+    {
+        let first = FirstSync {
+            fs: entry_fs(entry),
+            // SAFETY: as above.
+            end: unsafe { (*entry).end },
+            new_extent: false,
+            sized_before: true,
+            sync_size: -1,
+            path: SyncPath::Unknown,
+        };
+        if settled_ordered(&first) && settle_counted(entry) {
+            return;
+        }
     }
     let sz = entry_sizes(via, inode, entry);
     let ts = step_time(entry);
