@@ -43,11 +43,14 @@ impl KernelFacts {
         let tracefs = tracefs::ensure_mounted().map_err(EnvError::of)?;
         let release = super::release();
         let btf = KernelBtf::load(btf).map_err(EnvError::of)?;
-        let offsets = btf.offsets().map_err(|e| {
+        let mut offsets = btf.offsets().map_err(|e| {
             EnvError(format!(
                 "kernel {release} lacks a struct field dio-trace reads: {e:#}; this kernel is not supported"
             ))
         })?;
+        if !btrfs_may_leave_dsync_stub(super::parse_version(&release)) {
+            offsets.task_struct_journal_info = 0;
+        }
         let format = tracefs::format(&tracefs, "iomap", "iomap_dio_rw_begin");
         let (iocb, iocb_source) =
             iocb::resolve(format.as_deref(), super::parse_version(&release)).map_err(EnvError::of)?;
@@ -108,6 +111,18 @@ impl KernelFacts {
     }
 }
 
+/// Can btrfs take `IOCB_DSYNC` off a sync direct write before iomap and
+/// leave its stub in `current->journal_info` (5.10 to 5.15)? Only there
+/// does the write start read `journal_info` for every direct write that
+/// is not sync-flavoured (a helper call and a read, about 14 ns of a
+/// 50 ns filter on the kernels that never do it). 5.16 dropped the stub
+/// and 6.1's btrfs leaves `IOCB_DSYNC` alone; a release that does not
+/// parse keeps the read (a read too many costs time, one too few a silent
+/// miss).
+fn btrfs_may_leave_dsync_stub(version: Option<(u32, u32, u32)>) -> bool {
+    version.is_none_or(|(major, minor, _)| (major, minor) < (5, 16))
+}
+
 /// Why writes to device `dev` (0: every device) cannot be judged, when
 /// it holds a filesystem dio-trace knows but whose facts are missing.
 fn unjudgeable_target(fs: &[FsStatus], mounts: &MountTable, dev: u32) -> Option<String> {
@@ -131,6 +146,17 @@ mod tests {
     use super::*;
     use crate::kernel::btf::{Types, fs_status};
     use dio_trace_common::fs::Fs;
+
+    #[test]
+    fn only_kernels_before_5_16_read_the_btrfs_dsync_stub() {
+        assert!(btrfs_may_leave_dsync_stub(Some((5, 10, 218))));
+        assert!(btrfs_may_leave_dsync_stub(Some((5, 15, 0))));
+        assert!(btrfs_may_leave_dsync_stub(Some((4, 19, 0))));
+        assert!(!btrfs_may_leave_dsync_stub(Some((5, 16, 0))));
+        assert!(!btrfs_may_leave_dsync_stub(Some((6, 1, 0))));
+        assert!(!btrfs_may_leave_dsync_stub(Some((7, 3, 4))));
+        assert!(btrfs_may_leave_dsync_stub(None));
+    }
 
     struct NoTypes;
     impl crate::kernel::btf::TypeLookup for NoTypes {
