@@ -51,7 +51,15 @@ pub struct BenchArgs {
     /// run without it for what stacks cost.
     #[arg(long)]
     stacks: bool,
+    /// The bpftrace baseline. `xtask/bench/dio-ordering-new-extent.bt` adds
+    /// the check a default `watch` also makes of sync writes into new or
+    /// unwritten blocks, with its mapping probe: the same work as dio-trace.
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_SCRIPT)]
+    script: PathBuf,
 }
+
+/// The baseline of NOTES §6: the size-ordering check alone.
+const DEFAULT_SCRIPT: &str = "xtask/bench/dio-ordering.bt";
 
 /// `10`, `10s`: whole seconds, at least one.
 fn parse_secs(s: &str) -> Result<u32, String> {
@@ -83,7 +91,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     );
     let tools = Tools {
         dio_trace: crate::build::release_binary(),
-        script: script_path()?,
+        script: script_path(&args.script)?,
         logs: fs.work_dir().to_path_buf(),
         stacks: args.stacks,
     };
@@ -175,10 +183,19 @@ fn image_bytes(runtime: u32) -> u64 {
     (2 * fio::append_bytes(runtime) + (2 << 30)).max(MIN_IMAGE_BYTES)
 }
 
-fn script_path() -> Result<PathBuf> {
-    let path = crate::build::workspace().join("xtask/bench/dio-ordering.bt");
+/// `script` as given, or from the workspace's root when relative (cargo
+/// runs xtask there, but the user may type it from anywhere).
+fn script_path(script: &std::path::Path) -> Result<PathBuf> {
+    let path = if script.is_absolute() || script.is_file() {
+        script.to_path_buf()
+    } else {
+        crate::build::workspace().join(script)
+    };
     if !path.is_file() {
-        bail!("the bpftrace baseline {} is missing", path.display());
+        bail!(
+            "the bpftrace baseline {} is missing: give --script a bpftrace file that prints \"dio-ordering: tracing\" from BEGIN",
+            path.display()
+        );
     }
     Ok(path)
 }
@@ -192,6 +209,23 @@ fn command_line() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn both_baselines_are_found_from_the_workspace_and_a_missing_one_is_named() {
+        for script in [DEFAULT_SCRIPT, "xtask/bench/dio-ordering-new-extent.bt"] {
+            let path = script_path(std::path::Path::new(script)).unwrap();
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(
+                text.contains("dio-ordering: tracing"),
+                "{script} prints no ready line"
+            );
+        }
+        let why = format!(
+            "{:#}",
+            script_path(std::path::Path::new("no/such.bt")).unwrap_err()
+        );
+        assert!(why.contains("no/such.bt") && why.contains("--script"), "{why}");
+    }
 
     #[test]
     fn runtime_takes_plain_or_suffixed_seconds() {

@@ -212,12 +212,13 @@ fn facts_table(samples: &[Sample], runtime: u32, cpus: usize) -> String {
          directly, unlike IOPS it does not drown in the disk's noise: *BPF ns/I/O* is the kernel \
          programs' run time (`bpf_stats`) per direct I/O of the workload, *process CPU s/run* the \
          tracer process's own time (its threads' `schedstat`), *process ns/counted* that time per \
-         counted write, and *CPU share* BPF and process together as a share of the machine's \
-         CPU time during the run. *Sent* is dio-trace's `sent` counter: the writes and names that \
+         counted write, *CPU share* BPF and process together as a share of the machine's \
+         CPU time during the run, and *CPU ns/I/O* the same time per direct I/O (a tracer whose \
+         runs did more I/O has the larger share at the same cost per I/O). *Sent* is dio-trace's `sent` counter: the writes and names that \
          left through the ring (a batch counts as the writes in it; those read from the batches \
          after detaching are not in it):\n\n\
-         | workload | tracer | direct I/O | counted | ordered | violations | unjudged | lost | sent | NDJSON write lines | BPF ns/I/O | process CPU s/run | process ns/counted | CPU share |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+         | workload | tracer | direct I/O | counted | ordered | violations | unjudged | lost | sent | NDJSON write lines | BPF ns/I/O | process CPU s/run | process ns/counted | CPU share | CPU ns/I/O |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for w in workloads(samples) {
         for c in Condition::TRACED {
@@ -231,6 +232,11 @@ fn facts_table(samples: &[Sample], runtime: u32, cpus: usize) -> String {
             let direct = runs.iter().map(|r| r.direct).sum::<u64>() as f64 / runs.len() as f64;
             let ns_per_io = if direct > 0.0 { bpf * 1e9 / direct } else { 0.0 };
             let share = 100.0 * (cpu + bpf) / (f64::from(runtime) * cpus as f64);
+            let cpu_per_io = if direct > 0.0 {
+                (cpu + bpf) * 1e9 / direct
+            } else {
+                0.0
+            };
             let counted = runs.iter().map(|r| r.counted).sum::<u64>() as f64 / runs.len() as f64;
             let per_counted = if counted > 0.0 {
                 format!("{:.0}", cpu * 1e9 / counted)
@@ -239,7 +245,7 @@ fn facts_table(samples: &[Sample], runtime: u32, cpus: usize) -> String {
             };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {ns_per_io:.0} | {cpu:.3} | {per_counted} | {share:.2}% |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {ns_per_io:.0} | {cpu:.3} | {per_counted} | {share:.3}% | {cpu_per_io:.0} |",
                 w.name(),
                 c.name(),
                 sum(|f| f.direct),
@@ -378,6 +384,32 @@ mod tests {
     fn a_file_without_markers_gets_the_section_appended() {
         let new = replace_section("# B\n", &format!("{BEGIN}\nx\n{END}")).unwrap();
         assert_eq!(new, format!("# B\n\n{BEGIN}\nx\n{END}\n"));
+    }
+
+    #[test]
+    fn cost_per_io_counts_bpf_and_process_over_the_io_done() {
+        // 1 s of BPF and 1 s of process time over 10 s on 2 CPUs: a 10% share,
+        // and 2 s over 1,000,000 I/Os is 2,000 ns each.
+        let facts = TraceFacts {
+            direct: 1_000_000,
+            counted: 1_000_000,
+            cpu_s: 1.0,
+            programs: vec![crate::bench::host::ProgramCost {
+                name: "p".into(),
+                run_ns: 1_000_000_000,
+                runs: 1_000_000,
+            }],
+            ..TraceFacts::default()
+        };
+        let samples = [Sample {
+            workload: Workload::A,
+            condition: Condition::DioTrace,
+            iops: 1.0,
+            facts: Some(facts),
+        }];
+        let table = facts_table(&samples, 10, 2);
+        let row = table.lines().find(|l| l.starts_with("| a | dio-trace |")).unwrap();
+        assert!(row.ends_with("| 1000 | 1.000 | 1000 | 10.000% | 2000 |"), "{row}");
     }
 
     #[test]
