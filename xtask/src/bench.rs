@@ -75,6 +75,8 @@ fn parse_secs(s: &str) -> Result<u32, String> {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
+    // Before anything is built or mounted: a mistyped --script fails at once.
+    let script = script_path(&args.script)?;
     host::require_root()?;
     host::require_tools()?;
     let _stats = host::BpfStats::enable()?;
@@ -91,7 +93,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     );
     let tools = Tools {
         dio_trace: crate::build::release_binary(),
-        script: script_path(&args.script)?,
+        script,
         logs: fs.work_dir().to_path_buf(),
         stacks: args.stacks,
     };

@@ -408,7 +408,10 @@ mod tests {
             facts: Some(facts),
         }];
         let table = facts_table(&samples, 10, 2);
-        let row = table.lines().find(|l| l.starts_with("| a | dio-trace |")).unwrap();
+        let row = table
+            .lines()
+            .find(|l| l.starts_with("| a | dio-trace |"))
+            .unwrap();
         assert!(row.ends_with("| 1000 | 1.000 | 1000 | 10.000% | 2000 |"), "{row}");
     }
 
