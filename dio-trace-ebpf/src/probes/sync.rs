@@ -18,7 +18,7 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RawTracePointContext},
 };
 use dio_trace_common::{
-    arm::{ARM_SIZE_SEEN, ARM_SYNC_SEEN},
+    arm::{ARM_SIZE_SEEN, ARM_SYNC_SEEN, ArmedWrite},
     fs::Fs,
     kind::RecordKind,
     probe::Mechanism,
@@ -367,15 +367,7 @@ fn f2fs_sync_exit(inode: *const u8, cp_reason: i32, ret: i32, mechanism: Mechani
     // so nothing later changes that verdict either; it still waits for its
     // completion and size update when they are to be shown, and is counted
     // now when they are not.
-    let first = FirstSync {
-        fs: entry_fs(entry),
-        // SAFETY: map value pointer, valid while the program runs.
-        end: unsafe { (*entry).end },
-        new_extent: false,
-        sized_before: sized_first,
-        sync_size: -1,
-        path: SyncPath::of(flags, cp_reason as i64),
-    };
+    let first = at_first_sync(entry, sized_first, -1, SyncPath::of(flags, cp_reason as i64));
     let ordered = ret == 0 && settled_ordered(&first);
     if sized_first || (ordered && counts_ordered()) {
         settle(entry, ordered);
@@ -412,19 +404,10 @@ pub fn try_sync(ctx: *mut c_void, inode: *const u8, kind: RecordKind, arg: u64, 
         && kind == RecordKind::SyncEnter
         && counts_ordered()
         && unsafe { (*entry).state } & ARM_SIZE_SEEN != 0
+        && settled_ordered(&at_first_sync(entry, true, -1, SyncPath::Unknown))
+        && settle_counted(entry)
     {
-        let first = FirstSync {
-            fs: entry_fs(entry),
-            // SAFETY: as above.
-            end: unsafe { (*entry).end },
-            new_extent: false,
-            sized_before: true,
-            sync_size: -1,
-            path: SyncPath::Unknown,
-        };
-        if settled_ordered(&first) && settle_counted(entry) {
-            return;
-        }
+        return;
     }
     let sz = entry_sizes(via, inode, entry);
     let ts = step_time(entry);
@@ -433,19 +416,12 @@ pub fn try_sync(ctx: *mut c_void, inode: *const u8, kind: RecordKind, arg: u64, 
     // The shared rule, at the sync's start (its path is not known yet):
     // the size came first (its update was seen, or this sync writes the
     // size it finds and finds it covering the write, btrfs).
-    let first = FirstSync {
-        fs: entry_fs(entry),
-        // SAFETY: as above.
-        end: unsafe { (*entry).end },
-        new_extent: false,
-        sized_before: state & ARM_SIZE_SEEN != 0,
-        sync_size: if kind == RecordKind::SyncEnter {
-            sz.i_disksize
-        } else {
-            -1
-        },
-        path: SyncPath::Unknown,
+    let sync_size = if kind == RecordKind::SyncEnter {
+        sz.i_disksize
+    } else {
+        -1
     };
+    let first = at_first_sync(entry, state & ARM_SIZE_SEEN != 0, sync_size, SyncPath::Unknown);
     let sized = first.sized();
     if kind == RecordKind::SyncEnter && state & ARM_SYNC_SEEN == 0 {
         // SAFETY: as above.
@@ -470,5 +446,20 @@ pub fn try_sync(ctx: *mut c_void, inode: *const u8, kind: RecordKind, arg: u64, 
     // decides what lasts (f2fs), its exit settles it instead.
     if !full && kind == RecordKind::SyncEnter && settled_ordered(&first) {
         settle(entry, true);
+    }
+}
+
+/// What the shared rule needs of an armed write at its first sync.
+/// `sync_size`: the on-disk size the sync found, negative where not read.
+#[inline(always)]
+fn at_first_sync(entry: *const ArmedWrite, sized_before: bool, sync_size: i64, path: SyncPath) -> FirstSync {
+    FirstSync {
+        fs: entry_fs(entry),
+        // SAFETY: map value pointer, valid while the program runs.
+        end: unsafe { (*entry).end },
+        new_extent: false,
+        sized_before,
+        sync_size,
+        path,
     }
 }
