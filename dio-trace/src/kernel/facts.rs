@@ -48,12 +48,12 @@ impl KernelFacts {
                 "kernel {release} lacks a struct field dio-trace reads: {e:#}; this kernel is not supported"
             ))
         })?;
-        if !btrfs_may_leave_dsync_stub(super::parse_version(&release)) {
+        let version = super::parse_version(&release);
+        if !btrfs_may_leave_dsync_stub(version) {
             offsets.task_struct_journal_info = 0;
         }
         let format = tracefs::format(&tracefs, "iomap", "iomap_dio_rw_begin");
-        let (iocb, iocb_source) =
-            iocb::resolve(format.as_deref(), super::parse_version(&release)).map_err(EnvError::of)?;
+        let (iocb, iocb_source) = iocb::resolve(format.as_deref(), version).map_err(EnvError::of)?;
         // Only for naming callers and stack frames: a host that hides
         // kernel addresses still traces, and the reports say why once.
         let (kallsyms, symbols_unreadable) = match Kallsyms::load() {

@@ -230,13 +230,10 @@ fn facts_table(samples: &[Sample], runtime: u32, cpus: usize) -> String {
             let cpu = runs.iter().map(|r| r.cpu_s).sum::<f64>() / runs.len() as f64;
             let bpf = runs.iter().map(|r| r.bpf_s()).sum::<f64>() / runs.len() as f64;
             let direct = runs.iter().map(|r| r.direct).sum::<u64>() as f64 / runs.len() as f64;
-            let ns_per_io = if direct > 0.0 { bpf * 1e9 / direct } else { 0.0 };
+            let per_io = |secs: f64| if direct > 0.0 { secs * 1e9 / direct } else { 0.0 };
+            let ns_per_io = per_io(bpf);
             let share = 100.0 * (cpu + bpf) / (f64::from(runtime) * cpus as f64);
-            let cpu_per_io = if direct > 0.0 {
-                (cpu + bpf) * 1e9 / direct
-            } else {
-                0.0
-            };
+            let cpu_per_io = per_io(cpu + bpf);
             let counted = runs.iter().map(|r| r.counted).sum::<u64>() as f64 / runs.len() as f64;
             let per_counted = if counted > 0.0 {
                 format!("{:.0}", cpu * 1e9 / counted)
